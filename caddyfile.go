@@ -1,0 +1,172 @@
+package ssefanout
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("sse_fanout", parseCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("sse_fanout", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	handler := new(Handler)
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return handler, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	sse_fanout [<matcher>] <upstream-base-url> {
+//	    heartbeat      <duration>|off
+//	    retry          <duration>
+//	    buffer         <count>
+//	    buffer_bytes   <size>
+//	    header_up      <name> <value>
+//	    client_queue   <count>
+//	    idle_close     <duration>
+//	    max_clients    <count>
+//	    max_event_size <size>
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if !d.AllArgs(&h.Upstream) {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch sub := d.Val(); sub {
+		case "heartbeat":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			if v == "off" {
+				h.Heartbeat = -1
+				continue
+			}
+			dur, err := parseDuration(d, sub, v)
+			if err != nil {
+				return err
+			}
+			if dur == 0 {
+				return d.Errf("bad heartbeat duration '%s': must be positive, or off", v)
+			}
+			h.Heartbeat = dur
+		case "retry":
+			dur, err := durationArg(d, sub)
+			if err != nil {
+				return err
+			}
+			h.Retry = &dur
+		case "idle_close":
+			dur, err := durationArg(d, sub)
+			if err != nil {
+				return err
+			}
+			if dur == 0 {
+				dur = -1 // close as soon as the last client leaves
+			}
+			h.IdleClose = dur
+		case "buffer":
+			n, err := countArg(d, sub)
+			if err != nil {
+				return err
+			}
+			h.Buffer = &n
+		case "client_queue":
+			n, err := countArg(d, sub)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return d.Errf("bad client_queue value '0': want at least 1")
+			}
+			h.ClientQueue = n
+		case "max_clients":
+			n, err := countArg(d, sub)
+			if err != nil {
+				return err
+			}
+			h.MaxClients = n
+		case "buffer_bytes":
+			n, err := sizeArg(d, sub)
+			if err != nil {
+				return err
+			}
+			h.BufferBytes = n
+		case "max_event_size":
+			n, err := sizeArg(d, sub)
+			if err != nil {
+				return err
+			}
+			h.MaxEventSize = n
+		case "header_up":
+			var name, value string
+			if !d.AllArgs(&name, &value) {
+				return d.ArgErr()
+			}
+			if h.HeaderUp == nil {
+				h.HeaderUp = make(http.Header)
+			}
+			h.HeaderUp.Add(name, value)
+		default:
+			return d.Errf("unrecognized subdirective '%s'", sub)
+		}
+	}
+	return nil
+}
+
+// durationArg reads the one duration argument of subdirective sub.
+func durationArg(d *caddyfile.Dispenser, sub string) (caddy.Duration, error) {
+	var s string
+	if !d.AllArgs(&s) {
+		return 0, d.ArgErr()
+	}
+	return parseDuration(d, sub, s)
+}
+
+// parseDuration parses s, the duration argument of subdirective sub.
+func parseDuration(d *caddyfile.Dispenser, sub, s string) (caddy.Duration, error) {
+	dur, err := caddy.ParseDuration(s)
+	if err != nil {
+		return 0, d.Errf("bad %s duration '%s': %v", sub, s, err)
+	}
+	if dur < 0 {
+		return 0, d.Errf("bad %s duration '%s': must not be negative", sub, s)
+	}
+	return caddy.Duration(dur), nil
+}
+
+// countArg reads the one non-negative integer argument of subdirective sub.
+func countArg(d *caddyfile.Dispenser, sub string) (int, error) {
+	var s string
+	if !d.AllArgs(&s) {
+		return 0, d.ArgErr()
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, d.Errf("bad %s value '%s': want a non-negative integer", sub, s)
+	}
+	return n, nil
+}
+
+// sizeArg reads the one byte-size argument (such as 512KiB) of subdirective
+// sub; it must be positive.
+func sizeArg(d *caddyfile.Dispenser, sub string) (int, error) {
+	var s string
+	if !d.AllArgs(&s) {
+		return 0, d.ArgErr()
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n == 0 || n > 1<<40 {
+		return 0, d.Errf("bad %s size '%s': want a positive size such as 1MiB", sub, s)
+	}
+	return int(n), nil
+}

@@ -1,0 +1,166 @@
+package ssefanout
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// This file is the client writer: it turns a stream's frames into one
+// client's response, in that client's own request goroutine.
+
+var keepaliveFrame = []byte(": keepalive\n\n")
+
+// errHandlerStopped ends clients of a handler whose config was unloaded.
+var errHandlerStopped = errors.New("handler unloaded")
+
+// client is one downstream connection. The hub never writes to it: it moves
+// nothing but a wake-up signal, and the client copies its frames out of the
+// stream's ring and writes them itself.
+type client struct {
+	s      *stream
+	cursor atomic.Uint64  // seq of the last frame handed to the writer
+	wakeC  chan struct{}  // holds one token when there may be work
+	done   chan struct{}  // closed when the hub cuts the client
+	cause  error          // why the hub cut the client; set before done closes
+	once   sync.Once      // guards done
+	retry  int64          // the retry sent to this client, in ms; < 0: the origin's
+}
+
+func newClient(s *stream) *client {
+	return &client{
+		s:     s,
+		wakeC: make(chan struct{}, 1),
+		done:  make(chan struct{}),
+		retry: s.reg.settings.Load().retry,
+	}
+}
+
+// wake tells the client's writer there may be something to send. It never
+// blocks: a writer that is busy finds the token when it comes back.
+func (c *client) wake() {
+	select {
+	case c.wakeC <- struct{}{}:
+	default:
+	}
+}
+
+// cut ends the client's response with cause.
+func (c *client) cut(cause error) {
+	c.once.Do(func() {
+		c.cause = cause
+		close(c.done)
+	})
+}
+
+// clientWriter writes frames, retry times and keepalives to one response.
+type clientWriter struct {
+	w            io.Writer
+	rc           *http.ResponseController
+	writeTimeout time.Duration
+	deadlines    bool  // the writer supports write deadlines
+	armed        bool  // the deadline for the current batch is set
+	sentRetry    int64 // the last retry time written; -1 before any
+	keepalives   uint64
+	batch        []*frame
+	err          error // the first write error
+}
+
+// serve writes to w until the client goes away (ctx), the hub cuts it, the
+// handler is unloaded (stop), or a write fails. The response headers must
+// already be sent.
+func (c *client) serve(ctx context.Context, w io.Writer, rc *http.ResponseController, stop <-chan struct{}) error {
+	cw := &clientWriter{
+		w:            w,
+		rc:           rc,
+		writeTimeout: c.s.reg.settings.Load().writeTimeout,
+		deadlines:    true,
+		sentRetry:    -1,
+		keepalives:   c.s.keepalives.Load(),
+	}
+	defer cw.clearDeadline()
+	for {
+		if err := c.writePending(cw); err != nil {
+			return err
+		}
+		select {
+		case <-c.wakeC:
+		case <-c.done:
+			return c.cause
+		case <-stop:
+			return errHandlerStopped
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// writePending writes, in one flush, what the client has not been sent: a
+// changed retry time, then every frame after its cursor, or, when there is
+// no frame, a keepalive if a heartbeat round passed.
+func (c *client) writePending(cw *clientWriter) error {
+	batch, ok := c.s.framesAfter(cw.batch[:0], c.cursor.Load())
+	if !ok {
+		return errSlowClient
+	}
+	cw.armed = false
+	wrote := false
+	retry := c.retry
+	if retry < 0 {
+		retry = c.s.originRetry.Load()
+	}
+	if retry >= 0 && retry != cw.sentRetry {
+		cw.write(appendRetry(nil, retry))
+		cw.sentRetry = retry
+		wrote = true
+	}
+	for _, f := range batch {
+		cw.write(f.bytes)
+	}
+	if len(batch) > 0 {
+		c.cursor.Store(batch[len(batch)-1].seq)
+		cw.keepalives = c.s.keepalives.Load() // frames count as activity
+		wrote = true
+		clear(batch) // drop references to frames the ring may evict
+	}
+	cw.batch = batch[:0]
+	if !wrote {
+		if n := c.s.keepalives.Load(); n != cw.keepalives {
+			cw.keepalives = n
+			cw.write(keepaliveFrame)
+			wrote = true
+		}
+	}
+	if wrote && cw.err == nil {
+		cw.err = cw.rc.Flush()
+	}
+	return cw.err
+}
+
+// write writes b, keeping only the first error. The first write of a batch
+// sets the deadline that the whole batch, flush included, must meet.
+func (cw *clientWriter) write(b []byte) {
+	if cw.err != nil {
+		return
+	}
+	if !cw.armed && cw.deadlines && cw.writeTimeout > 0 {
+		err := cw.rc.SetWriteDeadline(time.Now().Add(cw.writeTimeout))
+		if errors.Is(err, http.ErrNotSupported) {
+			cw.deadlines = false
+		}
+		cw.armed = true
+	}
+	_, cw.err = cw.w.Write(b)
+}
+
+// clearDeadline removes the write deadline so that it does not outlive this
+// response on a kept-alive connection.
+func (cw *clientWriter) clearDeadline() {
+	if cw.deadlines && cw.writeTimeout > 0 {
+		_ = cw.rc.SetWriteDeadline(time.Time{})
+	}
+}

@@ -1,0 +1,285 @@
+package ssefanout
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// This file is the hub: a registry of streams, and for each stream the
+// frames its single upstream reader publishes and the clients it feeds.
+
+var (
+	errStreamFull   = errors.New("stream has max_clients clients")
+	errSlowClient   = errors.New("client fell more than client_queue events behind")
+	errStreamClosed = errors.New("stream closed")
+)
+
+// settings are a handler's tunables, resolved to their defaults. A registry
+// holds the latest ones; a config reload replaces them.
+type settings struct {
+	heartbeat    time.Duration // keepalive after this much silence; <= 0: off
+	retry        int64         // retry sent to clients, in ms; < 0: the origin's passes through
+	buffer       int           // frames kept for Last-Event-ID replay
+	bufferBytes  int           // bytes kept for replay and lagging clients
+	clientQueue  int           // frames a client may fall behind before it is cut
+	idleClose    time.Duration // upstream kept this long after the last client left
+	maxClients   int           // per stream; 0: unlimited
+	maxEventSize int           // bytes; a larger event breaks the upstream connection
+	writeTimeout time.Duration // bound on one batch of writes to a client
+	headerUp     http.Header   // sent upstream on every request
+	logger       *zap.Logger
+}
+
+// ringCapacity is how many frames a stream keeps: enough for replay and for
+// the most a client may fall behind.
+func (cfg *settings) ringCapacity() int {
+	return max(cfg.buffer, cfg.clientQueue, 1)
+}
+
+// registry maps stream keys to live streams. It owns the upstream HTTP
+// client its streams share.
+type registry struct {
+	settings atomic.Pointer[settings]
+	upstream *http.Client
+
+	mu      sync.Mutex
+	streams map[string]*stream
+	closed  bool
+}
+
+func newRegistry(cfg *settings) *registry {
+	r := &registry{
+		upstream: newUpstreamClient(),
+		streams:  make(map[string]*stream),
+	}
+	r.settings.Store(cfg)
+	return r
+}
+
+// Destruct closes every stream and waits for their goroutines. It runs when
+// no loaded config uses the registry any more (caddy.Destructor).
+func (r *registry) Destruct() error {
+	r.mu.Lock()
+	r.closed = true
+	streams := make([]*stream, 0, len(r.streams))
+	for key, s := range r.streams {
+		streams = append(streams, s)
+		delete(r.streams, key)
+	}
+	r.mu.Unlock()
+	for _, s := range streams {
+		s.close(errStreamClosed)
+		s.wait()
+	}
+	r.upstream.CloseIdleConnections()
+	return nil
+}
+
+// join adds a client to the stream with the given key, creating the stream
+// (and so its upstream connection) if it has no client yet. It never waits
+// for the upstream.
+func (r *registry) join(key, upstreamURL string) (*stream, *client, error) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, nil, errStreamClosed
+	}
+	s := r.streams[key]
+	if s == nil {
+		s = newStream(r, key, upstreamURL)
+		r.streams[key] = s
+		s.start()
+	}
+	s.mu.Lock()
+	r.mu.Unlock()
+	defer s.mu.Unlock()
+
+	cfg := r.settings.Load()
+	if cfg.maxClients > 0 && len(s.clients) >= cfg.maxClients {
+		return nil, nil, errStreamFull
+	}
+	c := newClient(s)
+	c.cursor.Store(s.ring.head)
+	s.clients[c] = struct{}{}
+	if s.idleTimer != nil {
+		s.idleTimer.Stop()
+		s.idleTimer = nil
+	}
+	return s, c, nil
+}
+
+// closeIfIdle closes s if it still has no client; the idle timer calls it.
+func (r *registry) closeIfIdle(s *stream) {
+	r.mu.Lock()
+	s.mu.Lock()
+	idle := len(s.clients) == 0 && s.idleTimer != nil && r.streams[s.key] == s
+	if idle {
+		delete(r.streams, s.key)
+		s.idleTimer = nil
+	}
+	s.mu.Unlock()
+	r.mu.Unlock()
+	if idle {
+		s.logger.Debug("closing idle stream")
+		s.close(errStreamClosed)
+	}
+}
+
+// stream is one upstream event stream and the clients it feeds.
+type stream struct {
+	key         string
+	upstreamURL string
+	reg         *registry
+	logger      *zap.Logger
+	started     time.Time // the base of lastSend
+
+	cancel context.CancelFunc // stops the upstream request
+	done   chan struct{}      // closed when the stream is closed
+	once   sync.Once
+	wg     sync.WaitGroup // the upstream reader and the heartbeat
+
+	lastSend    atomic.Int64  // nanoseconds after started of the last frame or keepalive
+	keepalives  atomic.Uint64 // count of keepalive rounds; clients compare it with theirs
+	originRetry atomic.Int64  // the origin's latest retry in ms; -1 before any
+
+	// idSeen reports whether the origin has sent an id field yet; from
+	// then on every frame carries its id. Only the upstream reader uses it.
+	idSeen bool
+
+	mu        sync.RWMutex // guards the fields below
+	ring      *ring
+	clients   map[*client]struct{}
+	lastID    string      // the last event ID of the newest frame
+	idleTimer *time.Timer // set while the stream has no client
+}
+
+func newStream(r *registry, key, upstreamURL string) *stream {
+	cfg := r.settings.Load()
+	s := &stream{
+		key:         key,
+		upstreamURL: upstreamURL,
+		reg:         r,
+		logger:      cfg.logger.With(zap.String("stream", key)),
+		started:     time.Now(),
+		done:        make(chan struct{}),
+		ring:        newRing(cfg.ringCapacity(), cfg.bufferBytes),
+		clients:     make(map[*client]struct{}),
+	}
+	s.originRetry.Store(-1)
+	return s
+}
+
+// start runs the stream's upstream reader and heartbeat.
+func (s *stream) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		s.readUpstream(ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.runHeartbeat()
+	}()
+}
+
+// close stops the upstream connection and cuts every client with cause.
+func (s *stream) close(cause error) {
+	s.once.Do(func() {
+		s.cancel()
+		close(s.done)
+		s.mu.Lock()
+		for c := range s.clients {
+			c.cut(cause)
+			delete(s.clients, c)
+		}
+		if s.idleTimer != nil {
+			s.idleTimer.Stop()
+			s.idleTimer = nil
+		}
+		s.mu.Unlock()
+	})
+}
+
+// wait blocks until the stream's goroutines have returned.
+func (s *stream) wait() { s.wg.Wait() }
+
+// leave removes c; the last client to leave starts the idle timer.
+func (s *stream) leave(c *client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.clients, c)
+	if len(s.clients) > 0 || s.idleTimer != nil {
+		return
+	}
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	wait := s.reg.settings.Load().idleClose
+	s.idleTimer = time.AfterFunc(wait, func() { s.reg.closeIfIdle(s) })
+}
+
+// publishEvent encodes ev once and hands the frame to every client.
+func (s *stream) publishEvent(ev *Event) {
+	if ev.HasRetry {
+		s.originRetry.Store(ev.Retry)
+		if !ev.HasData && !ev.HasID {
+			s.wakeAll() // nothing to frame; clients pick up the new retry
+			return
+		}
+	}
+	if ev.HasID {
+		s.idSeen = true
+	}
+	s.publish(&frame{id: ev.ID, bytes: appendEvent(nil, ev, s.idSeen)})
+}
+
+// publish appends f to the ring and wakes every client. It never blocks on
+// a client: one that has fallen more than client_queue frames behind is cut.
+func (s *stream) publish(f *frame) {
+	queue := uint64(s.reg.settings.Load().clientQueue)
+	s.mu.Lock()
+	s.ring.push(f)
+	s.lastID = f.id
+	for c := range s.clients {
+		if s.ring.head-c.cursor.Load() > queue {
+			c.cut(errSlowClient)
+			delete(s.clients, c)
+			continue
+		}
+		c.wake()
+	}
+	s.mu.Unlock()
+	s.markSent()
+}
+
+// wakeAll wakes every client without publishing a frame.
+func (s *stream) wakeAll() {
+	s.mu.RLock()
+	for c := range s.clients {
+		c.wake()
+	}
+	s.mu.RUnlock()
+}
+
+// framesAfter appends to dst the frames after seq. It reports false if
+// some were evicted, which means the client fell too far behind.
+func (s *stream) framesAfter(dst []*frame, seq uint64) ([]*frame, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.ring.appendAfter(dst, seq)
+}
+
+// markSent records that every client was just sent something.
+func (s *stream) markSent() {
+	s.lastSend.Store(int64(time.Since(s.started)))
+}

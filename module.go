@@ -1,0 +1,340 @@
+// Package ssefanout registers a Caddy HTTP handler, sse_fanout, that serves
+// each Server-Sent Events stream of an origin to any number of clients over
+// one upstream connection per stream.
+package ssefanout
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults of the config fields.
+const (
+	defaultHeartbeat    = 15 * time.Second
+	defaultBuffer       = 1024
+	defaultBufferBytes  = 8 << 20
+	defaultClientQueue  = 256
+	defaultIdleClose    = 30 * time.Second
+	defaultMaxEventSize = 1 << 20
+	defaultWriteTimeout = 30 * time.Second
+)
+
+// Handler fans out Server-Sent Events. For each stream, that is each
+// request path and query, it holds one connection to the origin, at the
+// upstream base URL with the request's path and query appended, and sends
+// the events it reads to every client of that stream.
+//
+// GET requests are answered at once with 200 and Content-Type
+// text/event-stream, whether or not the origin is up; events follow as the
+// origin sends them. Clients are sent ": keepalive" comments when a stream
+// is silent, and the configured retry time. Other methods go to the next
+// handler. A stream that has max_clients clients answers new ones with 503
+// and a Retry-After header.
+//
+// No header of the client's request is sent upstream, since the upstream
+// connection is shared by every client of the stream: forwarding one
+// client's cookies or credentials would show its stream to the others.
+// Use header_up for what the origin needs.
+type Handler struct {
+	// The origin's base URL, such as "http://localhost:9000" or
+	// "https://origin.example/sse". The request path and query are appended
+	// to its path. Required.
+	Upstream string `json:"upstream,omitempty"`
+
+	// How long a client may be sent nothing before it is sent a
+	// ": keepalive" comment, so that idle timeouts along the way never
+	// fire. Default: 15s. A negative value turns keepalives off.
+	Heartbeat caddy.Duration `json:"heartbeat,omitempty"`
+
+	// The reconnection time sent to clients in a "retry:" field, replacing
+	// any retry the origin sends. Unset: the origin's retry passes through.
+	Retry *caddy.Duration `json:"retry,omitempty"`
+
+	// How many recent events each stream keeps to answer a reconnecting
+	// client's Last-Event-ID from memory. Default: 1024. 0 turns replay off.
+	Buffer *int `json:"buffer,omitempty"`
+
+	// The most bytes of events each stream keeps, for replay and for
+	// clients that are behind; the oldest go first. Default: 8 MiB.
+	BufferBytes int `json:"buffer_bytes,omitempty"`
+
+	// Headers sent on every upstream request, besides
+	// "Accept: text/event-stream" and "Cache-Control: no-cache". Values may
+	// use global placeholders such as {env.TOKEN}, which are replaced once
+	// when the config loads.
+	HeaderUp http.Header `json:"header_up,omitempty"`
+
+	// How many events a client may fall behind the stream before it is
+	// disconnected; it then reconnects and resumes from the buffer. It
+	// never slows the stream or the other clients. Default: 256.
+	ClientQueue int `json:"client_queue,omitempty"`
+
+	// How long the upstream connection stays open after the stream's last
+	// client left, so that a client that reconnects finds it warm.
+	// Default: 30s. A negative value closes it at once.
+	IdleClose caddy.Duration `json:"idle_close,omitempty"`
+
+	// The most clients one stream may have; past it, new clients get 503
+	// with Retry-After. Default: 0, unlimited.
+	MaxClients int `json:"max_clients,omitempty"`
+
+	// The largest event the origin may send, in bytes. A larger event (or
+	// a line that never ends) breaks the upstream connection with a logged
+	// error, and the stream reconnects. Default: 1 MiB.
+	MaxEventSize int `json:"max_event_size,omitempty"`
+
+	base    *url.URL      // parsed Upstream
+	poolKey string        // this handler's registry in registries
+	reg     *registry     // shared with other configs with the same poolKey; nil until acquired
+	stop    chan struct{} // closed by Cleanup, to end this config's clients
+	logger  *zap.Logger
+}
+
+// registries holds one registry per upstream identity, so that streams,
+// their buffers and their upstream connections outlive a config reload that
+// keeps them: Caddy provisions the new config before it cleans up the old,
+// so an unchanged key never drops to zero references.
+var registries = caddy.NewUsagePool()
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.sse_fanout",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets up the handler and acquires its registry of streams.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.stop = make(chan struct{})
+
+	base, err := url.Parse(h.Upstream)
+	if err != nil {
+		return fmt.Errorf("parsing upstream %q: %w", h.Upstream, err)
+	}
+	h.base = base
+
+	cfg := h.settings()
+	h.poolKey = registryKey(h.Upstream, cfg.headerUp)
+	if err := h.validate(); err != nil {
+		return err
+	}
+	value, _, err := registries.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
+		return newRegistry(cfg), nil
+	})
+	if err != nil {
+		return fmt.Errorf("loading stream registry: %w", err)
+	}
+	h.reg = value.(*registry)
+	h.reg.settings.Store(cfg) // a reload may change the tunables of live streams
+	return nil
+}
+
+// settings resolves the config fields to their defaults.
+func (h *Handler) settings() *settings {
+	cfg := &settings{
+		heartbeat:    time.Duration(h.Heartbeat),
+		retry:        -1,
+		buffer:       defaultBuffer,
+		bufferBytes:  h.BufferBytes,
+		clientQueue:  h.ClientQueue,
+		idleClose:    time.Duration(h.IdleClose),
+		maxClients:   h.MaxClients,
+		maxEventSize: h.MaxEventSize,
+		writeTimeout: defaultWriteTimeout,
+		headerUp:     make(http.Header),
+		logger:       h.logger,
+	}
+	if cfg.heartbeat == 0 {
+		cfg.heartbeat = defaultHeartbeat
+	}
+	if h.Retry != nil {
+		cfg.retry = time.Duration(*h.Retry).Milliseconds()
+	}
+	if h.Buffer != nil {
+		cfg.buffer = *h.Buffer
+	}
+	if cfg.bufferBytes == 0 {
+		cfg.bufferBytes = defaultBufferBytes
+	}
+	if cfg.clientQueue == 0 {
+		cfg.clientQueue = defaultClientQueue
+	}
+	if cfg.idleClose == 0 {
+		cfg.idleClose = defaultIdleClose
+	}
+	if cfg.maxEventSize == 0 {
+		cfg.maxEventSize = defaultMaxEventSize
+	}
+	repl := caddy.NewReplacer()
+	for name, values := range h.HeaderUp {
+		for _, v := range values {
+			cfg.headerUp.Add(name, repl.ReplaceKnown(v, ""))
+		}
+	}
+	return cfg
+}
+
+// registryKey identifies what makes streams shareable across configs: the
+// origin and what is sent to it.
+func registryKey(upstream string, headerUp http.Header) string {
+	var b strings.Builder
+	b.WriteString(upstream)
+	names := make([]string, 0, len(headerUp))
+	for name := range headerUp {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		for _, v := range headerUp[name] {
+			fmt.Fprintf(&b, "\n%s: %s", name, v)
+		}
+	}
+	return b.String()
+}
+
+// Validate reports configuration errors.
+func (h *Handler) Validate() error { return h.validate() }
+
+func (h *Handler) validate() error {
+	if h.Upstream == "" {
+		return errors.New("upstream is required")
+	}
+	if h.base == nil {
+		return nil // Provision reports the parse error
+	}
+	if h.base.Scheme != "http" && h.base.Scheme != "https" {
+		return fmt.Errorf("upstream %q: scheme must be http or https", h.Upstream)
+	}
+	if h.base.Host == "" {
+		return fmt.Errorf("upstream %q: no host", h.Upstream)
+	}
+	if h.base.RawQuery != "" || h.base.Fragment != "" {
+		return fmt.Errorf("upstream %q: a base URL has no query or fragment; the request's query is appended", h.Upstream)
+	}
+	for name, n := range map[string]int{
+		"buffer_bytes":   h.BufferBytes,
+		"client_queue":   h.ClientQueue,
+		"max_clients":    h.MaxClients,
+		"max_event_size": h.MaxEventSize,
+	} {
+		if n < 0 {
+			return fmt.Errorf("%s must not be negative, got %d", name, n)
+		}
+	}
+	if h.Buffer != nil && *h.Buffer < 0 {
+		return fmt.Errorf("buffer must not be negative, got %d", *h.Buffer)
+	}
+	if h.Retry != nil && *h.Retry < 0 {
+		return fmt.Errorf("retry must not be negative, got %v", time.Duration(*h.Retry))
+	}
+	return nil
+}
+
+// Cleanup ends this config's clients and releases its registry. The
+// registry and its streams live on while another config uses them.
+func (h *Handler) Cleanup() error {
+	if h.stop != nil {
+		close(h.stop)
+	}
+	if h.reg == nil {
+		return nil // Provision failed before acquiring it
+	}
+	_, err := registries.Delete(h.poolKey)
+	return err
+}
+
+// ServeHTTP serves a GET request as a client of its stream and hands any
+// other request to next.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if r.Method != http.MethodGet {
+		return next.ServeHTTP(w, r)
+	}
+	key := streamKey(r.URL)
+	s, c, err := h.reg.join(key, h.upstreamURL(r.URL))
+	if errors.Is(err, errStreamFull) {
+		w.Header().Set("Retry-After", retryAfter())
+		h.logger.Warn("stream full", zap.String("stream", key))
+		return caddyhttp.Error(http.StatusServiceUnavailable, err)
+	}
+	if err != nil {
+		return caddyhttp.Error(http.StatusServiceUnavailable, err)
+	}
+	defer s.leave(c)
+
+	header := w.Header()
+	header.Set("Content-Type", "text/event-stream")
+	header.Set("Cache-Control", "no-cache")
+	header.Set("X-Accel-Buffering", "no") // tells a buffering proxy in front to pass events on
+	header.Del("Content-Length")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	if err := rc.Flush(); err != nil {
+		h.logger.Error("response cannot be flushed, so events cannot stream", zap.Error(err))
+		return nil
+	}
+
+	err = c.serve(r.Context(), w, rc, h.stop)
+	switch {
+	case errors.Is(err, errSlowClient):
+		h.logger.Warn("slow client cut", zap.String("stream", key), zap.String("remote_addr", r.RemoteAddr))
+	case err != nil:
+		if ce := h.logger.Check(zap.DebugLevel, "client ended"); ce != nil {
+			ce.Write(zap.String("stream", key), zap.Error(err))
+		}
+	}
+	return nil
+}
+
+// streamKey is the identity of the stream a request asks for: its path and
+// query.
+func streamKey(u *url.URL) string {
+	if u.RawQuery == "" {
+		return u.EscapedPath()
+	}
+	return u.EscapedPath() + "?" + u.RawQuery
+}
+
+// upstreamURL is the base URL with the request's path and query appended.
+func (h *Handler) upstreamURL(u *url.URL) string {
+	target := *h.base
+	target.Path = strings.TrimSuffix(h.base.Path, "/") + u.Path
+	target.RawPath = ""
+	if h.base.RawPath != "" || u.RawPath != "" {
+		target.RawPath = strings.TrimSuffix(h.base.EscapedPath(), "/") + u.EscapedPath()
+	}
+	target.RawQuery = u.RawQuery
+	return target.String()
+}
+
+// retryAfter returns a Retry-After value in seconds, jittered so that
+// refused clients do not all come back at once.
+func retryAfter() string {
+	return strconv.Itoa(2 + rand.IntN(7))
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler       = (*Handler)(nil)
+)

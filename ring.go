@@ -1,0 +1,86 @@
+package ssefanout
+
+// frame is one encoded block, shared by the replay buffer and every client
+// that is sent it. Nobody modifies a frame once it is published.
+type frame struct {
+	seq   uint64 // position in the stream, from 1; set by ring.push
+	id    string // the stream's last event ID after this frame
+	bytes []byte // the wire form, written to clients as is
+}
+
+// ring holds a stream's most recent frames, oldest evicted first, bounded
+// both in count and in bytes. It is at once the replay buffer and every
+// client's queue: a client is a cursor into it (the seq of the last frame it
+// was handed), so publishing costs no copy and no allocation per client.
+//
+// It is NOT safe for concurrent use: the stream's mu guards it.
+type ring struct {
+	slots    []*frame // the frame with seq n is in slots[n%len(slots)]
+	head     uint64   // seq of the newest frame; 0 before the first
+	tail     uint64   // seq of the oldest frame held; head+1 when empty
+	size     int      // bytes held
+	maxBytes int      // evict the oldest while size exceeds this (0: no byte bound)
+}
+
+// newRing returns a ring that holds at most count frames (at least one) and,
+// when maxBytes > 0, at most maxBytes bytes, beyond the newest frame.
+func newRing(count, maxBytes int) *ring {
+	if count < 1 {
+		count = 1
+	}
+	return &ring{slots: make([]*frame, count), tail: 1, maxBytes: maxBytes}
+}
+
+// push appends f, numbers it, and evicts what no longer fits.
+func (r *ring) push(f *frame) {
+	r.head++
+	f.seq = r.head
+	if r.head-r.tail+1 > uint64(len(r.slots)) {
+		r.evictOldest()
+	}
+	r.slots[r.head%uint64(len(r.slots))] = f
+	r.size += len(f.bytes)
+	for r.maxBytes > 0 && r.size > r.maxBytes && r.tail < r.head {
+		r.evictOldest()
+	}
+}
+
+func (r *ring) evictOldest() {
+	i := r.tail % uint64(len(r.slots))
+	if f := r.slots[i]; f != nil {
+		r.size -= len(f.bytes)
+		r.slots[i] = nil
+	}
+	r.tail++
+}
+
+// get returns the frame with the given seq, or nil if it is not held.
+func (r *ring) get(seq uint64) *frame {
+	if seq < r.tail || seq > r.head {
+		return nil
+	}
+	return r.slots[seq%uint64(len(r.slots))]
+}
+
+// appendAfter appends to dst every frame after seq, oldest first. It
+// reports false if some of them were already evicted.
+func (r *ring) appendAfter(dst []*frame, seq uint64) ([]*frame, bool) {
+	if seq+1 < r.tail {
+		return dst, false
+	}
+	for n := seq + 1; n <= r.head; n++ {
+		dst = append(dst, r.slots[n%uint64(len(r.slots))])
+	}
+	return dst, true
+}
+
+// findID returns the seq of the newest frame, among the newest window
+// frames, whose last event ID is id, and reports whether there is one.
+func (r *ring) findID(id string, window int) (uint64, bool) {
+	for n := r.head; n >= r.tail && n > 0 && r.head-n < uint64(window); n-- {
+		if f := r.get(n); f != nil && f.id == id {
+			return n, true
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,313 @@
+package ssefanout
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// This file is the event-stream parser and encoder. It follows the WHATWG
+// HTML Living Standard, "Server-sent events": parsing an event stream,
+// interpreting it, and dispatching events.
+
+// Event is what one blank-line-terminated block of an event stream amounts
+// to, as an EventSource would interpret it.
+type Event struct {
+	// Type is the event type; empty dispatches as "message".
+	Type string
+	// Data is the event's data, its lines joined by LF.
+	Data string
+	// HasData reports whether the block had at least one data field, that
+	// is, whether it fires an event. An event may fire with empty Data.
+	HasData bool
+	// ID is the stream's last event ID after this block.
+	ID string
+	// HasID reports whether the block itself set the last event ID.
+	HasID bool
+	// Retry is the reconnection time in milliseconds, valid if HasRetry.
+	Retry int64
+	// HasRetry reports whether the block had a valid retry field.
+	HasRetry bool
+}
+
+// errEventTooLarge is returned by the parser when one event (or one line)
+// grows past the configured maximum size.
+var errEventTooLarge = errors.New("event exceeds max_event_size")
+
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
+// parser reads an event stream and returns its blocks one by one. It keeps
+// field values as the origin's bytes: a browser decodes invalid UTF-8 the
+// same way whether it reads the origin or us, so we do not touch it.
+//
+// A parser is not safe for concurrent use.
+type parser struct {
+	r       io.Reader
+	buf     []byte
+	start   int   // first unread byte in buf
+	end     int   // one past the last byte read into buf
+	readErr error // the error that ended the reader, once seen
+	maxSize int
+
+	started bool // the BOM check at the stream start is done
+	afterCR bool // the last line ended in CR, so a following LF belongs to it
+
+	// The block being read, and the last-event-ID buffer that outlives it.
+	data     []byte
+	typ      string
+	hasData  bool
+	hasID    bool
+	retry    int64
+	hasRetry bool
+	lastID   string
+}
+
+// newParser returns a parser reading r that refuses any event or line
+// larger than maxSize bytes.
+func newParser(r io.Reader, maxSize int) *parser {
+	size := 4096
+	if maxSize < size {
+		size = maxSize + 1
+	}
+	return &parser{r: r, buf: make([]byte, size), maxSize: maxSize}
+}
+
+// setLastID sets the last-event-ID buffer, as if the stream had begun after
+// an event with that id. A resumed upstream connection starts from it.
+func (p *parser) setLastID(id string) { p.lastID = id }
+
+// next returns the next block that carries anything: an event, a new last
+// event ID, or a retry time. Comments and empty blocks are skipped. At the
+// end of the stream it returns the reader's error (io.EOF for a clean end);
+// a block without its terminating blank line is discarded, as the spec says.
+func (p *parser) next() (Event, error) {
+	for {
+		line, err := p.readLine()
+		if err != nil {
+			return Event{}, err
+		}
+		if len(line) == 0 {
+			if ev, ok := p.dispatch(); ok {
+				return ev, nil
+			}
+			continue
+		}
+		if err := p.field(line); err != nil {
+			return Event{}, err
+		}
+	}
+}
+
+// dispatch ends the current block and reports whether it carries anything.
+func (p *parser) dispatch() (Event, bool) {
+	ev := Event{
+		Type:     p.typ,
+		HasData:  p.hasData,
+		ID:       p.lastID,
+		HasID:    p.hasID,
+		Retry:    p.retry,
+		HasRetry: p.hasRetry,
+	}
+	if p.hasData {
+		ev.Data = string(p.data[:len(p.data)-1]) // drop the final LF
+	} else {
+		ev.Type = "" // no event fires, so its type is meaningless
+	}
+	p.data = p.data[:0]
+	p.typ = ""
+	p.hasData, p.hasID, p.hasRetry = false, false, false
+	p.retry = 0
+	return ev, ev.HasData || ev.HasID || ev.HasRetry
+}
+
+// field interprets one non-empty line.
+func (p *parser) field(line []byte) error {
+	var name, value []byte
+	switch i := bytes.IndexByte(line, ':'); {
+	case i == 0:
+		return nil // a comment
+	case i < 0:
+		name = line
+	default:
+		name, value = line[:i], line[i+1:]
+		if len(value) > 0 && value[0] == ' ' {
+			value = value[1:]
+		}
+	}
+	switch string(name) {
+	case "event":
+		p.typ = string(value)
+	case "data":
+		if len(p.data)+len(value)+len(p.typ) >= p.maxSize {
+			return errEventTooLarge
+		}
+		p.data = append(p.data, value...)
+		p.data = append(p.data, '\n')
+		p.hasData = true
+	case "id":
+		if bytes.IndexByte(value, 0) < 0 {
+			p.lastID = string(value)
+			p.hasID = true
+		}
+	case "retry":
+		if n, ok := parseRetry(value); ok {
+			p.retry, p.hasRetry = n, true
+		}
+	}
+	return nil
+}
+
+// parseRetry parses a retry value, which counts only when it is one or more
+// ASCII digits.
+func parseRetry(value []byte) (int64, bool) {
+	if len(value) == 0 {
+		return 0, false
+	}
+	for _, b := range value {
+		if b < '0' || b > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(string(value), 10, 64)
+	return n, err == nil
+}
+
+// readLine returns the next line without its line end. A line ends at CRLF,
+// LF or CR; a CR at the end of one read and an LF at the start of the next
+// make one line end. The returned slice is valid until the next call.
+func (p *parser) readLine() ([]byte, error) {
+	for {
+		if !p.started {
+			p.skipBOM()
+		}
+		if p.start < p.end {
+			if p.afterCR {
+				p.afterCR = false
+				if p.buf[p.start] == '\n' {
+					p.start++
+					continue
+				}
+			}
+			if line, ok := p.cutLine(); ok {
+				return line, nil
+			}
+		}
+		if p.end-p.start > p.maxSize {
+			return nil, errEventTooLarge
+		}
+		if p.readErr != nil {
+			return nil, p.readErr // a partial last line is discarded
+		}
+		p.fill()
+	}
+}
+
+// cutLine takes one complete line off the buffer, if there is one.
+func (p *parser) cutLine() ([]byte, bool) {
+	unread := p.buf[p.start:p.end]
+	i := bytes.IndexByte(unread, '\n')
+	search := unread
+	if i >= 0 {
+		search = unread[:i]
+	}
+	if j := bytes.IndexByte(search, '\r'); j >= 0 {
+		i = j
+		p.afterCR = true
+	}
+	if i < 0 {
+		return nil, false
+	}
+	line := unread[:i]
+	p.start += i + 1
+	return line, true
+}
+
+// skipBOM drops one U+FEFF at the very start of the stream.
+func (p *parser) skipBOM() {
+	for p.end-p.start < len(utf8BOM) && p.readErr == nil {
+		p.fill()
+	}
+	p.started = true
+	if bytes.HasPrefix(p.buf[p.start:p.end], utf8BOM) {
+		p.start += len(utf8BOM)
+	}
+}
+
+// fill reads more bytes into the buffer, moving unread bytes to its front
+// and growing it (up to just past maxSize) when it is full.
+func (p *parser) fill() {
+	if p.start > 0 {
+		p.end = copy(p.buf, p.buf[p.start:p.end])
+		p.start = 0
+	}
+	if p.end == len(p.buf) {
+		size := 2 * len(p.buf)
+		if size > p.maxSize+1 {
+			size = p.maxSize + 1
+		}
+		if size <= len(p.buf) {
+			return // full at the limit; readLine reports the oversize line
+		}
+		grown := make([]byte, size)
+		copy(grown, p.buf[:p.end])
+		p.buf = grown
+	}
+	n, err := p.r.Read(p.buf[p.end:])
+	p.end += n
+	if err != nil {
+		p.readErr = err
+	}
+}
+
+// appendEvent appends the wire form of ev to dst so that an EventSource
+// reading it sees exactly ev: its type, its data, and, when withID is set,
+// its last event ID. A block without data is written as just its id line,
+// which moves the reader's last event ID and fires nothing. Retry is not
+// written: the client writer sends the retry time on its own.
+func appendEvent(dst []byte, ev *Event, withID bool) []byte {
+	if ev.HasData {
+		if ev.Type != "" {
+			dst = append(dst, "event: "...)
+			dst = append(dst, ev.Type...)
+			dst = append(dst, '\n')
+		}
+		data := ev.Data
+		for {
+			line := data
+			i := strings.IndexByte(data, '\n')
+			if i >= 0 {
+				line = data[:i]
+			}
+			if line == "" {
+				dst = append(dst, "data:\n"...)
+			} else {
+				dst = append(dst, "data: "...)
+				dst = append(dst, line...)
+				dst = append(dst, '\n')
+			}
+			if i < 0 {
+				break
+			}
+			data = data[i+1:]
+		}
+	}
+	if withID {
+		if ev.ID == "" {
+			dst = append(dst, "id:\n"...)
+		} else {
+			dst = append(dst, "id: "...)
+			dst = append(dst, ev.ID...)
+			dst = append(dst, '\n')
+		}
+	}
+	return append(dst, '\n')
+}
+
+// appendRetry appends a block that sets the reconnection time to ms.
+func appendRetry(dst []byte, ms int64) []byte {
+	dst = append(dst, "retry: "...)
+	dst = strconv.AppendInt(dst, ms, 10)
+	return append(dst, "\n\n"...)
+}
