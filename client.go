@@ -23,12 +23,12 @@ var errHandlerStopped = errors.New("handler unloaded")
 // stream's ring and writes them itself.
 type client struct {
 	s      *stream
-	cursor atomic.Uint64  // seq of the last frame handed to the writer
-	wakeC  chan struct{}  // holds one token when there may be work
-	done   chan struct{}  // closed when the hub cuts the client
-	cause  error          // why the hub cut the client; set before done closes
-	once   sync.Once      // guards done
-	retry  int64          // the retry sent to this client, in ms; < 0: the origin's
+	cursor atomic.Uint64 // seq of the last frame handed to the writer
+	wakeC  chan struct{} // holds one token when there may be work
+	done   chan struct{} // closed when the hub cuts the client
+	cause  error         // why the hub cut the client; set before done closes
+	once   sync.Once     // guards done
+	retry  int64         // the retry sent to this client, in ms; < 0: the origin's
 }
 
 func newClient(s *stream) *client {
