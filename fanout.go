@@ -193,7 +193,9 @@ func (s *stream) start() {
 // close stops the upstream connection and cuts every client with cause.
 func (s *stream) close(cause error) {
 	s.once.Do(func() {
-		s.cancel()
+		if s.cancel != nil {
+			s.cancel()
+		}
 		close(s.done)
 		s.mu.Lock()
 		for c := range s.clients {

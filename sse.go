@@ -226,7 +226,9 @@ func (p *parser) cutLine() ([]byte, bool) {
 
 // skipBOM drops one U+FEFF at the very start of the stream.
 func (p *parser) skipBOM() {
-	for p.end-p.start < len(utf8BOM) && p.readErr == nil {
+	// Stop when the buffer is full too: with a maxSize below the BOM's
+	// length, fill could never read the rest and this would spin forever.
+	for p.end-p.start < len(utf8BOM) && p.readErr == nil && p.end < len(p.buf) {
 		p.fill()
 	}
 	p.started = true

@@ -1,0 +1,345 @@
+package ssefanout
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	"go.uber.org/goleak"
+)
+
+// waitTimeout bounds every wait in these tests; nothing waits forever.
+const waitTimeout = 10 * time.Second
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// The HTTP/2 and keep-alive machinery of net/http winds down on its own.
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+	)
+}
+
+// testOrigin is a scriptable SSE origin on 127.0.0.1. Every upstream
+// request becomes an originConn that the test writes to.
+type testOrigin struct {
+	srv     *httptest.Server
+	conns   chan *originConn // every accepted SSE connection, in order
+	total   atomic.Int64     // requests seen
+	status  atomic.Int64     // status to answer; 0 means 200 and a stream
+	mu      sync.Mutex
+	headers []http.Header // request headers, in order
+}
+
+// originConn is one upstream connection as the origin sees it.
+type originConn struct {
+	path   string // request URI
+	header http.Header
+	out    chan string   // raw bytes for the origin to write
+	end    chan struct{} // close to end the response from the origin's side
+	closed chan struct{} // closed once the response is over, whoever ended it
+}
+
+func newTestOrigin(t *testing.T) *testOrigin {
+	t.Helper()
+	o := &testOrigin{conns: make(chan *originConn, 1000)}
+	o.srv = httptest.NewServer(o)
+	t.Cleanup(o.srv.Close)
+	return o
+}
+
+func (o *testOrigin) URL() string { return o.srv.URL }
+
+func (o *testOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	o.total.Add(1)
+	o.mu.Lock()
+	o.headers = append(o.headers, r.Header.Clone())
+	o.mu.Unlock()
+	if st := o.status.Load(); st != 0 {
+		w.WriteHeader(int(st))
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	c := &originConn{
+		path:   r.URL.RequestURI(),
+		header: r.Header.Clone(),
+		out:    make(chan string, 10000),
+		end:    make(chan struct{}),
+		closed: make(chan struct{}),
+	}
+	defer close(c.closed)
+	o.conns <- c
+	for {
+		select {
+		case s := <-c.out:
+			if _, err := io.WriteString(w, s); err != nil {
+				return
+			}
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		case <-c.end:
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+// nextConn waits for the origin's next SSE connection.
+func (o *testOrigin) nextConn(t *testing.T) *originConn {
+	t.Helper()
+	select {
+	case c := <-o.conns:
+		return c
+	case <-time.After(waitTimeout):
+		t.Fatal("origin got no connection")
+		return nil
+	}
+}
+
+// noNewConn fails if the origin has a connection the test has not taken.
+func (o *testOrigin) noNewConn(t *testing.T) {
+	t.Helper()
+	select {
+	case c := <-o.conns:
+		t.Fatalf("origin got an unexpected connection for %s", c.path)
+	default:
+	}
+}
+
+func (c *originConn) send(s string) { c.out <- s }
+
+// waitClosed waits until the connection is over.
+func (c *originConn) waitClosed(t *testing.T) {
+	t.Helper()
+	select {
+	case <-c.closed:
+	case <-time.After(waitTimeout):
+		t.Fatalf("upstream connection for %s was not closed", c.path)
+	}
+}
+
+// startCaddy runs Caddy in this process with the given site body on a free
+// 127.0.0.1 port, and returns the site's base URL. The test's cleanup stops it.
+func startCaddy(t *testing.T, siteBody string) string {
+	t.Helper()
+	port := freePort(t)
+	caddyfile := fmt.Sprintf(`{
+	admin off
+	persist_config off
+	auto_https off
+	log {
+		level ERROR
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	%s
+}
+`, port, siteBody)
+	loadCaddyfile(t, caddyfile)
+	t.Cleanup(func() {
+		if err := caddy.Stop(); err != nil {
+			t.Errorf("stopping caddy: %v", err)
+		}
+	})
+	return fmt.Sprintf("http://127.0.0.1:%d", port)
+}
+
+// loadCaddyfile adapts and loads a whole Caddyfile, replacing the running config.
+func loadCaddyfile(t *testing.T, caddyfile string) {
+	t.Helper()
+	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
+	if err != nil {
+		t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfile)
+	}
+	for _, w := range warnings {
+		t.Logf("adapt warning: %s", w.String())
+	}
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatalf("loading config: %v", err)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// testClient is an SSE client reading a proxied stream with our parser in
+// a goroutine of its own.
+type testClient struct {
+	resp       *http.Response
+	events     chan Event
+	keepalives chan struct{}
+	ended      chan struct{} // closed when the reader returns
+	err        error         // why the reader returned; read after ended
+	cancel     context.CancelFunc
+}
+
+// httpClient is shared by the tests' SSE clients. It keeps no connection
+// idle, so a test leaves nothing behind.
+var httpClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
+// openClient connects to url and fails the test unless it gets a stream.
+func openClient(t *testing.T, url string, header http.Header) *testClient {
+	t.Helper()
+	c, status := dialClient(t, url, header)
+	if status != http.StatusOK {
+		t.Fatalf("GET %s: status %d, want 200", url, status)
+	}
+	return c
+}
+
+// dialClient connects to url; for a non-200 answer it returns the status
+// and a nil client.
+func dialClient(t *testing.T, url string, header http.Header) (*testClient, int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		cancel()
+		return nil, resp.StatusCode
+	}
+	c := &testClient{
+		resp:       resp,
+		events:     make(chan Event, 100000),
+		keepalives: make(chan struct{}, 1000),
+		ended:      make(chan struct{}),
+		cancel:     cancel,
+	}
+	t.Cleanup(c.close)
+	go c.read()
+	return c, resp.StatusCode
+}
+
+func (c *testClient) read() {
+	defer close(c.ended)
+	body := io.TeeReader(c.resp.Body, &keepaliveSpotter{found: c.keepalives})
+	p := newParser(body, 16<<20)
+	for {
+		ev, err := p.next()
+		if err != nil {
+			c.err = err
+			return
+		}
+		c.events <- ev
+	}
+}
+
+// close disconnects the client and waits for its reader.
+func (c *testClient) close() {
+	c.cancel()
+	<-c.ended
+	c.resp.Body.Close()
+}
+
+// nextEvent returns the next block that fires an event or moves the cursor.
+func (c *testClient) nextEvent(t *testing.T) Event {
+	t.Helper()
+	for {
+		ev := c.nextBlock(t)
+		if ev.HasData || ev.HasID {
+			return ev
+		}
+	}
+}
+
+// nextBlock returns the next block of any kind, retry-only ones included.
+func (c *testClient) nextBlock(t *testing.T) Event {
+	t.Helper()
+	select {
+	case ev := <-c.events:
+		return ev
+	case <-c.ended:
+		select {
+		case ev := <-c.events:
+			return ev
+		default:
+		}
+		t.Fatalf("stream ended while waiting for an event: %v", c.err)
+	case <-time.After(waitTimeout):
+		t.Fatal("no event arrived")
+	}
+	return Event{}
+}
+
+// waitKeepalive waits for a keepalive comment.
+func (c *testClient) waitKeepalive(t *testing.T) {
+	t.Helper()
+	select {
+	case <-c.keepalives:
+	case <-time.After(waitTimeout):
+		t.Fatal("no keepalive arrived")
+	}
+}
+
+// waitEnded waits until the server ends the stream.
+func (c *testClient) waitEnded(t *testing.T) {
+	t.Helper()
+	select {
+	case <-c.ended:
+	case <-time.After(waitTimeout):
+		t.Fatal("stream was not ended")
+	}
+}
+
+// keepaliveSpotter is an io.Writer that signals each ": keepalive" comment
+// in the bytes written to it, wherever reads split them.
+type keepaliveSpotter struct {
+	carry []byte
+	found chan<- struct{}
+}
+
+func (k *keepaliveSpotter) Write(b []byte) (int, error) {
+	pattern := []byte(": keepalive\n")
+	buf := append(k.carry, b...)
+	for {
+		i := bytes.Index(buf, pattern)
+		if i < 0 {
+			break
+		}
+		select {
+		case k.found <- struct{}{}:
+		default:
+		}
+		buf = buf[i+len(pattern):]
+	}
+	if keep := len(pattern) - 1; len(buf) > keep {
+		buf = buf[len(buf)-keep:]
+	}
+	k.carry = append(k.carry[:0], buf...)
+	return len(b), nil
+}

@@ -1,0 +1,163 @@
+package ssefanout
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddytest"
+)
+
+func TestModuleIsRegistered(t *testing.T) {
+	info, err := caddy.GetModule("http.handlers.sse_fanout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := info.New().(*Handler); !ok {
+		t.Fatalf("module New returns %T", info.New())
+	}
+}
+
+// TestCaddyfileAdapt also checks the directive order: sse_fanout is written
+// after reverse_proxy but runs before it.
+func TestCaddyfileAdapt(t *testing.T) {
+	caddytest.AssertAdapt(t, `:8080 {
+	reverse_proxy localhost:9000
+	sse_fanout /events/* http://localhost:9000 {
+		heartbeat 20s
+		retry 2500ms
+		buffer 0
+		buffer_bytes 4MiB
+		header_up X-Api-Key secret
+		header_up X-Api-Key other
+		client_queue 64
+		idle_close 1m
+		max_clients 1000
+		max_event_size 64KiB
+	}
+}`, "caddyfile", `{
+	"apps": {
+		"http": {
+			"servers": {
+				"srv0": {
+					"listen": [
+						":8080"
+					],
+					"routes": [
+						{
+							"match": [
+								{
+									"path": [
+										"/events/*"
+									]
+								}
+							],
+							"handle": [
+								{
+									"buffer": 0,
+									"buffer_bytes": 4194304,
+									"client_queue": 64,
+									"handler": "sse_fanout",
+									"header_up": {
+										"X-Api-Key": [
+											"secret",
+											"other"
+										]
+									},
+									"heartbeat": 20000000000,
+									"idle_close": 60000000000,
+									"max_clients": 1000,
+									"max_event_size": 65536,
+									"retry": 2500000000,
+									"upstream": "http://localhost:9000"
+								}
+							]
+						},
+						{
+							"handle": [
+								{
+									"handler": "reverse_proxy",
+									"upstreams": [
+										{
+											"dial": "localhost:9000"
+										}
+									]
+								}
+							]
+						}
+					]
+				}
+			}
+		}
+	}
+}`)
+}
+
+func TestCaddyfileOffAndZero(t *testing.T) {
+	h := new(Handler)
+	d := caddyfile.NewTestDispenser("sse_fanout http://o {\n\theartbeat off\n\tidle_close 0\n\tretry 0\n}")
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if h.Heartbeat >= 0 {
+		t.Errorf("heartbeat off gave %v, want negative", h.Heartbeat)
+	}
+	if h.IdleClose >= 0 {
+		t.Errorf("idle_close 0 gave %v, want negative (close at once)", h.IdleClose)
+	}
+	if h.Retry == nil || *h.Retry != 0 {
+		t.Errorf("retry 0 gave %v, want a set zero", h.Retry)
+	}
+}
+
+func TestCaddyfileErrorsNameTheLine(t *testing.T) {
+	for _, tc := range []struct{ name, input, want string }{
+		{"missing url", "sse_fanout", "Testfile:1"},
+		{"missing url with block", "sse_fanout {\n\tbuffer 1\n}", "wrong argument count"},
+		{"two urls", "sse_fanout http://a http://b", "wrong argument count"},
+		{"unknown subdirective", "sse_fanout http://o {\n\tbuffer 1\n\tnope 1\n}", "unrecognized subdirective 'nope', at Testfile:3"},
+		{"bad duration", "sse_fanout http://o {\n\theartbeat soon\n}", "bad heartbeat duration 'soon'"},
+		{"bad duration line", "sse_fanout http://o {\n\n\tretry x\n}", "Testfile:3"},
+		{"zero heartbeat", "sse_fanout http://o {\n\theartbeat 0s\n}", "must be positive, or off"},
+		{"negative duration", "sse_fanout http://o {\n\tidle_close -5s\n}", "must not be negative"},
+		{"negative count", "sse_fanout http://o {\n\tbuffer -1\n}", "bad buffer value '-1': want a non-negative integer, at Testfile:2"},
+		{"negative max_clients", "sse_fanout http://o {\n\tmax_clients -3\n}", "bad max_clients value '-3'"},
+		{"not a count", "sse_fanout http://o {\n\tclient_queue lots\n}", "bad client_queue value 'lots'"},
+		{"zero client_queue", "sse_fanout http://o {\n\tclient_queue 0\n}", "want at least 1"},
+		{"bad size", "sse_fanout http://o {\n\tmax_event_size big\n}", "bad max_event_size size 'big'"},
+		{"header_up one arg", "sse_fanout http://o {\n\theader_up X-A\n}", "wrong argument count"},
+		{"duration no arg", "sse_fanout http://o {\n\tretry\n}", "wrong argument count"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := new(Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidateRejectsBadUpstreams(t *testing.T) {
+	for _, tc := range []struct{ upstream, want string }{
+		{"", "upstream is required"},
+		{"ftp://o", "scheme must be http or https"},
+		{"localhost:9000", "scheme must be http or https"},
+		{"http://", "no host"},
+		{"http://o/?a=1", "no query"},
+	} {
+		t.Run(tc.upstream, func(t *testing.T) {
+			h := &Handler{Upstream: tc.upstream}
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+			defer cancel()
+			err := h.Provision(ctx)
+			if err == nil {
+				err = h.Validate()
+			}
+			h.Cleanup()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
