@@ -34,6 +34,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    idle_close     <duration>
 //	    max_clients    <count>
 //	    max_event_size <size>
+//	    catch_up       on|off
+//	    prime_cursor   on|off
+//	    stale_event    <name>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
@@ -107,6 +110,20 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.MaxEventSize = n
+		case "catch_up", "prime_cursor":
+			on, err := onOffArg(d, sub)
+			if err != nil {
+				return err
+			}
+			if sub == "catch_up" {
+				h.CatchUp = &on
+			} else {
+				h.PrimeCursor = &on
+			}
+		case "stale_event":
+			if !d.AllArgs(&h.StaleEvent) {
+				return d.ArgErr()
+			}
 		case "header_up":
 			var name, value string
 			if !d.AllArgs(&name, &value) {
@@ -169,4 +186,19 @@ func sizeArg(d *caddyfile.Dispenser, sub string) (int, error) {
 		return 0, d.Errf("bad %s size '%s': want a positive size such as 1MiB", sub, s)
 	}
 	return int(n), nil
+}
+
+// onOffArg reads the one on|off argument of subdirective sub.
+func onOffArg(d *caddyfile.Dispenser, sub string) (bool, error) {
+	var s string
+	if !d.AllArgs(&s) {
+		return false, d.ArgErr()
+	}
+	switch s {
+	case "on":
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	return false, d.Errf("bad %s value '%s': want on or off", sub, s)
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // This file is the client writer: it turns a stream's frames into one
@@ -29,6 +31,17 @@ type client struct {
 	cause  error         // why the hub cut the client; set before done closes
 	once   sync.Once     // guards done
 	retry  int64         // the retry sent to this client, in ms; < 0: the origin's
+
+	// Set by join, before the writer starts.
+	prime     []byte // an id-only block to send once the frames up to primeAt are sent
+	primeAt   uint64
+	staleID   string // the Last-Event-ID that could not be served
+	stale     bool   // announce staleID with a stale_event first
+	catchUpID string // the Last-Event-ID to fetch from the origin first, if catchingUp
+
+	// catchingUp is set while the client reads its catch-up from the origin;
+	// the stream neither wakes nor cuts it then. The stream's mu guards it.
+	catchingUp bool
 }
 
 func newClient(s *stream) *client {
@@ -83,6 +96,12 @@ func (c *client) serve(ctx context.Context, w io.Writer, rc *http.ResponseContro
 		keepalives:   c.s.keepalives.Load(),
 	}
 	defer cw.clearDeadline()
+	if c.catchUpID != "" {
+		c.catchUp(ctx, cw, stop)
+	}
+	if c.stale {
+		c.announceStale(cw)
+	}
 	for {
 		if err := c.writePending(cw); err != nil {
 			return err
@@ -119,7 +138,14 @@ func (c *client) writePending(cw *clientWriter) error {
 		wrote = true
 	}
 	for _, f := range batch {
+		if c.prime != nil && f.seq > c.primeAt {
+			c.writePrime(cw)
+		}
 		cw.write(f.bytes)
+	}
+	if c.prime != nil {
+		c.writePrime(cw)
+		wrote = true
 	}
 	if len(batch) > 0 {
 		c.cursor.Store(batch[len(batch)-1].seq)
@@ -139,6 +165,32 @@ func (c *client) writePending(cw *clientWriter) error {
 		cw.err = cw.rc.Flush()
 	}
 	return cw.err
+}
+
+// writePrime sends the cursor priming block: it sets the client's last
+// event ID to the stream's at join time without firing an event, so that a
+// client that drops before the next event still resumes from there.
+func (c *client) writePrime(cw *clientWriter) {
+	cw.write(c.prime)
+	c.prime = nil
+}
+
+// announceStale sends the stale_event for a cursor that could not be served.
+func (c *client) announceStale(cw *clientWriter) {
+	c.stale = false
+	if c.catchUpID == "" { // a failed catch-up has logged already
+		c.s.logger.Warn("client's Last-Event-ID is not in the buffer; sending live events",
+			zap.String("last_event_id", c.staleID))
+	}
+	name := c.s.reg.settings.Load().staleEvent
+	if name == "" {
+		return
+	}
+	cw.armed = false
+	cw.write(appendEvent(nil, &Event{Type: name, Data: c.staleID, HasData: true}, false))
+	if cw.err == nil {
+		cw.err = cw.rc.Flush()
+	}
 }
 
 // write writes b, keeping only the first error. The first write of a batch

@@ -15,9 +15,10 @@ import (
 // frames its single upstream reader publishes and the clients it feeds.
 
 var (
-	errStreamFull   = errors.New("stream has max_clients clients")
-	errSlowClient   = errors.New("client fell more than client_queue events behind")
-	errStreamClosed = errors.New("stream closed")
+	errStreamFull    = errors.New("stream has max_clients clients")
+	errSlowClient    = errors.New("client fell more than client_queue events behind")
+	errStreamClosed  = errors.New("stream closed")
+	errOriginStopped = errors.New("origin answered 204 No Content: stop")
 )
 
 // settings are a handler's tunables, resolved to their defaults. A registry
@@ -31,6 +32,9 @@ type settings struct {
 	idleClose    time.Duration // upstream kept this long after the last client left
 	maxClients   int           // per stream; 0: unlimited
 	maxEventSize int           // bytes; a larger event breaks the upstream connection
+	catchUp      bool          // fetch what the buffer lacks from the origin
+	primeCursor  bool          // send joining clients the stream's latest id
+	staleEvent   string        // event type announcing an unservable cursor; "": none
 	writeTimeout time.Duration // bound on one batch of writes to a client
 	headerUp     http.Header   // sent upstream on every request
 	logger       *zap.Logger
@@ -47,9 +51,11 @@ func (cfg *settings) ringCapacity() int {
 type registry struct {
 	settings atomic.Pointer[settings]
 	upstream *http.Client
+	wg       sync.WaitGroup // every stream's goroutines
 
 	mu      sync.Mutex
 	streams map[string]*stream
+	stopped map[string]time.Time // keys whose origin said 204, until when
 	closed  bool
 }
 
@@ -57,12 +63,14 @@ func newRegistry(cfg *settings) *registry {
 	r := &registry{
 		upstream: newUpstreamClient(),
 		streams:  make(map[string]*stream),
+		stopped:  make(map[string]time.Time),
 	}
 	r.settings.Store(cfg)
 	return r
 }
 
-// Destruct closes every stream and waits for their goroutines. It runs when
+// Destruct closes every stream and waits for the goroutines of all streams
+// it ever had. It runs when
 // no loaded config uses the registry any more (caddy.Destructor).
 func (r *registry) Destruct() error {
 	r.mu.Lock()
@@ -75,20 +83,28 @@ func (r *registry) Destruct() error {
 	r.mu.Unlock()
 	for _, s := range streams {
 		s.close(errStreamClosed)
-		s.wait()
 	}
+	r.wg.Wait()
 	r.upstream.CloseIdleConnections()
 	return nil
 }
 
 // join adds a client to the stream with the given key, creating the stream
 // (and so its upstream connection) if it has no client yet. It never waits
-// for the upstream.
-func (r *registry) join(key, upstreamURL string) (*stream, *client, error) {
+// for the upstream. lastEventID, when hasLastEventID is set, is where the
+// client asks to resume.
+func (r *registry) join(key, upstreamURL, lastEventID string, hasLastEventID bool) (*stream, *client, error) {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
 		return nil, nil, errStreamClosed
+	}
+	if until, ok := r.stopped[key]; ok {
+		if time.Now().Before(until) {
+			r.mu.Unlock()
+			return nil, nil, errOriginStopped
+		}
+		delete(r.stopped, key)
 	}
 	s := r.streams[key]
 	if s == nil {
@@ -105,13 +121,52 @@ func (r *registry) join(key, upstreamURL string) (*stream, *client, error) {
 		return nil, nil, errStreamFull
 	}
 	c := newClient(s)
-	c.cursor.Store(s.ring.head)
+	s.placeLocked(c, cfg, lastEventID, hasLastEventID)
 	s.clients[c] = struct{}{}
 	if s.idleTimer != nil {
 		s.idleTimer.Stop()
 		s.idleTimer = nil
 	}
 	return s, c, nil
+}
+
+// placeLocked sets where a joining client starts: after its Last-Event-ID
+// when the buffer holds it, else at the live head, with a catch-up or a
+// stale notice to come. It also arms the cursor priming. s.mu must be held.
+func (s *stream) placeLocked(c *client, cfg *settings, lastEventID string, hasLastEventID bool) {
+	c.cursor.Store(s.ring.head)
+	if hasLastEventID {
+		if seq, ok := s.ring.findID(lastEventID, cfg.buffer); ok {
+			c.cursor.Store(seq)
+		} else if cfg.catchUp {
+			c.catchUpID = lastEventID
+			c.catchingUp = true
+			return // the catch-up ends with frames that carry ids
+		} else {
+			c.staleID, c.stale = lastEventID, true
+		}
+	}
+	if cfg.primeCursor && s.hasLastID {
+		c.prime = appendEvent(nil, &Event{ID: s.lastID}, true)
+		c.primeAt = s.ring.head
+	}
+}
+
+// stop closes s because the origin answered 204, and answers new clients
+// of its key with 204 until the given time.
+func (r *registry) stop(s *stream, until time.Time) {
+	r.mu.Lock()
+	if r.streams[s.key] == s {
+		delete(r.streams, s.key)
+	}
+	for key, t := range r.stopped {
+		if time.Now().After(t) {
+			delete(r.stopped, key)
+		}
+	}
+	r.stopped[s.key] = until
+	r.mu.Unlock()
+	s.close(errOriginStopped)
 }
 
 // closeIfIdle closes s if it still has no client; the idle timer calls it.
@@ -142,20 +197,16 @@ type stream struct {
 	cancel context.CancelFunc // stops the upstream request
 	done   chan struct{}      // closed when the stream is closed
 	once   sync.Once
-	wg     sync.WaitGroup // the upstream reader and the heartbeat
 
 	lastSend    atomic.Int64  // nanoseconds after started of the last frame or keepalive
 	keepalives  atomic.Uint64 // count of keepalive rounds; clients compare it with theirs
 	originRetry atomic.Int64  // the origin's latest retry in ms; -1 before any
 
-	// idSeen reports whether the origin has sent an id field yet; from
-	// then on every frame carries its id. Only the upstream reader uses it.
-	idSeen bool
-
 	mu        sync.RWMutex // guards the fields below
 	ring      *ring
 	clients   map[*client]struct{}
 	lastID    string      // the last event ID of the newest frame
+	hasLastID bool        // the origin has sent an id; from then on every frame carries one
 	idleTimer *time.Timer // set while the stream has no client
 }
 
@@ -179,13 +230,13 @@ func newStream(r *registry, key, upstreamURL string) *stream {
 func (s *stream) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.wg.Add(2)
+	s.reg.wg.Add(2)
 	go func() {
-		defer s.wg.Done()
+		defer s.reg.wg.Done()
 		s.readUpstream(ctx)
 	}()
 	go func() {
-		defer s.wg.Done()
+		defer s.reg.wg.Done()
 		s.runHeartbeat()
 	}()
 }
@@ -209,9 +260,6 @@ func (s *stream) close(cause error) {
 		s.mu.Unlock()
 	})
 }
-
-// wait blocks until the stream's goroutines have returned.
-func (s *stream) wait() { s.wg.Wait() }
 
 // leave removes c; the last client to leave starts the idle timer.
 func (s *stream) leave(c *client) {
@@ -239,10 +287,9 @@ func (s *stream) publishEvent(ev *Event) {
 			return
 		}
 	}
-	if ev.HasID {
-		s.idSeen = true
-	}
-	s.publish(&frame{id: ev.ID, bytes: appendEvent(nil, ev, s.idSeen)})
+	// Only the upstream reader writes hasLastID, so it may read it unlocked.
+	withID := ev.HasID || s.hasLastID
+	s.publish(&frame{id: ev.ID, setsID: ev.HasID, bytes: appendEvent(nil, ev, withID)})
 }
 
 // publish appends f to the ring and wakes every client. It never blocks on
@@ -252,7 +299,11 @@ func (s *stream) publish(f *frame) {
 	s.mu.Lock()
 	s.ring.push(f)
 	s.lastID = f.id
+	s.hasLastID = s.hasLastID || f.setsID
 	for c := range s.clients {
+		if c.catchingUp {
+			continue // it reads from the origin until it splices in
+		}
 		if s.ring.head-c.cursor.Load() > queue {
 			c.cut(errSlowClient)
 			delete(s.clients, c)

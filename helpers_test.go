@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,11 +24,27 @@ import (
 // waitTimeout bounds every wait in these tests; nothing waits forever.
 const waitTimeout = 10 * time.Second
 
+// caddyStorage is where the tests' Caddy keeps its state, instead of the
+// user's data directory.
+var caddyStorage string
+
 func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ssefanout-caddy-")
+	if err != nil {
+		panic(err)
+	}
+	caddyStorage = dir
 	goleak.VerifyTestMain(m,
+		goleak.Cleanup(func(exitCode int) {
+			os.RemoveAll(dir)
+			os.Exit(exitCode)
+		}),
 		// The HTTP/2 and keep-alive machinery of net/http winds down on its own.
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		// Caddy's storage cleaner holds a lock file for a moment after a
+		// config starts; it is Caddy's, and it ends on its own.
+		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"),
 	)
 }
 
@@ -143,6 +160,7 @@ func startCaddy(t *testing.T, siteBody string) string {
 	admin off
 	persist_config off
 	auto_https off
+	storage file_system %s
 	log {
 		level ERROR
 	}
@@ -151,7 +169,7 @@ http://127.0.0.1:%d {
 	bind 127.0.0.1
 	%s
 }
-`, port, siteBody)
+`, caddyStorage, port, siteBody)
 	loadCaddyfile(t, caddyfile)
 	t.Cleanup(func() {
 		if err := caddy.Stop(); err != nil {

@@ -99,6 +99,24 @@ type Handler struct {
 	// error, and the stream reconnects. Default: 1 MiB.
 	MaxEventSize int `json:"max_event_size,omitempty"`
 
+	// Whether a client whose Last-Event-ID is no longer in the buffer gets
+	// the missing events from the origin, on a request of its own carrying
+	// that id, until the origin's answer meets the shared stream. Default:
+	// true. When false, such a client gets live events only.
+	CatchUp *bool `json:"catch_up,omitempty"`
+
+	// Whether a joining client is sent, after any replay, an "id:" line
+	// with the stream's latest event ID and no data. It fires no event but
+	// sets the browser's lastEventId, so a client that drops before the
+	// next event still resumes from there. Default: true.
+	PrimeCursor *bool `json:"prime_cursor,omitempty"`
+
+	// An event type to send, with the client's Last-Event-ID as data, to a
+	// client whose cursor neither the buffer nor a catch-up can serve, so
+	// that the application can refetch its state. Default: none; such a
+	// client gets live events and a warning is logged.
+	StaleEvent string `json:"stale_event,omitempty"`
+
 	base    *url.URL      // parsed Upstream
 	poolKey string        // this handler's registry in registries
 	reg     *registry     // shared with other configs with the same poolKey; nil until acquired
@@ -159,6 +177,9 @@ func (h *Handler) settings() *settings {
 		maxClients:   h.MaxClients,
 		maxEventSize: h.MaxEventSize,
 		writeTimeout: defaultWriteTimeout,
+		catchUp:      h.CatchUp == nil || *h.CatchUp,
+		primeCursor:  h.PrimeCursor == nil || *h.PrimeCursor,
+		staleEvent:   h.StaleEvent,
 		headerUp:     make(http.Header),
 		logger:       h.logger,
 	}
@@ -242,6 +263,9 @@ func (h *Handler) validate() error {
 	if h.Buffer != nil && *h.Buffer < 0 {
 		return fmt.Errorf("buffer must not be negative, got %d", *h.Buffer)
 	}
+	if strings.ContainsAny(h.StaleEvent, "\r\n") {
+		return fmt.Errorf("stale_event %q: an event type cannot hold a line end", h.StaleEvent)
+	}
 	if h.Retry != nil && *h.Retry < 0 {
 		return fmt.Errorf("retry must not be negative, got %v", time.Duration(*h.Retry))
 	}
@@ -267,14 +291,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if r.Method != http.MethodGet {
 		return next.ServeHTTP(w, r)
 	}
-	key := streamKey(r.URL)
-	s, c, err := h.reg.join(key, h.upstreamURL(r.URL))
-	if errors.Is(err, errStreamFull) {
+	u, lastEventID, hasLastEventID := cursorOf(r)
+	key := streamKey(u)
+	s, c, err := h.reg.join(key, h.upstreamURL(u), lastEventID, hasLastEventID)
+	switch {
+	case errors.Is(err, errOriginStopped):
+		w.WriteHeader(http.StatusNoContent) // as the origin said: browsers stop
+		return nil
+	case errors.Is(err, errStreamFull):
 		w.Header().Set("Retry-After", retryAfter())
 		h.logger.Warn("stream full", zap.String("stream", key))
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)
-	}
-	if err != nil {
+	case err != nil:
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)
 	}
 	defer s.leave(c)
@@ -301,6 +329,39 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 	return nil
+}
+
+// lastEventIDParam is the query parameter a first connect may carry its
+// cursor in, since a browser can set the Last-Event-ID header only on its
+// own reconnects. It is not part of the stream key.
+const lastEventIDParam = "last_event_id"
+
+// cursorOf returns the client's cursor, from the Last-Event-ID header or
+// else the last_event_id query parameter, and the request URL without that
+// parameter.
+func cursorOf(r *http.Request) (u *url.URL, lastEventID string, ok bool) {
+	u = r.URL
+	if !strings.Contains(u.RawQuery, lastEventIDParam) {
+		lastEventID = r.Header.Get("Last-Event-ID")
+		return u, lastEventID, lastEventID != ""
+	}
+	var kept []string
+	for _, part := range strings.Split(u.RawQuery, "&") {
+		name, value, _ := strings.Cut(part, "=")
+		if n, err := url.QueryUnescape(name); err == nil && n == lastEventIDParam {
+			if v, err := url.QueryUnescape(value); err == nil {
+				lastEventID, ok = v, true
+			}
+			continue
+		}
+		kept = append(kept, part)
+	}
+	stripped := *u
+	stripped.RawQuery = strings.Join(kept, "&")
+	if header := r.Header.Get("Last-Event-ID"); header != "" {
+		return &stripped, header, true // the header wins: it is the newer cursor
+	}
+	return &stripped, lastEventID, ok && lastEventID != ""
 }
 
 // streamKey is the identity of the stream a request asks for: its path and

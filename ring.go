@@ -3,9 +3,10 @@ package ssefanout
 // frame is one encoded block, shared by the replay buffer and every client
 // that is sent it. Nobody modifies a frame once it is published.
 type frame struct {
-	seq   uint64 // position in the stream, from 1; set by ring.push
-	id    string // the stream's last event ID after this frame
-	bytes []byte // the wire form, written to clients as is
+	seq    uint64 // position in the stream, from 1; set by ring.push
+	id     string // the stream's last event ID after this frame
+	setsID bool   // the frame's own block had an id field
+	bytes  []byte // the wire form, written to clients as is
 }
 
 // ring holds a stream's most recent frames, oldest evicted first, bounded
@@ -75,10 +76,22 @@ func (r *ring) appendAfter(dst []*frame, seq uint64) ([]*frame, bool) {
 }
 
 // findID returns the seq of the newest frame, among the newest window
-// frames, whose last event ID is id, and reports whether there is one.
+// frames, whose last event ID is id, and reports whether there is one. A
+// client that sent id as its Last-Event-ID resumes after that frame.
 func (r *ring) findID(id string, window int) (uint64, bool) {
 	for n := r.head; n >= r.tail && n > 0 && r.head-n < uint64(window); n-- {
 		if f := r.get(n); f != nil && f.id == id {
+			return n, true
+		}
+	}
+	return 0, false
+}
+
+// findSetter returns the seq of the newest frame whose own id field set the
+// last event ID to id, and reports whether there is one.
+func (r *ring) findSetter(id string) (uint64, bool) {
+	for n := r.head; n >= r.tail && n > 0; n-- {
+		if f := r.get(n); f != nil && f.setsID && f.id == id {
 			return n, true
 		}
 	}

@@ -49,11 +49,18 @@ func newUpstreamClient() *http.Client {
 
 // readUpstream keeps one connection to the origin open until ctx ends,
 // reconnecting after each end or failure with a growing, jittered backoff.
+// An origin that answers 204 stops the stream.
 func (s *stream) readUpstream(ctx context.Context) {
 	failures := 0
 	for {
 		delivered, err := s.readOnce(ctx)
 		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errOriginStopped) {
+			until := time.Now().Add(s.stopPeriod())
+			s.logger.Info("origin answered 204; stopping the stream", zap.Time("until", until))
+			s.reg.stop(s, until)
 			return
 		}
 		if delivered {
@@ -79,6 +86,17 @@ func (s *stream) readUpstream(ctx context.Context) {
 	}
 }
 
+// stopPeriod is how long a stream stays stopped after the origin's 204:
+// its retry time or a minute, whichever is longer, so that browsers give up
+// as they would at the origin.
+func (s *stream) stopPeriod() time.Duration {
+	retry := s.reg.settings.Load().retry
+	if retry < 0 {
+		retry = s.originRetry.Load()
+	}
+	return max(time.Duration(retry)*time.Millisecond, time.Minute)
+}
+
 // backoff returns how long to wait after the given number of consecutive
 // failures: the origin's retry (or a default) doubled per failure, capped,
 // and jittered down by up to half so that streams do not reconnect in step.
@@ -97,33 +115,25 @@ func (s *stream) backoff(failures int) time.Duration {
 }
 
 // readOnce makes one upstream request and publishes what it reads until the
-// response ends. It reports whether at least one block was delivered.
+// response ends. It reports whether at least one block was delivered. Once
+// the origin has sent ids, the request resumes after the last one, and the
+// events the origin sends again that the buffer already holds are dropped.
 func (s *stream) readOnce(ctx context.Context) (delivered bool, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.upstreamURL, nil)
-	if err != nil {
-		return false, fmt.Errorf("making upstream request: %w", err)
-	}
-	cfg := s.reg.settings.Load()
-	for name, values := range cfg.headerUp {
-		req.Header[name] = values
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	req.Header.Set("Cache-Control", "no-cache")
+	s.mu.RLock()
+	resumeID, resuming := s.lastID, s.hasLastID
+	s.mu.RUnlock()
 
-	resp, err := s.reg.upstream.Do(req)
+	cfg := s.reg.settings.Load()
+	resp, err := s.openUpstream(ctx, cfg, resumeID, resuming)
 	if err != nil {
-		return false, fmt.Errorf("connecting upstream: %w", err)
+		return false, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("origin answered %s", resp.Status)
-	}
-	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
-		return false, fmt.Errorf("origin answered Content-Type %q, not text/event-stream", resp.Header.Get("Content-Type"))
-	}
-	s.logger.Info("upstream connected", zap.String("upstream", s.upstreamURL))
+	s.logger.Info("upstream connected", zap.String("upstream", s.upstreamURL), zap.String("last_event_id", resumeID))
 
 	p := newParser(resp.Body, cfg.maxEventSize)
+	p.setLastID(resumeID)
+	skipping := false // the last id seen was one the buffer holds
 	for {
 		ev, err := p.next()
 		if err != nil {
@@ -132,7 +142,61 @@ func (s *stream) readOnce(ctx context.Context) (delivered bool, err error) {
 			}
 			return delivered, err
 		}
+		if resuming && ev.HasID {
+			skipping = s.holds(ev.ID)
+			resuming = skipping
+		}
+		if skipping {
+			if ev.HasRetry {
+				s.originRetry.Store(ev.Retry)
+			}
+			continue
+		}
 		s.publishEvent(&ev)
 		delivered = true
 	}
+}
+
+// holds reports whether the buffer holds the event that set id.
+func (s *stream) holds(id string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, ok := s.ring.findSetter(id)
+	return ok
+}
+
+// openUpstream requests the stream from the origin, with Last-Event-ID when
+// hasLastEventID is set, and checks that the answer is an event stream. A
+// 204 answer is errOriginStopped.
+func (s *stream) openUpstream(ctx context.Context, cfg *settings, lastEventID string, hasLastEventID bool) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.upstreamURL, nil)
+	if err != nil {
+		return nil, fmt.Errorf("making upstream request: %w", err)
+	}
+	for name, values := range cfg.headerUp {
+		req.Header[name] = values
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Cache-Control", "no-cache")
+	if hasLastEventID {
+		req.Header.Set("Last-Event-ID", lastEventID)
+	}
+
+	resp, err := s.reg.upstream.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("connecting upstream: %w", err)
+	}
+	if resp.StatusCode == http.StatusNoContent {
+		resp.Body.Close()
+		return nil, errOriginStopped
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("origin answered %s", resp.Status)
+	}
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
+		resp.Body.Close()
+		return nil, fmt.Errorf("origin answered Content-Type %q, not text/event-stream", resp.Header.Get("Content-Type"))
+	}
+	return resp, nil
 }

@@ -1,0 +1,133 @@
+package ssefanout
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// This file is the catch-up: how a client whose Last-Event-ID the buffer no
+// longer holds (evicted, or the proxy restarted) still misses nothing, as
+// long as the origin can resume from that id.
+//
+// The client makes an upstream request of its own, with its Last-Event-ID,
+// and is sent what the origin answers until an event arrives that the
+// shared stream holds too. From that event on the client reads the shared
+// stream, so it gets each event exactly once.
+
+const (
+	// catchUpTimeout bounds how long a catch-up may take to meet the shared
+	// stream before the client falls back to it.
+	catchUpTimeout = 30 * time.Second
+	// catchUpMaxEvents bounds how many events a catch-up relays.
+	catchUpMaxEvents = 100_000
+)
+
+var errCatchUpTooLong = errors.New("catch-up did not meet the shared stream in time")
+
+// catchUp relays the origin's answer to c.catchUpID, then places c on the
+// shared stream: at the event where the two met, or after the last event
+// relayed, or, when neither is in the buffer, at the live head with the
+// stale cursor announced.
+func (c *client) catchUp(ctx context.Context, cw *clientWriter, stop <-chan struct{}) {
+	ctx, cancel := context.WithTimeoutCause(ctx, catchUpTimeout, errCatchUpTooLong)
+	defer cancel()
+	// The catch-up also ends when the hub cuts the client or the config goes.
+	go func() {
+		select {
+		case <-c.done:
+		case <-stop:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+
+	s := c.s
+	lastSent := c.catchUpID
+	met, relayed, err := c.relay(ctx, cw, &lastSent)
+	if met {
+		s.logger.Debug("catch-up met the shared stream", zap.String("last_event_id", c.catchUpID), zap.Int("relayed", relayed))
+		return
+	}
+	if cw.err != nil {
+		return // the client is gone
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = context.Cause(ctx)
+	}
+
+	s.mu.Lock()
+	c.catchingUp = false
+	seq, ok := s.ring.findSetter(lastSent)
+	if ok {
+		c.cursor.Store(seq)
+	} else {
+		c.cursor.Store(s.ring.head)
+	}
+	s.mu.Unlock()
+	if ok {
+		return // the last relayed event is in the buffer: no gap
+	}
+	s.logger.Warn("catch-up could not serve the client's cursor; sending live events",
+		zap.String("last_event_id", c.catchUpID),
+		zap.Int("relayed", relayed),
+		zap.Error(err))
+	if relayed == 0 {
+		c.staleID, c.stale = c.catchUpID, true
+	}
+}
+
+// relay copies the origin's answer to the client until an event with an id
+// that the shared stream holds arrives (met), the answer ends, or ctx ends.
+// It keeps lastSent at the last event ID the client was sent.
+func (c *client) relay(ctx context.Context, cw *clientWriter, lastSent *string) (met bool, relayed int, err error) {
+	s := c.s
+	cfg := s.reg.settings.Load()
+	resp, err := s.openUpstream(ctx, cfg, c.catchUpID, true)
+	if err != nil {
+		return false, 0, err
+	}
+	defer resp.Body.Close()
+
+	p := newParser(resp.Body, cfg.maxEventSize)
+	p.setLastID(c.catchUpID)
+	for relayed < catchUpMaxEvents {
+		ev, err := p.next()
+		if err != nil {
+			return false, relayed, err
+		}
+		if ev.HasID && c.spliceBefore(ev.ID) {
+			return true, relayed, nil
+		}
+		if !ev.HasData && !ev.HasID {
+			continue // retry only: the client's retry comes from the stream
+		}
+		cw.armed = false
+		cw.write(appendEvent(nil, &ev, true))
+		if cw.err == nil {
+			cw.err = cw.rc.Flush()
+		}
+		if cw.err != nil {
+			return false, relayed, cw.err
+		}
+		*lastSent = ev.ID
+		relayed++
+	}
+	return false, relayed, errCatchUpTooLong
+}
+
+// spliceBefore places c on the shared stream just before the event that set
+// id, if the buffer holds it, and reports whether it did.
+func (c *client) spliceBefore(id string) bool {
+	s := c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seq, ok := s.ring.findSetter(id)
+	if ok {
+		c.cursor.Store(seq - 1)
+		c.catchingUp = false
+	}
+	return ok
+}
