@@ -60,6 +60,7 @@ func (c *client) catchUp(ctx context.Context, cw *clientWriter, stop <-chan stru
 
 	s.mu.Lock()
 	c.catchingUp = false
+	c.joinedAt = s.ring.head
 	seq, ok := s.ring.findSetter(lastSent)
 	if ok {
 		c.cursor.Store(seq)
@@ -127,6 +128,7 @@ func (c *client) spliceBefore(id string) bool {
 	seq, ok := s.ring.findSetter(id)
 	if ok {
 		c.cursor.Store(seq - 1)
+		c.joinedAt = s.ring.head
 		c.catchingUp = false
 	}
 	return ok

@@ -39,8 +39,11 @@ type client struct {
 	stale     bool   // announce staleID with a stale_event first
 	catchUpID string // the Last-Event-ID to fetch from the origin first, if catchingUp
 
+	// joinedAt is the stream's head when the client joined or spliced in:
+	// frames up to it are its replay, which does not count as lag.
 	// catchingUp is set while the client reads its catch-up from the origin;
 	// the stream neither wakes nor cuts it then. The stream's mu guards it.
+	joinedAt   uint64
 	catchingUp bool
 }
 

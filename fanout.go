@@ -135,6 +135,7 @@ func (r *registry) join(key, upstreamURL, lastEventID string, hasLastEventID boo
 // stale notice to come. It also arms the cursor priming. s.mu must be held.
 func (s *stream) placeLocked(c *client, cfg *settings, lastEventID string, hasLastEventID bool) {
 	c.cursor.Store(s.ring.head)
+	c.joinedAt = s.ring.head
 	if hasLastEventID {
 		if seq, ok := s.ring.findID(lastEventID, cfg.buffer); ok {
 			c.cursor.Store(seq)
@@ -294,6 +295,7 @@ func (s *stream) publishEvent(ev *Event) {
 
 // publish appends f to the ring and wakes every client. It never blocks on
 // a client: one that has fallen more than client_queue frames behind is cut.
+// A client's replay does not count: only frames published after it joined.
 func (s *stream) publish(f *frame) {
 	queue := uint64(s.reg.settings.Load().clientQueue)
 	s.mu.Lock()
@@ -304,7 +306,7 @@ func (s *stream) publish(f *frame) {
 		if c.catchingUp {
 			continue // it reads from the origin until it splices in
 		}
-		if s.ring.head-c.cursor.Load() > queue {
+		if s.ring.head-max(c.cursor.Load(), c.joinedAt) > queue {
 			c.cut(errSlowClient)
 			delete(s.clients, c)
 			continue

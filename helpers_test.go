@@ -2,6 +2,7 @@ package ssefanout
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -23,6 +24,9 @@ import (
 
 // waitTimeout bounds every wait in these tests; nothing waits forever.
 const waitTimeout = 10 * time.Second
+
+// testLogLevel is the tests' Caddy log level; SSEFANOUT_TEST_LOG=DEBUG shows more.
+var testLogLevel = cmp.Or(os.Getenv("SSEFANOUT_TEST_LOG"), "ERROR")
 
 // caddyStorage is where the tests' Caddy keeps its state, instead of the
 // user's data directory.
@@ -51,12 +55,13 @@ func TestMain(m *testing.M) {
 // testOrigin is a scriptable SSE origin on 127.0.0.1. Every upstream
 // request becomes an originConn that the test writes to.
 type testOrigin struct {
-	srv     *httptest.Server
-	conns   chan *originConn // every accepted SSE connection, in order
-	total   atomic.Int64     // requests seen
-	status  atomic.Int64     // status to answer; 0 means 200 and a stream
-	mu      sync.Mutex
-	headers []http.Header // request headers, in order
+	srv       *httptest.Server
+	conns     chan *originConn // every accepted SSE connection, in order
+	total     atomic.Int64     // requests seen
+	status    atomic.Int64     // status to answer; 0 means 200 and a stream
+	mu        sync.Mutex
+	headers   []http.Header // request headers, in order
+	onRequest func()        // if set, called on every request
 }
 
 // originConn is one upstream connection as the origin sees it.
@@ -82,7 +87,11 @@ func (o *testOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	o.total.Add(1)
 	o.mu.Lock()
 	o.headers = append(o.headers, r.Header.Clone())
+	hook := o.onRequest
 	o.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	if st := o.status.Load(); st != 0 {
 		w.WriteHeader(int(st))
 		return
@@ -156,27 +165,35 @@ func (c *originConn) waitClosed(t *testing.T) {
 func startCaddy(t *testing.T, siteBody string) string {
 	t.Helper()
 	port := freePort(t)
-	caddyfile := fmt.Sprintf(`{
-	admin off
-	persist_config off
-	auto_https off
-	storage file_system %s
-	log {
-		level ERROR
-	}
+	startCaddyfile(t, fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port, siteBody))
+	return fmt.Sprintf("http://127.0.0.1:%d", port)
 }
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	%s
-}
-`, caddyStorage, port, siteBody)
-	loadCaddyfile(t, caddyfile)
+
+// startCaddyfile runs Caddy in this process with the given sites, under the
+// tests' global options. The test's cleanup stops it.
+func startCaddyfile(t *testing.T, sites string) {
+	t.Helper()
+	loadCaddyfile(t, testGlobalOptions()+sites)
 	t.Cleanup(func() {
 		if err := caddy.Stop(); err != nil {
 			t.Errorf("stopping caddy: %v", err)
 		}
 	})
-	return fmt.Sprintf("http://127.0.0.1:%d", port)
+}
+
+// testGlobalOptions keeps the tests' Caddy off the admin port, out of the
+// user's data directory and quiet.
+func testGlobalOptions() string {
+	return fmt.Sprintf(`{
+	admin off
+	persist_config off
+	auto_https off
+	storage file_system %s
+	log {
+		level %s
+	}
+}
+`, caddyStorage, testLogLevel)
 }
 
 // loadCaddyfile adapts and loads a whole Caddyfile, replacing the running config.
