@@ -3,6 +3,7 @@ package ssefanout
 import (
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -37,6 +38,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    catch_up       on|off
 //	    prime_cursor   on|off
 //	    stale_event    <name>
+//	    key            <template>
+//	    key_ignore_query <names...>
+//	    max_streams    <count>
+//	    upstream_timeout <duration>|off
+//	    retry_jitter   <percent>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
@@ -120,6 +126,49 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			} else {
 				h.PrimeCursor = &on
 			}
+		case "key":
+			if !d.AllArgs(&h.Key) {
+				return d.ArgErr()
+			}
+		case "key_ignore_query":
+			names := d.RemainingArgs()
+			if len(names) == 0 {
+				return d.ArgErr()
+			}
+			h.KeyIgnoreQuery = append(h.KeyIgnoreQuery, names...)
+		case "max_streams":
+			n, err := countArg(d, sub)
+			if err != nil {
+				return err
+			}
+			h.MaxStreams = n
+		case "upstream_timeout":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			if v == "off" {
+				h.UpstreamTimeout = -1
+				continue
+			}
+			dur, err := parseDuration(d, sub, v)
+			if err != nil {
+				return err
+			}
+			if dur == 0 {
+				return d.Errf("bad upstream_timeout duration '%s': must be positive, or off", v)
+			}
+			h.UpstreamTimeout = dur
+		case "retry_jitter":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(strings.TrimSuffix(v, "%"))
+			if err != nil || n < 0 || n > 100 {
+				return d.Errf("bad retry_jitter value '%s': want a percentage from 0 to 100", v)
+			}
+			h.RetryJitter = n
 		case "stale_event":
 			if !d.AllArgs(&h.StaleEvent) {
 				return d.ArgErr()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,8 @@ type client struct {
 	cause  error         // why the hub cut the client; set before done closes
 	once   sync.Once     // guards done
 	retry  int64         // the retry sent to this client, in ms; < 0: the origin's
+	// retryFactor scales the retry sent to this client (retry_jitter).
+	retryFactor float64
 
 	// Set by join, before the writer starts.
 	prime     []byte // an id-only block to send once the frames up to primeAt are sent
@@ -48,12 +51,19 @@ type client struct {
 }
 
 func newClient(s *stream) *client {
-	return &client{
-		s:     s,
-		wakeC: make(chan struct{}, 1),
-		done:  make(chan struct{}),
-		retry: s.reg.settings.Load().retry,
+	cfg := s.reg.settings.Load()
+	c := &client{
+		s:           s,
+		wakeC:       make(chan struct{}, 1),
+		done:        make(chan struct{}),
+		retry:       cfg.retry,
+		retryFactor: 1,
 	}
+	if cfg.retryJitter > 0 {
+		spread := float64(cfg.retryJitter) / 100
+		c.retryFactor = 1 - spread + 2*spread*rand.Float64()
+	}
+	return c
 }
 
 // wake tells the client's writer there may be something to send. It never
@@ -105,6 +115,7 @@ func (c *client) serve(ctx context.Context, w io.Writer, rc *http.ResponseContro
 	if c.stale {
 		c.announceStale(cw)
 	}
+	var leave <-chan time.Time // set once the handler is unloaded
 	for {
 		if err := c.writePending(cw); err != nil {
 			return err
@@ -112,12 +123,35 @@ func (c *client) serve(ctx context.Context, w io.Writer, rc *http.ResponseContro
 		select {
 		case <-c.wakeC:
 		case <-c.done:
+			if c.cause != errSlowClient {
+				spreadOut(ctx)
+			}
 			return c.cause
 		case <-stop:
+			// The stream lives on in the new config; this client goes on
+			// with it until a moment of its own, then reconnects there.
+			stop = nil
+			leave = time.After(rand.N(closeSpread))
+		case <-leave:
 			return errHandlerStopped
 		case <-ctx.Done():
 			return nil
 		}
+	}
+}
+
+// closeSpread is the window over which the clients of a closing stream, or
+// of an unloaded config, are disconnected: at once, they would all
+// reconnect in the same millisecond.
+const closeSpread = 2 * time.Second
+
+// spreadOut waits for a random moment within closeSpread, or until ctx ends.
+func spreadOut(ctx context.Context) {
+	t := time.NewTimer(rand.N(closeSpread))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }
 
@@ -134,6 +168,9 @@ func (c *client) writePending(cw *clientWriter) error {
 	retry := c.retry
 	if retry < 0 {
 		retry = c.s.originRetry.Load()
+	}
+	if retry >= 0 {
+		retry = int64(float64(retry) * c.retryFactor)
 	}
 	if retry >= 0 && retry != cw.sentRetry {
 		cw.write(appendRetry(nil, retry))

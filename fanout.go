@@ -15,7 +15,8 @@ import (
 // frames its single upstream reader publishes and the clients it feeds.
 
 var (
-	errStreamFull    = errors.New("stream has max_clients clients")
+	errStreamFull     = errors.New("stream has max_clients clients")
+	errTooManyStreams = errors.New("handler has max_streams streams")
 	errSlowClient    = errors.New("client fell more than client_queue events behind")
 	errStreamClosed  = errors.New("stream closed")
 	errOriginStopped = errors.New("origin answered 204 No Content: stop")
@@ -31,11 +32,14 @@ type settings struct {
 	clientQueue  int           // frames a client may fall behind before it is cut
 	idleClose    time.Duration // upstream kept this long after the last client left
 	maxClients   int           // per stream; 0: unlimited
+	maxStreams   int           // per registry; 0: unlimited
+	upstreamWait time.Duration // upstream_timeout: the most an upstream may stay silent
 	maxEventSize int           // bytes; a larger event breaks the upstream connection
 	catchUp      bool          // fetch what the buffer lacks from the origin
 	primeCursor  bool          // send joining clients the stream's latest id
 	staleEvent   string        // event type announcing an unservable cursor; "": none
 	writeTimeout time.Duration // bound on one batch of writes to a client
+	retryJitter  int           // percent by which each client's retry is spread
 	headerUp     http.Header   // sent upstream on every request
 	logger       *zap.Logger
 }
@@ -89,11 +93,12 @@ func (r *registry) Destruct() error {
 	return nil
 }
 
-// join adds a client to the stream with the given key, creating the stream
-// (and so its upstream connection) if it has no client yet. It never waits
-// for the upstream. lastEventID, when hasLastEventID is set, is where the
-// client asks to resume.
-func (r *registry) join(key, upstreamURL, lastEventID string, hasLastEventID bool) (*stream, *client, error) {
+// join adds a client to the stream it asks for, creating the stream (and so
+// its upstream connection) if it has no client yet. It never waits for the
+// upstream.
+func (r *registry) join(sr streamRequest) (*stream, *client, error) {
+	key := sr.key
+	cfg := r.settings.Load()
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -108,7 +113,11 @@ func (r *registry) join(key, upstreamURL, lastEventID string, hasLastEventID boo
 	}
 	s := r.streams[key]
 	if s == nil {
-		s = newStream(r, key, upstreamURL)
+		if cfg.maxStreams > 0 && len(r.streams) >= cfg.maxStreams {
+			r.mu.Unlock()
+			return nil, nil, errTooManyStreams
+		}
+		s = newStream(r, key, sr.upstreamURL, sr.headerUp)
 		r.streams[key] = s
 		s.start()
 	}
@@ -116,12 +125,11 @@ func (r *registry) join(key, upstreamURL, lastEventID string, hasLastEventID boo
 	r.mu.Unlock()
 	defer s.mu.Unlock()
 
-	cfg := r.settings.Load()
 	if cfg.maxClients > 0 && len(s.clients) >= cfg.maxClients {
 		return nil, nil, errStreamFull
 	}
 	c := newClient(s)
-	s.placeLocked(c, cfg, lastEventID, hasLastEventID)
+	s.placeLocked(c, cfg, sr.lastEventID, sr.hasLastEventID)
 	s.clients[c] = struct{}{}
 	if s.idleTimer != nil {
 		s.idleTimer.Stop()
@@ -191,6 +199,7 @@ func (r *registry) closeIfIdle(s *stream) {
 type stream struct {
 	key         string
 	upstreamURL string
+	headerUp    http.Header // sent on every upstream request
 	reg         *registry
 	logger      *zap.Logger
 	started     time.Time // the base of lastSend
@@ -211,11 +220,12 @@ type stream struct {
 	idleTimer *time.Timer // set while the stream has no client
 }
 
-func newStream(r *registry, key, upstreamURL string) *stream {
+func newStream(r *registry, key, upstreamURL string, headerUp http.Header) *stream {
 	cfg := r.settings.Load()
 	s := &stream{
 		key:         key,
 		upstreamURL: upstreamURL,
+		headerUp:    headerUp,
 		reg:         r,
 		logger:      cfg.logger.With(zap.String("stream", key)),
 		started:     time.Now(),

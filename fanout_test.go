@@ -362,7 +362,7 @@ func TestOversizeEventBreaksUpstreamNotClients(t *testing.T) {
 func TestSlowClientIsCutOthersKeepGoing(t *testing.T) {
 	cfg := testSettings()
 	cfg.clientQueue = 4
-	s := newStream(newRegistry(cfg), "/s", "http://127.0.0.1:1/s")
+	s := newStream(newRegistry(cfg), "/s", "http://127.0.0.1:1/s", nil)
 	slow := newClient(s)
 	fast := newClient(s)
 	s.clients[slow] = struct{}{}

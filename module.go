@@ -6,11 +6,9 @@ package ssefanout
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -33,6 +31,7 @@ const (
 	defaultIdleClose    = 30 * time.Second
 	defaultMaxEventSize = 1 << 20
 	defaultWriteTimeout = 30 * time.Second
+	defaultUpstreamWait = 45 * time.Second
 )
 
 // Handler fans out Server-Sent Events. For each stream, that is each
@@ -117,7 +116,36 @@ type Handler struct {
 	// client gets live events and a warning is logged.
 	StaleEvent string `json:"stale_event,omitempty"`
 
-	base    *url.URL      // parsed Upstream
+	// A placeholder template that, with the upstream URL, decides which
+	// clients share an upstream connection: clients share one when their
+	// requests give the same key and the same upstream URL. Default: empty,
+	// so the request path and query alone decide. Use it for per-user
+	// streams, e.g. "{http.request.header.Authorization}". A key can split
+	// streams further; it never merges two different upstream URLs.
+	Key string `json:"key,omitempty"`
+
+	// Query parameters dropped from the stream key and from the upstream
+	// URL, such as cache-busting ones ("_", "t"). The last_event_id
+	// parameter is always dropped: it carries a first connect's cursor.
+	KeyIgnoreQuery []string `json:"key_ignore_query,omitempty"`
+
+	// The most streams this handler serves at once; past it, a request for
+	// a new stream gets 503 with Retry-After. It protects the origin and the
+	// proxy from clients that invent query strings. Default: 0, unlimited.
+	MaxStreams int `json:"max_streams,omitempty"`
+
+	// How long the upstream may send nothing, not even a comment, before
+	// the connection is taken as dead and reopened. Default: 45s. A
+	// negative value turns the check off.
+	UpstreamTimeout caddy.Duration `json:"upstream_timeout,omitempty"`
+
+	// Spreads each client's retry time by up to this many percent around
+	// the configured one (or the origin's), so that clients cut at once do
+	// not reconnect in the same millisecond. Default: 0, exact.
+	RetryJitter int `json:"retry_jitter,omitempty"`
+
+	base              *url.URL      // parsed Upstream
+	perRequestHeaders bool          // some header_up value has a per-request placeholder
 	poolKey string        // this handler's registry in registries
 	reg     *registry     // shared with other configs with the same poolKey; nil until acquired
 	stop    chan struct{} // closed by Cleanup, to end this config's clients
@@ -150,10 +178,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.base = base
 
 	cfg := h.settings()
-	h.poolKey = registryKey(h.Upstream, cfg.headerUp)
 	if err := h.validate(); err != nil {
 		return err
 	}
+	if err := h.checkHeaderPlaceholders(cfg.headerUp); err != nil {
+		return err
+	}
+	h.poolKey = h.registryKey(cfg.headerUp)
 	value, _, err := registries.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
 		return newRegistry(cfg), nil
 	})
@@ -177,6 +208,9 @@ func (h *Handler) settings() *settings {
 		maxClients:   h.MaxClients,
 		maxEventSize: h.MaxEventSize,
 		writeTimeout: defaultWriteTimeout,
+		maxStreams:   h.MaxStreams,
+		upstreamWait: time.Duration(h.UpstreamTimeout),
+		retryJitter:  h.RetryJitter,
 		catchUp:      h.CatchUp == nil || *h.CatchUp,
 		primeCursor:  h.PrimeCursor == nil || *h.PrimeCursor,
 		staleEvent:   h.StaleEvent,
@@ -201,6 +235,9 @@ func (h *Handler) settings() *settings {
 	if cfg.idleClose == 0 {
 		cfg.idleClose = defaultIdleClose
 	}
+	if cfg.upstreamWait == 0 {
+		cfg.upstreamWait = defaultUpstreamWait
+	}
 	if cfg.maxEventSize == 0 {
 		cfg.maxEventSize = defaultMaxEventSize
 	}
@@ -213,11 +250,48 @@ func (h *Handler) settings() *settings {
 	return cfg
 }
 
+// checkHeaderPlaceholders refuses a header_up value with a per-request
+// placeholder that the key does not hold: all clients of a stream share its
+// upstream connection, so a value that differs between them would send one
+// client's header (say, its credentials) on behalf of the others.
+func (h *Handler) checkHeaderPlaceholders(headerUp http.Header) error {
+	for name, values := range headerUp {
+		for _, v := range values {
+			for _, ph := range placeholdersIn(v) {
+				if !strings.Contains(h.Key, ph) {
+					return fmt.Errorf("header_up %s %q: placeholder %s differs between requests, so it must be part of the key (add it to key, e.g. key %s), or every client of a stream would be served with the first client's %s",
+						name, v, ph, ph, name)
+				}
+				h.perRequestHeaders = true
+			}
+		}
+	}
+	return nil
+}
+
+// placeholdersIn returns the {placeholders} in s.
+func placeholdersIn(s string) []string {
+	var found []string
+	for {
+		i := strings.IndexByte(s, '{')
+		if i < 0 {
+			return found
+		}
+		j := strings.IndexByte(s[i:], '}')
+		if j < 0 {
+			return found
+		}
+		found = append(found, s[i:i+j+1])
+		s = s[i+j+1:]
+	}
+}
+
 // registryKey identifies what makes streams shareable across configs: the
-// origin and what is sent to it.
-func registryKey(upstream string, headerUp http.Header) string {
+// origin, what is sent to it, and what decides the streams.
+func (h *Handler) registryKey(headerUp http.Header) string {
 	var b strings.Builder
-	b.WriteString(upstream)
+	b.WriteString(h.Upstream)
+	fmt.Fprintf(&b, "\nkey: %s\nignore: %s", h.Key, strings.Join(h.KeyIgnoreQuery, ","))
 	names := make([]string, 0, len(headerUp))
 	for name := range headerUp {
 		names = append(names, name)
@@ -255,10 +329,15 @@ func (h *Handler) validate() error {
 		"client_queue":   h.ClientQueue,
 		"max_clients":    h.MaxClients,
 		"max_event_size": h.MaxEventSize,
+		"max_streams":    h.MaxStreams,
+		"retry_jitter":   h.RetryJitter,
 	} {
 		if n < 0 {
 			return fmt.Errorf("%s must not be negative, got %d", name, n)
 		}
+	}
+	if h.RetryJitter > 100 {
+		return fmt.Errorf("retry_jitter must be a percentage from 0 to 100, got %d", h.RetryJitter)
 	}
 	if h.Buffer != nil && *h.Buffer < 0 {
 		return fmt.Errorf("buffer must not be negative, got %d", *h.Buffer)
@@ -291,20 +370,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if r.Method != http.MethodGet {
 		return next.ServeHTTP(w, r)
 	}
-	u, lastEventID, hasLastEventID := cursorOf(r)
-	key := streamKey(u)
-	s, c, err := h.reg.join(key, h.upstreamURL(u), lastEventID, hasLastEventID)
+	sr := h.streamRequestOf(r)
+	s, c, err := h.reg.join(sr)
 	switch {
 	case errors.Is(err, errOriginStopped):
 		w.WriteHeader(http.StatusNoContent) // as the origin said: browsers stop
 		return nil
-	case errors.Is(err, errStreamFull):
+	case errors.Is(err, errStreamFull), errors.Is(err, errTooManyStreams):
 		w.Header().Set("Retry-After", retryAfter())
-		h.logger.Warn("stream full", zap.String("stream", key))
+		h.logger.Warn("client refused", zap.String("stream", sr.key), zap.Error(err))
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)
 	case err != nil:
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)
 	}
+	key := sr.key
 	defer s.leave(c)
 
 	header := w.Header()
@@ -329,66 +408,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 	return nil
-}
-
-// lastEventIDParam is the query parameter a first connect may carry its
-// cursor in, since a browser can set the Last-Event-ID header only on its
-// own reconnects. It is not part of the stream key.
-const lastEventIDParam = "last_event_id"
-
-// cursorOf returns the client's cursor, from the Last-Event-ID header or
-// else the last_event_id query parameter, and the request URL without that
-// parameter.
-func cursorOf(r *http.Request) (u *url.URL, lastEventID string, ok bool) {
-	u = r.URL
-	if !strings.Contains(u.RawQuery, lastEventIDParam) {
-		lastEventID = r.Header.Get("Last-Event-ID")
-		return u, lastEventID, lastEventID != ""
-	}
-	var kept []string
-	for _, part := range strings.Split(u.RawQuery, "&") {
-		name, value, _ := strings.Cut(part, "=")
-		if n, err := url.QueryUnescape(name); err == nil && n == lastEventIDParam {
-			if v, err := url.QueryUnescape(value); err == nil {
-				lastEventID, ok = v, true
-			}
-			continue
-		}
-		kept = append(kept, part)
-	}
-	stripped := *u
-	stripped.RawQuery = strings.Join(kept, "&")
-	if header := r.Header.Get("Last-Event-ID"); header != "" {
-		return &stripped, header, true // the header wins: it is the newer cursor
-	}
-	return &stripped, lastEventID, ok && lastEventID != ""
-}
-
-// streamKey is the identity of the stream a request asks for: its path and
-// query.
-func streamKey(u *url.URL) string {
-	if u.RawQuery == "" {
-		return u.EscapedPath()
-	}
-	return u.EscapedPath() + "?" + u.RawQuery
-}
-
-// upstreamURL is the base URL with the request's path and query appended.
-func (h *Handler) upstreamURL(u *url.URL) string {
-	target := *h.base
-	target.Path = strings.TrimSuffix(h.base.Path, "/") + u.Path
-	target.RawPath = ""
-	if h.base.RawPath != "" || u.RawPath != "" {
-		target.RawPath = strings.TrimSuffix(h.base.EscapedPath(), "/") + u.EscapedPath()
-	}
-	target.RawQuery = u.RawQuery
-	return target.String()
-}
-
-// retryAfter returns a Retry-After value in seconds, jittered so that
-// refused clients do not all come back at once.
-func retryAfter() string {
-	return strconv.Itoa(2 + rand.IntN(7))
 }
 
 // Interface guards

@@ -124,19 +124,30 @@ func (s *stream) readOnce(ctx context.Context) (delivered bool, err error) {
 	s.mu.RUnlock()
 
 	cfg := s.reg.settings.Load()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	resp, err := s.openUpstream(ctx, cfg, resumeID, resuming)
 	if err != nil {
 		return false, err
 	}
 	defer resp.Body.Close()
+	body := io.Reader(resp.Body)
+	if cfg.upstreamWait > 0 {
+		watchdog := newSilenceWatchdog(resp.Body, cfg.upstreamWait, cancel)
+		defer watchdog.stop()
+		body = watchdog
+	}
 	s.logger.Info("upstream connected", zap.String("upstream", s.upstreamURL), zap.String("last_event_id", resumeID))
 
-	p := newParser(resp.Body, cfg.maxEventSize)
+	p := newParser(body, cfg.maxEventSize)
 	p.setLastID(resumeID)
 	skipping := false // the last id seen was one the buffer holds
 	for {
 		ev, err := p.next()
 		if err != nil {
+			if cause := context.Cause(ctx); errors.Is(cause, errUpstreamSilent) {
+				err = fmt.Errorf("%w for %v", cause, cfg.upstreamWait)
+			}
 			if errors.Is(err, errEventTooLarge) {
 				err = fmt.Errorf("%w (%d bytes)", err, cfg.maxEventSize)
 			}
@@ -173,7 +184,7 @@ func (s *stream) openUpstream(ctx context.Context, cfg *settings, lastEventID st
 	if err != nil {
 		return nil, fmt.Errorf("making upstream request: %w", err)
 	}
-	for name, values := range cfg.headerUp {
+	for name, values := range s.headerUp {
 		req.Header[name] = values
 	}
 	req.Header.Set("Accept", "text/event-stream")
@@ -200,3 +211,34 @@ func (s *stream) openUpstream(ctx context.Context, cfg *settings, lastEventID st
 	}
 	return resp, nil
 }
+
+// errUpstreamSilent ends an upstream connection that sent nothing for
+// upstream_timeout.
+var errUpstreamSilent = errors.New("upstream sent nothing")
+
+// silenceWatchdog is an io.Reader that cancels the upstream request when
+// no byte arrives for its timeout: a connection that hangs without closing
+// would otherwise hold the stream forever. Comments count as bytes.
+type silenceWatchdog struct {
+	r       io.Reader
+	timeout time.Duration
+	timer   *time.Timer
+}
+
+func newSilenceWatchdog(r io.Reader, timeout time.Duration, cancel context.CancelCauseFunc) *silenceWatchdog {
+	return &silenceWatchdog{
+		r:       r,
+		timeout: timeout,
+		timer:   time.AfterFunc(timeout, func() { cancel(errUpstreamSilent) }),
+	}
+}
+
+func (w *silenceWatchdog) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	if n > 0 {
+		w.timer.Reset(w.timeout)
+	}
+	return n, err
+}
+
+func (w *silenceWatchdog) stop() { w.timer.Stop() }
