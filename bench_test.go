@@ -24,14 +24,31 @@ func benchStream(n, eventSize int, eol string) []byte {
 }
 
 func BenchmarkParse(b *testing.B) {
-	for _, eol := range []struct{ name, s string }{{"LF", "\n"}, {"CRLF", "\r\n"}, {"CR", "\r"}} {
-		b.Run(eol.name, func(b *testing.B) {
-			stream := benchStream(1000, 256, eol.s)
-			r := bytes.NewReader(stream)
-			b.SetBytes(int64(len(stream)))
+	large := "data: " + strings.Repeat("x", 512<<10) + "\n\n"
+	for _, bc := range []struct {
+		name   string
+		stream []byte
+		events int
+		chunk  int // bytes per Read; 0 means as many as asked for
+	}{
+		{"LF", benchStream(1000, 256, "\n"), 1000, 0},
+		{"CRLF", benchStream(1000, 256, "\r\n"), 1000, 0},
+		{"CR", benchStream(1000, 256, "\r"), 1000, 0},
+		// CR-only lines after one large event has grown the buffer: a
+		// search for LF through the whole buffer at each line was quadratic.
+		{"CRAfterLargeEvent", append([]byte(large), benchStream(4000, 256, "\r")...), 4001, 0},
+		// A large event arriving in TCP-segment-sized reads: rescanning
+		// the line from its start after each read was quadratic.
+		{"LargeEventInSmallReads", []byte(large), 1, 1400},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(bc.stream)))
 			b.ReportAllocs()
 			for b.Loop() {
-				r.Reset(stream)
+				var r io.Reader = bytes.NewReader(bc.stream)
+				if bc.chunk > 0 {
+					r = &chunkReader{b: bc.stream, size: bc.chunk}
+				}
 				p := newParser(r, 1<<20)
 				n := 0
 				for {
@@ -44,8 +61,8 @@ func BenchmarkParse(b *testing.B) {
 					}
 					n++
 				}
-				if n != 1000 {
-					b.Fatalf("parsed %d events, want 1000", n)
+				if n != bc.events {
+					b.Fatalf("parsed %d events, want %d", n, bc.events)
 				}
 			}
 		})

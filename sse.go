@@ -53,6 +53,7 @@ type parser struct {
 
 	started bool // the BOM check at the stream start is done
 	afterCR bool // the last line ended in CR, so a following LF belongs to it
+	scanned int  // buf[start:scanned] is known to hold no CR or LF
 
 	// The block being read, and the last-event-ID buffer that outlives it.
 	data     []byte
@@ -206,22 +207,43 @@ func (p *parser) readLine() ([]byte, error) {
 
 // cutLine takes one complete line off the buffer, if there is one.
 func (p *parser) cutLine() ([]byte, bool) {
-	unread := p.buf[p.start:p.end]
-	i := bytes.IndexByte(unread, '\n')
-	search := unread
-	if i >= 0 {
-		search = unread[:i]
-	}
-	if j := bytes.IndexByte(search, '\r'); j >= 0 {
-		i = j
-		p.afterCR = true
-	}
+	// Search only the bytes not searched before: a long line that arrives
+	// in many reads must not be rescanned from its start after each one.
+	from := max(p.scanned, p.start)
+	i := indexLineEnd(p.buf[from:p.end])
 	if i < 0 {
+		p.scanned = p.end
 		return nil, false
 	}
-	line := unread[:i]
-	p.start += i + 1
+	i += from
+	if p.buf[i] == '\r' {
+		p.afterCR = true
+	}
+	line := p.buf[p.start:i]
+	p.start = i + 1
 	return line, true
+}
+
+// indexLineEnd returns the index of the first CR or LF in b, or -1.
+func indexLineEnd(b []byte) int {
+	// Two IndexByte calls are much faster than a byte loop, but looking
+	// for an LF through all of b at each line would make a stream whose
+	// lines end in CR alone quadratic in the buffer size. So look in
+	// windows that double in size.
+	for lo, hi := 0, 256; lo < len(b); lo, hi = hi, 2*hi {
+		win := b[lo:min(hi, len(b))]
+		i := bytes.IndexByte(win, '\n')
+		if i >= 0 {
+			win = win[:i]
+		}
+		if j := bytes.IndexByte(win, '\r'); j >= 0 {
+			return lo + j
+		}
+		if i >= 0 {
+			return lo + i
+		}
+	}
+	return -1
 }
 
 // skipBOM drops one U+FEFF at the very start of the stream.
@@ -242,6 +264,7 @@ func (p *parser) skipBOM() {
 func (p *parser) fill() {
 	if p.start > 0 {
 		p.end = copy(p.buf, p.buf[p.start:p.end])
+		p.scanned = max(p.scanned-p.start, 0)
 		p.start = 0
 	}
 	if p.end == len(p.buf) {

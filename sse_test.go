@@ -644,6 +644,26 @@ func fmtEvents(evs []Event) string {
 	return b.String()
 }
 
+// TestParseLineEndAtWindowEdges puts line ends on and around the edges of
+// the windows that indexLineEnd searches, and of the initial buffer.
+func TestParseLineEndAtWindowEdges(t *testing.T) {
+	for _, eol := range []string{"\n", "\r", "\r\n"} {
+		for _, edge := range []int{256, 512, 768, 1024, 4096} {
+			for n := edge - 3; n <= edge+2; n++ {
+				data := strings.Repeat("x", n-len("data:"))
+				in := ": c" + eol + "data:" + data + eol + "data:" + data + eol + eol + "data: y" + eol + eol
+				want := []Event{{Data: data + "\n" + data, HasData: true}, {Data: "y", HasData: true}}
+				for _, chunk := range []int{1 << 20, 7, 256} {
+					got, err := parseAll(&chunkReader{b: []byte(in), size: chunk}, 1<<20)
+					if err != io.EOF || !slices.Equal(got, want) {
+						t.Errorf("eol %q, line %d, reads of %d: got %s, %v", eol, n, chunk, fmtEvents(got), err)
+					}
+				}
+			}
+		}
+	}
+}
+
 // TestParseEndlessLine checks that a line that never ends stops the parser
 // once it passes maxSize instead of buffering forever.
 func TestParseEndlessLine(t *testing.T) {
