@@ -102,7 +102,7 @@ func (c *client) relay(ctx context.Context, cw *clientWriter, lastSent *string) 
 		if ev.HasID && c.spliceBefore(ev.ID) {
 			return true, relayed, nil
 		}
-		if !ev.HasData && !ev.HasID {
+		if !ev.HasData && !ev.HasID && ev.Type == "" {
 			continue // retry only: the client's retry comes from the stream
 		}
 		cw.armed = false

@@ -160,7 +160,8 @@ func spreadOut(ctx context.Context) {
 // no frame, a keepalive if a heartbeat round passed.
 func (c *client) writePending(cw *clientWriter) error {
 	batch, ok := c.s.framesAfter(cw.batch[:0], c.cursor.Load())
-	if !ok {
+	if !ok { // what it had yet to read was evicted
+		c.s.reg.metrics.slowClientDrops.Inc()
 		return errSlowClient
 	}
 	cw.armed = false
@@ -177,17 +178,21 @@ func (c *client) writePending(cw *clientWriter) error {
 		cw.sentRetry = retry
 		wrote = true
 	}
+	sent := 0
 	for _, f := range batch {
 		if c.prime != nil && f.seq > c.primeAt {
 			c.writePrime(cw)
 		}
 		cw.write(f.bytes)
+		sent += len(f.bytes)
 	}
 	if c.prime != nil {
 		c.writePrime(cw)
 		wrote = true
 	}
 	if len(batch) > 0 {
+		c.s.reg.metrics.eventsSent.Add(float64(len(batch)))
+		c.s.reg.metrics.bytesSent.Add(float64(sent))
 		c.cursor.Store(batch[len(batch)-1].seq)
 		cw.keepalives = c.s.keepalives.Load() // frames count as activity
 		wrote = true

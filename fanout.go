@@ -17,9 +17,9 @@ import (
 var (
 	errStreamFull     = errors.New("stream has max_clients clients")
 	errTooManyStreams = errors.New("handler has max_streams streams")
-	errSlowClient    = errors.New("client fell more than client_queue events behind")
-	errStreamClosed  = errors.New("stream closed")
-	errOriginStopped = errors.New("origin answered 204 No Content: stop")
+	errSlowClient     = errors.New("client fell more than client_queue events behind")
+	errStreamClosed   = errors.New("stream closed")
+	errOriginStopped  = errors.New("origin answered 204 No Content: stop")
 )
 
 // settings are a handler's tunables, resolved to their defaults. A registry
@@ -53,9 +53,11 @@ func (cfg *settings) ringCapacity() int {
 // registry maps stream keys to live streams. It owns the upstream HTTP
 // client its streams share.
 type registry struct {
-	settings atomic.Pointer[settings]
-	upstream *http.Client
-	wg       sync.WaitGroup // every stream's goroutines
+	settings      atomic.Pointer[settings]
+	upstreamLabel string // the configured base URL, for metrics and the admin API
+	metrics       *upstreamMetrics
+	upstream      *http.Client
+	wg            sync.WaitGroup // every stream's goroutines
 
 	mu      sync.Mutex
 	streams map[string]*stream
@@ -63,11 +65,13 @@ type registry struct {
 	closed  bool
 }
 
-func newRegistry(cfg *settings) *registry {
+func newRegistry(cfg *settings, upstreamLabel string) *registry {
 	r := &registry{
-		upstream: newUpstreamClient(),
-		streams:  make(map[string]*stream),
-		stopped:  make(map[string]time.Time),
+		upstreamLabel: upstreamLabel,
+		metrics:       newUpstreamMetrics(upstreamLabel),
+		upstream:      newUpstreamClient(),
+		streams:       make(map[string]*stream),
+		stopped:       make(map[string]time.Time),
 	}
 	r.settings.Store(cfg)
 	return r
@@ -119,6 +123,7 @@ func (r *registry) join(sr streamRequest) (*stream, *client, error) {
 		}
 		s = newStream(r, key, sr.upstreamURL, sr.headerUp)
 		r.streams[key] = s
+		r.metrics.streams.Inc()
 		s.start()
 	}
 	s.mu.Lock()
@@ -131,6 +136,7 @@ func (r *registry) join(sr streamRequest) (*stream, *client, error) {
 	c := newClient(s)
 	s.placeLocked(c, cfg, sr.lastEventID, sr.hasLastEventID)
 	s.clients[c] = struct{}{}
+	r.metrics.clients.Inc()
 	if s.idleTimer != nil {
 		s.idleTimer.Stop()
 		s.idleTimer = nil
@@ -145,13 +151,19 @@ func (s *stream) placeLocked(c *client, cfg *settings, lastEventID string, hasLa
 	c.cursor.Store(s.ring.head)
 	c.joinedAt = s.ring.head
 	if hasLastEventID {
-		if seq, ok := s.ring.findID(lastEventID, cfg.buffer); ok {
+		seq, ok := s.ring.findID(lastEventID, cfg.buffer)
+		if ok {
+			s.reg.metrics.replayHits.Inc()
 			c.cursor.Store(seq)
-		} else if cfg.catchUp {
+		} else {
+			s.reg.metrics.replayMisses.Inc()
+		}
+		if !ok && cfg.catchUp {
+			s.reg.metrics.catchUps.Inc()
 			c.catchUpID = lastEventID
 			c.catchingUp = true
 			return // the catch-up ends with frames that carry ids
-		} else {
+		} else if !ok {
 			c.staleID, c.stale = lastEventID, true
 		}
 	}
@@ -218,6 +230,37 @@ type stream struct {
 	lastID    string      // the last event ID of the newest frame
 	hasLastID bool        // the origin has sent an id; from then on every frame carries one
 	idleTimer *time.Timer // set while the stream has no client
+
+	// The upstream connection's state, for the admin API.
+	state       string    // one of the state constants
+	lastErr     string    // why the last connection failed
+	connectedAt time.Time // when the current connection opened
+	connects    int       // connections opened
+	received    uint64    // blocks published
+}
+
+// Upstream connection states.
+const (
+	stateConnecting = "connecting"
+	stateConnected  = "connected"
+	stateBackoff    = "backoff"
+	stateStopped    = "stopped"
+)
+
+// setState records the upstream connection's state; err may be nil.
+func (s *stream) setState(state string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.state = state
+	switch state {
+	case stateConnected:
+		s.connectedAt = time.Now()
+		s.connects++
+	case stateBackoff, stateStopped:
+		if err != nil {
+			s.lastErr = err.Error()
+		}
+	}
 }
 
 func newStream(r *registry, key, upstreamURL string, headerUp http.Header) *stream {
@@ -232,6 +275,7 @@ func newStream(r *registry, key, upstreamURL string, headerUp http.Header) *stre
 		done:        make(chan struct{}),
 		ring:        newRing(cfg.ringCapacity(), cfg.bufferBytes),
 		clients:     make(map[*client]struct{}),
+		state:       stateConnecting,
 	}
 	s.originRetry.Store(-1)
 	return s
@@ -255,6 +299,7 @@ func (s *stream) start() {
 // close stops the upstream connection and cuts every client with cause.
 func (s *stream) close(cause error) {
 	s.once.Do(func() {
+		s.reg.metrics.streams.Dec()
 		if s.cancel != nil {
 			s.cancel()
 		}
@@ -274,6 +319,7 @@ func (s *stream) close(cause error) {
 
 // leave removes c; the last client to leave starts the idle timer.
 func (s *stream) leave(c *client) {
+	s.reg.metrics.clients.Dec()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.clients, c)
@@ -293,7 +339,7 @@ func (s *stream) leave(c *client) {
 func (s *stream) publishEvent(ev *Event) {
 	if ev.HasRetry {
 		s.originRetry.Store(ev.Retry)
-		if !ev.HasData && !ev.HasID {
+		if !ev.HasData && !ev.HasID && ev.Type == "" {
 			s.wakeAll() // nothing to frame; clients pick up the new retry
 			return
 		}
@@ -301,6 +347,7 @@ func (s *stream) publishEvent(ev *Event) {
 	// Only the upstream reader writes hasLastID, so it may read it unlocked.
 	withID := ev.HasID || s.hasLastID
 	s.publish(&frame{id: ev.ID, setsID: ev.HasID, bytes: appendEvent(nil, ev, withID)})
+	s.reg.metrics.eventsReceived.Inc()
 }
 
 // publish appends f to the ring and wakes every client. It never blocks on
@@ -310,6 +357,7 @@ func (s *stream) publish(f *frame) {
 	queue := uint64(s.reg.settings.Load().clientQueue)
 	s.mu.Lock()
 	s.ring.push(f)
+	s.received++
 	s.lastID = f.id
 	s.hasLastID = s.hasLastID || f.setsID
 	for c := range s.clients {
@@ -317,6 +365,7 @@ func (s *stream) publish(f *frame) {
 			continue // it reads from the origin until it splices in
 		}
 		if s.ring.head-max(c.cursor.Load(), c.joinedAt) > queue {
+			s.reg.metrics.slowClientDrops.Inc()
 			c.cut(errSlowClient)
 			delete(s.clients, c)
 			continue

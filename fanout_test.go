@@ -29,7 +29,7 @@ var originScript = []struct {
 	{"id: 2\rdata:  leading space\r\r", []Event{{Data: " leading space", HasData: true, ID: "2", HasID: true}}},
 	{"event: ünïcödé\ndata: 日本語 ✓\nunknown: field\n\n", []Event{{Type: "ünïcödé", Data: "日本語 ✓", HasData: true, ID: "2"}}},
 	{"id: 3\n\n", []Event{{ID: "3", HasID: true}}},
-	{"event: ignored-no-data\nid: 4\n\n", []Event{{ID: "4", HasID: true}}},
+	{"event: ignored-no-data\nid: 4\n\n", []Event{{Type: "ignored-no-data", ID: "4", HasID: true}}},
 	{"id\ndata: cursor reset\n\n", []Event{{Data: "cursor reset", HasData: true, ID: "", HasID: true}}},
 }
 
@@ -362,7 +362,7 @@ func TestOversizeEventBreaksUpstreamNotClients(t *testing.T) {
 func TestSlowClientIsCutOthersKeepGoing(t *testing.T) {
 	cfg := testSettings()
 	cfg.clientQueue = 4
-	s := newStream(newRegistry(cfg), "/s", "http://127.0.0.1:1/s", nil)
+	s := newStream(newRegistry(cfg, "test"), "/s", "http://127.0.0.1:1/s", nil)
 	slow := newClient(s)
 	fast := newClient(s)
 	s.clients[slow] = struct{}{}

@@ -146,10 +146,10 @@ type Handler struct {
 
 	base              *url.URL      // parsed Upstream
 	perRequestHeaders bool          // some header_up value has a per-request placeholder
-	poolKey string        // this handler's registry in registries
-	reg     *registry     // shared with other configs with the same poolKey; nil until acquired
-	stop    chan struct{} // closed by Cleanup, to end this config's clients
-	logger  *zap.Logger
+	poolKey           string        // this handler's registry in registries
+	reg               *registry     // shared with other configs with the same poolKey; nil until acquired
+	stop              chan struct{} // closed by Cleanup, to end this config's clients
+	logger            *zap.Logger
 }
 
 // registries holds one registry per upstream identity, so that streams,
@@ -186,12 +186,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.poolKey = h.registryKey(cfg.headerUp)
 	value, _, err := registries.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		return newRegistry(cfg), nil
+		return newRegistry(cfg, h.Upstream), nil
 	})
 	if err != nil {
 		return fmt.Errorf("loading stream registry: %w", err)
 	}
 	h.reg = value.(*registry)
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
 	h.reg.settings.Store(cfg) // a reload may change the tunables of live streams
 	return nil
 }
@@ -377,6 +380,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		w.WriteHeader(http.StatusNoContent) // as the origin said: browsers stop
 		return nil
 	case errors.Is(err, errStreamFull), errors.Is(err, errTooManyStreams):
+		if errors.Is(err, errStreamFull) {
+			h.reg.metrics.refusedFull.Inc()
+		} else {
+			h.reg.metrics.refusedStreams.Inc()
+		}
 		w.Header().Set("Retry-After", retryAfter())
 		h.logger.Warn("client refused", zap.String("stream", sr.key), zap.Error(err))
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)

@@ -113,14 +113,14 @@ func (p *parser) dispatch() (Event, bool) {
 	}
 	if p.hasData {
 		ev.Data = string(p.data[:len(p.data)-1]) // drop the final LF
-	} else {
-		ev.Type = "" // no event fires, so its type is meaningless
 	}
 	p.data = p.data[:0]
 	p.typ = ""
 	p.hasData, p.hasID, p.hasRetry = false, false, false
 	p.retry = 0
-	return ev, ev.HasData || ev.HasID || ev.HasRetry
+	// A block with a type but no data fires nothing in a browser, but some
+	// client libraries (go-sse) fire it, so it is reported, and passed on.
+	return ev, ev.HasData || ev.HasID || ev.HasRetry || ev.Type != ""
 }
 
 // field interprets one non-empty line.
@@ -288,16 +288,16 @@ func (p *parser) fill() {
 
 // appendEvent appends the wire form of ev to dst so that an EventSource
 // reading it sees exactly ev: its type, its data, and, when withID is set,
-// its last event ID. A block without data is written as just its id line,
-// which moves the reader's last event ID and fires nothing. Retry is not
+// its last event ID. A block without data is written without data lines:
+// it moves the reader's last event ID and fires nothing. Retry is not
 // written: the client writer sends the retry time on its own.
 func appendEvent(dst []byte, ev *Event, withID bool) []byte {
+	if ev.Type != "" {
+		dst = append(dst, "event: "...)
+		dst = append(dst, ev.Type...)
+		dst = append(dst, '\n')
+	}
 	if ev.HasData {
-		if ev.Type != "" {
-			dst = append(dst, "event: "...)
-			dst = append(dst, ev.Type...)
-			dst = append(dst, '\n')
-		}
 		data := ev.Data
 		for {
 			line := data

@@ -352,7 +352,7 @@ func TestParseStream(t *testing.T) {
 		{
 			name: "event without data does not fire and its type is reset",
 			in:   "event: e\n\ndata: x\n\n",
-			want: []Event{{Data: "x", HasData: true}},
+			want: []Event{{Type: "e"}, {Data: "x", HasData: true}},
 		},
 		{
 			name: "event type after the data still counts",
@@ -431,7 +431,7 @@ func TestParseStream(t *testing.T) {
 		{
 			name: "id of a discarded block still counts",
 			in:   "id: 9\nevent: e\n\ndata: x\n\n",
-			want: []Event{{ID: "9", HasID: true}, {Data: "x", HasData: true, ID: "9"}},
+			want: []Event{{Type: "e", ID: "9", HasID: true}, {Data: "x", HasData: true, ID: "9"}},
 		},
 		{
 			name: "last id field in a block wins",
@@ -739,7 +739,8 @@ func TestEncodeEvent(t *testing.T) {
 		{"empty id", Event{Data: "x", HasData: true}, true, "data: x\nid:\n\n"},
 		{"id only block", Event{ID: "7", HasID: true}, true, "id: 7\n\n"},
 		{"retry not written", Event{Data: "x", HasData: true, Retry: 5, HasRetry: true}, false, "data: x\n\n"},
-		{"type without data not written", Event{Type: "t", ID: "1", HasID: true}, true, "id: 1\n\n"},
+		{"type without data kept for lenient clients", Event{Type: "t", ID: "1", HasID: true}, true, "event: t\nid: 1\n\n"},
+		{"type only block", Event{Type: "t"}, false, "event: t\n\n"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -783,11 +784,11 @@ func FuzzParser(f *testing.F) {
 		}
 
 		for _, ev := range evs {
-			if !ev.HasData && !ev.HasID && !ev.HasRetry {
+			if !ev.HasData && !ev.HasID && !ev.HasRetry && ev.Type == "" {
 				t.Errorf("empty block returned: %+v", ev)
 			}
-			if !ev.HasData && (ev.Type != "" || ev.Data != "") {
-				t.Errorf("block without data has type or data: %+v", ev)
+			if !ev.HasData && ev.Data != "" {
+				t.Errorf("block without data has data: %+v", ev)
 			}
 			if strings.ContainsAny(ev.Type, "\r\n") || strings.ContainsRune(ev.Data, '\r') ||
 				strings.ContainsAny(ev.ID, "\r\n\x00") {
@@ -796,7 +797,7 @@ func FuzzParser(f *testing.F) {
 			if ev.Retry < 0 || (!ev.HasRetry && ev.Retry != 0) {
 				t.Errorf("bad retry: %+v", ev)
 			}
-			if !ev.HasData && ev.HasID {
+			if !ev.HasData && ev.HasID && ev.Type == "" {
 				want := "id: " + ev.ID + "\n\n"
 				if ev.ID == "" {
 					want = "id:\n\n"

@@ -58,6 +58,7 @@ func (s *stream) readUpstream(ctx context.Context) {
 			return
 		}
 		if errors.Is(err, errOriginStopped) {
+			s.setState(stateStopped, err)
 			until := time.Now().Add(s.stopPeriod())
 			s.logger.Info("origin answered 204; stopping the stream", zap.Time("until", until))
 			s.reg.stop(s, until)
@@ -68,9 +69,11 @@ func (s *stream) readUpstream(ctx context.Context) {
 		}
 		wait := s.backoff(failures)
 		failures++
+		s.setState(stateBackoff, err)
 		if errors.Is(err, io.EOF) {
 			s.logger.Info("upstream ended; reconnecting", zap.Duration("backoff", wait))
 		} else {
+			s.reg.metrics.upstreamErrors.Inc()
 			s.logger.Warn("upstream failed; reconnecting",
 				zap.String("upstream", s.upstreamURL),
 				zap.Error(err),
@@ -83,6 +86,7 @@ func (s *stream) readUpstream(ctx context.Context) {
 			return
 		case <-timer.C:
 		}
+		s.setState(stateConnecting, nil)
 	}
 }
 
@@ -131,6 +135,8 @@ func (s *stream) readOnce(ctx context.Context) (delivered bool, err error) {
 		return false, err
 	}
 	defer resp.Body.Close()
+	s.setState(stateConnected, nil)
+	s.reg.metrics.upstreamConnects.Inc()
 	body := io.Reader(resp.Body)
 	if cfg.upstreamWait > 0 {
 		watchdog := newSilenceWatchdog(resp.Body, cfg.upstreamWait, cancel)

@@ -1,0 +1,125 @@
+package ssefanout
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func init() {
+	caddy.RegisterModule(adminStreams{})
+}
+
+// adminStreams provides the /sse_fanout/streams endpoint of Caddy's admin
+// API: every open stream with its upstream, clients, buffer and state, as
+// /reverse_proxy/upstreams does for reverse_proxy.
+type adminStreams struct{}
+
+// CaddyModule returns the Caddy module information.
+func (adminStreams) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.sse_fanout",
+		New: func() caddy.Module { return new(adminStreams) },
+	}
+}
+
+// Routes returns the route of the /sse_fanout/streams endpoint.
+func (a adminStreams) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{
+		Pattern: "/sse_fanout/streams",
+		Handler: caddy.AdminHandlerFunc(a.handleStreams),
+	}}
+}
+
+// streamStatus is one stream as the admin endpoint reports it.
+type streamStatus struct {
+	Upstream        string     `json:"upstream"`     // the handler's base URL
+	Key             string     `json:"key"`          // the stream key: path and query, and the key template's value
+	UpstreamURL     string     `json:"upstream_url"` // where the stream reads
+	Clients         int        `json:"clients"`
+	Buffered        int        `json:"buffered"`       // events held
+	BufferedBytes   int        `json:"buffered_bytes"` // bytes held
+	FirstID         string     `json:"first_id"`       // last event ID of the oldest event held
+	LastID          string     `json:"last_id"`        // the stream's last event ID
+	EventsReceived  uint64     `json:"events_received"`
+	UpstreamState   string     `json:"upstream_state"` // connecting, connected, backoff or stopped
+	UpstreamError   string     `json:"upstream_error,omitempty"`
+	ConnectedSince  *time.Time `json:"connected_since,omitempty"`
+	UpstreamConnect int        `json:"upstream_connects"` // connections opened so far
+}
+
+func (adminStreams) handleStreams(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return caddy.APIError{
+			HTTPStatus: http.StatusMethodNotAllowed,
+			Err:        fmt.Errorf("method not allowed"),
+		}
+	}
+	statuses := []streamStatus{}
+	registries.Range(func(_, value any) bool {
+		statuses = append(statuses, value.(*registry).statuses()...)
+		return true
+	})
+	sort.Slice(statuses, func(i, j int) bool {
+		if statuses[i].Upstream != statuses[j].Upstream {
+			return statuses[i].Upstream < statuses[j].Upstream
+		}
+		return statuses[i].Key < statuses[j].Key
+	})
+	w.Header().Set("Content-Type", "application/json")
+	if err := json.NewEncoder(w).Encode(statuses); err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
+	}
+	return nil
+}
+
+// statuses reports the registry's open streams.
+func (r *registry) statuses() []streamStatus {
+	r.mu.Lock()
+	streams := make([]*stream, 0, len(r.streams))
+	for _, s := range r.streams {
+		streams = append(streams, s)
+	}
+	r.mu.Unlock()
+	out := make([]streamStatus, 0, len(streams))
+	for _, s := range streams {
+		out = append(out, s.status())
+	}
+	return out
+}
+
+// status reports the stream's state.
+func (s *stream) status() streamStatus {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st := streamStatus{
+		Upstream:        s.reg.upstreamLabel,
+		Key:             s.key,
+		UpstreamURL:     s.upstreamURL,
+		Clients:         len(s.clients),
+		BufferedBytes:   s.ring.size,
+		LastID:          s.lastID,
+		EventsReceived:  s.received,
+		UpstreamState:   s.state,
+		UpstreamError:   s.lastErr,
+		UpstreamConnect: s.connects,
+	}
+	if s.ring.head >= s.ring.tail {
+		st.Buffered = int(s.ring.head - s.ring.tail + 1)
+		if f := s.ring.get(s.ring.tail); f != nil {
+			st.FirstID = f.id
+		}
+	}
+	if s.state == stateConnected {
+		since := s.connectedAt
+		st.ConnectedSince = &since
+	}
+	return st
+}
+
+// Interface guards
+var _ caddy.AdminRouter = (*adminStreams)(nil)

@@ -1,0 +1,115 @@
+package ssefanout
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// This file is the Prometheus metrics, served by Caddy's metrics endpoint.
+// Their one label, upstream, is a configured base URL, so their number is
+// bounded by the config, never by clients.
+
+const metricsNamespace, metricsSubsystem = "caddy", "sse_fanout"
+
+// collectors are created once and registered with every config's registry,
+// so their values carry across reloads.
+var collectors = struct {
+	clients          *prometheus.GaugeVec
+	streams          *prometheus.GaugeVec
+	eventsReceived   *prometheus.CounterVec
+	eventsSent       *prometheus.CounterVec
+	bytesSent        *prometheus.CounterVec
+	slowClientDrops  *prometheus.CounterVec
+	upstreamConnects *prometheus.CounterVec
+	upstreamErrors   *prometheus.CounterVec
+	replayHits       *prometheus.CounterVec
+	replayMisses     *prometheus.CounterVec
+	catchUps         *prometheus.CounterVec
+	refused          *prometheus.CounterVec
+}{
+	clients:          newGauge("clients", "Clients connected."),
+	streams:          newGauge("streams", "Streams open, each with one upstream connection."),
+	eventsReceived:   newCounter("events_received_total", "Blocks read from upstream connections and published."),
+	eventsSent:       newCounter("events_sent_total", "Blocks written to clients; one event sent to N clients counts N."),
+	bytesSent:        newCounter("bytes_sent_total", "Bytes of events written to clients."),
+	slowClientDrops:  newCounter("slow_client_drops_total", "Clients disconnected for falling client_queue events behind."),
+	upstreamConnects: newCounter("upstream_connects_total", "Upstream connections opened, reconnects included."),
+	upstreamErrors:   newCounter("upstream_errors_total", "Upstream connections that failed or could not be opened."),
+	replayHits:       newCounter("replay_hits_total", "Clients whose Last-Event-ID was answered from the buffer."),
+	replayMisses:     newCounter("replay_misses_total", "Clients whose Last-Event-ID was not in the buffer."),
+	catchUps:         newCounter("catch_ups_total", "Catch-up requests made to the origin for clients past the buffer."),
+	refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+		Name: "refused_total",
+		Help: "Clients answered 503, by reason: max_clients or max_streams.",
+	}, []string{"upstream", "reason"}),
+}
+
+func newGauge(name, help string) *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: name, Help: help,
+	}, []string{"upstream"})
+}
+
+func newCounter(name, help string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: name, Help: help,
+	}, []string{"upstream"})
+}
+
+// registerMetrics registers the collectors with a config's registry; a
+// second handler in the same config finds them registered already.
+func registerMetrics(registry *prometheus.Registry) error {
+	if registry == nil {
+		return nil
+	}
+	for _, c := range []prometheus.Collector{
+		collectors.clients, collectors.streams, collectors.eventsReceived,
+		collectors.eventsSent, collectors.bytesSent, collectors.slowClientDrops,
+		collectors.upstreamConnects, collectors.upstreamErrors, collectors.replayHits,
+		collectors.replayMisses, collectors.catchUps, collectors.refused,
+	} {
+		var already prometheus.AlreadyRegisteredError
+		if err := registry.Register(c); err != nil && !errors.As(err, &already) {
+			return err
+		}
+	}
+	return nil
+}
+
+// upstreamMetrics are the collectors' children for one upstream, resolved
+// once so that the hot paths only add to an atomic.
+type upstreamMetrics struct {
+	clients          prometheus.Gauge
+	streams          prometheus.Gauge
+	eventsReceived   prometheus.Counter
+	eventsSent       prometheus.Counter
+	bytesSent        prometheus.Counter
+	slowClientDrops  prometheus.Counter
+	upstreamConnects prometheus.Counter
+	upstreamErrors   prometheus.Counter
+	replayHits       prometheus.Counter
+	replayMisses     prometheus.Counter
+	catchUps         prometheus.Counter
+	refusedFull      prometheus.Counter
+	refusedStreams   prometheus.Counter
+}
+
+func newUpstreamMetrics(upstream string) *upstreamMetrics {
+	return &upstreamMetrics{
+		clients:          collectors.clients.WithLabelValues(upstream),
+		streams:          collectors.streams.WithLabelValues(upstream),
+		eventsReceived:   collectors.eventsReceived.WithLabelValues(upstream),
+		eventsSent:       collectors.eventsSent.WithLabelValues(upstream),
+		bytesSent:        collectors.bytesSent.WithLabelValues(upstream),
+		slowClientDrops:  collectors.slowClientDrops.WithLabelValues(upstream),
+		upstreamConnects: collectors.upstreamConnects.WithLabelValues(upstream),
+		upstreamErrors:   collectors.upstreamErrors.WithLabelValues(upstream),
+		replayHits:       collectors.replayHits.WithLabelValues(upstream),
+		replayMisses:     collectors.replayMisses.WithLabelValues(upstream),
+		catchUps:         collectors.catchUps.WithLabelValues(upstream),
+		refusedFull:      collectors.refused.WithLabelValues(upstream, "max_clients"),
+		refusedStreams:   collectors.refused.WithLabelValues(upstream, "max_streams"),
+	}
+}
