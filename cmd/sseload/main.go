@@ -1,0 +1,463 @@
+// Command sseload opens many Server-Sent Events clients against one URL
+// and measures what they receive: how many clients the server holds, how
+// many events reach them and how many are lost, how long each event took
+// from the origin to the client, and what the server processes spent.
+//
+//	go run ./cmd/sseload -url http://127.0.0.1:8080/events -clients 10000 \
+//	    -duration 20s -pid server=$(pidof caddy) -pid origin=$(pidof sseorigin)
+//
+// It expects the events of cmd/sseorigin, whose data begins with the
+// event's sequence number and its send time in Unix nanoseconds
+// ("data: 42 1767225600123456789 …"); a gap in a client's sequence numbers
+// is a lost event, and now minus the send time is the event's latency. The
+// origin and the clients must share a clock, so this is for one machine.
+//
+// A run connects the clients at most -ramp per second, waits -warmup once
+// they are all connected (or -connect-timeout has passed), then measures for
+// -duration: events, latency, and the CPU time of every -pid. At the end of
+// the window it reads every -pid's RSS, and -origin-stats if given. The
+// report is text, or JSON with -json.
+//
+// With -table, it instead reads the JSON reports named as arguments and
+// prints them as a markdown table, the median of each workload and system
+// over its rounds, with the ratios of the first system to the second.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// maxClients bounds -clients, so that a typo cannot exhaust the machine.
+const maxClients = 100_000
+
+// pidFlag collects -pid values: "name=pid" or a bare pid, repeatable, and
+// comma-separated lists of either.
+type pidFlag []proc
+
+func (p *pidFlag) String() string {
+	var parts []string
+	for _, pr := range *p {
+		parts = append(parts, fmt.Sprintf("%s=%d", pr.Name, pr.PID))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (p *pidFlag) Set(v string) error {
+	for _, part := range strings.Split(v, ",") {
+		name, num, ok := strings.Cut(part, "=")
+		if !ok {
+			name, num = "server", part
+		}
+		var pid int
+		if _, err := fmt.Sscan(num, &pid); err != nil || pid <= 0 {
+			return fmt.Errorf("bad pid %q", part)
+		}
+		*p = append(*p, proc{Name: name, PID: pid})
+	}
+	return nil
+}
+
+func main() {
+	var cfg config
+	flag.StringVar(&cfg.url, "url", "", "event stream `URL` (http only; required)")
+	flag.IntVar(&cfg.clients, "clients", 1000, "`number` of clients to open")
+	flag.Float64Var(&cfg.ramp, "ramp", 2000, "most new connections per `second`")
+	flag.DurationVar(&cfg.duration, "duration", 20*time.Second, "how long to measure")
+	flag.DurationVar(&cfg.warmup, "warmup", 2*time.Second, "wait after the clients are connected, before measuring")
+	flag.DurationVar(&cfg.connectTimeout, "connect-timeout", 60*time.Second, "how long connecting may take; then the run goes on with the clients it has")
+	flag.Var(&cfg.pids, "pid", "`name=pid` of a process to measure (CPU and RSS); repeatable. The names origin and publisher are reported apart from the server's")
+	flag.StringVar(&cfg.originStats, "origin-stats", "", "`URL` of the origin's JSON stats, fetched at the end of the window")
+	flag.StringVar(&cfg.labels.Workload, "workload", "", "workload `label` for the report")
+	flag.StringVar(&cfg.labels.System, "system", "", "system `label` for the report")
+	flag.IntVar(&cfg.labels.Round, "round", 0, "round `number` for the report")
+	jsonOut := flag.Bool("json", false, "print the report as JSON")
+	table := flag.Bool("table", false, "print the JSON reports named as arguments as a markdown table")
+	order := flag.String("order", "sse_fanout", "with -table: space-separated `systems` to list first, in this order; the ratio row compares the first two")
+	flag.Parse()
+
+	if *table {
+		if err := printTable(os.Stdout, flag.Args(), *order); err != nil {
+			log.Fatalf("sseload: %v", err)
+		}
+		return
+	}
+	if err := cfg.check(); err != nil {
+		fmt.Fprintf(os.Stderr, "sseload: %v\n", err)
+		flag.Usage()
+		os.Exit(2)
+	}
+	raiseFileLimit(cfg.clients)
+
+	ctx, stop := signalContext()
+	defer stop()
+	rep, err := run(ctx, &cfg)
+	if err != nil {
+		log.Fatalf("sseload: %v", err)
+	}
+	if *jsonOut {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			log.Fatalf("sseload: %v", err)
+		}
+		return
+	}
+	rep.writeText(os.Stdout)
+}
+
+// config is a run's flags.
+type config struct {
+	url            string
+	clients        int
+	ramp           float64
+	duration       time.Duration
+	warmup         time.Duration
+	connectTimeout time.Duration
+	pids           pidFlag
+	originStats    string
+	labels         labels
+
+	target *url.URL
+}
+
+func (cfg *config) check() error {
+	u, err := url.Parse(cfg.url)
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		return fmt.Errorf("-url must be an http:// URL, got %q", cfg.url)
+	}
+	cfg.target = u
+	switch {
+	case cfg.clients < 1 || cfg.clients > maxClients:
+		return fmt.Errorf("-clients must be 1 to %d", maxClients)
+	case cfg.ramp <= 0:
+		return errors.New("-ramp must be positive")
+	case cfg.duration <= 0:
+		return errors.New("-duration must be positive")
+	}
+	return nil
+}
+
+// raiseFileLimit raises the soft limit on open files to the hard limit,
+// and warns if that is still too few for n clients.
+func raiseFileLimit(n int) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return
+	}
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			log.Printf("sseload: raising the open-file limit: %v", err)
+		}
+	}
+	if lim.Cur < uint64(n)+64 {
+		log.Printf("sseload: warning: the open-file limit is %d, too few for %d clients", lim.Cur, n)
+	}
+}
+
+// signalContext is canceled by SIGINT or SIGTERM.
+func signalContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-ch:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// run does one measurement.
+func run(ctx context.Context, cfg *config) (*report, error) {
+	rep := &report{
+		Labels:   cfg.labels,
+		URL:      cfg.url,
+		Clients:  clientCounts{Wanted: cfg.clients},
+		Duration: cfg.duration.Seconds(),
+		Date:     time.Now().UTC().Format(time.RFC3339),
+	}
+	before := sampleProcs(cfg.pids)
+	l := newLoad(cfg)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// Connect, at most ramp per second.
+	start := time.Now()
+	l.wg.Add(cfg.clients)
+	interval := time.Duration(float64(time.Second) / cfg.ramp)
+	for i := range cfg.clients {
+		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+			}
+		}
+		if ctx.Err() != nil {
+			l.wg.Add(i - cfg.clients) // the ones never started
+			break
+		}
+		c := &client{}
+		l.clients = append(l.clients, c)
+		go l.runClient(ctx, c)
+	}
+	deadline := time.Now().Add(cfg.connectTimeout)
+	for ctx.Err() == nil && time.Now().Before(deadline) &&
+		l.connected.Load()+l.failed.Load() < int64(len(l.clients)) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	rep.Clients.ConnectSeconds = time.Since(start).Seconds()
+	if ctx.Err() == nil {
+		sleep(ctx, cfg.warmup)
+	}
+
+	// Measure.
+	cpu0 := sampleProcs(cfg.pids)
+	self0 := selfCPU()
+	t0 := time.Now()
+	l.measuring.Store(true)
+	sleep(ctx, cfg.duration)
+	l.measuring.Store(false)
+	elapsed := time.Since(t0)
+	cpu1 := sampleProcs(cfg.pids)
+	self1 := selfCPU()
+	rep.Duration = elapsed.Seconds()
+	rep.Clients.Held = l.open.Load()
+	if cfg.originStats != "" {
+		rep.Origin = fetchJSON(cfg.originStats)
+	}
+
+	rep.Clients.Connected = l.connected.Load()
+	rep.Clients.Failed = l.failed.Load()
+	rep.Clients.Ended = l.ended.Load()
+	for _, c := range l.clients {
+		rep.Events.Delivered += c.delivered.Load()
+		rep.Events.Lost += c.lost.Load()
+		rep.Events.Duplicate += c.dup.Load()
+		if c.connected.Load() && c.delivered.Load() == 0 {
+			rep.Clients.Silent++
+		}
+	}
+	rep.Events.Foreign = l.foreign.Load()
+	rep.Events.PerSecond = float64(rep.Events.Delivered) / elapsed.Seconds()
+	rep.Latency = l.hist.summary()
+	rep.Errors = l.errorSamples()
+	for i, p := range cfg.pids {
+		rep.Procs = append(rep.Procs, procReport(p, before[i], cpu0[i], cpu1[i], rep.Clients.Held, rep.Events.Delivered))
+	}
+	rep.LoadCPU = (self1 - self0).Seconds()
+
+	// Disconnect everyone, and wait a little for the readers to end.
+	cancel()
+	l.closeAll()
+	done := make(chan struct{})
+	go func() { l.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+	}
+	return rep, nil
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// load is the state shared by a run's clients.
+type load struct {
+	cfg       *config
+	request   []byte // the raw GET request every client sends
+	dialer    net.Dialer
+	dialSlots chan struct{} // bounds the connects in flight
+
+	clients   []*client
+	wg        sync.WaitGroup // one per client started
+	measuring atomic.Bool
+	hist      histogram
+
+	connected atomic.Int64  // clients that got their 200
+	failed    atomic.Int64  // clients that never did
+	open      atomic.Int64  // clients connected now
+	ended     atomic.Int64  // connected clients whose stream ended early
+	foreign   atomic.Uint64 // data lines not in sseorigin's format
+
+	errMu  sync.Mutex
+	errors map[string]int // a few error messages and their counts
+}
+
+func newLoad(cfg *config) *load {
+	host := cfg.target.Host
+	if cfg.target.Port() == "" {
+		host = net.JoinHostPort(cfg.target.Hostname(), "80")
+	}
+	req := "GET " + cfg.target.RequestURI() + " HTTP/1.1\r\n" +
+		"Host: " + cfg.target.Host + "\r\n" +
+		"User-Agent: sseload\r\n" +
+		"Accept: text/event-stream\r\n" +
+		"Cache-Control: no-cache\r\n\r\n"
+	cfg.target.Host = host
+	return &load{
+		cfg:       cfg,
+		request:   []byte(req),
+		dialer:    net.Dialer{Timeout: 10 * time.Second},
+		dialSlots: make(chan struct{}, 256),
+		errors:    make(map[string]int),
+	}
+}
+
+// client is one connection's counters.
+type client struct {
+	connected atomic.Bool
+	delivered atomic.Uint64 // events received in the window
+	lost      atomic.Uint64 // sequence numbers skipped in the window
+	dup       atomic.Uint64 // events that repeated or went back in the window
+
+	mu   sync.Mutex
+	conn net.Conn
+}
+
+// runClient connects one client and reads its stream until ctx ends.
+func (l *load) runClient(ctx context.Context, c *client) {
+	defer l.wg.Done()
+	select {
+	case l.dialSlots <- struct{}{}:
+	case <-ctx.Done():
+		l.failed.Add(1)
+		return
+	}
+	conn, body, err := l.connect(ctx, c)
+	<-l.dialSlots
+	if err != nil {
+		if ctx.Err() == nil {
+			l.noteError(err)
+		}
+		l.failed.Add(1)
+		return
+	}
+	defer conn.Close()
+	c.connected.Store(true)
+	l.connected.Add(1)
+	l.open.Add(1)
+	err = l.read(body, c)
+	l.open.Add(-1)
+	if ctx.Err() == nil {
+		l.ended.Add(1)
+		if err == nil {
+			err = io.EOF
+		}
+		l.noteError(fmt.Errorf("stream ended: %w", err))
+	}
+}
+
+// connect dials, sends the request and reads the response head. It
+// returns the response body, which is de-chunked as needed.
+func (l *load) connect(ctx context.Context, c *client) (net.Conn, io.Reader, error) {
+	conn, err := l.dialer.DialContext(ctx, "tcp", l.cfg.target.Host)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.mu.Lock()
+	c.conn = conn
+	c.mu.Unlock()
+	if ctx.Err() != nil { // closeAll may have run before c.conn was set
+		conn.Close()
+		return nil, nil, ctx.Err()
+	}
+	if _, err := conn.Write(l.request); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 2048), nil)
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("reading response: %w", err)
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		conn.Close()
+		return nil, nil, fmt.Errorf("status %s", resp.Status)
+	}
+	return conn, resp.Body, nil
+}
+
+// closeAll closes every client's connection, ending its reader.
+func (l *load) closeAll() {
+	for _, c := range l.clients {
+		c.mu.Lock()
+		if c.conn != nil {
+			c.conn.Close()
+		}
+		c.mu.Unlock()
+	}
+}
+
+// noteError counts an error by its message, keeping at most a few kinds.
+func (l *load) noteError(err error) {
+	msg := err.Error()
+	// Strip the addresses, which differ per connection.
+	if i := strings.LastIndex(msg, ": "); i >= 0 && strings.Contains(msg, "127.0.0.1") {
+		msg = msg[i+2:]
+	}
+	l.errMu.Lock()
+	defer l.errMu.Unlock()
+	if _, ok := l.errors[msg]; ok || len(l.errors) < 10 {
+		l.errors[msg]++
+	}
+}
+
+func (l *load) errorSamples() map[string]int {
+	l.errMu.Lock()
+	defer l.errMu.Unlock()
+	if len(l.errors) == 0 {
+		return nil
+	}
+	out := make(map[string]int, len(l.errors))
+	for k, v := range l.errors {
+		out[k] = v
+	}
+	return out
+}
+
+// fetchJSON GETs a JSON document, or returns nil.
+func fetchJSON(u string) map[string]any {
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(u)
+	if err != nil {
+		log.Printf("sseload: fetching %s: %v", u, err)
+		return nil
+	}
+	defer resp.Body.Close()
+	var v map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		log.Printf("sseload: decoding %s: %v", u, err)
+		return nil
+	}
+	return v
+}

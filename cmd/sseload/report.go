@@ -1,0 +1,201 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// This file reads the measured processes from /proc and writes the report.
+
+// proc is a process to measure.
+type proc struct {
+	Name string `json:"name"`
+	PID  int    `json:"pid"`
+}
+
+// isOrigin reports whether a process is the origin (or publisher), whose
+// cost the report shows apart from the server's.
+func (p proc) isOrigin() bool { return p.Name == "origin" || p.Name == "publisher" }
+
+// procSample is one reading of a process.
+type procSample struct {
+	cpu    time.Duration // user + system time so far
+	rssKiB int64
+	err    error
+}
+
+// clockTick is the unit of the times in /proc/<pid>/stat: USER_HZ, which
+// is 100 on every Linux architecture Go runs on.
+const clockTick = 10 * time.Millisecond
+
+func sampleProcs(ps []proc) []procSample {
+	out := make([]procSample, len(ps))
+	for i, p := range ps {
+		out[i] = sampleProc(p.PID)
+	}
+	return out
+}
+
+func sampleProc(pid int) procSample {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return procSample{err: err}
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: state is field 3, utime 14 and stime 15.
+	i := bytes.LastIndexByte(stat, ')')
+	fields := strings.Fields(string(stat[i+1:]))
+	if i < 0 || len(fields) < 13 {
+		return procSample{err: fmt.Errorf("pid %d: unexpected /proc stat", pid)}
+	}
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	s := procSample{cpu: time.Duration(utime+stime) * clockTick}
+
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return procSample{err: err}
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			s.rssKiB, _ = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+		}
+	}
+	return s
+}
+
+// selfCPU is this process's user + system time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procResult is what was measured of one process.
+type procResult struct {
+	proc
+	CPUSeconds      float64 `json:"cpu_s"`              // in the window
+	CPUPerMillion   float64 `json:"cpu_s_per_1m"`       // CPU seconds per 1M deliveries
+	RSSBeforeKiB    int64   `json:"rss_before_kib"`     // before the clients connected
+	RSSKiB          int64   `json:"rss_kib"`            // at the end of the window
+	RSSPerClientKiB float64 `json:"rss_per_client_kib"` // growth since before, per client held
+	Error           string  `json:"error,omitempty"`    // the process could not be read
+}
+
+func procReport(p proc, before, cpu0, cpu1 procSample, held int64, delivered uint64) procResult {
+	r := procResult{proc: p}
+	for _, s := range []procSample{before, cpu0, cpu1} {
+		if s.err != nil {
+			r.Error = s.err.Error()
+			return r
+		}
+	}
+	r.CPUSeconds = (cpu1.cpu - cpu0.cpu).Seconds()
+	if delivered > 0 {
+		r.CPUPerMillion = r.CPUSeconds / float64(delivered) * 1e6
+	}
+	r.RSSBeforeKiB, r.RSSKiB = before.rssKiB, cpu1.rssKiB
+	if held > 0 {
+		r.RSSPerClientKiB = float64(cpu1.rssKiB-before.rssKiB) / float64(held)
+	}
+	return r
+}
+
+// labels name a run in a benchmark.
+type labels struct {
+	Workload string `json:"workload,omitempty"`
+	System   string `json:"system,omitempty"`
+	Round    int    `json:"round,omitempty"`
+}
+
+type clientCounts struct {
+	Wanted         int     `json:"wanted"`
+	Connected      int64   `json:"connected"`       // got their 200
+	Failed         int64   `json:"failed"`          // never did
+	Held           int64   `json:"held"`            // still connected at the end of the window
+	Ended          int64   `json:"ended"`           // connected, but their stream ended before the run did
+	Silent         int64   `json:"silent"`          // connected, but received no event in the window
+	ConnectSeconds float64 `json:"connect_seconds"` // how long connecting took
+}
+
+type eventCounts struct {
+	Delivered uint64  `json:"delivered"` // events received in the window, all clients
+	PerSecond float64 `json:"per_second"`
+	Lost      uint64  `json:"lost"`      // sequence numbers a client skipped
+	Duplicate uint64  `json:"duplicate"` // events a client got again, or out of order
+	Foreign   uint64  `json:"foreign"`   // data lines not in sseorigin's format
+}
+
+// report is the result of one run.
+type report struct {
+	Labels   labels         `json:"labels"`
+	URL      string         `json:"url"`
+	Date     string         `json:"date"`
+	Duration float64        `json:"duration_s"` // the measurement window
+	Clients  clientCounts   `json:"clients"`
+	Events   eventCounts    `json:"events"`
+	Latency  latencySummary `json:"latency_ms"`
+	Procs    []procResult   `json:"procs,omitempty"`
+	LoadCPU  float64        `json:"load_cpu_s"` // this tool's own CPU in the window
+	Origin   map[string]any `json:"origin_stats,omitempty"`
+	Errors   map[string]int `json:"errors,omitempty"` // a sample of error messages, with counts
+}
+
+// costs sums the measured processes: the server's and the origin's.
+func (r *report) costs() (server, origin procResult) {
+	for _, p := range r.Procs {
+		sum := &server
+		if p.isOrigin() {
+			sum = &origin
+		}
+		sum.CPUSeconds += p.CPUSeconds
+		sum.CPUPerMillion += p.CPUPerMillion
+		sum.RSSBeforeKiB += p.RSSBeforeKiB
+		sum.RSSKiB += p.RSSKiB
+		sum.RSSPerClientKiB += p.RSSPerClientKiB
+	}
+	return server, origin
+}
+
+func (r *report) writeText(w io.Writer) {
+	l := r.Labels
+	if l.Workload != "" || l.System != "" {
+		fmt.Fprintf(w, "%s %s round %d\n", l.Workload, l.System, l.Round)
+	}
+	c := r.Clients
+	fmt.Fprintf(w, "clients:  %d wanted, %d connected in %.1fs, %d held, %d failed, %d ended early, %d silent\n",
+		c.Wanted, c.Connected, c.ConnectSeconds, c.Held, c.Failed, c.Ended, c.Silent)
+	e := r.Events
+	fmt.Fprintf(w, "events:   %d delivered in %.1fs (%.0f/s), %d lost, %d duplicate",
+		e.Delivered, r.Duration, e.PerSecond, e.Lost, e.Duplicate)
+	if e.Foreign > 0 {
+		fmt.Fprintf(w, ", %d not in sseorigin's format", e.Foreign)
+	}
+	fmt.Fprintln(w)
+	lat := r.Latency
+	fmt.Fprintf(w, "latency:  p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms, mean %.2f ms\n",
+		lat.P50, lat.P90, lat.P99, lat.P999, lat.Max, lat.Mean)
+	for _, p := range r.Procs {
+		if p.Error != "" {
+			fmt.Fprintf(w, "%-9s pid %d: %s\n", p.Name+":", p.PID, p.Error)
+			continue
+		}
+		fmt.Fprintf(w, "%-9s pid %d: cpu %.2f s (%.2f s per 1M deliveries), rss %.1f MiB (%.1f MiB before, %.1f KiB per client)\n",
+			p.Name+":", p.PID, p.CPUSeconds, p.CPUPerMillion, float64(p.RSSKiB)/1024, float64(p.RSSBeforeKiB)/1024, p.RSSPerClientKiB)
+	}
+	fmt.Fprintf(w, "sseload:  cpu %.2f s\n", r.LoadCPU)
+	if r.Origin != nil {
+		fmt.Fprintf(w, "stats:    %v\n", r.Origin)
+	}
+	for msg, n := range r.Errors {
+		fmt.Fprintf(w, "error:    %dx %s\n", n, msg)
+	}
+}

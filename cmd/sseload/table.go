@@ -1,0 +1,228 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// This file is -table: JSON reports in, one markdown table out.
+
+// row is the medians of one workload and system over its rounds.
+type row struct {
+	workload, system string
+	rounds           int
+	wanted           int
+	held             float64
+	p50, p99, max    float64
+	delivered        float64
+	lost             float64
+	serverCPU        float64 // seconds in the window
+	serverPerM       float64 // seconds per 1M deliveries
+	originCPU        float64
+	originPerM       float64
+	rssPerClient     float64 // KiB, server only
+	originConns      float64 // NaN: no origin stats
+	publisher        bool    // fed by a publisher, not an origin stream
+	idle             bool    // no events were delivered
+	hasOrigin        bool    // an origin process was measured
+}
+
+func printTable(w io.Writer, files []string, order string) error {
+	if len(files) == 0 {
+		return fmt.Errorf("-table needs the JSON reports as arguments")
+	}
+	type key struct{ workload, system string }
+	groups := make(map[key][]*report)
+	var workloads, systems []string
+	for _, name := range files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		r := new(report)
+		if err := json.Unmarshal(b, r); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		k := key{r.Labels.Workload, r.Labels.System}
+		if !slices.Contains(workloads, k.workload) {
+			workloads = append(workloads, k.workload)
+		}
+		if !slices.Contains(systems, k.system) {
+			systems = append(systems, k.system)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	sort.Strings(workloads)
+	// The systems named in order come first, in that order; the ratio row
+	// compares the first two.
+	named := strings.Fields(order)
+	sort.SliceStable(systems, func(i, j int) bool {
+		rank := func(s string) int {
+			if k := slices.Index(named, s); k >= 0 {
+				return k
+			}
+			return len(named)
+		}
+		return rank(systems[i]) < rank(systems[j])
+	})
+
+	fmt.Fprintln(w, "| workload | system | clients held | p50 latency | p99 latency | max | server CPU s per 1M deliveries | RSS per client | origin connections | lost events |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	for _, wl := range workloads {
+		var rows []row
+		for _, sys := range systems {
+			if rs := groups[key{wl, sys}]; len(rs) > 0 {
+				rows = append(rows, summarize(wl, sys, rs))
+			}
+		}
+		for _, r := range rows {
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+				r.workloadCell(), r.system, r.heldCell(), r.latencyCell(r.p50), r.latencyCell(r.p99), r.latencyCell(r.max),
+				r.cpuCell(), kib(r.rssPerClient), r.originCell(), r.lostCell())
+		}
+		if len(rows) >= 2 {
+			a, b := rows[0], rows[1]
+			cpu := "—"
+			if !a.idle && !b.idle {
+				cpu = ratio(a.serverPerM+a.originPerM, b.serverPerM+b.originPerM)
+			}
+			lat := func(x, y float64) string {
+				if a.idle || b.idle {
+					return "—"
+				}
+				return ratio(x, y)
+			}
+			fmt.Fprintf(w, "| %s | **%s ÷ %s** | | | %s | %s | %s | %s | | |\n",
+				wl, a.system, b.system, lat(a.p99, b.p99), lat(a.max, b.max), cpu, ratio(a.rssPerClient, b.rssPerClient))
+		}
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Each cell is the median over the rounds. Latency is from the origin's send stamp to the client's read.")
+	fmt.Fprintln(w, "CPU is the server's user+system time in the window per 1M deliveries, with the origin's (or publisher's) in")
+	fmt.Fprintln(w, "parentheses; the ratio row compares server+origin. RSS per client is the server's growth from before the")
+	fmt.Fprintln(w, "clients connected to the end of the window, divided by the clients held. An idle workload shows its CPU seconds.")
+	return nil
+}
+
+// summarize takes the median of each figure over rs.
+func summarize(workload, system string, rs []*report) row {
+	r := row{workload: workload, system: system, rounds: len(rs), wanted: rs[0].Clients.Wanted, originConns: math.NaN()}
+	med := func(f func(*report) float64) float64 {
+		v := make([]float64, 0, len(rs))
+		for _, x := range rs {
+			if y := f(x); !math.IsNaN(y) {
+				v = append(v, y)
+			}
+		}
+		if len(v) == 0 {
+			return math.NaN()
+		}
+		sort.Float64s(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	r.held = med(func(x *report) float64 { return float64(x.Clients.Held) })
+	r.p50 = med(func(x *report) float64 { return x.Latency.P50 })
+	r.p99 = med(func(x *report) float64 { return x.Latency.P99 })
+	r.max = med(func(x *report) float64 { return x.Latency.Max })
+	r.delivered = med(func(x *report) float64 { return float64(x.Events.Delivered) })
+	r.lost = med(func(x *report) float64 { return float64(x.Events.Lost) })
+	r.serverCPU = med(func(x *report) float64 { s, _ := x.costs(); return s.CPUSeconds })
+	r.serverPerM = med(func(x *report) float64 { s, _ := x.costs(); return s.CPUPerMillion })
+	r.originCPU = med(func(x *report) float64 { _, o := x.costs(); return o.CPUSeconds })
+	r.originPerM = med(func(x *report) float64 { _, o := x.costs(); return o.CPUPerMillion })
+	r.rssPerClient = med(func(x *report) float64 { s, _ := x.costs(); return s.RSSPerClientKiB })
+	r.originConns = med(func(x *report) float64 {
+		if v, ok := x.Origin["connections"].(float64); ok {
+			return v
+		}
+		return math.NaN()
+	})
+	r.idle = r.delivered == 0
+	for _, x := range rs {
+		for _, p := range x.Procs {
+			r.publisher = r.publisher || p.Name == "publisher"
+			r.hasOrigin = r.hasOrigin || p.isOrigin()
+		}
+	}
+	return r
+}
+
+func (r row) workloadCell() string {
+	if r.rounds == 1 {
+		return r.workload
+	}
+	return fmt.Sprintf("%s (%d rounds)", r.workload, r.rounds)
+}
+
+func (r row) heldCell() string {
+	s := fmt.Sprintf("%.0f", r.held)
+	if r.held < float64(r.wanted) {
+		s += fmt.Sprintf(" of %d", r.wanted)
+	}
+	return s
+}
+
+func (r row) latencyCell(ms float64) string {
+	if r.idle || math.IsNaN(ms) {
+		return "—"
+	}
+	if ms < 10 {
+		return fmt.Sprintf("%.1f ms", ms)
+	}
+	return fmt.Sprintf("%.0f ms", ms)
+}
+
+func (r row) cpuCell() string {
+	if r.idle {
+		s := fmt.Sprintf("idle: %.2f s", r.serverCPU)
+		if r.hasOrigin {
+			s += fmt.Sprintf(" (+%.2f origin)", r.originCPU)
+		}
+		return s
+	}
+	s := fmt.Sprintf("%.1f", r.serverPerM)
+	if r.hasOrigin {
+		s += fmt.Sprintf(" (+%.1f origin)", r.originPerM)
+	}
+	return s
+}
+
+func (r row) originCell() string {
+	switch {
+	case r.publisher:
+		return "0 (publish)"
+	case math.IsNaN(r.originConns):
+		return "—"
+	}
+	return fmt.Sprintf("%.0f", r.originConns)
+}
+
+func (r row) lostCell() string {
+	if r.idle {
+		return "—"
+	}
+	return fmt.Sprintf("%.0f", r.lost)
+}
+
+func kib(v float64) string {
+	if math.IsNaN(v) {
+		return "—"
+	}
+	return fmt.Sprintf("%.1f KiB", v)
+}
+
+func ratio(a, b float64) string {
+	if b == 0 || math.IsNaN(a) || math.IsNaN(b) {
+		return "—"
+	}
+	return strings.TrimSuffix(fmt.Sprintf("%.2f", a/b), ".00") + "×"
+}
