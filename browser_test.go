@@ -2,10 +2,12 @@ package ssefanout
 
 import (
 	"fmt"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The browser tests: a real EventSource, in headless Chromium, reading
@@ -124,4 +126,176 @@ func seq(from, to int) []int {
 		s = append(s, i)
 	}
 	return s
+}
+
+// TestBrowserResumesAfterAReloadCutsIt cuts the browser's connection with a
+// config reload: the old config's clients are ended. The browser must
+// reconnect by itself after the configured retry, send Last-Event-ID, and
+// get the events it missed from the buffer: no gap, no duplicate.
+func TestBrowserResumesAfterAReloadCutsIt(t *testing.T) {
+	origin := newTestOrigin(t)
+	probe := newProbe(t, t.Name())
+	port := freePort(t)
+	site := func(heartbeat string) string {
+		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port,
+			proxySite(t, t.Name(), origin.URL(), "retry 500ms\n\t\t\theartbeat "+heartbeat))
+	}
+	startCaddyfile(t, site("1m"))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	tab := newBrowser(t)
+
+	navigate(t, tab, recorderURL(base, nil, "/s/cut"))
+	probe.waitAnswered(t, 1)
+	up := origin.nextConn(t)
+	sendIDs(up, 1, 10)
+	waitPage(t, tab, "event 10", hasData("event 10"))
+
+	// A compatible config (same upstream, so the same streams and buffers):
+	// loading it unloads the old one, which cuts its clients.
+	loadCaddyfile(t, testGlobalOptions()+site("2m"))
+	waitPage(t, tab, "the cut", `window.rec.some((e) => e.kind === "error")`)
+	sendIDs(up, 11, 20) // while the browser waits to reconnect: into the buffer
+	reqs := probe.waitAnswered(t, 2)
+	if got := reqs[1].Header.Get("Last-Event-ID"); got != "10" {
+		t.Errorf("the browser reconnected with Last-Event-ID %q, want 10", got)
+	}
+	sendIDs(up, 21, 30)
+	waitPage(t, tab, "event 30", hasData("event 30"))
+
+	rec := pageRecord(t, tab)
+	if got := pageIDs(t, rec); !slices.Equal(got, seq(1, 30)) {
+		t.Errorf("the page saw ids %v, want 1..30 once each\nrecord:\n%s", got, fmtRecord(rec))
+	}
+	if opens, errs := countKind(rec, "open"), countKind(rec, "error"); opens != 2 || errs != 1 {
+		t.Errorf("the page saw %d open and %d error events, want 2 and 1 (one cut, one reconnect)\nrecord:\n%s", opens, errs, fmtRecord(rec))
+	}
+	if n := origin.total.Load(); n != 1 {
+		t.Errorf("the origin saw %d requests, want 1: the reload keeps the stream", n)
+	}
+}
+
+// TestBrowserDoesNotNoticeAnOriginRestart restarts the origin mid-stream:
+// it cuts the upstream connection and answers 503 for a while, then
+// resumes from the proxy's Last-Event-ID, sending again some events the
+// proxy has. The page must see no error event and miss nothing.
+func TestBrowserDoesNotNoticeAnOriginRestart(t *testing.T) {
+	origin := newTestOrigin(t)
+	probe := newProbe(t, t.Name())
+	base := startCaddy(t, proxySite(t, t.Name(), origin.URL(), "heartbeat 1m"))
+	tab := newBrowser(t)
+
+	navigate(t, tab, recorderURL(base, nil, "/s/restart"))
+	probe.waitAnswered(t, 1)
+	up := origin.nextConn(t)
+	up.send("retry: 250\n\n") // the base of the proxy's reconnect backoff
+	sendIDs(up, 1, 10)
+	waitPage(t, tab, "event 10", hasData("event 10"))
+
+	// The origin goes down: the connection ends and the next tries fail.
+	refused := make(chan struct{}, 10)
+	origin.mu.Lock()
+	origin.onRequest = func() {
+		if origin.status.Load() != 0 {
+			refused <- struct{}{}
+		}
+	}
+	origin.mu.Unlock()
+	origin.status.Store(503)
+	close(up.end)
+	for range 2 {
+		select {
+		case <-refused:
+		case <-time.After(waitTimeout):
+			t.Fatal("the proxy did not try the origin again")
+		}
+	}
+	origin.status.Store(0) // back up
+
+	again := origin.nextConn(t)
+	if got := again.header.Get("Last-Event-ID"); got != "10" {
+		t.Errorf("the proxy resumed with Last-Event-ID %q, want 10", got)
+	}
+	sendIDs(again, 8, 20) // 8..10 again, as an origin may resend
+	waitPage(t, tab, "event 20", hasData("event 20"))
+
+	rec := pageRecord(t, tab)
+	if got := pageIDs(t, rec); !slices.Equal(got, seq(1, 20)) {
+		t.Errorf("the page saw ids %v, want 1..20 once each\nrecord:\n%s", got, fmtRecord(rec))
+	}
+	if opens, errs := countKind(rec, "open"), countKind(rec, "error"); opens != 1 || errs != 0 {
+		t.Errorf("the page saw %d open and %d error events, want 1 and 0\nrecord:\n%s", opens, errs, fmtRecord(rec))
+	}
+	if n := len(probe.requests()); n != 1 {
+		t.Errorf("the browser made %d requests, want 1", n)
+	}
+}
+
+// TestBrowserNeverSeesHeartbeats keeps a stream silent for several
+// heartbeats: the page must see the keepalives as nothing at all, and the
+// origin's own comments neither.
+func TestBrowserNeverSeesHeartbeats(t *testing.T) {
+	origin := newTestOrigin(t)
+	probe := newProbe(t, t.Name())
+	base := startCaddy(t, proxySite(t, t.Name(), origin.URL(), "heartbeat 50ms"))
+	tab := newBrowser(t)
+
+	navigate(t, tab, recorderURL(base, nil, "/s/quiet"))
+	probe.waitAnswered(t, 1)
+	up := origin.nextConn(t)
+	// A client of our own on the same stream sees the keepalives go by.
+	witness := openClient(t, base+"/s/quiet", nil)
+	up.send(": the origin's own comment\n\nid: 1\ndata: event 1\n\n")
+	witness.nextEvent(t)
+	for range 5 {
+		witness.waitKeepalive(t)
+	}
+	up.send(": another comment\n\nid: 2\ndata: event 2\n\n")
+	witness.nextEvent(t)
+	waitPage(t, tab, "event 2", hasData("event 2"))
+
+	want := []string{
+		"src 0 open readyState=1",
+		`src 0 message "message" data="event 1" lastEventId="1" readyState=1`,
+		`src 0 message "message" data="event 2" lastEventId="2" readyState=1`,
+	}
+	if got := recordStrings(pageRecord(t, tab)); !slices.Equal(got, want) {
+		t.Errorf("the page saw:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestBrowserStopsOn204 has the origin answer 204 No Content when the
+// proxy reconnects: the proxy ends the stream, and answers the browser's
+// own reconnect with 204 too, so the browser stops (readyState 2, CLOSED)
+// as it would at the origin.
+func TestBrowserStopsOn204(t *testing.T) {
+	origin := newTestOrigin(t)
+	probe := newProbe(t, t.Name())
+	base := startCaddy(t, proxySite(t, t.Name(), origin.URL(), "retry 100ms\n\t\t\theartbeat 1m"))
+	tab := newBrowser(t)
+
+	navigate(t, tab, recorderURL(base, nil, "/s/stop"))
+	probe.waitAnswered(t, 1)
+	up := origin.nextConn(t)
+	sendIDs(up, 1, 3)
+	waitPage(t, tab, "event 3", hasData("event 3"))
+
+	origin.status.Store(http.StatusNoContent)
+	close(up.end)
+	waitPage(t, tab, "readyState CLOSED", `window.readyStates()[0] === EventSource.CLOSED`)
+
+	reqs := probe.requests()
+	if n := len(reqs); n != 2 || reqs[1].Status != http.StatusNoContent {
+		t.Errorf("Caddy saw %d requests, want 2, the second answered 204: %+v", n, reqs)
+	}
+	rec := pageRecord(t, tab)
+	if got := pageIDs(t, rec); !slices.Equal(got, seq(1, 3)) {
+		t.Errorf("the page saw ids %v, want 1..3", got)
+	}
+	last := rec[len(rec)-1]
+	if last.Kind != "error" || last.ReadyState != 2 {
+		t.Errorf("the page's last entry is %s, want an error with readyState 2\nrecord:\n%s", last, fmtRecord(rec))
+	}
+	if n := origin.total.Load(); n != 2 {
+		t.Errorf("the origin saw %d requests, want 2: the browser's reconnect must not reach it", n)
+	}
 }
