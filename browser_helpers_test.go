@@ -2,9 +2,11 @@ package ssefanout
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/chromedp/chromedp"
 )
 
@@ -336,4 +339,59 @@ func countKind(rec []pageEntry, kind string) int {
 func hasData(data string) string {
 	b, _ := json.Marshal(data)
 	return fmt.Sprintf(`window.rec.some((e) => (e.kind === "message" || e.kind === "named") && e.data === %s)`, b)
+}
+
+// tlsGlobalOptions are testGlobalOptions for a site served over HTTPS with
+// Caddy's internal CA: automatic HTTPS stays on for the certificate, but
+// without the port-80 redirect server and without installing the CA into
+// the system's trust store. protocols is the servers' protocol list, such
+// as "h1 h2".
+func tlsGlobalOptions(protocols string) string {
+	return fmt.Sprintf(`{
+	admin off
+	persist_config off
+	storage file_system %s
+	skip_install_trust
+	local_certs
+	auto_https disable_redirects
+	servers {
+		protocols %s
+	}
+	log {
+		level %s
+	}
+}
+`, caddyStorage, protocols, testLogLevel)
+}
+
+// startWholeCaddyfile runs Caddy in this process with a whole Caddyfile,
+// global options included. The test's cleanup stops it.
+func startWholeCaddyfile(t *testing.T, caddyfile string) {
+	t.Helper()
+	loadCaddyfile(t, caddyfile)
+	t.Cleanup(func() {
+		if err := caddy.Stop(); err != nil {
+			t.Errorf("stopping caddy: %v", err)
+		}
+	})
+}
+
+// waitCertificate waits until Caddy completes TLS handshakes on addr: it
+// obtains its internal certificate in the background after it starts, and
+// a client that comes earlier fails its handshake.
+func waitCertificate(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		dialer := &net.Dialer{Timeout: time.Second}
+		conn, err := tls.DialWithDialer(dialer, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
+		if err == nil {
+			conn.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Caddy on %s did not complete a TLS handshake: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 )
 
 // The browser tests: a real EventSource, in headless Chromium, reading
@@ -297,5 +299,60 @@ func TestBrowserStopsOn204(t *testing.T) {
 	}
 	if n := origin.total.Load(); n != 2 {
 		t.Errorf("the origin saw %d requests, want 2: the browser's reconnect must not reach it", n)
+	}
+}
+
+// TestBrowserHTTP2StreamsShareOneConnection serves the page and its
+// streams over HTTPS with Caddy's internal CA. The page opens more
+// EventSources than a browser allows HTTP/1.1 connections to one host (6),
+// each on its own stream; all of them must get their events while all are
+// open, over HTTP/2, and Caddy must see every request come from one
+// client address and port: one connection.
+func TestBrowserHTTP2StreamsShareOneConnection(t *testing.T) {
+	const streams = 12
+	origin := newTestOrigin(t)
+	probe := newProbe(t, t.Name())
+	port := freePort(t)
+	startWholeCaddyfile(t, tlsGlobalOptions("h1 h2")+fmt.Sprintf("https://127.0.0.1:%d {\n\tbind 127.0.0.1\n\ttls internal\n\t%s\n}\n",
+		port, proxySite(t, t.Name(), origin.URL(), "heartbeat 1m")))
+	base := fmt.Sprintf("https://127.0.0.1:%d", port)
+	waitCertificate(t, fmt.Sprintf("127.0.0.1:%d", port))
+	tab := newBrowser(t, chromedp.Flag("ignore-certificate-errors", true))
+
+	srcs := make([]string, streams)
+	for i := range srcs {
+		srcs[i] = fmt.Sprintf("/s/h2?stream=%d", i)
+	}
+	navigate(t, tab, recorderURL(base, nil, srcs...))
+	for range streams {
+		up := origin.nextConn(t)
+		up.send(fmt.Sprintf("id: 1\ndata: %s\n\n", up.path))
+	}
+	waitPage(t, tab, "an event on every stream",
+		fmt.Sprintf(`new Set(window.rec.filter((e) => e.kind === "message").map((e) => e.src)).size === %d`, streams))
+
+	rec := pageRecord(t, tab)
+	for _, e := range fired(rec) {
+		if want := "/s/h2?stream=" + strconv.Itoa(e.Src); deref(e.Data) != want {
+			t.Errorf("EventSource %d got %q, want %q", e.Src, deref(e.Data), want)
+		}
+	}
+	if errs := countKind(rec, "error"); errs != 0 {
+		t.Errorf("the page saw %d error events\nrecord:\n%s", errs, fmtRecord(rec))
+	}
+	if states := evalPage[[]int](t, tab, `window.readyStates()`); slices.ContainsFunc(states, func(s int) bool { return s != 1 }) {
+		t.Errorf("readyStates %v, want all OPEN", states)
+	}
+	reqs := probe.requests()
+	addrs := make(map[string]int)
+	for _, r := range reqs {
+		if r.Proto != "HTTP/2.0" {
+			t.Errorf("%s came over %s, want HTTP/2.0", r.URI, r.Proto)
+		}
+		addrs[r.RemoteAddr]++
+	}
+	if len(reqs) != streams || len(addrs) != 1 {
+		t.Errorf("Caddy saw %d stream requests from %d client addresses (%v), want %d from 1: one shared connection",
+			len(reqs), len(addrs), addrs, streams)
 	}
 }
