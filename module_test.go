@@ -94,6 +94,60 @@ func TestCaddyfileAdapt(t *testing.T) {
 }`)
 }
 
+func TestCaddyfileAdaptReplayAndSafetyOptions(t *testing.T) {
+	caddytest.AssertAdapt(t, `:8080 {
+	sse_fanout http://localhost:9000 {
+		catch_up off
+		prime_cursor off
+		stale_event refetch
+		key {http.request.header.Authorization}
+		header_up Authorization {http.request.header.Authorization}
+		key_ignore_query _ t
+		max_streams 100
+		upstream_timeout off
+		retry_jitter 20%
+	}
+}`, "caddyfile", `{
+	"apps": {
+		"http": {
+			"servers": {
+				"srv0": {
+					"listen": [
+						":8080"
+					],
+					"routes": [
+						{
+							"handle": [
+								{
+									"catch_up": false,
+									"handler": "sse_fanout",
+									"header_up": {
+										"Authorization": [
+											"{http.request.header.Authorization}"
+										]
+									},
+									"key": "{http.request.header.Authorization}",
+									"key_ignore_query": [
+										"_",
+										"t"
+									],
+									"max_streams": 100,
+									"prime_cursor": false,
+									"retry_jitter": 20,
+									"stale_event": "refetch",
+									"upstream": "http://localhost:9000",
+									"upstream_timeout": -1
+								}
+							]
+						}
+					]
+				}
+			}
+		}
+	}
+}`)
+}
+
 func TestCaddyfileOffAndZero(t *testing.T) {
 	h := new(Handler)
 	d := caddyfile.NewTestDispenser("sse_fanout http://o {\n\theartbeat off\n\tidle_close 0\n\tretry 0\n}")
@@ -128,6 +182,10 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"bad size", "sse_fanout http://o {\n\tmax_event_size big\n}", "bad max_event_size size 'big'"},
 		{"header_up one arg", "sse_fanout http://o {\n\theader_up X-A\n}", "wrong argument count"},
 		{"duration no arg", "sse_fanout http://o {\n\tretry\n}", "wrong argument count"},
+		{"bad on/off", "sse_fanout http://o {\n\tcatch_up maybe\n}", "bad catch_up value 'maybe': want on or off"},
+		{"jitter over 100", "sse_fanout http://o {\n\tretry_jitter 150%\n}", "bad retry_jitter value '150%'"},
+		{"key_ignore_query no names", "sse_fanout http://o {\n\tkey_ignore_query\n}", "wrong argument count"},
+		{"zero upstream_timeout", "sse_fanout http://o {\n\tupstream_timeout 0s\n}", "must be positive, or off"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := new(Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))

@@ -476,3 +476,54 @@ func TestReloadThroughAdminAPIKeepsUpstream(t *testing.T) {
 		t.Fatalf("origin saw %d requests, want 1: the reload must keep the upstream", n)
 	}
 }
+
+func TestClosingStreamSpreadsItsClientsOut(t *testing.T) {
+	origin := newTestOrigin(t)
+	base := startCaddy(t, "sse_fanout "+origin.URL())
+	var clients []*testClient
+	for i := 0; i < 20; i++ {
+		clients = append(clients, openClient(t, base+"/herd", nil))
+	}
+	up := origin.nextConn(t)
+	origin.status.Store(http.StatusNoContent)
+	close(up.end) // the reconnect gets 204: the stream closes its clients
+
+	ends := make(chan time.Time, len(clients))
+	for _, c := range clients {
+		go func() {
+			select {
+			case <-c.ended:
+			case <-time.After(waitTimeout):
+			}
+			ends <- time.Now()
+		}()
+	}
+	first, last := <-ends, time.Time{}
+	last = first
+	for i := 1; i < len(clients); i++ {
+		at := <-ends
+		first, last = minTime(first, at), maxTime(last, at)
+	}
+	// Spread over closeSpread (2s), 20 clients do not end within 100ms of
+	// each other but with a vanishing chance (20 × 0.05^19).
+	if spread := last.Sub(first); spread < 100*time.Millisecond {
+		t.Fatalf("20 clients were closed within %v of each other", spread)
+	}
+	for _, c := range clients {
+		c.waitEnded(t)
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
