@@ -15,6 +15,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -34,30 +35,23 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func counterValue(t *testing.T, upstream string, name string) float64 {
 	t.Helper()
 	m := newUpstreamMetrics(upstream)
-	switch name {
-	case "clients":
-		return testutil.ToFloat64(m.clients)
-	case "streams":
-		return testutil.ToFloat64(m.streams)
-	case "events_received":
-		return testutil.ToFloat64(m.eventsReceived)
-	case "events_sent":
-		return testutil.ToFloat64(m.eventsSent)
-	case "slow_client_drops":
-		return testutil.ToFloat64(m.slowClientDrops)
-	case "upstream_connects":
-		return testutil.ToFloat64(m.upstreamConnects)
-	case "replay_hits":
-		return testutil.ToFloat64(m.replayHits)
-	case "replay_misses":
-		return testutil.ToFloat64(m.replayMisses)
-	case "refused_full":
-		return testutil.ToFloat64(m.refusedFull)
-	case "refused_streams":
-		return testutil.ToFloat64(m.refusedStreams)
+	collector, ok := map[string]prometheus.Collector{
+		"clients":           m.clients,
+		"streams":           m.streams,
+		"events_received":   m.eventsReceived,
+		"events_sent":       m.eventsSent,
+		"slow_client_drops": m.slowClientDrops,
+		"upstream_connects": m.upstreamConnects,
+		"upstream_errors":   m.upstreamErrors,
+		"replay_hits":       m.replayHits,
+		"replay_misses":     m.replayMisses,
+		"refused_full":      m.refusedFull,
+		"refused_streams":   m.refusedStreams,
+	}[name]
+	if !ok {
+		t.Fatalf("no metric %s", name)
 	}
-	t.Fatalf("no metric %s", name)
-	return 0
+	return testutil.ToFloat64(collector)
 }
 
 // stalledClient sends a GET for path and never reads the answer, with a
@@ -235,7 +229,7 @@ func TestConnectFailureKeepsClients(t *testing.T) {
 	c.waitKeepalive(t)
 	c.waitKeepalive(t)
 	eventually(t, "an upstream error to be counted", func() bool {
-		return testutil.ToFloat64(newUpstreamMetrics(dead).upstreamErrors) >= 1
+		return counterValue(t, dead, "upstream_errors") >= 1
 	})
 }
 

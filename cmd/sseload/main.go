@@ -20,7 +20,7 @@
 //
 // With -table, it instead reads the JSON reports named as arguments and
 // prints them as a markdown table, the median of each workload and system
-// over its rounds, with the ratios of the first system to the second.
+// over its rounds, with the ratios of the first system to each other one.
 package main
 
 import (
@@ -89,7 +89,7 @@ func main() {
 	flag.IntVar(&cfg.labels.Round, "round", 0, "round `number` for the report")
 	jsonOut := flag.Bool("json", false, "print the report as JSON")
 	table := flag.Bool("table", false, "print the JSON reports named as arguments as a markdown table")
-	order := flag.String("order", "sse_fanout", "with -table: space-separated `systems` to list first, in this order; the ratio row compares the first two")
+	order := flag.String("order", "sse_fanout", "with -table: space-separated `systems` to list first, in this order; the ratio rows compare the first with each other")
 	flag.Parse()
 
 	if *table {

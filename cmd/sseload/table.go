@@ -59,8 +59,8 @@ func printTable(w io.Writer, files []string, order string) error {
 		groups[k] = append(groups[k], r)
 	}
 	sort.Strings(workloads)
-	// The systems named in order come first, in that order; the ratio row
-	// compares the first two.
+	// The systems named in order come first, in that order; the ratio rows
+	// compare the first with each of the others.
 	named := strings.Fields(order)
 	sort.SliceStable(systems, func(i, j int) bool {
 		rank := func(s string) int {
@@ -86,8 +86,8 @@ func printTable(w io.Writer, files []string, order string) error {
 				r.workloadCell(), r.system, r.heldCell(), r.latencyCell(r.p50), r.latencyCell(r.p99), r.latencyCell(r.max),
 				r.cpuCell(), kib(r.rssPerClient), r.originCell(), r.lostCell())
 		}
-		if len(rows) >= 2 {
-			a, b := rows[0], rows[1]
+		for _, b := range rows[min(1, len(rows)):] {
+			a := rows[0]
 			cpu := "—"
 			if !a.idle && !b.idle {
 				cpu = ratio(a.serverPerM+a.originPerM, b.serverPerM+b.originPerM)

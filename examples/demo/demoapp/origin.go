@@ -1,4 +1,4 @@
-package main
+package demoapp
 
 import (
 	"encoding/json"
