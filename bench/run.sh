@@ -291,6 +291,8 @@ done
 	echo
 	echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC'). Machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB," \
 		"$(uname -sr), $(go version | cut -d' ' -f3), load generator on the same machine, loopback."
+	dirty=$(git status --short --untracked-files=no -- '*.go' go.mod | awk '{print $2}' | tr '\n' ' ')
+	echo "Code: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)${dirty:+ with uncommitted changes to: $dirty}"
 	echo "Command: ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP RAMP=$RAMP SCALE=$SCALE" \
 		"WORKLOADS=\"$WORKLOADS\" SYSTEMS=\"$SYSTEMS\" bench/run.sh"
 	echo

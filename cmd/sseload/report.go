@@ -19,10 +19,6 @@ type proc struct {
 	PID  int    `json:"pid"`
 }
 
-// isOrigin reports whether a process is the origin (or publisher), whose
-// cost the report shows apart from the server's.
-func (p proc) isOrigin() bool { return p.Name == "origin" || p.Name == "publisher" }
-
 // procSample is one reading of a process.
 type procSample struct {
 	cpu    time.Duration // user + system time so far
@@ -149,12 +145,16 @@ type report struct {
 	Errors   map[string]int `json:"errors,omitempty"` // a sample of error messages, with counts
 }
 
-// costs sums the measured processes: the server's and the origin's.
-func (r *report) costs() (server, origin procResult) {
+// costs sums the measured processes: the server's, the origin's, and the
+// publisher's.
+func (r *report) costs() (server, origin, publisher procResult) {
 	for _, p := range r.Procs {
 		sum := &server
-		if p.isOrigin() {
+		switch p.Name {
+		case "origin":
 			sum = &origin
+		case "publisher":
+			sum = &publisher
 		}
 		sum.CPUSeconds += p.CPUSeconds
 		sum.CPUPerMillion += p.CPUPerMillion
@@ -162,7 +162,7 @@ func (r *report) costs() (server, origin procResult) {
 		sum.RSSKiB += p.RSSKiB
 		sum.RSSPerClientKiB += p.RSSPerClientKiB
 	}
-	return server, origin
+	return server, origin, publisher
 }
 
 func (r *report) writeText(w io.Writer) {

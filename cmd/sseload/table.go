@@ -26,6 +26,7 @@ type row struct {
 	serverPerM       float64 // seconds per 1M deliveries
 	originCPU        float64
 	originPerM       float64
+	publisherPerM    float64 // a publisher's, not counted in the ratios
 	rssPerClient     float64 // KiB, server only
 	originConns      float64 // NaN: no origin stats
 	publisher        bool    // fed by a publisher, not an origin stream
@@ -105,8 +106,9 @@ func printTable(w io.Writer, files []string, order string) error {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Each cell is the median over the rounds. Latency is from the origin's send stamp to the client's read.")
 	fmt.Fprintln(w, "CPU is the server's user+system time in the window per 1M deliveries, with the origin's (or publisher's) in")
-	fmt.Fprintln(w, "parentheses; the ratio row compares server+origin. RSS per client is the server's growth from before the")
-	fmt.Fprintln(w, "clients connected to the end of the window, divided by the clients held. An idle workload shows its CPU seconds.")
+	fmt.Fprintln(w, "parentheses; the ratio rows compare server+origin, leaving out a publisher. RSS per client is the server's")
+	fmt.Fprintln(w, "growth from before the clients connected to the end of the window, divided by the clients held (origin not")
+	fmt.Fprintln(w, "counted). An idle workload shows its CPU seconds in the window instead.")
 	return nil
 }
 
@@ -135,11 +137,12 @@ func summarize(workload, system string, rs []*report) row {
 	r.max = med(func(x *report) float64 { return x.Latency.Max })
 	r.delivered = med(func(x *report) float64 { return float64(x.Events.Delivered) })
 	r.lost = med(func(x *report) float64 { return float64(x.Events.Lost) })
-	r.serverCPU = med(func(x *report) float64 { s, _ := x.costs(); return s.CPUSeconds })
-	r.serverPerM = med(func(x *report) float64 { s, _ := x.costs(); return s.CPUPerMillion })
-	r.originCPU = med(func(x *report) float64 { _, o := x.costs(); return o.CPUSeconds })
-	r.originPerM = med(func(x *report) float64 { _, o := x.costs(); return o.CPUPerMillion })
-	r.rssPerClient = med(func(x *report) float64 { s, _ := x.costs(); return s.RSSPerClientKiB })
+	r.serverCPU = med(func(x *report) float64 { s, _, _ := x.costs(); return s.CPUSeconds })
+	r.serverPerM = med(func(x *report) float64 { s, _, _ := x.costs(); return s.CPUPerMillion })
+	r.originCPU = med(func(x *report) float64 { _, o, _ := x.costs(); return o.CPUSeconds })
+	r.originPerM = med(func(x *report) float64 { _, o, _ := x.costs(); return o.CPUPerMillion })
+	r.publisherPerM = med(func(x *report) float64 { _, _, p := x.costs(); return p.CPUPerMillion })
+	r.rssPerClient = med(func(x *report) float64 { s, _, _ := x.costs(); return s.RSSPerClientKiB })
 	r.originConns = med(func(x *report) float64 {
 		if v, ok := x.Origin["connections"].(float64); ok {
 			return v
@@ -149,9 +152,11 @@ func summarize(workload, system string, rs []*report) row {
 	r.idle = r.delivered == 0
 	for _, x := range rs {
 		for _, p := range x.Procs {
-			r.publisher = r.publisher || p.Name == "publisher"
-			r.hasOrigin = r.hasOrigin || p.isOrigin()
+			r.hasOrigin = r.hasOrigin || p.Name == "origin"
 		}
+		// A system without an origin stream is fed by a publisher (which
+		// is not measured when there is nothing to publish).
+		r.publisher = r.publisher || x.Origin == nil && !r.hasOrigin
 	}
 	return r
 }
@@ -190,8 +195,11 @@ func (r row) cpuCell() string {
 		return s
 	}
 	s := fmt.Sprintf("%.1f", r.serverPerM)
-	if r.hasOrigin {
+	switch {
+	case r.hasOrigin:
 		s += fmt.Sprintf(" (+%.1f origin)", r.originPerM)
+	case r.publisherPerM > 0:
+		s += fmt.Sprintf(" (+%.1f publisher)", r.publisherPerM)
 	}
 	return s
 }
