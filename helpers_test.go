@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -186,7 +187,28 @@ func startCaddyfile(t *testing.T, sites string) {
 		if err := caddy.Stop(); err != nil {
 			t.Errorf("stopping caddy: %v", err)
 		}
+		waitHandlersDone(t)
 	})
+}
+
+// waitHandlersDone waits until no request is left in our handler: clients
+// that a closing stream or an unloaded config spreads out may linger for a
+// moment after Caddy stops, and the next test must not see them.
+func waitHandlersDone(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if !bytes.Contains(buf[:n], []byte("caddy-sse-fanout.(*Handler).ServeHTTP")) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("requests still in sse_fanout after Caddy stopped:\n%s", buf[:n])
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // testGlobalOptions keeps the tests' Caddy off the admin port, out of the

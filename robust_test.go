@@ -411,6 +411,7 @@ func loadWithAdmin(t *testing.T, adminPort int, sites string) {
 		if err := caddy.Stop(); err != nil {
 			t.Errorf("stopping caddy: %v", err)
 		}
+		waitHandlersDone(t)
 	})
 }
 
@@ -520,4 +521,30 @@ func maxTime(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+func TestReloadWithNewUpstreamClosesTheOldHub(t *testing.T) {
+	oldOrigin, newOrigin := newTestOrigin(t), newTestOrigin(t)
+	port := freePort(t)
+	site := func(upstream string) string {
+		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tsse_fanout %s\n}\n", port, upstream)
+	}
+	startCaddyfile(t, site(oldOrigin.URL()))
+	base := fmt.Sprintf("http://127.0.0.1:%d/switch", port)
+	c := openClient(t, base, nil)
+	oldUp := oldOrigin.nextConn(t)
+
+	loadCaddyfile(t, testGlobalOptions()+site(newOrigin.URL()))
+	oldUp.waitClosed(t) // the old hub is unused, so it is closed
+	c.waitEnded(t)
+	oldKey := (&Handler{Upstream: oldOrigin.URL()}).registryKey(http.Header{})
+	if _, ok := registries.References(oldKey); ok {
+		t.Error("the old registry is still in the pool")
+	}
+	again := openClient(t, base, nil)
+	newUp := newOrigin.nextConn(t)
+	newUp.send("data: from the new origin\n\n")
+	if ev := again.nextData(t); ev.Data != "from the new origin" {
+		t.Fatalf("got %+v", ev)
+	}
 }
