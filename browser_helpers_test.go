@@ -224,16 +224,24 @@ func navigate(t *testing.T, ctx context.Context, url string) {
 }
 
 // waitPage polls the page until the JavaScript expression is truthy, for a
-// bounded time, and fails the test with the page's record otherwise.
+// bounded time, and fails the test with the page's record otherwise. It
+// polls from here rather than with chromedp.Poll, whose promise can hang
+// when it starts while the page is still loading.
 func waitPage(t *testing.T, ctx context.Context, what, expr string) {
 	t.Helper()
-	actx, cancel := context.WithTimeout(ctx, waitTimeout+5*time.Second)
-	defer cancel()
-	_, err := chromedp.Run(actx, chromedp.Poll[chromedp.Void](expr,
-		chromedp.WithPollingInterval(20*time.Millisecond),
-		chromedp.WithPollingTimeout(waitTimeout)))
-	if err != nil {
-		t.Fatalf("waiting for %s (%s): %v\npage record:\n%s", what, expr, err, fmtRecord(pageRecord(t, ctx)))
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		actx, cancel := context.WithTimeout(ctx, waitTimeout)
+		ok, err := chromedp.Run(actx, chromedp.Evaluate[bool]("!!(" + expr + ")"))
+		cancel()
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s (%s): timed out (last error: %v)\npage record:\n%s",
+				what, expr, err, fmtRecord(pageRecord(t, ctx)))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

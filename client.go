@@ -124,6 +124,11 @@ func (c *client) serve(ctx context.Context, w io.Writer, rc *http.ResponseContro
 		case <-c.wakeC:
 		case <-c.done:
 			if c.cause != errSlowClient {
+				// The stream closed: send what it published before that,
+				// then leave at a moment of this client's own.
+				if err := c.writePending(cw); err != nil {
+					return err
+				}
 				spreadOut(ctx)
 			}
 			return c.cause

@@ -77,9 +77,9 @@ func newRegistry(cfg *settings, upstreamLabel string) *registry {
 	return r
 }
 
-// Destruct closes every stream and waits for the goroutines of all streams
-// it ever had. It runs when
-// no loaded config uses the registry any more (caddy.Destructor).
+// Destruct closes every stream and waits for the goroutines of all the
+// streams it ever had. It runs when no loaded config uses the registry any
+// more (caddy.Destructor).
 func (r *registry) Destruct() error {
 	r.mu.Lock()
 	r.closed = true
