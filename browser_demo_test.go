@@ -1,0 +1,144 @@
+package ssefanout
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/sse-fanout/caddy-sse-fanout/examples/demo/demoapp"
+)
+
+// demoSnapshot is what the demo page shows, read in one go.
+type demoSnapshot struct {
+	State             string `json:"state"`
+	StateName         string `json:"stateName"`
+	Messages          string `json:"messages"`
+	Ticks             string `json:"ticks"`
+	LastID            string `json:"lastId"`
+	OriginConnections string `json:"originConnections"`
+	Latency           string `json:"latency"`
+	Items             []struct {
+		Class string `json:"class"`
+		Text  string `json:"text"`
+	} `json:"items"` // newest first
+}
+
+const demoSnapshotJS = `(() => {
+	const text = (id) => document.getElementById(id).textContent;
+	return {
+		state: text("state"),
+		stateName: text("state-name"),
+		messages: text("count-message"),
+		ticks: text("count-tick"),
+		lastId: text("last-id"),
+		originConnections: text("origin-connections"),
+		latency: text("latency"),
+		items: [...document.querySelectorAll("#events li")].map((li) => ({class: li.className, text: li.textContent})),
+	};
+})()`
+
+// demoItem matches one line of the demo page's event list:
+// "<time>  <type>  id=<JSON string>  <data>".
+var demoItem = regexp.MustCompile(`  (message|tick)  id=("(?:[^"\\]|\\.)*")  (.*)$`)
+
+// TestBrowserDemoPage starts the demo (examples/demo) as its command does,
+// with a faster clock, and opens its page in two browsers: each must load,
+// show live events, and count them right, and the origin must still have
+// one connection.
+func TestBrowserDemoPage(t *testing.T) {
+	demo, err := demoapp.Start(demoapp.Options{
+		Listen:       fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		Origin:       "127.0.0.1:0",
+		MessageEvery: 100 * time.Millisecond,
+		TickEvery:    350 * time.Millisecond,
+		GlobalOptions: fmt.Sprintf("storage file_system %s\n\tlog {\n\t\tlevel %s\n\t}",
+			caddyStorage, testLogLevel),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := demo.Close(); err != nil {
+			t.Errorf("stopping the demo: %v", err)
+		}
+	})
+	// Two browsers, each a viewer of its own. (A second tab of one headless
+	// Chromium driven by chromedp does not answer here.)
+	viewers := []context.Context{newBrowser(t), newBrowser(t)}
+	for _, tab := range viewers {
+		navigate(t, tab, demo.PageURL+"/")
+	}
+	for i, tab := range viewers {
+		waitPage(t, tab, "live events on the demo page",
+			`+document.getElementById("count-message").textContent >= 6 && +document.getElementById("count-tick").textContent >= 2`)
+		checkDemoPage(t, fmt.Sprintf("viewer %d", i+1), evalPage[demoSnapshot](t, tab, demoSnapshotJS))
+	}
+	if n := demo.Origin.Connections(); n != 1 {
+		t.Errorf("the origin has %d event-stream connections with two viewers, want 1", n)
+	}
+}
+
+// checkDemoPage checks that a snapshot of the demo page is consistent: its
+// counters count the events it lists, its ids have no gap, and what it
+// shows of the last event and the origin is right.
+func checkDemoPage(t *testing.T, tab string, s demoSnapshot) {
+	t.Helper()
+	if s.State != "1" || s.StateName != "OPEN" {
+		t.Errorf("%s: readyState shown as %s %s, want 1 OPEN", tab, s.State, s.StateName)
+	}
+	if s.OriginConnections != "1" {
+		t.Errorf("%s: origin connections shown as %q, want 1", tab, s.OriginConnections)
+	}
+	if !regexp.MustCompile(`^-?\d+ ms$`).MatchString(s.Latency) {
+		t.Errorf("%s: latency shown as %q", tab, s.Latency)
+	}
+	var messages, ticks []int // ids of the messages, tick numbers; newest first
+	for i, item := range s.Items {
+		m := demoItem.FindStringSubmatch(item.Text)
+		if m == nil || m[1] != item.Class {
+			t.Fatalf("%s: list item %d is %q (class %q)", tab, i, item.Text, item.Class)
+		}
+		var lastEventID string
+		if err := json.Unmarshal([]byte(m[2]), &lastEventID); err != nil {
+			t.Fatalf("%s: list item %q: %v", tab, item.Text, err)
+		}
+		if i == 0 && lastEventID != s.LastID {
+			t.Errorf("%s: last id shown as %q, but the newest event has lastEventId %q", tab, s.LastID, lastEventID)
+		}
+		var payload struct {
+			N                 int    `json:"n"`
+			Stream            string `json:"stream"`
+			OriginConnections int    `json:"origin_connections"`
+		}
+		if err := json.Unmarshal([]byte(m[3]), &payload); err != nil {
+			t.Fatalf("%s: list item %q: data is not JSON: %v", tab, item.Text, err)
+		}
+		if item.Class == "tick" {
+			ticks = append(ticks, payload.N)
+			continue
+		}
+		if strconv.Itoa(payload.N) != lastEventID || payload.Stream != "/events" || payload.OriginConnections != 1 {
+			t.Errorf("%s: message %q: want n = its id, stream /events, one origin connection", tab, item.Text)
+		}
+		messages = append(messages, payload.N)
+	}
+	if len(s.Items) >= 50 {
+		t.Fatalf("%s: the page lists %d events, its maximum: the counters cannot be checked against it", tab, len(s.Items))
+	}
+	if s.Messages != strconv.Itoa(len(messages)) || s.Ticks != strconv.Itoa(len(ticks)) {
+		t.Errorf("%s: counters show %s messages and %s ticks, the page lists %d and %d",
+			tab, s.Messages, s.Ticks, len(messages), len(ticks))
+	}
+	for _, ns := range [][]int{messages, ticks} {
+		for i := 1; i < len(ns); i++ {
+			if ns[i] != ns[i-1]-1 {
+				t.Errorf("%s: a gap or duplicate in the events listed: %v", tab, ns)
+				break
+			}
+		}
+	}
+}
