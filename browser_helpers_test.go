@@ -232,7 +232,7 @@ func waitPage(t *testing.T, ctx context.Context, what, expr string) {
 	deadline := time.Now().Add(waitTimeout)
 	for {
 		actx, cancel := context.WithTimeout(ctx, waitTimeout)
-		ok, err := chromedp.Run(actx, chromedp.Evaluate[bool]("!!(" + expr + ")"))
+		ok, err := chromedp.Run(actx, chromedp.Evaluate[bool]("!!("+expr+")"))
 		cancel()
 		if err == nil && ok {
 			return
