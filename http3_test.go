@@ -1,0 +1,142 @@
+package ssefanout
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+// TestHTTP3ClientReceivesAProxiedStreamIncrementally has a client over
+// QUIC (quic-go's HTTP/3 client) read a stream that Caddy serves over
+// HTTP/3, with its internal CA, on 127.0.0.1. The origin sends each event
+// only once the client has read the one before: a proxy that held events
+// back, or an HTTP/3 response that was not flushed per event, would stall.
+func TestHTTP3ClientReceivesAProxiedStreamIncrementally(t *testing.T) {
+	origin := newTestOrigin(t)
+	probe := newProbe(t, t.Name())
+	port := freePort(t)
+	startWholeCaddyfile(t, tlsGlobalOptions("h1 h2 h3")+fmt.Sprintf(`https://127.0.0.1:%d {
+	bind 127.0.0.1
+	tls internal
+	route {
+		sse_probe %s
+		sse_fanout %s
+	}
+}
+`, port, t.Name(), origin.URL()))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	waitCertificate(t, addr)
+
+	client := &http.Client{Transport: newHTTP3Transport(t)}
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/h3", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatalf("GET over HTTP/3: %v", err)
+	}
+	events := make(chan Event)
+	ended := make(chan error, 1)
+	go func() {
+		p := newParser(resp.Body, 1<<20)
+		for {
+			ev, err := p.next()
+			if err != nil {
+				ended <- err
+				return
+			}
+			if ev.HasData {
+				select {
+				case events <- ev:
+				case <-ctx.Done():
+					ended <- ctx.Err()
+					return
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		resp.Body.Close()
+		select {
+		case <-ended:
+		case <-time.After(waitTimeout):
+			t.Error("the HTTP/3 reader did not end")
+		}
+	})
+
+	if resp.StatusCode != http.StatusOK || resp.Proto != "HTTP/3.0" {
+		t.Fatalf("got %s over %s, want 200 over HTTP/3.0", resp.Status, resp.Proto)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	up := origin.nextConn(t)
+	for i := 1; i <= 10; i++ {
+		sendIDs(up, i, i)
+		select {
+		case ev := <-events:
+			if ev.ID != strconv.Itoa(i) || ev.Data != fmt.Sprintf("event %d", i) {
+				t.Fatalf("got %+v, want event %d", ev, i)
+			}
+		case err := <-ended:
+			t.Fatalf("the stream ended before event %d: %v", i, err)
+		case <-time.After(waitTimeout):
+			t.Fatalf("event %d did not arrive while the stream stayed open", i)
+		}
+	}
+	reqs := probe.requests()
+	if len(reqs) != 1 || reqs[0].Proto != "HTTP/3.0" {
+		t.Errorf("Caddy saw %+v, want one HTTP/3.0 request", reqs)
+	}
+}
+
+// newHTTP3Transport returns a quic-go HTTP/3 client transport that trusts
+// Caddy's internal CA (from the tests' Caddy storage) and sends from a UDP
+// socket on 127.0.0.1. The test's cleanup closes it.
+func newHTTP3Transport(t *testing.T) *http3.Transport {
+	t.Helper()
+	rootPEM, err := os.ReadFile(filepath.Join(caddyStorage, "pki", "authorities", "local", "root.crt"))
+	if err != nil {
+		t.Fatalf("reading Caddy's internal root certificate: %v", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(rootPEM) {
+		t.Fatal("Caddy's internal root certificate does not parse")
+	}
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	qt := &quic.Transport{Conn: udp}
+	tr := &http3.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots},
+		Dial: func(ctx context.Context, addr string, tlsConf *tls.Config, conf *quic.Config) (*quic.Conn, error) {
+			raddr, err := net.ResolveUDPAddr("udp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return qt.DialEarly(ctx, raddr, tlsConf, conf)
+		},
+	}
+	t.Cleanup(func() {
+		tr.Close()
+		qt.Close()
+		udp.Close()
+	})
+	return tr
+}
