@@ -181,7 +181,7 @@ start_nginx() {
 				location = /pub {
 					nchan_publisher http;
 					nchan_channel_id bench;
-					nchan_message_buffer_length 64;
+					nchan_message_buffer_length 1024;
 					nchan_message_timeout 60s;
 				}
 				location /events {
