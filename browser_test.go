@@ -198,7 +198,10 @@ func TestBrowserDoesNotNoticeAnOriginRestart(t *testing.T) {
 	origin.mu.Lock()
 	origin.onRequest = func() {
 		if origin.status.Load() != 0 {
-			refused <- struct{}{}
+			select {
+			case refused <- struct{}{}:
+			default:
+			}
 		}
 	}
 	origin.mu.Unlock()
@@ -354,5 +357,50 @@ func TestBrowserHTTP2StreamsShareOneConnection(t *testing.T) {
 	if len(reqs) != streams || len(addrs) != 1 {
 		t.Errorf("Caddy saw %d stream requests from %d client addresses (%v), want %d from 1: one shared connection",
 			len(reqs), len(addrs), addrs, streams)
+	}
+}
+
+// TestBrowserKeepsThePrimedCursor checks in a real browser what cursor
+// priming relies on: the id-only block the proxy sends a joining client
+// sets the EventSource's last event ID without firing an event, so a
+// browser that is cut before any event resumes from there and loses
+// nothing.
+func TestBrowserKeepsThePrimedCursor(t *testing.T) {
+	origin := newTestOrigin(t)
+	probe := newProbe(t, t.Name())
+	port := freePort(t)
+	site := func(heartbeat string) string {
+		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port,
+			proxySite(t, t.Name(), origin.URL(), "retry 500ms\n\t\t\theartbeat "+heartbeat))
+	}
+	startCaddyfile(t, site("1m"))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	up, _ := startStream(t, origin, base+"/s/primed", 5) // ids 1..5, held in the buffer
+	tab := newBrowser(t)
+	fromBrowser := func(reqs []probeRequest) []probeRequest {
+		var out []probeRequest
+		for _, r := range reqs {
+			if strings.Contains(r.Header.Get("User-Agent"), "Chrome") && r.Status == http.StatusOK {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+
+	navigate(t, tab, recorderURL(base, nil, "/s/primed"))
+	waitPage(t, tab, "the page to open", `window.rec.some((e) => e.kind === "open")`)
+	loadCaddyfile(t, testGlobalOptions()+site("2m")) // cuts the browser before any event
+	waitPage(t, tab, "the cut", `window.rec.some((e) => e.kind === "error")`)
+	reqs := fromBrowser(probe.waitFor(t, "the browser's reconnect", func(reqs []probeRequest) bool {
+		return len(fromBrowser(reqs)) >= 2
+	}))
+	if got := reqs[1].Header.Get("Last-Event-ID"); got != "5" {
+		t.Errorf("the browser reconnected with Last-Event-ID %q, want 5: the primed cursor", got)
+	}
+	sendIDs(up, 6, 8)
+	waitPage(t, tab, "event 8", hasData("event 8"))
+	rec := pageRecord(t, tab)
+	if got := pageIDs(t, rec); !slices.Equal(got, seq(6, 8)) {
+		t.Errorf("the page saw ids %v, want 6..8: nothing before it joined, nothing twice\nrecord:\n%s", got, fmtRecord(rec))
 	}
 }
