@@ -404,3 +404,45 @@ func TestBrowserKeepsThePrimedCursor(t *testing.T) {
 		t.Errorf("the page saw ids %v, want 6..8: nothing before it joined, nothing twice\nrecord:\n%s", got, fmtRecord(rec))
 	}
 }
+
+// TestBrowserFirstCursorByQueryThenHeader opens the page's EventSource with
+// a last_event_id query parameter, the only cursor a browser can give on a
+// first connect. It must get the buffered events after that id; when it is
+// cut, it reconnects to the same URL, stale parameter included, with a
+// newer Last-Event-ID header, which must win: no duplicate.
+func TestBrowserFirstCursorByQueryThenHeader(t *testing.T) {
+	origin := newTestOrigin(t)
+	probe := newProbe(t, t.Name())
+	port := freePort(t)
+	site := func(heartbeat string) string {
+		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port,
+			proxySite(t, t.Name(), origin.URL(), "retry 300ms\n\t\t\theartbeat "+heartbeat))
+	}
+	startCaddyfile(t, site("1m"))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	up, _ := startStream(t, origin, base+"/s/query", 5)
+	tab := newBrowser(t)
+
+	navigate(t, tab, recorderURL(base, nil, "/s/query?last_event_id=3"))
+	waitPage(t, tab, "event 5", hasData("event 5"))
+	loadCaddyfile(t, testGlobalOptions()+site("2m"))
+	waitPage(t, tab, "the cut", `window.rec.some((e) => e.kind === "error")`)
+	sendIDs(up, 6, 8)
+	probe.waitFor(t, "the browser's reconnect", func(reqs []probeRequest) bool {
+		return len(reqs) >= 3 && reqs[len(reqs)-1].Status == http.StatusOK
+	})
+	sendIDs(up, 9, 10)
+	waitPage(t, tab, "event 10", hasData("event 10"))
+
+	rec := pageRecord(t, tab)
+	if got := pageIDs(t, rec); !slices.Equal(got, seq(4, 10)) {
+		t.Errorf("the page saw ids %v, want 4..10 once each\nrecord:\n%s", got, fmtRecord(rec))
+	}
+	last := probe.requests()[2]
+	if last.URI != "/s/query?last_event_id=3" || last.Header.Get("Last-Event-ID") != "5" {
+		t.Errorf("the browser reconnected to %s with Last-Event-ID %q, want the same URL with 5", last.URI, last.Header.Get("Last-Event-ID"))
+	}
+	if n := origin.total.Load(); n != 1 {
+		t.Errorf("the origin saw %d requests, want 1", n)
+	}
+}
