@@ -446,3 +446,61 @@ func TestBrowserFirstCursorByQueryThenHeader(t *testing.T) {
 		t.Errorf("the origin saw %d requests, want 1", n)
 	}
 }
+
+// TestBrowserCatchesUpWhenTheProxyLostItsBuffer reloads to a config with
+// another header_up, which makes a new registry: the proxy starts again
+// with an empty buffer, as after a restart. The browser reconnects with a
+// Last-Event-ID the proxy no longer holds; the proxy must fetch what it
+// missed from the origin (a catch-up request with that id) and splice it
+// onto the new shared stream: no gap, no duplicate in the page.
+func TestBrowserCatchesUpWhenTheProxyLostItsBuffer(t *testing.T) {
+	origin := newTestOrigin(t)
+	probe := newProbe(t, t.Name())
+	port := freePort(t)
+	site := func(generation int) string {
+		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port,
+			proxySite(t, t.Name(), origin.URL(), fmt.Sprintf("retry 300ms\n\t\t\theader_up X-Generation %d", generation)))
+	}
+	startCaddyfile(t, site(1))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	tab := newBrowser(t)
+
+	navigate(t, tab, recorderURL(base, nil, "/s/catchup"))
+	probe.waitAnswered(t, 1)
+	first := origin.nextConn(t)
+	sendIDs(first, 1, 10)
+	waitPage(t, tab, "event 10", hasData("event 10"))
+
+	loadCaddyfile(t, testGlobalOptions()+site(2))
+	first.waitClosed(t) // the old registry went, and its upstream connection
+	reqs := probe.waitAnswered(t, 2)
+	if got := reqs[1].Header.Get("Last-Event-ID"); got != "10" {
+		t.Fatalf("the browser reconnected with Last-Event-ID %q, want 10", got)
+	}
+	// The new stream's own upstream connection, and the catch-up request.
+	var shared, catchUp *originConn
+	for range 2 {
+		c := origin.nextConn(t)
+		if c.header.Get("Last-Event-ID") == "10" {
+			catchUp = c
+		} else {
+			shared = c
+		}
+	}
+	if shared == nil || catchUp == nil {
+		t.Fatal("want one upstream connection without Last-Event-ID and one catch-up with Last-Event-ID 10")
+	}
+	// The origin has moved on: the shared stream starts at 14.
+	witness := openClient(t, base+"/s/catchup", nil)
+	sendIDs(shared, 14, 16)
+	witness.expectIDs(t, 14, 16)
+	sendIDs(catchUp, 11, 16) // meets the shared stream at 14
+	waitPage(t, tab, "event 16", hasData("event 16"))
+	sendIDs(shared, 17, 20)
+	waitPage(t, tab, "event 20", hasData("event 20"))
+
+	rec := pageRecord(t, tab)
+	if got := pageIDs(t, rec); !slices.Equal(got, seq(1, 20)) {
+		t.Errorf("the page saw ids %v, want 1..20 once each\nrecord:\n%s", got, fmtRecord(rec))
+	}
+}
