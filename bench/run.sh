@@ -253,11 +253,17 @@ run_one() { # workload system round
 		;;
 	esac
 
+	# In the background, so that a signal to this script is handled at once
+	# rather than after the run.
 	"$BIN/sseload" -url "$url" -clients "$clients" -ramp "$RAMP" \
 		-duration "$DURATION" -warmup "$WARMUP" -pid "$pids" \
 		${stats:+-origin-stats "$stats"} \
-		-workload "$wl" -system "$sys" -round "$round" -json >"$result" 2>>"$OUT/sseload.log" ||
+		-workload "$wl" -system "$sys" -round "$round" -json >"$result" 2>>"$OUT/sseload.log" &
+	local load_pid=$!
+	started+=("$load_pid")
+	if ! wait "$load_pid"; then
 		echo "sseload failed for $wl $sys round $round (see $OUT/sseload.log)" >&2
+	fi
 	"$BIN/sseload" -table "$result" | sed -n 3p
 
 	for pid in "${started[@]+"${started[@]}"}"; do
