@@ -504,3 +504,75 @@ func TestBrowserCatchesUpWhenTheProxyLostItsBuffer(t *testing.T) {
 		t.Errorf("the page saw ids %v, want 1..20 once each\nrecord:\n%s", got, fmtRecord(rec))
 	}
 }
+
+// TestBrowserHTTP2StreamsResumeAfterAReload cuts twelve EventSources that
+// share one HTTP/2 connection with a config reload: every one must come
+// back by itself with its Last-Event-ID, again over one HTTP/2
+// connection, and get the event it missed from the buffer.
+func TestBrowserHTTP2StreamsResumeAfterAReload(t *testing.T) {
+	const streams = 12
+	origin := newTestOrigin(t)
+	probe := newProbe(t, t.Name())
+	port := freePort(t)
+	caddyfile := func(heartbeat string) string {
+		return tlsGlobalOptions("h1 h2") + fmt.Sprintf("https://127.0.0.1:%d {\n\tbind 127.0.0.1\n\ttls internal\n\t%s\n}\n",
+			port, proxySite(t, t.Name(), origin.URL(), "retry 300ms\n\t\t\theartbeat "+heartbeat))
+	}
+	startWholeCaddyfile(t, caddyfile("1m"))
+	base := fmt.Sprintf("https://127.0.0.1:%d", port)
+	waitCertificate(t, fmt.Sprintf("127.0.0.1:%d", port))
+	tab := newBrowser(t, chromedp.Flag("ignore-certificate-errors", true))
+
+	srcs := make([]string, streams)
+	for i := range srcs {
+		srcs[i] = fmt.Sprintf("/s/h2reload?stream=%d", i)
+	}
+	countMessages := func(n int) string {
+		return fmt.Sprintf(`window.rec.filter((e) => e.kind === "message").length === %d`, n)
+	}
+	navigate(t, tab, recorderURL(base, nil, srcs...))
+	ups := make([]*originConn, streams)
+	for i := range ups {
+		ups[i] = origin.nextConn(t)
+		sendIDs(ups[i], 1, 1)
+	}
+	waitPage(t, tab, "event 1 on every stream", countMessages(streams))
+
+	loadCaddyfile(t, caddyfile("2m"))
+	waitPage(t, tab, "every stream cut", fmt.Sprintf(`window.rec.filter((e) => e.kind === "error").length === %d`, streams))
+	for _, up := range ups {
+		sendIDs(up, 2, 2) // while the page is away
+	}
+	reqs := probe.waitFor(t, "every stream's reconnect", func(reqs []probeRequest) bool {
+		return countAnswered(reqs, http.StatusOK) == 2*streams
+	})
+	for _, up := range ups {
+		sendIDs(up, 3, 3)
+	}
+	waitPage(t, tab, "events 2 and 3 on every stream", countMessages(3*streams))
+
+	addrs := make(map[string]int)
+	for _, r := range reqs[streams:] {
+		addrs[r.RemoteAddr]++
+		if r.Proto != "HTTP/2.0" || r.Header.Get("Last-Event-ID") != "1" {
+			t.Errorf("%s reconnected over %s with Last-Event-ID %q, want HTTP/2.0 and 1", r.URI, r.Proto, r.Header.Get("Last-Event-ID"))
+		}
+	}
+	if len(addrs) != 1 {
+		t.Errorf("the reconnects came from %d client addresses (%v), want 1", len(addrs), addrs)
+	}
+	rec := pageRecord(t, tab)
+	perStream := make(map[int][]int)
+	for _, e := range fired(rec) {
+		n, err := strconv.Atoi(deref(e.LastEventID))
+		if err != nil || deref(e.Data) != fmt.Sprintf("event %d", n) {
+			t.Fatalf("unexpected event %s", e)
+		}
+		perStream[e.Src] = append(perStream[e.Src], n)
+	}
+	for i := range streams {
+		if !slices.Equal(perStream[i], seq(1, 3)) {
+			t.Errorf("EventSource %d saw ids %v, want 1..3 once each", i, perStream[i])
+		}
+	}
+}
