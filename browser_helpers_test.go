@@ -266,6 +266,7 @@ type pageEntry struct {
 	Data        *string `json:"data"`
 	LastEventID *string `json:"lastEventId"`
 	ReadyState  int     `json:"readyState"`
+	T           float64 `json:"t"` // when, in ms since the page loaded; not part of String
 }
 
 func (e pageEntry) String() string {

@@ -169,7 +169,23 @@ func TestBrowserResumesAfterAReloadCutsIt(t *testing.T) {
 		t.Errorf("the page saw ids %v, want 1..30 once each\nrecord:\n%s", got, fmtRecord(rec))
 	}
 	if opens, errs := countKind(rec, "open"), countKind(rec, "error"); opens != 2 || errs != 1 {
-		t.Errorf("the page saw %d open and %d error events, want 2 and 1 (one cut, one reconnect)\nrecord:\n%s", opens, errs, fmtRecord(rec))
+		t.Fatalf("the page saw %d open and %d error events, want 2 and 1 (one cut, one reconnect)\nrecord:\n%s", opens, errs, fmtRecord(rec))
+	}
+	// The browser waited the configured retry (500ms), not its default (3s
+	// in Chromium), before it came back.
+	var cutAt, backAt float64
+	for _, e := range rec {
+		switch {
+		case e.Kind == "error":
+			cutAt = e.T
+		case e.Kind == "open" && cutAt > 0:
+			backAt = e.T
+		}
+	}
+	gap := backAt - cutAt
+	t.Logf("the browser came back %.0fms after the cut", gap)
+	if gap < 450 || gap > 2900 {
+		t.Errorf("the browser came back %.0fms after the cut, want about the configured retry, 500ms", gap)
 	}
 	if n := origin.total.Load(); n != 1 {
 		t.Errorf("the origin saw %d requests, want 1: the reload keeps the stream", n)
