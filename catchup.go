@@ -105,11 +105,8 @@ func (c *client) relay(ctx context.Context, cw *clientWriter, lastSent *string) 
 		if !ev.HasData && !ev.HasID && ev.Type == "" {
 			continue // retry only: the client's retry comes from the stream
 		}
-		cw.armed = false
 		cw.write(appendEvent(nil, &ev, true))
-		if cw.err == nil {
-			cw.err = cw.rc.Flush()
-		}
+		cw.flush()
 		if cw.err != nil {
 			return false, relayed, cw.err
 		}

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
 
@@ -66,6 +67,22 @@ func newClient(s *stream) *client {
 	return c
 }
 
+// ownDeadlines reports whether the client's writes need deadlines of our
+// own: not when Caddy's write_idle_timeout (1 minute by default) already
+// bounds every write and flush of the response, which is cheaper.
+func ownDeadlines(w http.ResponseWriter) bool {
+	for {
+		if _, ok := w.(*caddyhttp.IdleTimeoutWriter); ok {
+			return false
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return true
+		}
+		w = u.Unwrap()
+	}
+}
+
 // wake tells the client's writer there may be something to send. It never
 // blocks: a writer that is busy finds the token when it comes back.
 func (c *client) wake() {
@@ -88,7 +105,7 @@ type clientWriter struct {
 	w            io.Writer
 	rc           *http.ResponseController
 	writeTimeout time.Duration
-	deadlines    bool  // the writer supports write deadlines
+	deadlines    bool  // set write deadlines of our own (see ownDeadlines)
 	armed        bool  // the deadline for the current batch is set
 	sentRetry    int64 // the last retry time written; -1 before any
 	keepalives   uint64
@@ -99,16 +116,15 @@ type clientWriter struct {
 // serve writes to w until the client goes away (ctx), the hub cuts it, the
 // handler is unloaded (stop), or a write fails. The response headers must
 // already be sent.
-func (c *client) serve(ctx context.Context, w io.Writer, rc *http.ResponseController, stop <-chan struct{}) error {
+func (c *client) serve(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, stop <-chan struct{}) error {
 	cw := &clientWriter{
 		w:            w,
 		rc:           rc,
 		writeTimeout: c.s.reg.settings.Load().writeTimeout,
-		deadlines:    true,
+		deadlines:    ownDeadlines(w),
 		sentRetry:    -1,
 		keepalives:   c.s.keepalives.Load(),
 	}
-	defer cw.clearDeadline()
 	if c.catchUpID != "" {
 		c.catchUp(ctx, cw, stop)
 	}
@@ -169,7 +185,6 @@ func (c *client) writePending(cw *clientWriter) error {
 		c.s.reg.metrics.slowClientDrops.Inc()
 		return errSlowClient
 	}
-	cw.armed = false
 	wrote := false
 	retry := c.retry
 	if retry < 0 {
@@ -211,8 +226,8 @@ func (c *client) writePending(cw *clientWriter) error {
 			wrote = true
 		}
 	}
-	if wrote && cw.err == nil {
-		cw.err = cw.rc.Flush()
+	if wrote {
+		cw.flush()
 	}
 	return cw.err
 }
@@ -236,33 +251,38 @@ func (c *client) announceStale(cw *clientWriter) {
 	if name == "" {
 		return
 	}
-	cw.armed = false
 	cw.write(appendEvent(nil, &Event{Type: name, Data: c.staleID, HasData: true}, false))
-	if cw.err == nil {
-		cw.err = cw.rc.Flush()
-	}
+	cw.flush()
 }
 
-// write writes b, keeping only the first error. The first write of a batch
-// sets the deadline that the whole batch, flush included, must meet.
+// write writes b as part of the current batch, keeping only the first
+// error. The first write of a batch sets the deadline that the whole batch,
+// flush included, must meet.
 func (cw *clientWriter) write(b []byte) {
 	if cw.err != nil {
 		return
 	}
-	if !cw.armed && cw.deadlines && cw.writeTimeout > 0 {
+	if !cw.armed && cw.deadlines {
 		err := cw.rc.SetWriteDeadline(time.Now().Add(cw.writeTimeout))
 		if errors.Is(err, http.ErrNotSupported) {
 			cw.deadlines = false
 		}
-		cw.armed = true
+		cw.armed = err == nil
 	}
 	_, cw.err = cw.w.Write(b)
 }
 
-// clearDeadline removes the write deadline so that it does not outlive this
-// response on a kept-alive connection.
-func (cw *clientWriter) clearDeadline() {
-	if cw.deadlines && cw.writeTimeout > 0 {
-		_ = cw.rc.SetWriteDeadline(time.Time{})
+// flush ends the batch: it flushes, then lifts the deadline, since on
+// HTTP/2 a deadline left armed resets the stream when it fires even with no
+// write in flight, and on HTTP/1 it would outlive the response.
+func (cw *clientWriter) flush() {
+	if cw.err == nil {
+		cw.err = cw.rc.Flush()
+	}
+	if cw.armed {
+		cw.armed = false
+		if err := cw.rc.SetWriteDeadline(time.Time{}); err != nil && cw.err == nil {
+			cw.err = err
+		}
 	}
 }

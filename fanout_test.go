@@ -3,10 +3,12 @@ package ssefanout
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
 
@@ -400,4 +402,16 @@ func TestSlowClientIsCutOthersKeepGoing(t *testing.T) {
 func testSettings() *settings {
 	h := &Handler{logger: zap.NewNop()}
 	return h.settings()
+}
+
+func TestOwnDeadlinesOnlyWithoutCaddysIdleWriter(t *testing.T) {
+	plain := httptest.NewRecorder()
+	if !ownDeadlines(plain) {
+		t.Error("a plain writer needs deadlines of our own")
+	}
+	idle := &caddyhttp.IdleTimeoutWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: plain}}
+	wrapped := &caddyhttp.ResponseWriterWrapper{ResponseWriter: idle}
+	if ownDeadlines(wrapped) {
+		t.Error("Caddy's write_idle_timeout writer already bounds every write")
+	}
 }
