@@ -1,5 +1,7 @@
 package ssefanout
 
+import "strings"
+
 // frame is one encoded block, shared by the replay buffer and every client
 // that is sent it. Nobody modifies a frame once it is published.
 type frame struct {
@@ -78,10 +80,19 @@ func (r *ring) appendAfter(dst []*frame, seq uint64) ([]*frame, bool) {
 // findID returns the seq of the newest frame, among the newest window
 // frames, whose last event ID is id, and reports whether there is one. A
 // client that sent id as its Last-Event-ID resumes after that frame.
+//
+// HTTP trims spaces and tabs around a header value, so a Last-Event-ID
+// header cannot carry an id that begins or ends with one: when no id
+// matches exactly, an id that matches once trimmed does.
 func (r *ring) findID(id string, window int) (uint64, bool) {
-	for n := r.head; n >= r.tail && n > 0 && r.head-n < uint64(window); n-- {
-		if f := r.get(n); f != nil && f.id == id {
-			return n, true
+	for _, same := range []func(string) bool{
+		func(have string) bool { return have == id },
+		func(have string) bool { return strings.Trim(have, " \t") == id },
+	} {
+		for n := r.head; n >= r.tail && n > 0 && r.head-n < uint64(window); n-- {
+			if f := r.get(n); f != nil && same(f.id) {
+				return n, true
+			}
 		}
 	}
 	return 0, false
