@@ -61,7 +61,7 @@ func (c *client) catchUp(ctx context.Context, cw *clientWriter, stop <-chan stru
 	s.mu.Lock()
 	c.catchingUp = false
 	c.joinedAt = s.ring.head
-	seq, ok := s.ring.findSetter(lastSent)
+	seq, ok := s.ring.findSetter(lastSent, s.reg.settings.Load().spliceWindow())
 	if ok {
 		c.cursor.Store(seq)
 	} else {
@@ -122,7 +122,7 @@ func (c *client) spliceBefore(id string) bool {
 	s := c.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	seq, ok := s.ring.findSetter(id)
+	seq, ok := s.ring.findSetter(id, s.reg.settings.Load().spliceWindow())
 	if ok {
 		c.cursor.Store(seq - 1)
 		c.joinedAt = s.ring.head

@@ -44,10 +44,18 @@ type settings struct {
 	logger       *zap.Logger
 }
 
-// ringCapacity is how many frames a stream keeps: enough for replay and for
-// the most a client may fall behind.
+// ringCapacity is how many frames a stream keeps: a client placed as far
+// back as spliceWindow must still find its frames after client_queue more
+// are published, since only then does it count as behind and get cut.
 func (cfg *settings) ringCapacity() int {
-	return max(cfg.buffer, cfg.clientQueue, 1)
+	return cfg.spliceWindow() + cfg.clientQueue
+}
+
+// spliceWindow is how far back in the ring a client may be placed: by its
+// Last-Event-ID (at most buffer frames back) or where a catch-up meets the
+// shared stream.
+func (cfg *settings) spliceWindow() int {
+	return max(cfg.buffer, 1)
 }
 
 // registry maps stream keys to live streams. It owns the upstream HTTP

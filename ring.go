@@ -98,10 +98,11 @@ func (r *ring) findID(id string, window int) (uint64, bool) {
 	return 0, false
 }
 
-// findSetter returns the seq of the newest frame whose own id field set the
-// last event ID to id, and reports whether there is one.
-func (r *ring) findSetter(id string) (uint64, bool) {
-	for n := r.head; n >= r.tail && n > 0; n-- {
+// findSetter returns the seq of the newest frame, among the newest window
+// frames, whose own id field set the last event ID to id, and reports
+// whether there is one.
+func (r *ring) findSetter(id string, window int) (uint64, bool) {
+	for n := r.head; n >= r.tail && n > 0 && r.head-n < uint64(window); n-- {
 		if f := r.get(n); f != nil && f.setsID && f.id == id {
 			return n, true
 		}

@@ -178,7 +178,7 @@ func (s *stream) readOnce(ctx context.Context) (delivered bool, err error) {
 func (s *stream) holds(id string) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	_, ok := s.ring.findSetter(id)
+	_, ok := s.ring.findSetter(id, len(s.ring.slots))
 	return ok
 }
 
