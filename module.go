@@ -256,7 +256,8 @@ func (h *Handler) settings() *settings {
 // checkHeaderPlaceholders refuses a header_up value with a per-request
 // placeholder that the key does not hold: all clients of a stream share its
 // upstream connection, so a value that differs between them would send one
-// client's header (say, its credentials) on behalf of the others.
+// client's header (say, its credentials) on behalf of the others. It also
+// records whether any value has such a placeholder, to be filled per request.
 func (h *Handler) checkHeaderPlaceholders(headerUp http.Header) error {
 	for name, values := range headerUp {
 		for _, v := range values {
