@@ -109,8 +109,10 @@ type clientWriter struct {
 	armed        bool  // the deadline for the current batch is set
 	sentRetry    int64 // the last retry time written; -1 before any
 	keepalives   uint64
-	batch        []*frame
-	err          error // the first write error
+	batch        []*frame // the frames of the current batch
+	out          []byte   // the bytes of the current batch
+	scratch      [32]byte // room for a retry line
+	err          error    // the first write error
 }
 
 // serve writes to w until the client goes away (ctx), the hub cuts it, the
@@ -194,7 +196,7 @@ func (c *client) writePending(cw *clientWriter) error {
 		retry = int64(float64(retry) * c.retryFactor)
 	}
 	if retry >= 0 && retry != cw.sentRetry {
-		cw.write(appendRetry(nil, retry))
+		cw.write(appendRetry(cw.scratch[:0], retry))
 		cw.sentRetry = retry
 		wrote = true
 	}
@@ -255,11 +257,30 @@ func (c *client) announceStale(cw *clientWriter) {
 	cw.flush()
 }
 
-// write writes b as part of the current batch, keeping only the first
-// error. The first write of a batch sets the deadline that the whole batch,
-// flush included, must meet.
+// maxBatchWrite bounds how much of a batch is gathered before it is written,
+// so that a long replay does not gather the whole buffer in a copy.
+const maxBatchWrite = 64 << 10
+
+// maxKeptBatchBuffer is the largest batch buffer a client keeps between
+// batches; a live event or a few fit.
+const maxKeptBatchBuffer = 4 << 10
+
+// write adds b to the current batch, keeping only the first error. A batch
+// goes out in one write (or one per maxBatchWrite) when it is flushed.
 func (cw *clientWriter) write(b []byte) {
 	if cw.err != nil {
+		return
+	}
+	cw.out = append(cw.out, b...)
+	if len(cw.out) >= maxBatchWrite {
+		cw.writeOut()
+	}
+}
+
+// writeOut writes what the batch gathered. Its first write sets the
+// deadline that the whole batch, flush included, must meet.
+func (cw *clientWriter) writeOut() {
+	if cw.err != nil || len(cw.out) == 0 {
 		return
 	}
 	if !cw.armed && cw.deadlines {
@@ -269,13 +290,15 @@ func (cw *clientWriter) write(b []byte) {
 		}
 		cw.armed = err == nil
 	}
-	_, cw.err = cw.w.Write(b)
+	_, cw.err = cw.w.Write(cw.out)
+	cw.out = cw.out[:0]
 }
 
-// flush ends the batch: it flushes, then lifts the deadline, since on
-// HTTP/2 a deadline left armed resets the stream when it fires even with no
-// write in flight, and on HTTP/1 it would outlive the response.
+// flush ends the batch: it writes and flushes it, then lifts the deadline,
+// since on HTTP/2 a deadline left armed resets the stream when it fires
+// even with no write in flight, and on HTTP/1 it would outlive the response.
 func (cw *clientWriter) flush() {
+	cw.writeOut()
 	if cw.err == nil {
 		cw.err = cw.rc.Flush()
 	}
@@ -284,5 +307,8 @@ func (cw *clientWriter) flush() {
 		if err := cw.rc.SetWriteDeadline(time.Time{}); err != nil && cw.err == nil {
 			cw.err = err
 		}
+	}
+	if cap(cw.out) > maxKeptBatchBuffer {
+		cw.out = nil // a replay's buffer is not worth keeping per client
 	}
 }
