@@ -130,6 +130,9 @@ func (r *registry) join(sr streamRequest) (*stream, *client, error) {
 			return nil, nil, errTooManyStreams
 		}
 		s = newStream(r, key, sr.upstreamURL, sr.headerUp)
+		if sr.hasLastEventID {
+			s.resumeAfter(sr.lastEventID)
+		}
 		r.streams[key] = s
 		r.metrics.streams.Inc()
 		s.start()
@@ -287,6 +290,17 @@ func newStream(r *registry, key, upstreamURL string, headerUp http.Header) *stre
 	}
 	s.originRetry.Store(-1)
 	return s
+}
+
+// resumeAfter makes a new stream begin where its first client left off:
+// its upstream connection asks the origin for the events after id, and a
+// client with that cursor replays them from the buffer. After a restart,
+// when every browser comes back with about the same cursor, this spares
+// the origin one catch-up request per client. It must be called before
+// start.
+func (s *stream) resumeAfter(id string) {
+	s.lastID, s.hasLastID = id, true
+	s.ring.baseID, s.ring.hasBase = id, true
 }
 
 // start runs the stream's upstream reader and heartbeat.

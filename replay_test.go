@@ -323,3 +323,33 @@ http://127.0.0.1:%d {
 		t.Fatalf("origin saw %d requests, want 2 (one per node)", n)
 	}
 }
+
+func TestFreshStreamResumesFromTheFirstClientsCursor(t *testing.T) {
+	origin := newTestOrigin(t)
+	base := startCaddy(t, "sse_fanout "+origin.URL())
+
+	// As after a restart: the first client of a stream the proxy has never
+	// seen comes back with its cursor.
+	first := openClient(t, base+"/restart", lastEventID("40"))
+	up := origin.nextConn(t)
+	if got := up.header.Get("Last-Event-ID"); got != "40" {
+		t.Fatalf("the stream's upstream asked with Last-Event-ID %q, want 40", got)
+	}
+	sendIDs(up, 41, 45)
+	first.expectIDs(t, 41, 45)
+
+	// Others with the same or a later cursor replay from the buffer.
+	same := openClient(t, base+"/restart", lastEventID("40"))
+	same.expectIDs(t, 41, 45)
+	later := openClient(t, base+"/restart", lastEventID("43"))
+	later.expectIDs(t, 44, 45)
+	fresh := openClient(t, base+"/restart", nil)
+	sendIDs(up, 46, 46)
+	for _, c := range []*testClient{first, same, later, fresh} {
+		c.expectIDs(t, 46, 46)
+	}
+	origin.noNewConn(t)
+	if n := origin.total.Load(); n != 1 {
+		t.Fatalf("origin saw %d requests, want 1: no catch-ups", n)
+	}
+}

@@ -23,6 +23,12 @@ type ring struct {
 	tail     uint64   // seq of the oldest frame held; head+1 when empty
 	size     int      // bytes held
 	maxBytes int      // evict the oldest while size exceeds this (0: no byte bound)
+
+	// baseID is the last event ID before the first frame, when the stream
+	// began by resuming after it (hasBase): a client with that cursor
+	// resumes at the very start, as long as nothing has been evicted.
+	baseID  string
+	hasBase bool
 }
 
 // newRing returns a ring that holds at most count frames (at least one) and,
@@ -93,6 +99,9 @@ func (r *ring) findID(id string, window int) (uint64, bool) {
 			if f := r.get(n); f != nil && same(f.id) {
 				return n, true
 			}
+		}
+		if r.hasBase && r.tail == 1 && r.head < uint64(window) && same(r.baseID) {
+			return 0, true
 		}
 	}
 	return 0, false
