@@ -54,6 +54,7 @@ func (c *client) catchUp(ctx context.Context, cw *clientWriter, stop <-chan stru
 	if cw.err != nil {
 		return // the client is gone
 	}
+	quiet := errors.Is(context.Cause(ctx), context.Canceled) // the client is leaving anyway
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = context.Cause(ctx)
 	}
@@ -68,8 +69,8 @@ func (c *client) catchUp(ctx context.Context, cw *clientWriter, stop <-chan stru
 		c.cursor.Store(s.ring.head)
 	}
 	s.mu.Unlock()
-	if ok {
-		return // the last relayed event is in the buffer: no gap
+	if ok || quiet {
+		return // no gap, or nobody to tell
 	}
 	s.logger.Warn("catch-up could not serve the client's cursor; sending live events",
 		zap.String("last_event_id", c.catchUpID),
