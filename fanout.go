@@ -163,18 +163,18 @@ func (s *stream) placeLocked(c *client, cfg *settings, lastEventID string, hasLa
 	c.joinedAt = s.ring.head
 	if hasLastEventID {
 		seq, ok := s.ring.findID(lastEventID, cfg.buffer)
-		if ok {
+		switch {
+		case ok:
 			s.reg.metrics.replayHits.Inc()
 			c.cursor.Store(seq)
-		} else {
+		case cfg.catchUp:
 			s.reg.metrics.replayMisses.Inc()
-		}
-		if !ok && cfg.catchUp {
 			s.reg.metrics.catchUps.Inc()
 			c.catchUpID = lastEventID
 			c.catchingUp = true
 			return // the catch-up ends with frames that carry ids
-		} else if !ok {
+		default:
+			s.reg.metrics.replayMisses.Inc()
 			c.staleID, c.stale = lastEventID, true
 		}
 	}
@@ -366,7 +366,8 @@ func (s *stream) publishEvent(ev *Event) {
 			return
 		}
 	}
-	// Only the upstream reader writes hasLastID, so it may read it unlocked.
+	// Only the upstream reader writes hasLastID once the stream has
+	// started (resumeAfter sets it before), so it may read it unlocked.
 	withID := ev.HasID || s.hasLastID
 	s.publish(&frame{id: ev.ID, setsID: ev.HasID, bytes: appendEvent(nil, ev, withID)})
 	s.reg.metrics.eventsReceived.Inc()
