@@ -1,0 +1,87 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sseorigin"
+)
+
+// publish POSTs each event's data (what the served stream has after
+// "data: ") to target until ctx ends. The POSTs are pipelined on one
+// keep-alive connection: each is sent on time without waiting for the
+// answer to the one before, and the server handles them in order, so a
+// busy server cannot slow the publishing rate down (a request-response
+// loop would publish fewer events exactly when the server is loaded).
+// Answers are read, and failures logged, as they come. It stops early,
+// with the error, if the connection fails.
+func (c clock) publish(ctx context.Context, target string) error {
+	u, err := url.Parse(target)
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		return fmt.Errorf("-publish needs an http:// URL, got %q", target)
+	}
+	conn, err := (&net.Dialer{Timeout: 10 * time.Second}).DialContext(ctx, "tcp", u.Host)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	go func() {
+		<-ctx.Done()
+		conn.Close()
+	}()
+	readErr := make(chan error, 1)
+	go func() { readErr <- readAnswers(conn) }()
+
+	fmt.Printf("sseorigin: publishing to %s at %g events/s of %d bytes\n", target, c.rate, c.size)
+	head := "POST " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host + "\r\nContent-Type: text/plain\r\nContent-Length: "
+	clockCtx, stopClock := context.WithCancel(ctx)
+	defer stopClock()
+	var failed error
+	var req []byte
+	c.run(clockCtx, func(ev *sseorigin.Stamped) {
+		select {
+		case failed = <-readErr:
+			stopClock()
+			return
+		default:
+		}
+		data := ev.Data()
+		req = append(req[:0], head...)
+		req = strconv.AppendInt(req, int64(len(data)), 10)
+		req = append(req, "\r\n\r\n"...)
+		req = append(req, data...)
+		if _, err := conn.Write(req); err != nil {
+			failed = err
+			stopClock()
+		}
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
+	return failed
+}
+
+// readAnswers reads the server's answers to the pipelined POSTs until the
+// connection fails or closes, and logs those that are not a success.
+func readAnswers(conn net.Conn) error {
+	br := bufio.NewReader(conn)
+	for {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			log.Printf("sseorigin: publishing: %s", resp.Status)
+		}
+	}
+}
