@@ -41,10 +41,11 @@ type streamStatus struct {
 	Key             string     `json:"key"`          // the stream key: path and query, and the key template's value
 	UpstreamURL     string     `json:"upstream_url"` // where the stream reads
 	Clients         int        `json:"clients"`
-	Buffered        int        `json:"buffered"`       // events held
-	BufferedBytes   int        `json:"buffered_bytes"` // bytes held
-	FirstID         string     `json:"first_id"`       // last event ID of the oldest event held
-	LastID          string     `json:"last_id"`        // the stream's last event ID
+	DetachedClients int        `json:"detached_clients"` // of Clients, those a shared writer serves
+	Buffered        int        `json:"buffered"`         // events held
+	BufferedBytes   int        `json:"buffered_bytes"`   // bytes held
+	FirstID         string     `json:"first_id"`         // last event ID of the oldest event held
+	LastID          string     `json:"last_id"`          // the stream's last event ID
 	EventsReceived  uint64     `json:"events_received"`
 	UpstreamState   string     `json:"upstream_state"` // connecting, connected, backoff or stopped
 	UpstreamError   string     `json:"upstream_error,omitempty"`
@@ -100,7 +101,8 @@ func (s *stream) status() streamStatus {
 		Upstream:        s.reg.upstreamLabel,
 		Key:             s.key,
 		UpstreamURL:     s.upstreamURL,
-		Clients:         len(s.clients),
+		Clients:         len(s.clients) + s.detached,
+		DetachedClients: s.detached,
 		BufferedBytes:   s.ring.size,
 		LastID:          s.lastID,
 		EventsReceived:  s.received,

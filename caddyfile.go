@@ -37,6 +37,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    max_event_size <size>
 //	    catch_up       on|off
 //	    prime_cursor   on|off
+//	    detach         on|off
 //	    stale_event    <name>
 //	    key            <template>
 //	    key_ignore_query <names...>
@@ -116,15 +117,18 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.MaxEventSize = n
-		case "catch_up", "prime_cursor":
+		case "catch_up", "prime_cursor", "detach":
 			on, err := onOffArg(d, sub)
 			if err != nil {
 				return err
 			}
-			if sub == "catch_up" {
+			switch sub {
+			case "catch_up":
 				h.CatchUp = &on
-			} else {
+			case "prime_cursor":
 				h.PrimeCursor = &on
+			default:
+				h.Detach = &on
 			}
 		case "key":
 			if !d.AllArgs(&h.Key) {

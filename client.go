@@ -49,6 +49,17 @@ type client struct {
 	// the stream neither wakes nor cuts it then. The stream's mu guards it.
 	joinedAt   uint64
 	catchingUp bool
+
+	// What the client was last sent, kept for whichever writer serves it
+	// (its request goroutine, then maybe a shared writer, see detach.go).
+	sentRetry  int64  // the last retry time written; -1 before any
+	keepalives uint64 // the stream's keepalive rounds when it was last sent something
+
+	// Set when the client is detached from its request (see detach.go).
+	stop       <-chan struct{} // the handler's: closed when its config is unloaded
+	conn       *detachedConn   // the taken-over connection; nil while in the request
+	shard      *writerShard    // the shared writer that serves it; nil while in the request
+	shardIndex int             // its index in its shard's clients; the shard's mu guards it
 }
 
 func newClient(s *stream) *client {
@@ -59,6 +70,8 @@ func newClient(s *stream) *client {
 		done:        make(chan struct{}),
 		retry:       cfg.retry,
 		retryFactor: 1,
+		sentRetry:   -1,
+		keepalives:  s.keepalives.Load(),
 	}
 	if cfg.retryJitter > 0 {
 		spread := float64(cfg.retryJitter) / 100
@@ -105,34 +118,42 @@ type clientWriter struct {
 	w            io.Writer
 	rc           *http.ResponseController
 	writeTimeout time.Duration
-	deadlines    bool  // set write deadlines of our own (see ownDeadlines)
-	armed        bool  // the deadline for the current batch is set
-	sentRetry    int64 // the last retry time written; -1 before any
-	keepalives   uint64
+	deadlines    bool     // set write deadlines of our own (see ownDeadlines)
+	armed        bool     // the deadline for the current batch is set
 	batch        []*frame // the frames of the current batch
 	out          []byte   // the bytes of the current batch
-	scratch      [32]byte // room for a retry line
 	err          error    // the first write error
 }
 
-// serve writes to w until the client goes away (ctx), the hub cuts it, the
-// handler is unloaded (stop), or a write fails. The response headers must
-// already be sent.
-func (c *client) serve(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, stop <-chan struct{}) error {
-	cw := &clientWriter{
+func newClientWriter(w http.ResponseWriter, rc *http.ResponseController, s *stream) *clientWriter {
+	return &clientWriter{
 		w:            w,
 		rc:           rc,
-		writeTimeout: c.s.reg.settings.Load().writeTimeout,
+		writeTimeout: s.reg.settings.Load().writeTimeout,
 		deadlines:    ownDeadlines(w),
-		sentRetry:    -1,
-		keepalives:   c.s.keepalives.Load(),
 	}
+}
+
+// begin writes what a client gets before live events: its catch-up from
+// the origin, the stale_event, and its replay from the buffer. The
+// response headers must already be sent.
+func (c *client) begin(ctx context.Context, cw *clientWriter) error {
 	if c.catchUpID != "" {
-		c.catchUp(ctx, cw, stop)
+		c.catchUp(ctx, cw, c.stop)
 	}
 	if c.stale {
 		c.announceStale(cw)
 	}
+	if cw.err != nil {
+		return cw.err
+	}
+	return c.writePending(cw)
+}
+
+// serve writes live events to cw until the client goes away (ctx), the hub
+// cuts it, the handler is unloaded (c.stop), or a write fails.
+func (c *client) serve(ctx context.Context, cw *clientWriter) error {
+	stop := c.stop
 	var leave <-chan time.Time // set once the handler is unloaded
 	for {
 		if err := c.writePending(cw); err != nil {
@@ -178,16 +199,42 @@ func spreadOut(ctx context.Context) {
 	}
 }
 
-// writePending writes, in one flush, what the client has not been sent: a
-// changed retry time, then every frame after its cursor, or, when there is
-// no frame, a keepalive if a heartbeat round passed.
+// writePending writes, in one flush, what the client has not been sent.
 func (c *client) writePending(cw *clientWriter) error {
-	batch, ok := c.s.framesAfter(cw.batch[:0], c.cursor.Load())
+	frames, ok := c.s.framesAfter(cw.batch[:0], c.cursor.Load())
 	if !ok { // what it had yet to read was evicted
 		c.s.reg.metrics.slowClientDrops.Inc()
 		return errSlowClient
 	}
 	wrote := false
+	for done := 0; done == 0 || done < len(frames); {
+		out, n, size := c.appendPending(cw.out, frames[done:], maxBatchWrite)
+		c.s.reg.metrics.countSent(n, size)
+		wrote = wrote || len(out) > 0
+		cw.out = out
+		cw.writeOut()
+		if n == 0 {
+			break
+		}
+		done += n
+	}
+	clear(frames) // drop references to frames the ring may evict
+	cw.batch = frames[:0]
+	if wrote {
+		cw.flush()
+	}
+	return cw.err
+}
+
+// appendPending appends to out what the client has yet to be sent, given
+// frames, the frames after its cursor: a changed retry time, then the
+// frames, with the cursor priming block where it belongs; or, when there is
+// nothing else, a keepalive if a heartbeat round passed since the client
+// was last sent anything. It stops adding frames once out holds limit
+// bytes. It moves the cursor past the frames it added and returns how many
+// it added and their size.
+func (c *client) appendPending(out []byte, frames []*frame, limit int) (_ []byte, n, size int) {
+	start := len(out)
 	retry := c.retry
 	if retry < 0 {
 		retry = c.s.originRetry.Load()
@@ -195,51 +242,44 @@ func (c *client) writePending(cw *clientWriter) error {
 	if retry >= 0 {
 		retry = int64(float64(retry) * c.retryFactor)
 	}
-	if retry >= 0 && retry != cw.sentRetry {
-		cw.write(appendRetry(cw.scratch[:0], retry))
-		cw.sentRetry = retry
-		wrote = true
+	if retry >= 0 && retry != c.sentRetry {
+		out = appendRetry(out, retry)
+		c.sentRetry = retry
 	}
-	sent := 0
-	for _, f := range batch {
+	for _, f := range frames {
+		if len(out)-start >= limit {
+			break
+		}
 		if c.prime != nil && f.seq > c.primeAt {
-			c.writePrime(cw)
+			out = c.appendPrime(out)
 		}
-		cw.write(f.bytes)
-		sent += len(f.bytes)
+		out = append(out, f.bytes...)
+		size += len(f.bytes)
+		n++
 	}
-	if c.prime != nil {
-		c.writePrime(cw)
-		wrote = true
+	if n > 0 {
+		c.cursor.Store(frames[n-1].seq)
+		c.keepalives = c.s.keepalives.Load() // frames count as activity
 	}
-	if len(batch) > 0 {
-		c.s.reg.metrics.eventsSent.Add(float64(len(batch)))
-		c.s.reg.metrics.bytesSent.Add(float64(sent))
-		c.cursor.Store(batch[len(batch)-1].seq)
-		cw.keepalives = c.s.keepalives.Load() // frames count as activity
-		wrote = true
-		clear(batch) // drop references to frames the ring may evict
+	if c.prime != nil && n == len(frames) {
+		out = c.appendPrime(out)
 	}
-	cw.batch = batch[:0]
-	if !wrote {
-		if n := c.s.keepalives.Load(); n != cw.keepalives {
-			cw.keepalives = n
-			cw.write(keepaliveFrame)
-			wrote = true
+	if len(out) == start {
+		if k := c.s.keepalives.Load(); k != c.keepalives {
+			c.keepalives = k
+			out = append(out, keepaliveFrame...)
 		}
 	}
-	if wrote {
-		cw.flush()
-	}
-	return cw.err
+	return out, n, size
 }
 
-// writePrime sends the cursor priming block: it sets the client's last
+// appendPrime appends the cursor priming block: it sets the client's last
 // event ID to the stream's at join time without firing an event, so that a
 // client that drops before the next event still resumes from there.
-func (c *client) writePrime(cw *clientWriter) {
-	cw.write(c.prime)
+func (c *client) appendPrime(out []byte) []byte {
+	out = append(out, c.prime...)
 	c.prime = nil
+	return out
 }
 
 // announceStale sends the stale_event for a cursor that could not be served.

@@ -141,7 +141,7 @@ func (r *registry) join(sr streamRequest) (*stream, *client, error) {
 	r.mu.Unlock()
 	defer s.mu.Unlock()
 
-	if cfg.maxClients > 0 && len(s.clients) >= cfg.maxClients {
+	if cfg.maxClients > 0 && len(s.clients)+s.detached >= cfg.maxClients {
 		return nil, nil, errStreamFull
 	}
 	c := newClient(s)
@@ -205,7 +205,7 @@ func (r *registry) stop(s *stream, until time.Time) {
 func (r *registry) closeIfIdle(s *stream) {
 	r.mu.Lock()
 	s.mu.Lock()
-	idle := len(s.clients) == 0 && s.idleTimer != nil && r.streams[s.key] == s
+	idle := len(s.clients)+s.detached == 0 && s.idleTimer != nil && r.streams[s.key] == s
 	if idle {
 		delete(r.streams, s.key)
 		s.idleTimer = nil
@@ -237,10 +237,12 @@ type stream struct {
 
 	mu        sync.RWMutex // guards the fields below
 	ring      *ring
-	clients   map[*client]struct{}
-	lastID    string      // the last event ID of the newest frame
-	hasLastID bool        // the origin has sent an id; from then on every frame carries one
-	idleTimer *time.Timer // set while the stream has no client
+	clients   map[*client]struct{} // those served in their request goroutines
+	shards    []*writerShard       // the shared writers of detached clients
+	detached  int                  // how many clients the shards serve
+	lastID    string               // the last event ID of the newest frame
+	hasLastID bool                 // the origin has sent an id; from then on every frame carries one
+	idleTimer *time.Timer          // set while the stream has no client
 
 	// The upstream connection's state, for the admin API.
 	state       string    // one of the state constants
@@ -344,8 +346,12 @@ func (s *stream) leave(c *client) {
 	s.reg.metrics.clients.Dec()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.clients, c)
-	if len(s.clients) > 0 || s.idleTimer != nil {
+	if c.shard != nil {
+		s.detached--
+	} else {
+		delete(s.clients, c)
+	}
+	if len(s.clients)+s.detached > 0 || s.idleTimer != nil {
 		return
 	}
 	select {
@@ -395,6 +401,9 @@ func (s *stream) publish(f *frame) {
 		}
 		c.wake()
 	}
+	for _, sh := range s.shards {
+		sh.wake() // its clients' lag is checked as it serves them
+	}
 	s.mu.Unlock()
 	s.markSent()
 }
@@ -405,7 +414,73 @@ func (s *stream) wakeAll() {
 	for c := range s.clients {
 		c.wake()
 	}
+	for _, sh := range s.shards {
+		sh.wake()
+	}
 	s.mu.RUnlock()
+}
+
+// attach moves c, whose connection was taken over, from the clients served
+// in their request goroutines to a shared writer. It reports false if the
+// hub cut c meanwhile.
+func (s *stream) attach(c *client, dc *detachedConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.clients[c]; !ok {
+		return false
+	}
+	delete(s.clients, c)
+	c.conn = dc
+	c.shard = s.shardForLocked()
+	c.shard.add(c)
+	s.detached++
+	s.reg.wg.Add(1) // for c.watch
+	return true
+}
+
+// framesFor appends to dst the frames after c's cursor, for a shared
+// writer. It reports false if c has fallen more than queue frames behind,
+// or the frames it had yet to read were evicted.
+func (s *stream) framesFor(c *client, dst []*frame, queue uint64) ([]*frame, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	cursor := c.cursor.Load()
+	if s.ring.head-max(cursor, c.joinedAt) > queue {
+		return dst, false
+	}
+	return s.ring.appendAfter(dst, cursor)
+}
+
+// behind reports whether c has fallen more than queue frames behind.
+func (s *stream) behind(c *client, queue uint64) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.ring.head-max(c.cursor.Load(), c.joinedAt) > queue
+}
+
+// endDetached ends the detached clients that the handler with this stop
+// channel served, each at a moment of its own within closeSpread.
+func (r *registry) endDetached(stop <-chan struct{}) {
+	r.mu.Lock()
+	streams := make([]*stream, 0, len(r.streams))
+	for _, s := range r.streams {
+		streams = append(streams, s)
+	}
+	r.mu.Unlock()
+	for _, s := range streams {
+		s.mu.RLock()
+		shards := append([]*writerShard(nil), s.shards...)
+		s.mu.RUnlock()
+		for _, sh := range shards {
+			sh.mu.Lock()
+			for _, c := range sh.clients {
+				if c.stop == stop {
+					c.endWithin(errHandlerStopped)
+				}
+			}
+			sh.mu.Unlock()
+		}
+	}
 }
 
 // framesAfter appends to dst the frames after seq. It reports false if

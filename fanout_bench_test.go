@@ -62,6 +62,7 @@ func newFanOutBenchStop(tb testing.TB, n int, stop chan struct{}) *fanOutBench {
 	clients := make([]*client, n)
 	for i := range clients {
 		clients[i] = newClient(s)
+		clients[i].stop = stop
 		s.clients[clients[i]] = struct{}{}
 	}
 	for _, c := range clients {
@@ -73,7 +74,7 @@ func newFanOutBenchStop(tb testing.TB, n int, stop chan struct{}) *fanOutBench {
 		go func() {
 			defer fb.wg.Done()
 			defer cancel()
-			if err := c.serve(ctx, w, rc, stop); err != nil {
+			if err := c.serve(ctx, newClientWriter(w, rc, s)); err != nil {
 				tb.Errorf("client writer: %v", err)
 			}
 		}()

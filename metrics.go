@@ -113,3 +113,12 @@ func newUpstreamMetrics(upstream string) *upstreamMetrics {
 		refusedStreams:   collectors.refused.WithLabelValues(upstream, "max_streams"),
 	}
 }
+
+// countSent records that events frames of size bytes in all were written
+// to clients.
+func (m *upstreamMetrics) countSent(events, size int) {
+	if events > 0 {
+		m.eventsSent.Add(float64(events))
+		m.bytesSent.Add(float64(size))
+	}
+}

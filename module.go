@@ -144,11 +144,23 @@ type Handler struct {
 	// not reconnect in the same millisecond. Default: 0, exact.
 	RetryJitter int `json:"retry_jitter,omitempty"`
 
+	// Whether a plain HTTP/1 client (no TLS) is detached from its request
+	// once its response has started: the handler takes the connection over
+	// from the server, its request goroutine ends, and a writer shared by
+	// the stream's clients sends it events. That makes an idle client cost
+	// a few KiB instead of a goroutine stack and buffers of its own, and an
+	// event cost one write per client. The access log then records the
+	// request when it is detached, with the bytes sent until then. Not done
+	// when an encoder compresses the response, or when the server has a
+	// hard write_timeout. Default: true.
+	Detach *bool `json:"detach,omitempty"`
+
 	base              *url.URL      // parsed Upstream
 	perRequestHeaders bool          // some header_up value has a per-request placeholder
 	poolKey           string        // this handler's registry in registries
 	reg               *registry     // shared with other configs with the same poolKey; nil until acquired
 	stop              chan struct{} // closed by Cleanup, to end this config's clients
+	detachable        bool          // Detach, resolved
 	logger            *zap.Logger
 }
 
@@ -170,6 +182,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.stop = make(chan struct{})
+	h.detachable = h.Detach == nil || *h.Detach
 
 	base, err := url.Parse(h.Upstream)
 	if err != nil {
@@ -364,6 +377,7 @@ func (h *Handler) Cleanup() error {
 	if h.reg == nil {
 		return nil // Provision failed before acquiring it
 	}
+	h.reg.endDetached(h.stop)
 	_, err := registries.Delete(h.poolKey)
 	return err
 }
@@ -392,28 +406,42 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case err != nil:
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)
 	}
-	key := sr.key
-	defer s.leave(c)
-
 	header := w.Header()
 	header.Set("Content-Type", "text/event-stream")
 	header.Set("Cache-Control", "no-cache")
 	header.Set("X-Accel-Buffering", "no") // tells a buffering proxy in front to pass events on
 	header.Del("Content-Length")
+	mayDetach := h.mayDetach(r)
+	if mayDetach {
+		// The body ends when the connection closes, as the SSE spec
+		// suggests, instead of in chunks: so once the connection is taken
+		// over, frames go on the wire as they are.
+		header.Set("Transfer-Encoding", "identity")
+	}
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	if err := rc.Flush(); err != nil {
+		s.leave(c)
 		h.logger.Error("response cannot be flushed, so events cannot stream", zap.Error(err))
 		return nil
 	}
 
-	err = c.serve(r.Context(), w, rc, h.stop)
+	c.stop = h.stop
+	cw := newClientWriter(w, rc, s)
+	err = c.begin(r.Context(), cw)
+	if err == nil && mayDetach && h.detach(w, c) {
+		return nil // the client is served by a shared writer from now on
+	}
+	if err == nil {
+		err = c.serve(r.Context(), cw)
+	}
+	s.leave(c)
 	switch {
 	case errors.Is(err, errSlowClient):
-		h.logger.Warn("slow client cut", zap.String("stream", key), zap.String("remote_addr", r.RemoteAddr))
+		h.logger.Warn("slow client cut", zap.String("stream", sr.key), zap.String("remote_addr", r.RemoteAddr))
 	case err != nil:
 		if ce := h.logger.Check(zap.DebugLevel, "client ended"); ce != nil {
-			ce.Write(zap.String("stream", key), zap.Error(err))
+			ce.Write(zap.String("stream", sr.key), zap.Error(err))
 		}
 	}
 	return nil

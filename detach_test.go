@@ -1,0 +1,187 @@
+package ssefanout
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// detachedClients counts the clients that shared writers serve, over every
+// live registry.
+func detachedClients() int {
+	n := 0
+	registries.Range(func(_, value any) bool {
+		for _, st := range value.(*registry).statuses() {
+			n += st.DetachedClients
+		}
+		return true
+	})
+	return n
+}
+
+// rawClient is an SSE client on a bare TCP connection, to see the bytes on
+// the wire: the response head, then the body as it comes.
+type rawClient struct {
+	conn   net.Conn
+	r      *bufio.Reader
+	status string
+	header http.Header
+}
+
+// dialRaw sends a GET for path over HTTP/1.1 and reads the response head.
+func dialRaw(t *testing.T, base, path string) *rawClient {
+	t.Helper()
+	addr := strings.TrimPrefix(base, "http://")
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", path, addr)
+	conn.SetReadDeadline(time.Now().Add(waitTimeout))
+	rc := &rawClient{conn: conn, r: bufio.NewReader(conn), header: make(http.Header)}
+	line, err := rc.r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading the status line: %v", err)
+	}
+	rc.status = strings.TrimSpace(line)
+	for {
+		line, err := rc.r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the header: %v", err)
+		}
+		line = strings.TrimSpace(line)
+		if line == "" {
+			return rc
+		}
+		name, value, _ := strings.Cut(line, ":")
+		rc.header.Add(name, strings.TrimSpace(value))
+	}
+}
+
+// readEvent parses the next event that carries data from the body.
+func (rc *rawClient) readEvent(t *testing.T) Event {
+	t.Helper()
+	rc.conn.SetReadDeadline(time.Now().Add(waitTimeout))
+	p := newParser(rc.r, 16<<20)
+	for {
+		ev, err := p.next()
+		if err != nil {
+			t.Fatalf("reading an event: %v", err)
+		}
+		if ev.HasData {
+			return ev
+		}
+	}
+}
+
+func TestPlainHTTP1ClientIsDetached(t *testing.T) {
+	origin := newTestOrigin(t)
+	base := startCaddy(t, "sse_fanout "+origin.URL())
+	rc := dialRaw(t, base, "/detach")
+	up := origin.nextConn(t)
+	if rc.status != "HTTP/1.1 200 OK" {
+		t.Fatalf("status %q", rc.status)
+	}
+	// The body is delimited by the connection's end, not chunked, so the
+	// shared writer can put frames on the wire as they are.
+	if te := rc.header.Get("Transfer-Encoding"); te != "" {
+		t.Fatalf("Transfer-Encoding: %s, want none", te)
+	}
+	if c := rc.header.Get("Connection"); c != "close" {
+		t.Fatalf("Connection: %q, want close", c)
+	}
+	eventually(t, "the client to be detached", func() bool { return detachedClients() == 1 })
+
+	for i := 1; i <= 3; i++ {
+		up.send(fmt.Sprintf("id: %d\ndata: event %d\n\n", i, i))
+		if ev := rc.readEvent(t); ev.ID != strconv.Itoa(i) || ev.Data != fmt.Sprintf("event %d", i) {
+			t.Fatalf("got %+v, want event %d", ev, i)
+		}
+	}
+
+	rc.conn.Close()
+	eventually(t, "the hung-up client to leave", func() bool {
+		return detachedClients() == 0 && counterValue(t, origin.URL(), "clients") == 0
+	})
+}
+
+func TestDetachOffKeepsClientsInTheirRequests(t *testing.T) {
+	origin := newTestOrigin(t)
+	base := startCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach off\n}")
+	rc := dialRaw(t, base, "/attached")
+	up := origin.nextConn(t)
+	if te := rc.header.Get("Transfer-Encoding"); te != "chunked" {
+		t.Fatalf("Transfer-Encoding: %q, want chunked", te)
+	}
+	c := openClient(t, base+"/attached", nil)
+	up.send("id: 1\ndata: hello\n\n")
+	if ev := c.nextData(t); ev.Data != "hello" {
+		t.Fatalf("got %+v", ev)
+	}
+	if n := detachedClients(); n != 0 {
+		t.Fatalf("%d clients detached with detach off", n)
+	}
+}
+
+// An idle detached client costs one goroutine, the one that notices when
+// it hangs up; a client served in its request costs two.
+func TestDetachedClientsCostOneGoroutineEach(t *testing.T) {
+	origin := newTestOrigin(t)
+	base := startCaddy(t, "sse_fanout "+origin.URL())
+	first := openClient(t, base+"/idle", nil)
+	origin.nextConn(t)
+	eventually(t, "the first client to be detached", func() bool { return detachedClients() == 1 })
+	runtime.GC()
+	before := runtime.NumGoroutine()
+
+	const n = 100
+	for i := 0; i < n; i++ {
+		rawDial(t, base, "/idle")
+	}
+	eventually(t, "every client to be detached", func() bool { return detachedClients() == n+1 })
+	// Each client: our watch goroutine. The test's own side of each
+	// connection is a bare socket, with no goroutine. A few more are
+	// allowed for shared writers and runtime helpers.
+	if grown := runtime.NumGoroutine() - before; grown > n+runtime.GOMAXPROCS(0)+4 {
+		t.Fatalf("%d idle clients added %d goroutines, want about %d", n, grown, n)
+	}
+	first.close()
+}
+
+// rawDial opens an SSE request on a bare socket that the test closes at
+// its end, and reads nothing.
+func rawDial(t *testing.T, base, path string) net.Conn {
+	t.Helper()
+	addr := strings.TrimPrefix(base, "http://")
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, addr)
+	return conn
+}
+
+func TestDetachedClientThatSendsDataIsCut(t *testing.T) {
+	origin := newTestOrigin(t)
+	base := startCaddy(t, "sse_fanout "+origin.URL())
+	rc := dialRaw(t, base, "/chatty")
+	origin.nextConn(t)
+	eventually(t, "the client to be detached", func() bool { return detachedClients() == 1 })
+	fmt.Fprintf(rc.conn, "GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+	rc.conn.SetReadDeadline(time.Now().Add(waitTimeout))
+	buf := make([]byte, 4096)
+	for {
+		if _, err := rc.r.Read(buf); err != nil {
+			break // the proxy closed the connection
+		}
+	}
+	eventually(t, "the client to leave", func() bool { return detachedClients() == 0 })
+}

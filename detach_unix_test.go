@@ -1,0 +1,100 @@
+//go:build unix
+
+package ssefanout
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A client whose socket is full for a while is drained by a goroutine of
+// its own, then rejoins the shared writer, and misses nothing; the others
+// are not held up meanwhile.
+func TestDetachedClientThatStallsCatchesUp(t *testing.T) {
+	origin := newTestOrigin(t)
+	base := startCaddy(t, "sse_fanout "+origin.URL()+" {\n\tclient_queue 4096\n\tbuffer_bytes 256MiB\n}")
+	fast := openClient(t, base+"/stall", nil)
+	up := origin.nextConn(t)
+
+	// A small receive buffer, set before the connection opens: shrunk
+	// later, it would make the kernel drop segments and back off.
+	addr := strings.TrimPrefix(base, "http://")
+	dialer := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		rc.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return err
+	}}
+	conn, err := dialer.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /stall HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
+	eventually(t, "both clients to be detached", func() bool { return detachedClients() == 2 })
+
+	// Far more than the socket buffers hold, while the slow one reads
+	// nothing; the fast one reads every event as it comes.
+	payload := strings.Repeat("x", 32<<10)
+	const total = 400
+	for i := 1; i <= total; i++ {
+		up.send(fmt.Sprintf("id: %d\ndata: %s\n\n", i, payload))
+		if ev := fast.nextData(t); ev.ID != strconv.Itoa(i) {
+			t.Fatalf("the fast client got id %s, want %d", ev.ID, i)
+		}
+	}
+	if n := counterValue(t, origin.URL(), "slow_client_drops"); n != 0 {
+		t.Fatalf("%v clients cut", n)
+	}
+
+	// Now the slow one reads: everything, in order, once.
+	r := bufio.NewReader(conn)
+	conn.SetReadDeadline(time.Now().Add(waitTimeout))
+	if _, err := r.ReadString('\n'); err != nil { // the status line
+		t.Fatal(err)
+	}
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line == "\r\n" {
+			break
+		}
+	}
+	p := newParser(r, 16<<20)
+	for i := 1; i <= total; i++ {
+		ev, err := p.next()
+		if err != nil {
+			t.Fatalf("after %d events: %v", i-1, err)
+		}
+		if !ev.HasData {
+			i--
+			continue
+		}
+		if ev.ID != strconv.Itoa(i) || len(ev.Data) != len(payload) {
+			t.Fatalf("the slow client got id %s (%d bytes), want %d", ev.ID, len(ev.Data), i)
+		}
+	}
+	// And it is back on the shared writer: live events reach it.
+	up.send("id: live\ndata: live\n\n")
+	for {
+		ev, err := p.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.HasData {
+			if ev.Data != "live" {
+				t.Fatalf("got %q, want live", ev.Data)
+			}
+			break
+		}
+	}
+}
