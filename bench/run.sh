@@ -31,6 +31,8 @@
 #   BIN [/tmp]: where the binaries go   OUT [a new /tmp/ssebench.*]: results
 #   PORT_BASE [19100]: the origin listens on it, the server on PORT_BASE+80
 #   NGINX_WORKERS [auto]
+#   ADMIN [off]: Caddy's admin address, e.g. 127.0.0.1:2999, to take a
+#                profile from /debug/pprof/ during a run
 #
 # Everything listens on 127.0.0.1. Every process this script starts is
 # stopped by its pid, also when the script is interrupted.
@@ -126,7 +128,7 @@ start_caddy() { # system
 	{
 		cat <<-EOF
 			{
-				admin off
+				admin ${ADMIN:-off}
 				persist_config off
 				auto_https off
 			}
