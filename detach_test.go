@@ -83,7 +83,7 @@ func (rc *rawClient) readEvent(t *testing.T) Event {
 
 func TestPlainHTTP1ClientIsDetached(t *testing.T) {
 	origin := newTestOrigin(t)
-	base := startCaddy(t, "sse_fanout "+origin.URL())
+	base := startCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach on\n}")
 	rc := dialRaw(t, base, "/detach")
 	up := origin.nextConn(t)
 	if rc.status != "HTTP/1.1 200 OK" {
@@ -134,7 +134,7 @@ func TestDetachOffKeepsClientsInTheirRequests(t *testing.T) {
 // it hangs up; a client served in its request costs two.
 func TestDetachedClientsCostOneGoroutineEach(t *testing.T) {
 	origin := newTestOrigin(t)
-	base := startCaddy(t, "sse_fanout "+origin.URL())
+	base := startCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach on\n}")
 	first := openClient(t, base+"/idle", nil)
 	origin.nextConn(t)
 	eventually(t, "the first client to be detached", func() bool { return detachedClients() == 1 })
@@ -171,7 +171,7 @@ func rawDial(t *testing.T, base, path string) net.Conn {
 
 func TestDetachedClientThatSendsDataIsCut(t *testing.T) {
 	origin := newTestOrigin(t)
-	base := startCaddy(t, "sse_fanout "+origin.URL())
+	base := startCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach on\n}")
 	rc := dialRaw(t, base, "/chatty")
 	origin.nextConn(t)
 	eventually(t, "the client to be detached", func() bool { return detachedClients() == 1 })
@@ -184,4 +184,29 @@ func TestDetachedClientThatSendsDataIsCut(t *testing.T) {
 		}
 	}
 	eventually(t, "the client to leave", func() bool { return detachedClients() == 0 })
+}
+
+// TestInRequestWriters runs tests of the client writer's behaviour with
+// detaching off, so that the writer that serves a client in its request
+// goroutine (HTTP/2, TLS, encode, detach off) is held to them too; the
+// rest of the suite runs with plain HTTP/1 clients, which are detached.
+func TestInRequestWriters(t *testing.T) {
+	saved := detachInTests
+	detachInTests = false
+	defer func() { detachInTests = saved }()
+	for name, test := range map[string]func(*testing.T){
+		"FanOutToManyClientsOverOneUpstream":    TestFanOutToManyClientsOverOneUpstream,
+		"HeartbeatOnSilentStream":               TestHeartbeatOnSilentStream,
+		"RetryIsInjectedAndRewritten":           TestRetryIsInjectedAndRewritten,
+		"SlowClientIsCutOthersKeepGoing":        TestSlowClientIsCutOthersKeepGoing,
+		"StalledClientIsCutOthersGetEverything": TestStalledClientIsCutOthersGetEverything,
+		"ConnectDisconnectCyclesLeakNothing":    TestConnectDisconnectCyclesLeakNothing,
+		"ReplayFromBufferByLastEventID":         TestReplayFromBufferByLastEventID,
+		"CursorPrimingLosesNothing":             TestCursorPrimingLosesNothing,
+		"CatchUpPastTheBuffer":                  TestCatchUpPastTheBuffer,
+		"ReloadThroughAdminAPIKeepsUpstream":    TestReloadThroughAdminAPIKeepsUpstream,
+		"ClosingStreamSpreadsItsClientsOut":     TestClosingStreamSpreadsItsClientsOut,
+	} {
+		t.Run(name, test)
+	}
 }

@@ -18,7 +18,7 @@ import (
 // are not held up meanwhile.
 func TestDetachedClientThatStallsCatchesUp(t *testing.T) {
 	origin := newTestOrigin(t)
-	base := startCaddy(t, "sse_fanout "+origin.URL()+" {\n\tclient_queue 4096\n\tbuffer_bytes 256MiB\n}")
+	base := startCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach on\n\tclient_queue 4096\n\tbuffer_bytes 256MiB\n}")
 	fast := openClient(t, base+"/stall", nil)
 	up := origin.nextConn(t)
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -238,9 +239,50 @@ func loadCaddyfile(t *testing.T, caddyfile string) {
 			t.Logf("adapt warning: %s", w.String())
 		}
 	}
+	if !detachInTests {
+		cfg = withDetachOff(t, cfg)
+	}
 	if err := caddy.Load(cfg, true); err != nil {
 		t.Fatalf("loading config: %v", err)
 	}
+}
+
+// detachInTests, when false, makes loadCaddyfile turn detaching off in
+// every sse_fanout handler that does not set it, so that a test runs with
+// every client served in its request goroutine. SSEFANOUT_TEST_DETACH=off
+// sets it for a whole run; TestInRequestWriters, for a few tests.
+var detachInTests = os.Getenv("SSEFANOUT_TEST_DETACH") != "off"
+
+// withDetachOff sets "detach": false in every sse_fanout handler of a JSON
+// config that has no detach of its own.
+func withDetachOff(t *testing.T, cfg []byte) []byte {
+	t.Helper()
+	var tree any
+	if err := json.Unmarshal(cfg, &tree); err != nil {
+		t.Fatal(err)
+	}
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if _, set := v["detach"]; v["handler"] == "sse_fanout" && !set {
+				v["detach"] = false
+			}
+			for _, child := range v {
+				walk(child)
+			}
+		case []any:
+			for _, child := range v {
+				walk(child)
+			}
+		}
+	}
+	walk(tree)
+	out, err := json.Marshal(tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func freePort(t *testing.T) int {
