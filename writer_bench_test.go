@@ -1,0 +1,136 @@
+//go:build unix
+
+package ssefanout
+
+import (
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+)
+
+// This file measures the shared writers' broadcast: one event published to
+// many detached clients, each on a real socket (one end of a Unix socket
+// pair) whose other end a reader drains.
+
+// detachedBench is a stream with n detached clients.
+type detachedBench struct {
+	s        *stream
+	n        int
+	frameLen int64        // bytes each client receives per event
+	received atomic.Int64 // bytes read by all readers together
+	target   atomic.Int64 // when received reaches it, done receives
+	done     chan struct{}
+	peers    []net.Conn // the readers' ends
+	wg       sync.WaitGroup
+}
+
+// socketPair returns the two ends of a connected Unix stream socket pair.
+func socketPair(tb testing.TB) (net.Conn, net.Conn) {
+	tb.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var conns [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		conns[i], err = net.FileConn(f)
+		f.Close()
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return conns[0], conns[1]
+}
+
+func newDetachedBench(tb testing.TB, n int) *detachedBench {
+	tb.Helper()
+	s := newStream(newRegistry(testSettings(), "bench"), "/bench", "http://127.0.0.1:1/bench", nil)
+	db := &detachedBench{s: s, n: n, done: make(chan struct{}, 1)}
+	ev := benchEvent
+	db.frameLen = int64(len(appendEvent(nil, &ev, true)))
+	for i := 0; i < n; i++ {
+		server, peer := socketPair(tb)
+		c := newClient(s)
+		s.clients[c] = struct{}{}
+		if !s.attach(c, &detachedConn{Conn: server, raw: rawConnOf(server)}) {
+			tb.Fatal("attach refused")
+		}
+		go c.watch()
+		db.peers = append(db.peers, peer)
+		db.wg.Add(1)
+		go db.read(peer)
+	}
+	tb.Cleanup(db.close)
+	return db
+}
+
+// read drains one client's socket into a fixed buffer, counting bytes.
+func (db *detachedBench) read(peer net.Conn) {
+	defer db.wg.Done()
+	buf := make([]byte, 4096)
+	for {
+		n, err := peer.Read(buf)
+		if err != nil {
+			return
+		}
+		if db.received.Add(int64(n)) == db.target.Load() {
+			db.done <- struct{}{}
+		}
+	}
+}
+
+// broadcast publishes one event and waits until every reader has read it.
+func (db *detachedBench) broadcast(ev *Event) {
+	db.target.Add(int64(db.n) * db.frameLen)
+	db.s.publishEvent(ev)
+	<-db.done
+}
+
+func (db *detachedBench) close() {
+	db.s.close(errStreamClosed)
+	for _, p := range db.peers {
+		p.Close()
+	}
+	db.wg.Wait()
+	db.s.reg.wg.Wait()
+}
+
+// BenchmarkBroadcastDetached1000 publishes one event to 1,000 detached
+// clients per op; an op ends when every reader has read it.
+func BenchmarkBroadcastDetached1000(b *testing.B) {
+	const n = 1000
+	db := newDetachedBench(b, n)
+	ev := benchEvent
+	b.ReportAllocs()
+	for b.Loop() {
+		db.broadcast(&ev)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
+}
+
+// TestSharedWriterAllocatesNothingPerClient is
+// TestBroadcastAllocatesNothingPerClient for detached clients: their
+// shared writers gather and write each client's frames with buffers they
+// keep, and a write that never waits allocates nothing.
+func TestSharedWriterAllocatesNothingPerClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens 1,000 socket pairs")
+	}
+	allocs := func(n int) float64 {
+		db := newDetachedBench(t, n)
+		ev := benchEvent
+		db.broadcast(&ev) // the first pass sizes the writers' buffers
+		a := testing.AllocsPerRun(100, func() { db.broadcast(&ev) })
+		db.close()
+		return a
+	}
+	few, many := allocs(10), allocs(1000)
+	t.Logf("allocations per event: %.0f with 10 clients, %.0f with 1,000", few, many)
+	if many > few+2 {
+		t.Fatalf("publishing one event allocates %.0f times with 1,000 detached clients and %.0f with 10: something allocates per client", many, few)
+	}
+}
