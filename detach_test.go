@@ -2,6 +2,8 @@ package ssefanout
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -209,4 +211,90 @@ func TestInRequestWriters(t *testing.T) {
 	} {
 		t.Run(name, test)
 	}
+}
+
+// Where Caddy does something to the bytes of a response, or must bound its
+// writes, the client stays in its request: over TLS (HTTP/1.1 and HTTP/2),
+// when encode compresses the response, and when the server has a hard
+// write timeout. Each still gets its events.
+func TestClientsThatAreNotDetached(t *testing.T) {
+	tlsClient := func(h2 bool) *http.Client {
+		tr := &http.Transport{
+			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
+			DisableKeepAlives: true,
+			ForceAttemptHTTP2: h2,
+		}
+		if !h2 {
+			tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+		}
+		return &http.Client{Transport: tr}
+	}
+	for _, tc := range []struct {
+		name      string
+		caddyfile func(port int, origin string) string
+		scheme    string
+		client    *http.Client
+		proto     string
+	}{
+		{"TLS HTTP/1.1", tlsSite, "https", tlsClient(false), "HTTP/1.1"},
+		{"HTTP/2", tlsSite, "https", tlsClient(true), "HTTP/2.0"},
+		{"encode gzip", func(port int, origin string) string {
+			return testGlobalOptions() + fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tencode gzip\n\tsse_fanout %s {\n\t\tdetach on\n\t}\n}\n", port, origin)
+		}, "http", httpClient, "HTTP/1.1"},
+		{"write timeout", func(port int, origin string) string {
+			options := strings.Replace(testGlobalOptions(), "\tadmin off\n", "\tadmin off\n\tservers {\n\t\ttimeouts {\n\t\t\twrite 1m\n\t\t}\n\t}\n", 1)
+			return options + fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tsse_fanout %s {\n\t\tdetach on\n\t}\n}\n", port, origin)
+		}, "http", httpClient, "HTTP/1.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			origin := newTestOrigin(t)
+			port := freePort(t)
+			startWholeCaddyfile(t, tc.caddyfile(port, origin.URL()))
+			addr := fmt.Sprintf("127.0.0.1:%d", port)
+			if tc.scheme == "https" {
+				waitCertificate(t, addr)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, tc.scheme+"://"+addr+"/kept", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := tc.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.Proto != tc.proto {
+				t.Fatalf("got %s, want %s", resp.Proto, tc.proto)
+			}
+			up := origin.nextConn(t)
+			up.send("id: 1\ndata: kept\n\n")
+			p := newParser(resp.Body, 1<<20)
+			for {
+				ev, err := p.next()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ev.HasData {
+					if ev.Data != "kept" {
+						t.Fatalf("got %q", ev.Data)
+					}
+					break
+				}
+			}
+			if n := detachedClients(); n != 0 {
+				t.Fatalf("%d clients detached", n)
+			}
+			if n := counterValue(t, origin.URL(), "clients"); n != 1 {
+				t.Fatalf("%v clients, want 1", n)
+			}
+		})
+	}
+}
+
+// tlsSite is a Caddyfile serving sse_fanout over HTTPS with Caddy's internal
+// CA, HTTP/1.1 and HTTP/2 offered.
+func tlsSite(port int, origin string) string {
+	return tlsGlobalOptions("h1 h2") + fmt.Sprintf("https://127.0.0.1:%d {\n\tbind 127.0.0.1\n\ttls internal\n\tsse_fanout %s {\n\t\tdetach on\n\t}\n}\n", port, origin)
 }
