@@ -14,8 +14,10 @@ import (
 	"go.uber.org/zap"
 )
 
-// This file is the client writer: it turns a stream's frames into one
-// client's response, in that client's own request goroutine.
+// This file is the client: its cursor into the stream's ring, what it is to
+// be sent next (appendPending), and the writer that serves it in its own
+// request goroutine. A detached client is served by a shared writer
+// instead (writer.go).
 
 var keepaliveFrame = []byte(": keepalive\n\n")
 

@@ -3,6 +3,7 @@ package ssefanout
 import (
 	"runtime"
 	"sync"
+	"time"
 )
 
 // This file is the shared writer: for each stream, up to one goroutine per
@@ -168,4 +169,57 @@ func (sh *writerShard) serve(c *client, queue uint64) (events, size int) {
 func (sh *writerShard) cutSlow(c *client) {
 	sh.s.reg.metrics.slowClientDrops.Inc()
 	c.end(errSlowClient)
+}
+
+// drain writes, from a goroutine of the client's own, what the client's
+// socket would not take at once: the rest of a batch, then whatever else
+// the client is behind, with blocking writes bounded by write_timeout.
+// Once the client has caught up it goes back to its shard.
+func (c *client) drain() {
+	defer c.s.reg.wg.Done()
+	dc := c.conn
+	err := c.writeBlocking(dc.pending)
+	dc.pending = nil
+	var frames []*frame
+	var out []byte
+	for err == nil {
+		var ok bool
+		frames, ok = c.s.framesAfter(frames[:0], c.cursor.Load())
+		if !ok {
+			c.s.reg.metrics.slowClientDrops.Inc()
+			err = errSlowClient
+			break
+		}
+		if len(frames) == 0 {
+			break
+		}
+		var n, size int
+		out, n, size = c.appendPending(out[:0], frames, maxBatchWrite)
+		c.s.reg.metrics.countSent(n, size)
+		clear(frames)
+		err = c.writeBlocking(out)
+	}
+	if err != nil {
+		c.end(err)
+		return
+	}
+	dc.draining.Store(false)
+	c.shard.wake() // for what was published while it drained
+}
+
+// writeBlocking writes b to a detached client's connection within
+// write_timeout.
+func (c *client) writeBlocking(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	dc := c.conn
+	timeout := c.s.reg.settings.Load().writeTimeout
+	if err := dc.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	if _, err := dc.Write(b); err != nil {
+		return err
+	}
+	return dc.SetWriteDeadline(time.Time{})
 }
