@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -108,6 +109,13 @@ func (c *client) watch() {
 	defer c.s.reg.wg.Done()
 	var b [1]byte
 	_, err := c.conn.Read(b[:])
+	for tries := 0; errors.Is(err, os.ErrDeadlineExceeded) && tries < 3; tries++ {
+		// A read deadline that the server's request handling set after
+		// the takeover: this connection is ours, and has none.
+		if err = c.conn.SetReadDeadline(time.Time{}); err == nil {
+			_, err = c.conn.Read(b[:])
+		}
+	}
 	if err == nil {
 		c.cut(errClientSentData)
 	} else {

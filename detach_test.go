@@ -298,3 +298,22 @@ func TestClientsThatAreNotDetached(t *testing.T) {
 func tlsSite(port int, origin string) string {
 	return tlsGlobalOptions("h1 h2") + fmt.Sprintf("https://127.0.0.1:%d {\n\tbind 127.0.0.1\n\ttls internal\n\tsse_fanout %s {\n\t\tdetach on\n\t}\n}\n", port, origin)
 }
+
+// The server's timeouts are for requests; a detached client outlives them
+// all, even those Caddy arms as the request ends.
+func TestDetachedClientOutlivesServerTimeouts(t *testing.T) {
+	origin := newTestOrigin(t)
+	port := freePort(t)
+	timeouts := "\tservers {\n\t\ttimeouts {\n\t\t\tread_header 200ms\n\t\t\tread_body 200ms\n\t\t\tread_body_idle 200ms 100\n\t\t\twrite_idle 200ms 100\n\t\t\tidle 200ms\n\t\t}\n\t}\n"
+	options := strings.Replace(testGlobalOptions(), "\tadmin off\n", "\tadmin off\n"+timeouts, 1)
+	startWholeCaddyfile(t, options+fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tsse_fanout %s {\n\t\tdetach on\n\t\theartbeat off\n\t}\n}\n", port, origin.URL()))
+	c := openClient(t, fmt.Sprintf("http://127.0.0.1:%d/timeouts", port), nil)
+	up := origin.nextConn(t)
+	eventually(t, "the client to be detached", func() bool { return detachedClients() == 1 })
+	// Waiting is the point: five times every timeout, with nothing sent.
+	time.Sleep(time.Second)
+	up.send("id: 1\ndata: still here\n\n")
+	if ev := c.nextData(t); ev.Data != "still here" {
+		t.Fatalf("got %+v", ev)
+	}
+}

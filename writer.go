@@ -1,6 +1,8 @@
 package ssefanout
 
 import (
+	"errors"
+	"os"
 	"runtime"
 	"sync"
 	"time"
@@ -148,7 +150,11 @@ func (sh *writerShard) serve(c *client, queue uint64) (events, size int) {
 	if c.conn.raw != nil {
 		var err error
 		written, err = sh.writer.write(c.conn.raw, out)
-		if err != nil {
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// A deadline that the server's request handling left: the
+			// drain writes under a deadline of its own, then lifts it.
+		case err != nil:
 			c.end(err) // the client is gone
 			return n, size
 		}
