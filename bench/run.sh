@@ -31,6 +31,7 @@
 #   BIN [/tmp]: where the binaries go   OUT [a new /tmp/ssebench.*]: results
 #   PORT_BASE [19100]: the origin listens on it, the server on PORT_BASE+80
 #   NGINX_WORKERS [auto]
+#   FANOUT_OPTIONS [none]: one subdirective for sse_fanout, e.g. "detach off"
 #   ADMIN [off]: Caddy's admin address, e.g. 127.0.0.1:2999, to take a
 #                profile from /debug/pprof/ during a run
 #
@@ -137,7 +138,13 @@ start_caddy() { # system
 		EOF
 		case $1 in
 		sse_fanout)
-			echo "	sse_fanout http://127.0.0.1:$ORIGIN_PORT"
+			if [[ -n ${FANOUT_OPTIONS:-} ]]; then
+				echo "	sse_fanout http://127.0.0.1:$ORIGIN_PORT {"
+				echo "		$FANOUT_OPTIONS"
+				echo "	}"
+			else
+				echo "	sse_fanout http://127.0.0.1:$ORIGIN_PORT"
+			fi
 			;;
 		reverse_proxy)
 			echo "	reverse_proxy 127.0.0.1:$ORIGIN_PORT {"
