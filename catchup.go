@@ -12,10 +12,12 @@ import (
 // longer holds (evicted, or the proxy restarted) still misses nothing, as
 // long as the origin can resume from that id.
 //
-// The client makes an upstream request of its own, with its Last-Event-ID,
-// and is sent what the origin answers until an event arrives that the
-// shared stream holds too. From that event on the client reads the shared
-// stream, so it gets each event exactly once.
+// The stream makes an upstream request with the client's Last-Event-ID, one
+// for all the clients that come back with that cursor at about the same
+// time (catchupfeed.go), and the client is sent what the origin answers
+// until an event arrives that the shared stream holds too. From that event
+// on the client reads the shared stream, so it gets each event exactly
+// once.
 
 const (
 	// catchUpTimeout bounds how long a catch-up may take to meet the shared
@@ -81,40 +83,29 @@ func (c *client) catchUp(ctx context.Context, cw *clientWriter, stop <-chan stru
 	}
 }
 
-// relay copies the origin's answer to the client until an event with an id
-// that the shared stream holds arrives (met), the answer ends, or ctx ends.
-// It keeps lastSent at the last event ID the client was sent.
+// relay copies the origin's answer to c.catchUpID, from the stream's feed
+// for that id, to the client until an event with an id that the shared
+// stream holds arrives (met), the answer ends, or ctx ends. It keeps
+// lastSent at the last event ID the client was sent.
 func (c *client) relay(ctx context.Context, cw *clientWriter, lastSent *string) (met bool, relayed int, err error) {
-	s := c.s
-	cfg := s.reg.settings.Load()
-	resp, err := s.openUpstream(ctx, cfg, c.catchUpID, true)
-	if err != nil {
-		return false, 0, err
-	}
-	defer resp.Body.Close()
-
-	p := newParser(resp.Body, cfg.maxEventSize)
-	p.setLastID(c.catchUpID)
-	for relayed < catchUpMaxEvents {
-		ev, err := p.next()
-		if err != nil {
+	feed := c.s.catchUpFeedFor(c.catchUpID)
+	defer feed.leave()
+	for i := 0; ; i++ {
+		fe, ok, err := feed.next(ctx, i)
+		if !ok {
 			return false, relayed, err
 		}
-		if ev.HasID && c.spliceBefore(ev.ID) {
+		if fe.hasID && c.spliceBefore(fe.id) {
 			return true, relayed, nil
 		}
-		if !ev.HasData && !ev.HasID && ev.Type == "" {
-			continue // retry only: the client's retry comes from the stream
-		}
-		cw.write(appendEvent(nil, &ev, true))
+		cw.write(fe.frame)
 		cw.flush()
 		if cw.err != nil {
 			return false, relayed, cw.err
 		}
-		*lastSent = ev.ID
+		*lastSent = fe.id
 		relayed++
 	}
-	return false, relayed, errCatchUpTooLong
 }
 
 // spliceBefore places c on the shared stream just before the event that set

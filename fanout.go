@@ -169,7 +169,6 @@ func (s *stream) placeLocked(c *client, cfg *settings, lastEventID string, hasLa
 			c.cursor.Store(seq)
 		case cfg.catchUp:
 			s.reg.metrics.replayMisses.Inc()
-			s.reg.metrics.catchUps.Inc()
 			c.catchUpID = lastEventID
 			c.catchingUp = true
 			return // the catch-up ends with frames that carry ids
@@ -227,7 +226,8 @@ type stream struct {
 	logger      *zap.Logger
 	started     time.Time // the base of lastSend
 
-	cancel context.CancelFunc // stops the upstream request
+	ctx    context.Context    // ends when the stream is closed
+	cancel context.CancelFunc // ends ctx, and so the upstream requests
 	done   chan struct{}      // closed when the stream is closed
 	once   sync.Once
 
@@ -237,12 +237,13 @@ type stream struct {
 
 	mu        sync.RWMutex // guards the fields below
 	ring      *ring
-	clients   map[*client]struct{} // those served in their request goroutines
-	shards    []*writerShard       // the shared writers of detached clients
-	detached  int                  // how many clients the shards serve
-	lastID    string               // the last event ID of the newest frame
-	hasLastID bool                 // the origin has sent an id; from then on every frame carries one
-	idleTimer *time.Timer          // set while the stream has no client
+	clients   map[*client]struct{}    // those served in their request goroutines
+	shards    []*writerShard          // the shared writers of detached clients
+	detached  int                     // how many clients the shards serve
+	lastID    string                  // the last event ID of the newest frame
+	hasLastID bool                    // the origin has sent an id; from then on every frame carries one
+	idleTimer *time.Timer             // set while the stream has no client
+	feeds     map[string]*catchUpFeed // catch-ups being read, by Last-Event-ID
 
 	// The upstream connection's state, for the admin API.
 	state       string    // one of the state constants
@@ -290,6 +291,7 @@ func newStream(r *registry, key, upstreamURL string, headerUp http.Header) *stre
 		clients:     make(map[*client]struct{}),
 		state:       stateConnecting,
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.originRetry.Store(-1)
 	return s
 }
@@ -307,12 +309,10 @@ func (s *stream) resumeAfter(id string) {
 
 // start runs the stream's upstream reader and heartbeat.
 func (s *stream) start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
 	s.reg.wg.Add(2)
 	go func() {
 		defer s.reg.wg.Done()
-		s.readUpstream(ctx)
+		s.readUpstream(s.ctx)
 	}()
 	go func() {
 		defer s.reg.wg.Done()

@@ -99,9 +99,10 @@ type Handler struct {
 	MaxEventSize int `json:"max_event_size,omitempty"`
 
 	// Whether a client whose Last-Event-ID is no longer in the buffer gets
-	// the missing events from the origin, on a request of its own carrying
-	// that id, until the origin's answer meets the shared stream. Default:
-	// true. When false, such a client gets live events only.
+	// the missing events from the origin, on a request carrying that id
+	// (shared by the clients that come back with the same id meanwhile),
+	// until the origin's answer meets the shared stream. Default: true.
+	// When false, such a client gets live events only.
 	CatchUp *bool `json:"catch_up,omitempty"`
 
 	// Whether a joining client is sent, after any replay, an "id:" line

@@ -45,6 +45,7 @@ func counterValue(t *testing.T, upstream string, name string) float64 {
 		"upstream_errors":   m.upstreamErrors,
 		"replay_hits":       m.replayHits,
 		"replay_misses":     m.replayMisses,
+		"catch_ups":         m.catchUps,
 		"refused_full":      m.refusedFull,
 		"refused_streams":   m.refusedStreams,
 	}[name]

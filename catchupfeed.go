@@ -1,0 +1,180 @@
+package ssefanout
+
+import (
+	"context"
+	"sync"
+)
+
+// This file is the catch-up feed: the origin's answer to one Last-Event-ID,
+// fetched once for every client of a stream that comes back with that
+// cursor while the fetch is on, or while its events are still being read.
+// A crowd that was offline together, longer than the buffer covers, costs
+// the origin one catch-up request, not one per client.
+
+// feedEvent is one event of a catch-up feed.
+type feedEvent struct {
+	id    string
+	hasID bool
+	frame []byte // encoded once, for every reader
+}
+
+// catchUpFeed fetches the origin's answer to one Last-Event-ID, from a
+// goroutine of its own, for the clients that read it.
+type catchUpFeed struct {
+	s      *stream
+	id     string
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	events  []feedEvent
+	size    int           // bytes of the frames held
+	more    chan struct{} // closed, and replaced, when events grow or the fetch ends
+	done    bool          // the fetch has ended; err says why
+	err     error
+	readers int
+}
+
+// catchUpFeedFor returns the feed of the events after id, starting its
+// fetch if no client is reading one, and counts the caller as a reader
+// until it calls leave.
+func (s *stream) catchUpFeedFor(id string) *catchUpFeed {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f := s.feeds[id]; f != nil {
+		f.mu.Lock()
+		abandoned := f.readers == 0 // its fetch is being stopped
+		if !abandoned {
+			f.readers++
+		}
+		f.mu.Unlock()
+		if !abandoned {
+			return f
+		}
+	}
+	ctx, cancel := context.WithTimeoutCause(s.ctx, catchUpTimeout, errCatchUpTooLong)
+	f := &catchUpFeed{s: s, id: id, cancel: cancel, more: make(chan struct{}), readers: 1}
+	if s.feeds == nil {
+		s.feeds = make(map[string]*catchUpFeed)
+	}
+	s.feeds[id] = f
+	s.reg.metrics.catchUps.Inc()
+	s.reg.wg.Add(1)
+	go func() { // ends with the stream too: s.ctx is cancelled when it closes
+		defer s.reg.wg.Done()
+		defer cancel()
+		f.finish(f.fetch(ctx))
+	}()
+	return f
+}
+
+// fetch reads the origin's answer into the feed until the answer ends, it
+// grows past the bounds of a catch-up, or ctx ends: when the last reader
+// has met the shared stream and left, or the stream closes. Readers meet it
+// at different events when some read slower than others, so the fetch goes
+// on while any of them reads.
+func (f *catchUpFeed) fetch(ctx context.Context) error {
+	s := f.s
+	cfg := s.reg.settings.Load()
+	resp, err := s.openUpstream(ctx, cfg, f.id, true)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	p := newParser(resp.Body, cfg.maxEventSize)
+	p.setLastID(f.id)
+	for n := 0; n < catchUpMaxEvents; n++ {
+		ev, err := p.next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			return err
+		}
+		if !ev.HasData && !ev.HasID && ev.Type == "" {
+			continue // retry only: a client's retry comes from the stream
+		}
+		fe := feedEvent{id: ev.ID, hasID: ev.HasID, frame: appendEvent(nil, &ev, true)}
+		if !f.add(fe, cfg.bufferBytes) {
+			return errCatchUpTooLong
+		}
+	}
+	return errCatchUpTooLong
+}
+
+// add appends an event for the readers, unless the feed would hold more
+// than limit bytes.
+func (f *catchUpFeed) add(fe feedEvent, limit int) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.size+len(fe.frame) > limit {
+		return false
+	}
+	f.events = append(f.events, fe)
+	f.size += len(fe.frame)
+	close(f.more)
+	f.more = make(chan struct{})
+	return true
+}
+
+// finish records that the fetch ended, and why.
+func (f *catchUpFeed) finish(err error) {
+	f.mu.Lock()
+	f.done, f.err = true, err
+	close(f.more)
+	readers := f.readers
+	f.mu.Unlock()
+	if readers == 0 {
+		f.forget()
+	}
+}
+
+// next returns the event at index i, waiting for it if the fetch is still
+// on. It reports false, with why, when the feed ended before i, or ctx did.
+func (f *catchUpFeed) next(ctx context.Context, i int) (feedEvent, bool, error) {
+	for {
+		f.mu.Lock()
+		if i < len(f.events) {
+			fe := f.events[i]
+			f.mu.Unlock()
+			return fe, true, nil
+		}
+		done, err, more := f.done, f.err, f.more
+		f.mu.Unlock()
+		if done {
+			return feedEvent{}, false, err
+		}
+		select {
+		case <-more:
+		case <-ctx.Done():
+			return feedEvent{}, false, ctx.Err()
+		}
+	}
+}
+
+// leave counts a reader out. The last one to leave stops a fetch that is
+// still on, and the feed is forgotten once its fetch has ended.
+func (f *catchUpFeed) leave() {
+	f.mu.Lock()
+	f.readers--
+	last, done := f.readers == 0, f.done
+	f.mu.Unlock()
+	if !last {
+		return
+	}
+	if !done {
+		f.cancel() // finish forgets it
+		return
+	}
+	f.forget()
+}
+
+// forget removes the feed from its stream, so that a later client with the
+// same cursor starts a fetch of its own.
+func (f *catchUpFeed) forget() {
+	s := f.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.feeds[f.id] == f {
+		delete(s.feeds, f.id)
+	}
+}
