@@ -89,6 +89,11 @@ func TestBrowserSeesTheSameEventsThroughTheProxy(t *testing.T) {
 	record := func(base string) []string {
 		navigate(t, tab, recorderURL(base, browserScriptNames, "/s/all"))
 		up := origin.nextConn(t)
+		if base != direct && detachInTests {
+			// The browser's HTTP/1.1 connection is taken over: what it
+			// sees comes from a shared writer.
+			eventually(t, "the browser's client to be detached", func() bool { return detachedClients() == 1 })
+		}
 		up.send(browserScript)
 		waitPage(t, tab, "the end event", hasData("end"))
 		return recordStrings(pageRecord(t, tab))

@@ -197,17 +197,18 @@ func TestInRequestWriters(t *testing.T) {
 	detachInTests = false
 	defer func() { detachInTests = saved }()
 	for name, test := range map[string]func(*testing.T){
-		"FanOutToManyClientsOverOneUpstream":    TestFanOutToManyClientsOverOneUpstream,
-		"HeartbeatOnSilentStream":               TestHeartbeatOnSilentStream,
-		"RetryIsInjectedAndRewritten":           TestRetryIsInjectedAndRewritten,
-		"SlowClientIsCutOthersKeepGoing":        TestSlowClientIsCutOthersKeepGoing,
-		"StalledClientIsCutOthersGetEverything": TestStalledClientIsCutOthersGetEverything,
-		"ConnectDisconnectCyclesLeakNothing":    TestConnectDisconnectCyclesLeakNothing,
-		"ReplayFromBufferByLastEventID":         TestReplayFromBufferByLastEventID,
-		"CursorPrimingLosesNothing":             TestCursorPrimingLosesNothing,
-		"CatchUpPastTheBuffer":                  TestCatchUpPastTheBuffer,
-		"ReloadThroughAdminAPIKeepsUpstream":    TestReloadThroughAdminAPIKeepsUpstream,
-		"ClosingStreamSpreadsItsClientsOut":     TestClosingStreamSpreadsItsClientsOut,
+		"FanOutToManyClientsOverOneUpstream":      TestFanOutToManyClientsOverOneUpstream,
+		"HeartbeatOnSilentStream":                 TestHeartbeatOnSilentStream,
+		"RetryIsInjectedAndRewritten":             TestRetryIsInjectedAndRewritten,
+		"SlowClientIsCutOthersKeepGoing":          TestSlowClientIsCutOthersKeepGoing,
+		"StalledClientIsCutOthersGetEverything":   TestStalledClientIsCutOthersGetEverything,
+		"ConnectDisconnectCyclesLeakNothing":      TestConnectDisconnectCyclesLeakNothing,
+		"ReplayFromBufferByLastEventID":           TestReplayFromBufferByLastEventID,
+		"CursorPrimingLosesNothing":               TestCursorPrimingLosesNothing,
+		"CatchUpPastTheBuffer":                    TestCatchUpPastTheBuffer,
+		"ReloadThroughAdminAPIKeepsUpstream":      TestReloadThroughAdminAPIKeepsUpstream,
+		"ClosingStreamSpreadsItsClientsOut":       TestClosingStreamSpreadsItsClientsOut,
+		"BrowserSeesTheSameEventsThroughTheProxy": TestBrowserSeesTheSameEventsThroughTheProxy,
 	} {
 		t.Run(name, test)
 	}
