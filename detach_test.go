@@ -39,13 +39,7 @@ type rawClient struct {
 // dialRaw sends a GET for path over HTTP/1.1 and reads the response head.
 func dialRaw(t *testing.T, base, path string) *rawClient {
 	t.Helper()
-	addr := strings.TrimPrefix(base, "http://")
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", path, addr)
+	conn := rawDial(t, base, path)
 	conn.SetReadDeadline(time.Now().Add(waitTimeout))
 	rc := &rawClient{conn: conn, r: bufio.NewReader(conn), header: make(http.Header)}
 	line, err := rc.r.ReadString('\n')
@@ -167,7 +161,7 @@ func rawDial(t *testing.T, base, path string) net.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, addr)
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", path, addr)
 	return conn
 }
 
