@@ -209,16 +209,17 @@ func (c *client) writePending(cw *clientWriter) error {
 		return errSlowClient
 	}
 	wrote := false
-	for done := 0; done == 0 || done < len(frames); {
-		out, n, size := c.appendPending(cw.out, frames[done:], maxBatchWrite)
+	rest := frames
+	for { // in writes of about maxBatchWrite, so a long replay is not copied whole
+		out, n, size := c.appendPending(cw.out, rest, maxBatchWrite)
 		c.s.reg.metrics.countSent(n, size)
 		wrote = wrote || len(out) > 0
 		cw.out = out
 		cw.writeOut()
-		if n == 0 {
+		rest = rest[n:]
+		if n == 0 || len(rest) == 0 {
 			break
 		}
-		done += n
 	}
 	clear(frames) // drop references to frames the ring may evict
 	cw.batch = frames[:0]

@@ -393,7 +393,7 @@ func (s *stream) publish(f *frame) {
 		if c.catchingUp {
 			continue // it reads from the origin until it splices in
 		}
-		if s.ring.head-max(c.cursor.Load(), c.joinedAt) > queue {
+		if s.behindLocked(c, queue) {
 			s.reg.metrics.slowClientDrops.Inc()
 			c.cut(errSlowClient)
 			delete(s.clients, c)
@@ -444,17 +444,23 @@ func (s *stream) attach(c *client, dc *detachedConn) bool {
 func (s *stream) framesFor(c *client, dst []*frame, queue uint64) ([]*frame, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	cursor := c.cursor.Load()
-	if s.ring.head-max(cursor, c.joinedAt) > queue {
+	if s.behindLocked(c, queue) {
 		return dst, false
 	}
-	return s.ring.appendAfter(dst, cursor)
+	return s.ring.appendAfter(dst, c.cursor.Load())
 }
 
 // behind reports whether c has fallen more than queue frames behind.
 func (s *stream) behind(c *client, queue uint64) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	return s.behindLocked(c, queue)
+}
+
+// behindLocked reports whether c has fallen more than queue frames behind
+// what was published since it joined: its replay does not count. s.mu
+// must be held.
+func (s *stream) behindLocked(c *client, queue uint64) bool {
 	return s.ring.head-max(c.cursor.Load(), c.joinedAt) > queue
 }
 
