@@ -99,8 +99,8 @@ func (s *stream) status() streamStatus {
 	defer s.mu.RUnlock()
 	st := streamStatus{
 		Upstream:        s.reg.upstreamLabel,
-		Key:             s.key,
-		UpstreamURL:     s.upstreamURL,
+		Key:             s.label,
+		UpstreamURL:     s.upstreamLabel,
 		Clients:         len(s.clients) + s.detached,
 		DetachedClients: s.detached,
 		BufferedBytes:   s.ring.size,

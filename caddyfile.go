@@ -39,9 +39,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    prime_cursor   on|off
 //	    detach         on|off
 //	    stale_event    <name>
-//	    key            <template>
+//	    key            <template...>
 //	    key_ignore_query <names...>
-//	    max_streams    <count>
+//	    max_streams    <count>|off
+//	    max_catch_ups  <per-stream> [<per-handler>]
 //	    upstream_timeout <duration>|off
 //	    retry_jitter   <percent>
 //	}
@@ -131,9 +132,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.Detach = &on
 			}
 		case "key":
-			if !d.AllArgs(&h.Key) {
+			// Several tokens are one template, as users write it:
+			// key {path} {http.request.header.Authorization}
+			parts := d.RemainingArgs()
+			if len(parts) == 0 {
 				return d.ArgErr()
 			}
+			h.Key = strings.Join(parts, " ")
 		case "key_ignore_query":
 			names := d.RemainingArgs()
 			if len(names) == 0 {
@@ -141,11 +146,35 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.KeyIgnoreQuery = append(h.KeyIgnoreQuery, names...)
 		case "max_streams":
-			n, err := countArg(d, sub)
-			if err != nil {
-				return err
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
 			}
-			h.MaxStreams = n
+			n, err := strconv.Atoi(v)
+			switch {
+			case v == "off" || n == 0 && err == nil:
+				h.MaxStreams = -1 // unlimited; 0 always meant that here
+			case err != nil || n < 0:
+				return d.Errf("bad max_streams value '%s': want a non-negative integer, or off", v)
+			default:
+				h.MaxStreams = n
+			}
+		case "max_catch_ups":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.ArgErr()
+			}
+			for i, arg := range args {
+				n, err := strconv.Atoi(arg)
+				if err != nil || n < 1 {
+					return d.Errf("bad max_catch_ups value '%s': want a positive integer", arg)
+				}
+				if i == 0 {
+					h.MaxCatchUps = n
+				} else {
+					h.MaxCatchUpsPerHandler = n
+				}
+			}
 		case "upstream_timeout":
 			var v string
 			if !d.AllArgs(&v) {

@@ -11,22 +11,23 @@ import (
 // A crowd that was offline together, longer than the buffer covers, costs
 // the origin one catch-up request, not one per client.
 
-// feedEvent is one event of a catch-up feed.
+// feedEvent is one event of a catch-up feed, encoded once for every
+// reader as the shared stream would encode it, so that the two can be
+// compared where they meet.
 type feedEvent struct {
-	id    string
-	hasID bool
-	frame []byte // encoded once, for every reader
+	frame
+	hasLastID bool // the origin has sent an id in this answer; id is the last one
 }
 
 // catchUpFeed fetches the origin's answer to one Last-Event-ID, from a
 // goroutine of its own, for the clients that read it.
 type catchUpFeed struct {
 	s      *stream
-	id     string
+	id     clientCursor
 	cancel context.CancelFunc
 
 	mu      sync.Mutex
-	events  []feedEvent
+	events  []*feedEvent
 	size    int           // bytes of the frames held
 	more    chan struct{} // closed, and replaced, when events grow or the fetch ends
 	done    bool          // the fetch has ended; err says why
@@ -34,10 +35,11 @@ type catchUpFeed struct {
 	readers int
 }
 
-// catchUpFeedFor returns the feed of the events after id, starting its
-// fetch if no client is reading one, and counts the caller as a reader
-// until it calls leave.
-func (s *stream) catchUpFeedFor(id string) *catchUpFeed {
+// catchUpFeedFor returns the feed of the events after the cursor id,
+// starting its fetch if no client is reading one, and counts the caller as
+// a reader until it calls leave. It returns nil when starting one would
+// pass max_catch_ups for the stream or max_catch_ups_per_handler.
+func (s *stream) catchUpFeedFor(id clientCursor) *catchUpFeed {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if f := s.feeds[id]; f != nil {
@@ -51,10 +53,16 @@ func (s *stream) catchUpFeedFor(id string) *catchUpFeed {
 			return f
 		}
 	}
+	cfg := s.reg.settings.Load()
+	if s.fetches >= cfg.maxCatchUps || s.reg.catchUps.Load() >= int64(cfg.maxCatchUpsPerHandler) {
+		return nil
+	}
+	s.fetches++ // until the fetch ends
+	s.reg.catchUps.Add(1)
 	ctx, cancel := context.WithTimeoutCause(s.ctx, catchUpTimeout, errCatchUpTooLong)
 	f := &catchUpFeed{s: s, id: id, cancel: cancel, more: make(chan struct{}), readers: 1}
 	if s.feeds == nil {
-		s.feeds = make(map[string]*catchUpFeed)
+		s.feeds = make(map[clientCursor]*catchUpFeed)
 	}
 	s.feeds[id] = f
 	s.reg.metrics.catchUps.Inc()
@@ -63,6 +71,10 @@ func (s *stream) catchUpFeedFor(id string) *catchUpFeed {
 		defer s.reg.wg.Done()
 		defer cancel()
 		f.finish(f.fetch(ctx))
+		s.mu.Lock()
+		s.fetches--
+		s.mu.Unlock()
+		s.reg.catchUps.Add(-1)
 	}()
 	return f
 }
@@ -75,13 +87,16 @@ func (s *stream) catchUpFeedFor(id string) *catchUpFeed {
 func (f *catchUpFeed) fetch(ctx context.Context) error {
 	s := f.s
 	cfg := s.reg.settings.Load()
-	resp, err := s.openUpstream(ctx, cfg, f.id, true)
+	resp, err := s.openUpstream(ctx, cfg, string(f.id), true)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
+	// The parser's last event ID starts empty, not at the cursor: an event
+	// without an id is framed without one, so that the cursor is never
+	// written back (each reader's browser keeps it as it is).
 	p := newParser(resp.Body, cfg.maxEventSize)
-	p.setLastID(f.id)
+	hasLastID := false
 	for n := 0; n < catchUpMaxEvents; n++ {
 		ev, err := p.next()
 		if err != nil {
@@ -93,7 +108,11 @@ func (f *catchUpFeed) fetch(ctx context.Context) error {
 		if !ev.HasData && !ev.HasID && ev.Type == "" {
 			continue // retry only: a client's retry comes from the stream
 		}
-		fe := feedEvent{id: ev.ID, hasID: ev.HasID, frame: appendEvent(nil, &ev, true)}
+		hasLastID = hasLastID || ev.HasID
+		fe := &feedEvent{
+			frame:     frame{id: ev.ID, setsID: ev.HasID, bytes: appendEvent(nil, &ev, hasLastID)},
+			hasLastID: hasLastID,
+		}
 		if !f.add(fe, cfg.bufferBytes) {
 			return errCatchUpTooLong
 		}
@@ -103,14 +122,14 @@ func (f *catchUpFeed) fetch(ctx context.Context) error {
 
 // add appends an event for the readers, unless the feed would hold more
 // than limit bytes.
-func (f *catchUpFeed) add(fe feedEvent, limit int) bool {
+func (f *catchUpFeed) add(fe *feedEvent, limit int) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.size+len(fe.frame) > limit {
+	if f.size+len(fe.bytes) > limit {
 		return false
 	}
 	f.events = append(f.events, fe)
-	f.size += len(fe.frame)
+	f.size += len(fe.bytes)
 	close(f.more)
 	f.more = make(chan struct{})
 	return true
@@ -130,7 +149,7 @@ func (f *catchUpFeed) finish(err error) {
 
 // next returns the event at index i, waiting for it if the fetch is still
 // on. It reports false, with why, when the feed ended before i, or ctx did.
-func (f *catchUpFeed) next(ctx context.Context, i int) (feedEvent, bool, error) {
+func (f *catchUpFeed) next(ctx context.Context, i int) (*feedEvent, bool, error) {
 	for {
 		f.mu.Lock()
 		if i < len(f.events) {
@@ -141,12 +160,12 @@ func (f *catchUpFeed) next(ctx context.Context, i int) (feedEvent, bool, error) 
 		done, err, more := f.done, f.err, f.more
 		f.mu.Unlock()
 		if done {
-			return feedEvent{}, false, err
+			return nil, false, err
 		}
 		select {
 		case <-more:
 		case <-ctx.Done():
-			return feedEvent{}, false, ctx.Err()
+			return nil, false, ctx.Err()
 		}
 	}
 }

@@ -12,7 +12,7 @@ func feedReaders(id string) int {
 		defer r.mu.Unlock()
 		for _, s := range r.streams {
 			s.mu.RLock()
-			if f := s.feeds[id]; f != nil {
+			if f := s.feeds[clientCursor(id)]; f != nil {
 				f.mu.Lock()
 				n += f.readers
 				f.mu.Unlock()

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"go.uber.org/zap"
 )
 
 // This file is the client: its cursor into the stream's ring, what it is to
@@ -41,9 +40,9 @@ type client struct {
 	// Set by join, before the writer starts.
 	prime     []byte // an id-only block to send once the frames up to primeAt are sent
 	primeAt   uint64
-	staleID   string // the Last-Event-ID that could not be served
-	stale     bool   // announce staleID with a stale_event first
-	catchUpID string // the Last-Event-ID to fetch from the origin first, if catchingUp
+	staleID   clientCursor // the cursor that could not be served; "" if it was unusable
+	stale     bool         // announce staleID with a stale_event first
+	catchUpID clientCursor // the cursor to fetch from the origin first, if catchingUp
 
 	// joinedAt is the stream's head when the client joined or spliced in:
 	// frames up to it are its replay, which does not count as lag.
@@ -98,6 +97,28 @@ func ownDeadlines(w http.ResponseWriter) bool {
 	}
 }
 
+// errResponseBuffered ends a request whose response a handler in front of
+// sse_fanout holds back.
+var errResponseBuffered = errors.New("a handler before sse_fanout buffers the response")
+
+// responseBuffered reports whether some layer of w's chain holds the
+// response back instead of passing it on, as Caddy's response recorder
+// does for log_append {http.response.body} or an intercept that handles
+// the response. It must be asked after the header is written, since a
+// recorder decides then.
+func responseBuffered(w http.ResponseWriter) bool {
+	for {
+		if b, ok := w.(interface{ Buffered() bool }); ok && b.Buffered() {
+			return true
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return false
+		}
+		w = u.Unwrap()
+	}
+}
+
 // wake tells the client's writer there may be something to send. It never
 // blocks: a writer that is busy finds the token when it comes back.
 func (c *client) wake() {
@@ -141,7 +162,9 @@ func newClientWriter(w http.ResponseWriter, rc *http.ResponseController, s *stre
 // response headers must already be sent.
 func (c *client) begin(ctx context.Context, cw *clientWriter) error {
 	if c.catchUpID != "" {
-		c.catchUp(ctx, cw, c.stop)
+		if err := c.catchUp(ctx, cw, c.stop); err != nil {
+			return err
+		}
 	}
 	if c.stale {
 		c.announceStale(cw)
@@ -289,14 +312,14 @@ func (c *client) appendPrime(out []byte) []byte {
 func (c *client) announceStale(cw *clientWriter) {
 	c.stale = false
 	if c.catchUpID == "" { // a failed catch-up has logged already
-		c.s.logger.Warn("client's Last-Event-ID is not in the buffer; sending live events",
-			zap.String("last_event_id", c.staleID))
+		c.s.logger.Debug("client's Last-Event-ID is not in the buffer; sending live events")
 	}
 	name := c.s.reg.settings.Load().staleEvent
 	if name == "" {
 		return
 	}
-	cw.write(appendEvent(nil, &Event{Type: name, Data: c.staleID, HasData: true}, false))
+	// The cursor is the client's own and parseCursor let no line end in.
+	cw.write(appendEvent(nil, &Event{Type: name, Data: string(c.staleID), HasData: true}, false))
 	cw.flush()
 }
 

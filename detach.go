@@ -124,11 +124,10 @@ func (c *client) watch() {
 	c.conn.Close()
 	c.shard.remove(c)
 	c.s.leave(c)
-	s := c.s
 	if c.cause == errSlowClient {
-		s.logger.Warn("slow client cut", zap.String("stream", s.key), zap.Stringer("remote_addr", c.conn.RemoteAddr()))
-	} else if ce := s.logger.Check(zap.DebugLevel, "client ended"); ce != nil {
-		ce.Write(zap.String("stream", s.key), zap.Error(c.cause))
+		c.s.logger.Warn("slow client cut", zap.Stringer("remote_addr", c.conn.RemoteAddr()))
+	} else if ce := c.s.logger.Check(zap.DebugLevel, "client ended"); ce != nil {
+		ce.Write(zap.Error(c.cause))
 	}
 }
 

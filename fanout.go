@@ -25,23 +25,25 @@ var (
 // settings are a handler's tunables, resolved to their defaults. A registry
 // holds the latest ones; a config reload replaces them.
 type settings struct {
-	heartbeat    time.Duration // keepalive after this much silence; <= 0: off
-	retry        int64         // retry sent to clients, in ms; < 0: the origin's passes through
-	buffer       int           // frames kept for Last-Event-ID replay
-	bufferBytes  int           // bytes kept for replay and lagging clients
-	clientQueue  int           // frames a client may fall behind before it is cut
-	idleClose    time.Duration // upstream kept this long after the last client left
-	maxClients   int           // per stream; 0: unlimited
-	maxStreams   int           // per registry; 0: unlimited
-	upstreamWait time.Duration // upstream_timeout: the most an upstream may stay silent
-	maxEventSize int           // bytes; a larger event breaks the upstream connection
-	catchUp      bool          // fetch what the buffer lacks from the origin
-	primeCursor  bool          // send joining clients the stream's latest id
-	staleEvent   string        // event type announcing an unservable cursor; "": none
-	writeTimeout time.Duration // bound on one batch of writes to a client
-	retryJitter  int           // percent by which each client's retry is spread
-	headerUp     http.Header   // sent upstream on every request
-	logger       *zap.Logger
+	heartbeat             time.Duration // keepalive after this much silence; <= 0: off
+	retry                 int64         // retry sent to clients, in ms; < 0: the origin's passes through
+	buffer                int           // frames kept for Last-Event-ID replay
+	bufferBytes           int           // bytes kept for replay and lagging clients
+	clientQueue           int           // frames a client may fall behind before it is cut
+	idleClose             time.Duration // upstream kept this long after the last client left
+	maxClients            int           // per stream; 0: unlimited
+	maxStreams            int           // per registry; < 0: unlimited
+	maxCatchUps           int           // catch-ups under way per stream
+	maxCatchUpsPerHandler int           // catch-ups under way per registry
+	upstreamWait          time.Duration // upstream_timeout: the most an upstream may stay silent
+	maxEventSize          int           // bytes; a larger event breaks the upstream connection
+	catchUp               bool          // fetch what the buffer lacks from the origin
+	primeCursor           bool          // send joining clients the stream's latest id
+	staleEvent            string        // event type announcing an unservable cursor; "": none
+	writeTimeout          time.Duration // bound on one batch of writes to a client
+	retryJitter           int           // percent by which each client's retry is spread
+	headerUp              http.Header   // sent upstream on every request
+	logger                *zap.Logger
 }
 
 // ringCapacity is how many frames a stream keeps: a client placed as far
@@ -62,10 +64,12 @@ func (cfg *settings) spliceWindow() int {
 // client its streams share.
 type registry struct {
 	settings      atomic.Pointer[settings]
-	upstreamLabel string // the configured base URL, for metrics and the admin API
+	gen           atomic.Uint64 // the generation of the handler whose settings apply
+	upstreamLabel string        // the configured base URL, redacted, for logs, metrics and the admin API
 	metrics       *upstreamMetrics
 	upstream      *http.Client
 	wg            sync.WaitGroup // every stream's goroutines
+	catchUps      atomic.Int64   // catch-up feeds under way, over every stream
 
 	mu      sync.Mutex
 	streams map[string]*stream
@@ -73,7 +77,7 @@ type registry struct {
 	closed  bool
 }
 
-func newRegistry(cfg *settings, upstreamLabel string) *registry {
+func newRegistry(cfg *settings, gen uint64, upstreamLabel string) *registry {
 	r := &registry{
 		upstreamLabel: upstreamLabel,
 		metrics:       newUpstreamMetrics(upstreamLabel),
@@ -82,7 +86,25 @@ func newRegistry(cfg *settings, upstreamLabel string) *registry {
 		stopped:       make(map[string]time.Time),
 	}
 	r.settings.Store(cfg)
+	r.gen.Store(gen)
 	return r
+}
+
+// adopt makes cfg the registry's settings, unless a handler provisioned
+// later than gen already supplied them. A handler calls it as it serves a
+// request, which proves that its config is running: Caddy provisions a new
+// config while the old one still serves, and a reload that fails later on
+// must leave the running settings alone.
+func (r *registry) adopt(cfg *settings, gen uint64) {
+	if r.gen.Load() >= gen {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gen.Load() < gen {
+		r.settings.Store(cfg)
+		r.gen.Store(gen)
+	}
 }
 
 // Destruct closes every stream and waits for the goroutines of all the
@@ -109,43 +131,21 @@ func (r *registry) Destruct() error {
 // its upstream connection) if it has no client yet. It never waits for the
 // upstream.
 func (r *registry) join(sr streamRequest) (*stream, *client, error) {
-	key := sr.key
 	cfg := r.settings.Load()
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil, nil, errStreamClosed
+	s, evicted, err := r.streamFor(sr, cfg)
+	if evicted != nil {
+		evicted.logger.Debug("closing idle stream to make room for a new one")
+		evicted.close(errStreamClosed)
 	}
-	if until, ok := r.stopped[key]; ok {
-		if time.Now().Before(until) {
-			r.mu.Unlock()
-			return nil, nil, errOriginStopped
-		}
-		delete(r.stopped, key)
+	if err != nil {
+		return nil, nil, err
 	}
-	s := r.streams[key]
-	if s == nil {
-		if cfg.maxStreams > 0 && len(r.streams) >= cfg.maxStreams {
-			r.mu.Unlock()
-			return nil, nil, errTooManyStreams
-		}
-		s = newStream(r, key, sr.upstreamURL, sr.headerUp)
-		if sr.hasLastEventID {
-			s.resumeAfter(sr.lastEventID)
-		}
-		r.streams[key] = s
-		r.metrics.streams.Inc()
-		s.start()
-	}
-	s.mu.Lock()
-	r.mu.Unlock()
 	defer s.mu.Unlock()
-
 	if cfg.maxClients > 0 && len(s.clients)+s.detached >= cfg.maxClients {
 		return nil, nil, errStreamFull
 	}
 	c := newClient(s)
-	s.placeLocked(c, cfg, sr.lastEventID, sr.hasLastEventID)
+	s.placeLocked(c, cfg, sr)
 	s.clients[c] = struct{}{}
 	r.metrics.clients.Inc()
 	if s.idleTimer != nil {
@@ -155,26 +155,77 @@ func (r *registry) join(sr streamRequest) (*stream, *client, error) {
 	return s, c, nil
 }
 
-// placeLocked sets where a joining client starts: after its Last-Event-ID
-// when the buffer holds it, else at the live head, with a catch-up or a
-// stale notice to come. It also arms the cursor priming. s.mu must be held.
-func (s *stream) placeLocked(c *client, cfg *settings, lastEventID string, hasLastEventID bool) {
+// streamFor returns the stream sr asks for, locked, opening it if there
+// is none. Under max_streams, an idle stream gives way to a new one: it is
+// returned as evicted, for the caller to close.
+func (r *registry) streamFor(sr streamRequest, cfg *settings) (s, evicted *stream, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, nil, errStreamClosed
+	}
+	if until, ok := r.stopped[sr.key]; ok {
+		if time.Now().Before(until) {
+			return nil, nil, errOriginStopped
+		}
+		delete(r.stopped, sr.key)
+	}
+	s = r.streams[sr.key]
+	if s == nil {
+		if cfg.maxStreams > 0 && len(r.streams) >= cfg.maxStreams {
+			evicted = r.idleStreamLocked()
+			if evicted == nil {
+				return nil, nil, errTooManyStreams
+			}
+			delete(r.streams, evicted.key)
+		}
+		s = newStream(r, sr)
+		r.streams[sr.key] = s
+		r.metrics.streams.Inc()
+		s.start()
+	}
+	s.mu.Lock()
+	return s, evicted, nil
+}
+
+// idleStreamLocked returns a stream without clients, one that only waits
+// out idle_close, or nil. r.mu must be held.
+func (r *registry) idleStreamLocked() *stream {
+	for _, s := range r.streams {
+		s.mu.RLock()
+		idle := len(s.clients)+s.detached == 0 && s.idleTimer != nil
+		s.mu.RUnlock()
+		if idle {
+			return s
+		}
+	}
+	return nil
+}
+
+// placeLocked sets where a joining client starts: after its cursor when
+// the buffer holds it, else at the live head, with a catch-up or a stale
+// notice to come. It also arms the cursor priming. s.mu must be held.
+func (s *stream) placeLocked(c *client, cfg *settings, sr streamRequest) {
 	c.cursor.Store(s.ring.head)
 	c.joinedAt = s.ring.head
-	if hasLastEventID {
-		seq, ok := s.ring.findID(lastEventID, cfg.buffer)
+	switch {
+	case sr.unusableCursor:
+		s.reg.metrics.replayMisses.Inc()
+		c.stale = true // announced with no data: the cursor is not echoed
+	case sr.hasCursor:
+		seq, ok := s.ring.findID(string(sr.cursor), cfg.buffer)
 		switch {
 		case ok:
 			s.reg.metrics.replayHits.Inc()
 			c.cursor.Store(seq)
 		case cfg.catchUp:
 			s.reg.metrics.replayMisses.Inc()
-			c.catchUpID = lastEventID
+			c.catchUpID = sr.cursor
 			c.catchingUp = true
 			return // the catch-up ends with frames that carry ids
 		default:
 			s.reg.metrics.replayMisses.Inc()
-			c.staleID, c.stale = lastEventID, true
+			c.staleID, c.stale = sr.cursor, true
 		}
 	}
 	if cfg.primeCursor && s.hasLastID {
@@ -207,7 +258,6 @@ func (r *registry) closeIfIdle(s *stream) {
 	idle := len(s.clients)+s.detached == 0 && s.idleTimer != nil && r.streams[s.key] == s
 	if idle {
 		delete(r.streams, s.key)
-		s.idleTimer = nil
 	}
 	s.mu.Unlock()
 	r.mu.Unlock()
@@ -219,12 +269,19 @@ func (r *registry) closeIfIdle(s *stream) {
 
 // stream is one upstream event stream and the clients it feeds.
 type stream struct {
-	key         string
-	upstreamURL string
-	headerUp    http.Header // sent on every upstream request
-	reg         *registry
-	logger      *zap.Logger
-	started     time.Time // the base of lastSend
+	key           string
+	label         string // the key as logs and the admin API show it
+	upstreamURL   string
+	upstreamLabel string      // upstreamURL as logs and the admin API show it
+	headerUp      http.Header // sent on every upstream request
+	// openCursor is the cursor of the client that opened the stream: its
+	// upstream asks for the events after it until the origin has sent
+	// something (see resume). It is never any client's id line.
+	openCursor    clientCursor
+	hasOpenCursor bool
+	reg           *registry
+	logger        *zap.Logger
+	started       time.Time // the base of lastSend
 
 	ctx    context.Context    // ends when the stream is closed
 	cancel context.CancelFunc // ends ctx, and so the upstream requests
@@ -237,13 +294,14 @@ type stream struct {
 
 	mu        sync.RWMutex // guards the fields below
 	ring      *ring
-	clients   map[*client]struct{}    // those served in their request goroutines
-	shards    []*writerShard          // the shared writers of detached clients
-	detached  int                     // how many clients the shards serve
-	lastID    string                  // the last event ID of the newest frame
-	hasLastID bool                    // the origin has sent an id; from then on every frame carries one
-	idleTimer *time.Timer             // set while the stream has no client
-	feeds     map[string]*catchUpFeed // catch-ups being read, by Last-Event-ID
+	clients   map[*client]struct{}          // those served in their request goroutines
+	shards    []*writerShard                // the shared writers of detached clients
+	detached  int                           // how many clients the shards serve
+	lastID    string                        // the last event ID of the newest frame; only ever the origin's
+	hasLastID bool                          // the origin has sent an id; from then on every frame carries one
+	idleTimer *time.Timer                   // set while the stream has no client
+	feeds     map[clientCursor]*catchUpFeed // catch-ups being read, by cursor
+	fetches   int                           // catch-up fetches under way
 
 	// The upstream connection's state, for the admin API.
 	state       string    // one of the state constants
@@ -277,34 +335,35 @@ func (s *stream) setState(state string, err error) {
 	}
 }
 
-func newStream(r *registry, key, upstreamURL string, headerUp http.Header) *stream {
+func newStream(r *registry, sr streamRequest) *stream {
 	cfg := r.settings.Load()
 	s := &stream{
-		key:         key,
-		upstreamURL: upstreamURL,
-		headerUp:    headerUp,
-		reg:         r,
-		logger:      cfg.logger.With(zap.String("stream", key)),
-		started:     time.Now(),
-		done:        make(chan struct{}),
-		ring:        newRing(cfg.ringCapacity(), cfg.bufferBytes),
-		clients:     make(map[*client]struct{}),
-		state:       stateConnecting,
+		key:           sr.key,
+		label:         sr.label,
+		upstreamURL:   sr.upstreamURL,
+		upstreamLabel: redactURL(sr.upstreamURL),
+		headerUp:      sr.headerUp,
+		openCursor:    sr.cursor,
+		hasOpenCursor: sr.hasCursor,
+		reg:           r,
+		logger:        cfg.logger.With(zap.String("stream", sr.label)),
+		started:       time.Now(),
+		done:          make(chan struct{}),
+		ring:          newRing(cfg.ringCapacity(), cfg.bufferBytes),
+		clients:       make(map[*client]struct{}),
+		state:         stateConnecting,
+	}
+	if sr.hasCursor {
+		// A new stream begins where its first client left off: its
+		// upstream asks for the events after that cursor, and a client
+		// that comes with the same cursor replays them from the start.
+		// After a restart, when every browser comes back with about the
+		// same cursor, this spares the origin one catch-up per client.
+		s.ring.baseID, s.ring.hasBase = string(sr.cursor), true
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.originRetry.Store(-1)
 	return s
-}
-
-// resumeAfter makes a new stream begin where its first client left off:
-// its upstream connection asks the origin for the events after id, and a
-// client with that cursor replays them from the buffer. After a restart,
-// when every browser comes back with about the same cursor, this spares
-// the origin one catch-up request per client. It must be called before
-// start.
-func (s *stream) resumeAfter(id string) {
-	s.lastID, s.hasLastID = id, true
-	s.ring.baseID, s.ring.hasBase = id, true
 }
 
 // start runs the stream's upstream reader and heartbeat.
@@ -363,20 +422,19 @@ func (s *stream) leave(c *client) {
 	s.idleTimer = time.AfterFunc(wait, func() { s.reg.closeIfIdle(s) })
 }
 
-// publishEvent encodes ev once and hands the frame to every client.
-func (s *stream) publishEvent(ev *Event) {
+// frameOf encodes ev once, as every client of the stream is sent it, and
+// takes its retry time; it returns nil for a block with nothing else.
+func (s *stream) frameOf(ev *Event) *frame {
 	if ev.HasRetry {
 		s.originRetry.Store(ev.Retry)
 		if !ev.HasData && !ev.HasID && ev.Type == "" {
 			s.wakeAll() // nothing to frame; clients pick up the new retry
-			return
+			return nil
 		}
 	}
-	// Only the upstream reader writes hasLastID once the stream has
-	// started (resumeAfter sets it before), so it may read it unlocked.
+	// Only the upstream reader writes hasLastID, so it may read it unlocked.
 	withID := ev.HasID || s.hasLastID
-	s.publish(&frame{id: ev.ID, setsID: ev.HasID, bytes: appendEvent(nil, ev, withID)})
-	s.reg.metrics.eventsReceived.Inc()
+	return &frame{id: ev.ID, setsID: ev.HasID, bytes: appendEvent(nil, ev, withID)}
 }
 
 // publish appends f to the ring and wakes every client. It never blocks on
@@ -387,8 +445,10 @@ func (s *stream) publish(f *frame) {
 	s.mu.Lock()
 	s.ring.push(f)
 	s.received++
-	s.lastID = f.id
 	s.hasLastID = s.hasLastID || f.setsID
+	if s.hasLastID {
+		s.lastID = f.id
+	}
 	for c := range s.clients {
 		if c.catchingUp {
 			continue // it reads from the origin until it splices in
@@ -405,6 +465,7 @@ func (s *stream) publish(f *frame) {
 		sh.wake() // its clients' lag is checked as it serves them
 	}
 	s.mu.Unlock()
+	s.reg.metrics.eventsReceived.Inc()
 	s.markSent()
 }
 
@@ -426,6 +487,11 @@ func (s *stream) wakeAll() {
 func (s *stream) attach(c *client, dc *detachedConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	select {
+	case <-s.done: // no shared writer would ever end it
+		return false
+	default:
+	}
 	if _, ok := s.clients[c]; !ok {
 		return false
 	}
@@ -435,6 +501,13 @@ func (s *stream) attach(c *client, dc *detachedConn) bool {
 	c.shard.add(c)
 	s.detached++
 	s.reg.wg.Add(1) // for c.watch
+	select {
+	case <-c.stop:
+		// Its config was unloaded while it started: endDetached has
+		// passed it over, so it ends here, as the others do.
+		c.endWithin(errHandlerStopped)
+	default:
+	}
 	return true
 }
 

@@ -56,7 +56,7 @@ func newFanOutBench(tb testing.TB, n int) *fanOutBench {
 // ServeHTTP passes every client of a config (nil: none).
 func newFanOutBenchStop(tb testing.TB, n int, stop chan struct{}) *fanOutBench {
 	tb.Helper()
-	s := newStream(newRegistry(testSettings(), "bench"), "/bench", "http://127.0.0.1:1/bench", nil)
+	s := newStream(newRegistry(testSettings(), 0, "bench"), streamRequest{key: "/bench", label: "/bench", upstreamURL: "http://127.0.0.1:1/bench"})
 	ctx, cancel := context.WithCancel(context.Background())
 	fb := &fanOutBench{s: s, n: n, done: make(chan struct{}, 1), cancel: cancel}
 	clients := make([]*client, n)
@@ -87,7 +87,7 @@ func newFanOutBenchStop(tb testing.TB, n int, stop chan struct{}) *fanOutBench {
 // and flushed it.
 func (fb *fanOutBench) broadcast(ev *Event) {
 	fb.flushes.Store(int64(fb.n))
-	fb.s.publishEvent(ev)
+	publishTo(fb.s, ev)
 	<-fb.done
 }
 
@@ -108,7 +108,7 @@ func (fb *fanOutBench) close() {
 func BenchmarkBroadcast1000(b *testing.B) {
 	const n = 1000
 	b.Run("inline", func(b *testing.B) {
-		s := newStream(newRegistry(testSettings(), "bench"), "/bench", "http://127.0.0.1:1/bench", nil)
+		s := newStream(newRegistry(testSettings(), 0, "bench"), streamRequest{key: "/bench", label: "/bench", upstreamURL: "http://127.0.0.1:1/bench"})
 		clients := make([]*client, n)
 		for i := range clients {
 			clients[i] = newClient(s)
@@ -118,7 +118,7 @@ func BenchmarkBroadcast1000(b *testing.B) {
 		ev := benchEvent
 		b.ReportAllocs()
 		for b.Loop() {
-			s.publishEvent(&ev)
+			publishTo(s, &ev)
 			for _, c := range clients {
 				select {
 				case <-c.wakeC:

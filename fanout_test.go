@@ -364,7 +364,7 @@ func TestOversizeEventBreaksUpstreamNotClients(t *testing.T) {
 func TestSlowClientIsCutOthersKeepGoing(t *testing.T) {
 	cfg := testSettings()
 	cfg.clientQueue = 4
-	s := newStream(newRegistry(cfg, "test"), "/s", "http://127.0.0.1:1/s", nil)
+	s := newStream(newRegistry(cfg, 0, "test"), streamRequest{key: "/s", label: "/s", upstreamURL: "http://127.0.0.1:1/s"})
 	slow := newClient(s)
 	fast := newClient(s)
 	s.clients[slow] = struct{}{}
@@ -373,7 +373,7 @@ func TestSlowClientIsCutOthersKeepGoing(t *testing.T) {
 	// The slow client's writer never runs; the fast one takes every frame
 	// as soon as it is published.
 	for i := 1; i <= 10; i++ {
-		s.publishEvent(&Event{Data: fmt.Sprint(i), HasData: true})
+		publishTo(s, &Event{Data: fmt.Sprint(i), HasData: true})
 		frames, ok := s.framesAfter(nil, fast.cursor.Load())
 		if !ok || len(frames) != 1 || string(frames[0].bytes) != fmt.Sprintf("data: %d\n\n", i) {
 			t.Fatalf("fast client, event %d: got %d frames (ok=%v)", i, len(frames), ok)

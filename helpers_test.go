@@ -230,6 +230,15 @@ func testGlobalOptions() string {
 // loadCaddyfile adapts and loads a whole Caddyfile, replacing the running config.
 func loadCaddyfile(t *testing.T, caddyfile string) {
 	t.Helper()
+	if err := loadJSON(adaptCaddyfile(t, caddyfile)); err != nil {
+		t.Fatalf("loading config: %v", err)
+	}
+}
+
+// adaptCaddyfile adapts a whole Caddyfile to JSON, with detaching turned
+// off where the run asks for that (detachInTests).
+func adaptCaddyfile(t *testing.T, caddyfile string) []byte {
+	t.Helper()
 	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
 	if err != nil {
 		t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfile)
@@ -242,10 +251,11 @@ func loadCaddyfile(t *testing.T, caddyfile string) {
 	if !detachInTests {
 		cfg = withDetachOff(t, cfg)
 	}
-	if err := caddy.Load(cfg, true); err != nil {
-		t.Fatalf("loading config: %v", err)
-	}
+	return cfg
 }
+
+// loadJSON loads a JSON config, replacing the running one if it loads.
+func loadJSON(cfg []byte) error { return caddy.Load(cfg, true) }
 
 // detachInTests, when false, makes loadCaddyfile turn detaching off in
 // every sse_fanout handler that does not set it, so that a test runs with
@@ -451,4 +461,11 @@ func (k *keepaliveSpotter) Write(b []byte) (int, error) {
 	}
 	k.carry = append(k.carry[:0], buf...)
 	return len(b), nil
+}
+
+// publishTo publishes ev on s as its upstream reader would.
+func publishTo(s *stream, ev *Event) {
+	if f := s.frameOf(ev); f != nil {
+		s.publish(f)
+	}
 }

@@ -26,6 +26,7 @@ var collectors = struct {
 	replayHits       *prometheus.CounterVec
 	replayMisses     *prometheus.CounterVec
 	catchUps         *prometheus.CounterVec
+	catchUpsRefused  *prometheus.CounterVec
 	refused          *prometheus.CounterVec
 }{
 	clients:          newGauge("clients", "Clients connected."),
@@ -39,6 +40,7 @@ var collectors = struct {
 	replayHits:       newCounter("replay_hits_total", "Clients whose Last-Event-ID was answered from the buffer."),
 	replayMisses:     newCounter("replay_misses_total", "Clients whose Last-Event-ID was not in the buffer."),
 	catchUps:         newCounter("catch_ups_total", "Catch-up requests made to the origin for clients past the buffer."),
+	catchUpsRefused:  newCounter("catch_ups_refused_total", "Clients past the buffer served without a catch-up, since max_catch_ups or max_catch_ups_per_handler were under way."),
 	refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
 		Name: "refused_total",
@@ -68,7 +70,7 @@ func registerMetrics(registry *prometheus.Registry) error {
 		collectors.clients, collectors.streams, collectors.eventsReceived,
 		collectors.eventsSent, collectors.bytesSent, collectors.slowClientDrops,
 		collectors.upstreamConnects, collectors.upstreamErrors, collectors.replayHits,
-		collectors.replayMisses, collectors.catchUps, collectors.refused,
+		collectors.replayMisses, collectors.catchUps, collectors.catchUpsRefused, collectors.refused,
 	} {
 		var already prometheus.AlreadyRegisteredError
 		if err := registry.Register(c); err != nil && !errors.As(err, &already) {
@@ -92,6 +94,7 @@ type upstreamMetrics struct {
 	replayHits       prometheus.Counter
 	replayMisses     prometheus.Counter
 	catchUps         prometheus.Counter
+	catchUpsRefused  prometheus.Counter
 	refusedFull      prometheus.Counter
 	refusedStreams   prometheus.Counter
 }
@@ -109,6 +112,7 @@ func newUpstreamMetrics(upstream string) *upstreamMetrics {
 		replayHits:       collectors.replayHits.WithLabelValues(upstream),
 		replayMisses:     collectors.replayMisses.WithLabelValues(upstream),
 		catchUps:         collectors.catchUps.WithLabelValues(upstream),
+		catchUpsRefused:  collectors.catchUpsRefused.WithLabelValues(upstream),
 		refusedFull:      collectors.refused.WithLabelValues(upstream, "max_clients"),
 		refusedStreams:   collectors.refused.WithLabelValues(upstream, "max_streams"),
 	}

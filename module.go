@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -24,14 +25,21 @@ func init() {
 
 // Defaults of the config fields.
 const (
-	defaultHeartbeat    = 15 * time.Second
-	defaultBuffer       = 1024
-	defaultBufferBytes  = 8 << 20
-	defaultClientQueue  = 256
-	defaultIdleClose    = 30 * time.Second
-	defaultMaxEventSize = 1 << 20
-	defaultWriteTimeout = 30 * time.Second
-	defaultUpstreamWait = 45 * time.Second
+	defaultHeartbeat             = 15 * time.Second
+	defaultBuffer                = 1024
+	defaultBufferBytes           = 8 << 20
+	defaultClientQueue           = 256
+	defaultIdleClose             = 30 * time.Second
+	defaultMaxEventSize          = 1 << 20
+	defaultWriteTimeout          = 30 * time.Second
+	defaultUpstreamWait          = 45 * time.Second
+	defaultMaxStreams            = 10000
+	defaultMaxCatchUps           = 8
+	defaultMaxCatchUpsPerHandler = 64
+
+	// maxQueue bounds buffer and client_queue: a stream's ring holds a
+	// slot for each, allocated when the stream opens.
+	maxQueue = 1 << 20
 )
 
 // Handler fans out Server-Sent Events. For each stream, that is each
@@ -131,9 +139,21 @@ type Handler struct {
 	KeyIgnoreQuery []string `json:"key_ignore_query,omitempty"`
 
 	// The most streams this handler serves at once; past it, a request for
-	// a new stream gets 503 with Retry-After. It protects the origin and the
-	// proxy from clients that invent query strings. Default: 0, unlimited.
+	// a new stream gets 503 with Retry-After, unless a stream without
+	// clients (one waiting out idle_close) can give way to it. It protects
+	// the origin and the proxy from clients that invent query strings.
+	// Default: 10000. A negative value means unlimited.
 	MaxStreams int `json:"max_streams,omitempty"`
+
+	// The most catch-ups (origin requests for clients whose Last-Event-ID
+	// the buffer no longer holds) one stream may have under way at once.
+	// Clients that come back with the same cursor share one and count once.
+	// Past it, a client is served as if catch_up were off. Default: 8.
+	MaxCatchUps int `json:"max_catch_ups,omitempty"`
+
+	// The most catch-ups this handler may have under way at once, over all
+	// its streams. Default: 64.
+	MaxCatchUpsPerHandler int `json:"max_catch_ups_per_handler,omitempty"`
 
 	// How long the upstream may send nothing, not even a comment, before
 	// the connection is taken as dead and reopened. Default: 45s. A
@@ -157,6 +177,9 @@ type Handler struct {
 	Detach *bool `json:"detach,omitempty"`
 
 	base              *url.URL      // parsed Upstream
+	cfg               *settings     // the fields resolved to their defaults
+	gen               uint64        // when it was provisioned: a later handler's settings win
+	key               keyTemplate   // parsed Key
 	perRequestHeaders bool          // some header_up value has a per-request placeholder
 	poolKey           string        // this handler's registry in registries
 	reg               *registry     // shared with other configs with the same poolKey; nil until acquired
@@ -164,6 +187,9 @@ type Handler struct {
 	detachable        bool          // Detach, resolved
 	logger            *zap.Logger
 }
+
+// generations numbers handlers in the order they are provisioned.
+var generations atomic.Uint64
 
 // registries holds one registry per upstream identity, so that streams,
 // their buffers and their upstream connections outlive a config reload that
@@ -187,20 +213,26 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	base, err := url.Parse(h.Upstream)
 	if err != nil {
-		return fmt.Errorf("parsing upstream %q: %w", h.Upstream, err)
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // its text holds the URL, and so any password
+		}
+		return fmt.Errorf("parsing upstream %q: %w", redactURL(h.Upstream), err)
 	}
 	h.base = base
+	h.key = parseKeyTemplate(h.Key)
 
-	cfg := h.settings()
+	h.cfg = h.settings()
+	h.gen = generations.Add(1)
 	if err := h.validate(); err != nil {
 		return err
 	}
-	if err := h.checkHeaderPlaceholders(cfg.headerUp); err != nil {
+	if err := h.checkHeaderPlaceholders(h.cfg.headerUp); err != nil {
 		return err
 	}
-	h.poolKey = h.registryKey(cfg.headerUp)
+	h.poolKey = h.registryKey(h.cfg.headerUp)
 	value, _, err := registries.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		return newRegistry(cfg, h.Upstream), nil
+		return newRegistry(h.cfg, h.gen, redactURL(h.Upstream)), nil
 	})
 	if err != nil {
 		return fmt.Errorf("loading stream registry: %w", err)
@@ -209,30 +241,34 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
-	h.reg.settings.Store(cfg) // a reload may change the tunables of live streams
+	// The settings of a registry that is already in use change only when
+	// this handler serves its first request, that is, once its config is
+	// running (adopt): a reload that fails must not change them.
 	return nil
 }
 
 // settings resolves the config fields to their defaults.
 func (h *Handler) settings() *settings {
 	cfg := &settings{
-		heartbeat:    time.Duration(h.Heartbeat),
-		retry:        -1,
-		buffer:       defaultBuffer,
-		bufferBytes:  h.BufferBytes,
-		clientQueue:  h.ClientQueue,
-		idleClose:    time.Duration(h.IdleClose),
-		maxClients:   h.MaxClients,
-		maxEventSize: h.MaxEventSize,
-		writeTimeout: defaultWriteTimeout,
-		maxStreams:   h.MaxStreams,
-		upstreamWait: time.Duration(h.UpstreamTimeout),
-		retryJitter:  h.RetryJitter,
-		catchUp:      h.CatchUp == nil || *h.CatchUp,
-		primeCursor:  h.PrimeCursor == nil || *h.PrimeCursor,
-		staleEvent:   h.StaleEvent,
-		headerUp:     make(http.Header),
-		logger:       h.logger,
+		heartbeat:             time.Duration(h.Heartbeat),
+		retry:                 -1,
+		buffer:                defaultBuffer,
+		bufferBytes:           h.BufferBytes,
+		clientQueue:           h.ClientQueue,
+		idleClose:             time.Duration(h.IdleClose),
+		maxClients:            h.MaxClients,
+		maxEventSize:          h.MaxEventSize,
+		writeTimeout:          defaultWriteTimeout,
+		maxStreams:            h.MaxStreams,
+		maxCatchUps:           h.MaxCatchUps,
+		maxCatchUpsPerHandler: h.MaxCatchUpsPerHandler,
+		upstreamWait:          time.Duration(h.UpstreamTimeout),
+		retryJitter:           h.RetryJitter,
+		catchUp:               h.CatchUp == nil || *h.CatchUp,
+		primeCursor:           h.PrimeCursor == nil || *h.PrimeCursor,
+		staleEvent:            h.StaleEvent,
+		headerUp:              make(http.Header),
+		logger:                h.logger,
 	}
 	if cfg.heartbeat == 0 {
 		cfg.heartbeat = defaultHeartbeat
@@ -257,6 +293,15 @@ func (h *Handler) settings() *settings {
 	}
 	if cfg.maxEventSize == 0 {
 		cfg.maxEventSize = defaultMaxEventSize
+	}
+	if cfg.maxStreams == 0 {
+		cfg.maxStreams = defaultMaxStreams
+	}
+	if cfg.maxCatchUps == 0 {
+		cfg.maxCatchUps = defaultMaxCatchUps
+	}
+	if cfg.maxCatchUpsPerHandler == 0 {
+		cfg.maxCatchUpsPerHandler = defaultMaxCatchUpsPerHandler
 	}
 	repl := caddy.NewReplacer()
 	for name, values := range h.HeaderUp {
@@ -333,22 +378,24 @@ func (h *Handler) validate() error {
 	if h.base == nil {
 		return nil // Provision reports the parse error
 	}
+	upstream := redactURL(h.Upstream)
 	if h.base.Scheme != "http" && h.base.Scheme != "https" {
-		return fmt.Errorf("upstream %q: scheme must be http or https", h.Upstream)
+		return fmt.Errorf("upstream %q: scheme must be http or https", upstream)
 	}
 	if h.base.Host == "" {
-		return fmt.Errorf("upstream %q: no host", h.Upstream)
+		return fmt.Errorf("upstream %q: no host", upstream)
 	}
 	if h.base.RawQuery != "" || h.base.Fragment != "" {
-		return fmt.Errorf("upstream %q: a base URL has no query or fragment; the request's query is appended", h.Upstream)
+		return fmt.Errorf("upstream %q: a base URL has no query or fragment; the request's query is appended", upstream)
 	}
 	for name, n := range map[string]int{
-		"buffer_bytes":   h.BufferBytes,
-		"client_queue":   h.ClientQueue,
-		"max_clients":    h.MaxClients,
-		"max_event_size": h.MaxEventSize,
-		"max_streams":    h.MaxStreams,
-		"retry_jitter":   h.RetryJitter,
+		"buffer_bytes":              h.BufferBytes,
+		"client_queue":              h.ClientQueue,
+		"max_clients":               h.MaxClients,
+		"max_event_size":            h.MaxEventSize,
+		"retry_jitter":              h.RetryJitter,
+		"max_catch_ups":             h.MaxCatchUps,
+		"max_catch_ups_per_handler": h.MaxCatchUpsPerHandler,
 	} {
 		if n < 0 {
 			return fmt.Errorf("%s must not be negative, got %d", name, n)
@@ -359,6 +406,12 @@ func (h *Handler) validate() error {
 	}
 	if h.Buffer != nil && *h.Buffer < 0 {
 		return fmt.Errorf("buffer must not be negative, got %d", *h.Buffer)
+	}
+	if h.Buffer != nil && *h.Buffer > maxQueue {
+		return fmt.Errorf("buffer must be at most %d, got %d", maxQueue, *h.Buffer)
+	}
+	if h.ClientQueue > maxQueue {
+		return fmt.Errorf("client_queue must be at most %d, got %d", maxQueue, h.ClientQueue)
 	}
 	if strings.ContainsAny(h.StaleEvent, "\r\n") {
 		return fmt.Errorf("stale_event %q: an event type cannot hold a line end", h.StaleEvent)
@@ -389,7 +442,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if r.Method != http.MethodGet {
 		return next.ServeHTTP(w, r)
 	}
-	sr := h.streamRequestOf(r)
+	sr, err := h.streamRequestOf(r)
+	if err != nil {
+		return caddyhttp.Error(http.StatusBadRequest, err)
+	}
+	h.reg.adopt(h.cfg, h.gen) // this handler's config is running
 	s, c, err := h.reg.join(sr)
 	switch {
 	case errors.Is(err, errOriginStopped):
@@ -402,7 +459,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			h.reg.metrics.refusedStreams.Inc()
 		}
 		w.Header().Set("Retry-After", retryAfter())
-		h.logger.Warn("client refused", zap.String("stream", sr.key), zap.Error(err))
+		if ce := h.logger.Check(zap.DebugLevel, "client refused"); ce != nil {
+			ce.Write(zap.String("stream", sr.label), zap.Error(err))
+		}
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)
 	case err != nil:
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)
@@ -426,6 +485,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.logger.Error("response cannot be flushed, so events cannot stream", zap.Error(err))
 		return nil
 	}
+	if responseBuffered(w) {
+		// The head has not reached the client, and would not before the
+		// response ends: a stream that never ends would be held in memory.
+		s.leave(c)
+		h.logger.Error("a handler before sse_fanout buffers the response, so events cannot stream; remove it from this route (log_append with {http.response.body}, or intercept that handles every response)")
+		return caddyhttp.Error(http.StatusInternalServerError, errResponseBuffered)
+	}
 
 	c.stop = h.stop
 	cw := newClientWriter(w, rc, s)
@@ -439,10 +505,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	s.leave(c)
 	switch {
 	case errors.Is(err, errSlowClient):
-		h.logger.Warn("slow client cut", zap.String("stream", sr.key), zap.String("remote_addr", r.RemoteAddr))
+		h.logger.Warn("slow client cut", zap.String("stream", sr.label), zap.String("remote_addr", r.RemoteAddr))
 	case err != nil:
 		if ce := h.logger.Check(zap.DebugLevel, "client ended"); ce != nil {
-			ce.Write(zap.String("stream", sr.key), zap.Error(err))
+			ce.Write(zap.String("stream", sr.label), zap.Error(err))
 		}
 	}
 	return nil

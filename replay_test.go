@@ -151,7 +151,7 @@ func TestUpstreamResumesWithLastEventIDWithoutGapOrDuplicate(t *testing.T) {
 }
 
 func TestBackoffGrowsAndIsBounded(t *testing.T) {
-	s := newStream(newRegistry(testSettings(), "test"), "/b", "http://127.0.0.1:1/b", nil)
+	s := newStream(newRegistry(testSettings(), 0, "test"), streamRequest{key: "/b", label: "/b", upstreamURL: "http://127.0.0.1:1/b"})
 	s.originRetry.Store(400)
 	for failures := 0; failures < 12; failures++ {
 		ceiling := min(400*time.Millisecond<<failures, backoffMax)

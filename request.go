@@ -1,6 +1,11 @@
 package ssefanout
 
 import (
+	"crypto/hmac"
+	crand "crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -11,27 +16,68 @@ import (
 )
 
 // This file maps a client's request to what it asks of the hub: which
-// stream, its upstream URL and headers, and the cursor to resume from.
+// stream, its upstream URL and headers, and the cursor to resume from. It
+// is the trust boundary for what a client sends: the cursor is validated
+// here, and carries its origin in its type from then on.
 
 // lastEventIDParam is the query parameter a first connect may carry its
 // cursor in, since a browser can set the Last-Event-ID header only on its
 // own reconnects. It is never part of the stream key nor sent upstream.
 const lastEventIDParam = "last_event_id"
 
-// streamRequest is what one client asks for.
-type streamRequest struct {
-	key            string      // the stream's identity in the registry
-	upstreamURL    string      // where its upstream connection reads
-	headerUp       http.Header // sent upstream, if this client opens the stream
-	lastEventID    string      // the cursor to resume after
-	hasLastEventID bool
+// maxCursorLen is the longest cursor (Last-Event-ID or last_event_id) a
+// client may resume with. A longer one is not looked up, sent upstream or
+// echoed: the client is served as one whose cursor nothing can serve.
+const maxCursorLen = 1024
+
+// clientCursor is the Last-Event-ID a client sent, validated by
+// parseCursor: it holds no control character and at most maxCursorLen
+// bytes. It is only ever a lookup key for that client's own replay (and,
+// for the client that opens a stream, the Last-Event-ID of the stream's
+// first upstream request): never an id line, and never anything another
+// client is sent.
+type clientCursor string
+
+// errBadCursor refuses a request whose cursor holds a control character.
+// An origin's id can hold no CR, LF or NUL and a header can hold no other
+// control character, so only a forged request carries one.
+var errBadCursor = errors.New("bad Last-Event-ID: it holds a control character")
+
+// parseCursor validates the cursor a client sent. It reports usable false
+// for one longer than maxCursorLen, and an error for one that holds a
+// control character other than a tab.
+func parseCursor(raw string) (_ clientCursor, usable bool, _ error) {
+	for i := 0; i < len(raw); i++ {
+		if b := raw[i]; (b < ' ' && b != '\t') || b == 0x7f {
+			return "", false, errBadCursor
+		}
+	}
+	if len(raw) > maxCursorLen {
+		return "", false, nil
+	}
+	return clientCursor(raw), true, nil
 }
 
-// streamRequestOf maps r to the stream it asks for.
-func (h *Handler) streamRequestOf(r *http.Request) streamRequest {
-	query, lastEventID, hasLastEventID := h.filterQuery(r.URL.RawQuery)
+// streamRequest is what one client asks for.
+type streamRequest struct {
+	key         string      // the stream's identity in the registry
+	label       string      // the key as logs and the admin API show it: no secret in it
+	upstreamURL string      // where its upstream connection reads
+	headerUp    http.Header // sent upstream, if this client opens the stream
+
+	cursor    clientCursor // the cursor to resume after, if hasCursor
+	hasCursor bool
+	// unusableCursor is set when the client sent a cursor too long to
+	// use: it is served as one that nothing can serve.
+	unusableCursor bool
+}
+
+// streamRequestOf maps r to the stream it asks for. It fails only for a
+// cursor that no browser sends (errBadCursor).
+func (h *Handler) streamRequestOf(r *http.Request) (streamRequest, error) {
+	query, rawCursor, hasCursor := h.filterQuery(r.URL.RawQuery)
 	if header := r.Header.Get("Last-Event-ID"); header != "" {
-		lastEventID, hasLastEventID = header, true // the header is the newer cursor
+		rawCursor, hasCursor = header, true // the header is the newer cursor
 	}
 	path := r.URL.EscapedPath()
 	key := path
@@ -39,41 +85,114 @@ func (h *Handler) streamRequestOf(r *http.Request) streamRequest {
 		key += "?" + query
 	}
 	sr := streamRequest{
-		key:            key,
-		upstreamURL:    h.upstreamURL(r.URL, query),
-		headerUp:       h.reg.settings.Load().headerUp,
-		lastEventID:    lastEventID,
-		hasLastEventID: hasLastEventID && lastEventID != "",
+		key:         key,
+		label:       key,
+		upstreamURL: h.upstreamURL(r.URL, query),
+		headerUp:    h.cfg.headerUp,
 	}
-	if h.Key != "" || h.perRequestHeaders {
+	if hasCursor && rawCursor != "" {
+		cursor, usable, err := parseCursor(rawCursor)
+		if err != nil {
+			return sr, err
+		}
+		sr.cursor, sr.hasCursor, sr.unusableCursor = cursor, usable, !usable
+	}
+	if len(h.key) > 0 || h.perRequestHeaders {
 		repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 		if repl == nil {
 			repl = caddy.NewReplacer()
 		}
-		if h.Key != "" {
+		if len(h.key) > 0 {
 			// The upstream URL stays part of the key: a key may split
 			// streams, never merge two that read different URLs.
-			sr.key += "\n" + repl.ReplaceAll(h.Key, "")
+			value := h.key.fill(repl)
+			sr.key += "\n" + value
+			sr.label += " #" + keyDigest(value)
 		}
 		if h.perRequestHeaders {
-			sr.headerUp = make(http.Header, len(sr.headerUp))
-			for name, values := range h.reg.settings.Load().headerUp {
+			sr.headerUp = make(http.Header, len(h.cfg.headerUp))
+			for name, values := range h.cfg.headerUp {
 				for _, v := range values {
 					sr.headerUp.Add(name, repl.ReplaceAll(v, ""))
 				}
 			}
 		}
 	}
-	return sr
+	return sr, nil
+}
+
+// keyTemplate is the key subdirective, split into its literal text and
+// its placeholders.
+type keyTemplate []keyPart
+
+// keyPart is a literal piece of a key template, or one placeholder.
+type keyPart struct {
+	text        string
+	placeholder bool
+}
+
+// parseKeyTemplate splits a key template into its parts.
+func parseKeyTemplate(s string) keyTemplate {
+	var parts keyTemplate
+	for s != "" {
+		i := strings.IndexByte(s, '{')
+		j := -1
+		if i >= 0 {
+			j = strings.IndexByte(s[i:], '}')
+		}
+		if i < 0 || j < 0 {
+			return append(parts, keyPart{text: s})
+		}
+		if i > 0 {
+			parts = append(parts, keyPart{text: s[:i]})
+		}
+		parts = append(parts, keyPart{text: s[i : i+j+1], placeholder: true})
+		s = s[i+j+1:]
+	}
+	return parts
+}
+
+// fill returns the template's value for one request. Each placeholder's
+// value is quoted, so that two values can never run into each other:
+// "{A}{B}" with A=ab, B=c and with A=a, B=bc are two keys.
+func (k keyTemplate) fill(repl *caddy.Replacer) string {
+	var b strings.Builder
+	for _, part := range k {
+		if part.placeholder {
+			b.WriteString(strconv.Quote(repl.ReplaceAll(part.text, "")))
+		} else {
+			b.WriteString(part.text)
+		}
+	}
+	return b.String()
+}
+
+// labelKey keys the digests of key values: per process and never shown,
+// so a digest cannot be reversed, even for a key with few possible values
+// such as a user id, while logs and the admin API of one process agree.
+var labelKey = func() []byte {
+	b := make([]byte, 32)
+	if _, err := crand.Read(b); err != nil {
+		panic(err)
+	}
+	return b
+}()
+
+// keyDigest is how a key value, which may hold credentials, is shown.
+func keyDigest(value string) string {
+	m := hmac.New(sha256.New, labelKey)
+	m.Write([]byte(value))
+	return hex.EncodeToString(m.Sum(nil)[:8])
 }
 
 // filterQuery removes from a raw query the last_event_id parameter, which
-// it returns, and the parameters named in key_ignore_query.
-func (h *Handler) filterQuery(rawQuery string) (kept, lastEventID string, hasLastEventID bool) {
+// it returns, and the parameters named in key_ignore_query. Names are
+// compared unescaped, so last%5Fevent%5Fid is last_event_id too.
+func (h *Handler) filterQuery(rawQuery string) (kept, cursor string, hasCursor bool) {
 	if rawQuery == "" {
 		return "", "", false
 	}
-	if len(h.KeyIgnoreQuery) == 0 && !strings.Contains(rawQuery, lastEventIDParam) {
+	if len(h.KeyIgnoreQuery) == 0 && !strings.Contains(rawQuery, lastEventIDParam) && !strings.Contains(rawQuery, "%") {
 		return rawQuery, "", false
 	}
 	var parts []string
@@ -86,7 +205,7 @@ func (h *Handler) filterQuery(rawQuery string) (kept, lastEventID string, hasLas
 		}
 		if name == lastEventIDParam {
 			if v, err := url.QueryUnescape(rawValue); err == nil {
-				lastEventID, hasLastEventID = v, true
+				cursor, hasCursor = v, true
 			}
 			continue
 		}
@@ -95,7 +214,7 @@ func (h *Handler) filterQuery(rawQuery string) (kept, lastEventID string, hasLas
 		}
 		parts = append(parts, part)
 	}
-	return strings.Join(parts, "&"), lastEventID, hasLastEventID
+	return strings.Join(parts, "&"), cursor, hasCursor
 }
 
 // ignoresQueryParam reports whether key_ignore_query names the parameter.
@@ -119,6 +238,25 @@ func (h *Handler) upstreamURL(u *url.URL, query string) string {
 	}
 	target.RawQuery = query
 	return target.String()
+}
+
+// redactURL returns a URL as logs, metrics and the admin API show it: any
+// user and password in it are replaced. It works on text that does not
+// parse as a URL, too.
+func redactURL(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return raw
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	at := strings.LastIndexByte(authority, '@')
+	if at < 0 {
+		return raw
+	}
+	return scheme + "://redacted" + rest[at:]
 }
 
 // retryAfter returns a Retry-After value in seconds, jittered so that

@@ -1,6 +1,9 @@
 package ssefanout
 
-import "strings"
+import (
+	"bytes"
+	"strings"
+)
 
 // frame is one encoded block, shared by the replay buffer and every client
 // that is sent it. Nobody modifies a frame once it is published.
@@ -9,6 +12,12 @@ type frame struct {
 	id     string // the stream's last event ID after this frame
 	setsID bool   // the frame's own block had an id field
 	bytes  []byte // the wire form, written to clients as is
+}
+
+// sameEvent reports whether f and g are the same event: the same id, set
+// the same way, and the same bytes (type and data).
+func (f *frame) sameEvent(g *frame) bool {
+	return f.setsID == g.setsID && f.id == g.id && bytes.Equal(f.bytes, g.bytes)
 }
 
 // ring holds a stream's most recent frames, oldest evicted first, bounded
@@ -113,6 +122,17 @@ func (r *ring) findID(id string, window int) (uint64, bool) {
 func (r *ring) findSetter(id string, window int) (uint64, bool) {
 	for n := r.head; n >= r.tail && n > 0 && r.head-n < uint64(window); n-- {
 		if f := r.get(n); f != nil && f.setsID && f.id == id {
+			return n, true
+		}
+	}
+	return 0, false
+}
+
+// findFrame returns the seq of the newest frame, among the newest window
+// frames, that is the same event as f, and reports whether there is one.
+func (r *ring) findFrame(f *frame, window int) (uint64, bool) {
+	for n := r.head; n >= r.tail && n > 0 && r.head-n < uint64(window); n-- {
+		if held := r.get(n); held != nil && held.sameEvent(f) {
 			return n, true
 		}
 	}

@@ -46,6 +46,7 @@ func counterValue(t *testing.T, upstream string, name string) float64 {
 		"replay_hits":       m.replayHits,
 		"replay_misses":     m.replayMisses,
 		"catch_ups":         m.catchUps,
+		"catch_ups_refused": m.catchUpsRefused,
 		"refused_full":      m.refusedFull,
 		"refused_streams":   m.refusedStreams,
 	}[name]

@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 
 	"go.uber.org/zap"
@@ -43,8 +44,23 @@ func newUpstreamClient() *http.Client {
 			IdleConnTimeout:       90 * time.Second,
 			MaxIdleConnsPerHost:   16,
 		},
-		// An origin that redirects is followed, as an EventSource would.
+		CheckRedirect: checkRedirect,
 	}
+}
+
+// checkRedirect follows a redirect only within the origin: the same
+// scheme, host and port. Elsewhere, the upstream request's header_up
+// values and Last-Event-ID would go to a host the config never named, and
+// an https origin could be downgraded to http.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	from := via[0].URL
+	if req.URL.Scheme != from.Scheme || req.URL.Host != from.Host {
+		return fmt.Errorf("origin redirected to %s://%s; only redirects within the origin are followed", req.URL.Scheme, req.URL.Host)
+	}
+	return nil
 }
 
 // readUpstream keeps one connection to the origin open until ctx ends,
@@ -75,7 +91,7 @@ func (s *stream) readUpstream(ctx context.Context) {
 		} else {
 			s.reg.metrics.upstreamErrors.Inc()
 			s.logger.Warn("upstream failed; reconnecting",
-				zap.String("upstream", s.upstreamURL),
+				zap.String("upstream", s.upstreamLabel),
 				zap.Error(err),
 				zap.Duration("backoff", wait))
 		}
@@ -120,12 +136,18 @@ func (s *stream) backoff(failures int) time.Duration {
 
 // readOnce makes one upstream request and publishes what it reads until the
 // response ends. It reports whether at least one block was delivered. Once
-// the origin has sent ids, the request resumes after the last one, and the
-// events the origin sends again that the buffer already holds are dropped.
+// the origin has sent ids, the request resumes after the last one, and
+// what the origin sends again that the buffer already holds is dropped
+// (see resend).
 func (s *stream) readOnce(ctx context.Context) (delivered bool, err error) {
 	s.mu.RLock()
-	resumeID, resuming := s.lastID, s.hasLastID
+	lastID, hasLastID := s.lastID, s.hasLastID
+	fresh := s.ring.head == 0
 	s.mu.RUnlock()
+	resumeID, resuming := lastID, hasLastID
+	if !hasLastID && fresh && s.hasOpenCursor {
+		resumeID, resuming = string(s.openCursor), true
+	}
 
 	cfg := s.reg.settings.Load()
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -143,11 +165,13 @@ func (s *stream) readOnce(ctx context.Context) (delivered bool, err error) {
 		defer watchdog.stop()
 		body = watchdog
 	}
-	s.logger.Info("upstream connected", zap.String("upstream", s.upstreamURL), zap.String("last_event_id", resumeID))
+	s.logger.Info("upstream connected", zap.String("upstream", s.upstreamLabel))
 
 	p := newParser(body, cfg.maxEventSize)
-	p.setLastID(resumeID)
-	skipping := false // the last id seen was one the buffer holds
+	if hasLastID {
+		p.setLastID(lastID) // only an id the origin sent carries over
+	}
+	rs := resend{checking: !fresh}
 	for {
 		ev, err := p.next()
 		if err != nil {
@@ -159,27 +183,55 @@ func (s *stream) readOnce(ctx context.Context) (delivered bool, err error) {
 			}
 			return delivered, err
 		}
-		if resuming && ev.HasID {
-			skipping = s.holds(ev.ID)
-			resuming = skipping
-		}
-		if skipping {
-			if ev.HasRetry {
-				s.originRetry.Store(ev.Retry)
-			}
+		f := s.frameOf(&ev)
+		if f == nil || s.dropResent(&rs, f) {
 			continue
 		}
-		s.publishEvent(&ev)
+		s.publish(f)
 		delivered = true
 	}
 }
 
-// holds reports whether the buffer holds the event that set id.
-func (s *stream) holds(id string) bool {
+// resend tracks, on a reconnected upstream, whether the origin is sending
+// again what the buffer already holds, as an origin that ignores
+// Last-Event-ID, or resumes from further back, does.
+//
+// An event is a resend only if it is the same event (id and content) as
+// the one the buffer holds at that place in the sequence: the first event
+// of the connection matched anywhere in the buffer (the newest match),
+// each later one matched against the frame after the last. The first
+// event that differs ends the check, and so does reaching the newest
+// frame: from then on everything is new. So an origin that reuses ids
+// (the same id on every event, cycling ids, counting again from 1 after a
+// restart) loses nothing: its new events differ in content or place.
+type resend struct {
+	checking bool
+	next     uint64 // seq of the frame the next event must equal; 0 before the first match
+}
+
+// dropResent reports whether f is a resend of what the buffer holds, to
+// be dropped. Only the upstream reader calls it, so the ring's head does
+// not move while it checks.
+func (s *stream) dropResent(rs *resend, f *frame) bool {
+	if !rs.checking {
+		return false
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	_, ok := s.ring.findSetter(id, len(s.ring.slots))
-	return ok
+	if rs.next == 0 {
+		seq, ok := s.ring.findFrame(f, len(s.ring.slots))
+		rs.next = seq
+		if !ok {
+			rs.checking = false
+			return false
+		}
+	} else if held := s.ring.get(rs.next); held == nil || !held.sameEvent(f) {
+		rs.checking = false
+		return false
+	}
+	rs.next++
+	rs.checking = rs.next <= s.ring.head
+	return true
 }
 
 // openUpstream requests the stream from the origin, with Last-Event-ID when
@@ -201,6 +253,10 @@ func (s *stream) openUpstream(ctx context.Context, cfg *settings, lastEventID st
 
 	resp, err := s.reg.upstream.Do(req)
 	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // its text holds the URL, and so any user name
+		}
 		return nil, fmt.Errorf("connecting upstream: %w", err)
 	}
 	if resp.StatusCode == http.StatusNoContent {

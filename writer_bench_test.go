@@ -48,7 +48,7 @@ func socketPair(tb testing.TB) (net.Conn, net.Conn) {
 
 func newDetachedBench(tb testing.TB, n int) *detachedBench {
 	tb.Helper()
-	s := newStream(newRegistry(testSettings(), "bench"), "/bench", "http://127.0.0.1:1/bench", nil)
+	s := newStream(newRegistry(testSettings(), 0, "bench"), streamRequest{key: "/bench", label: "/bench", upstreamURL: "http://127.0.0.1:1/bench"})
 	db := &detachedBench{s: s, n: n, done: make(chan struct{}, 1)}
 	ev := benchEvent
 	db.frameLen = int64(len(appendEvent(nil, &ev, true)))
@@ -86,7 +86,7 @@ func (db *detachedBench) read(peer net.Conn) {
 // broadcast publishes one event and waits until every reader has read it.
 func (db *detachedBench) broadcast(ev *Event) {
 	db.target.Add(int64(db.n) * db.frameLen)
-	db.s.publishEvent(ev)
+	publishTo(db.s, ev)
 	<-db.done
 }
 
