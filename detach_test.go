@@ -37,9 +37,9 @@ type rawClient struct {
 }
 
 // dialRaw sends a GET for path over HTTP/1.1 and reads the response head.
-func dialRaw(t *testing.T, base, path string) *rawClient {
+func dialRaw(t *testing.T, base, path string, headers ...string) *rawClient {
 	t.Helper()
-	conn := rawDial(t, base, path)
+	conn := rawDial(t, base, path, headers...)
 	conn.SetReadDeadline(time.Now().Add(waitTimeout))
 	rc := &rawClient{conn: conn, r: bufio.NewReader(conn), header: make(http.Header)}
 	line, err := rc.r.ReadString('\n')
@@ -153,7 +153,9 @@ func TestDetachedClientsCostOneGoroutineEach(t *testing.T) {
 
 // rawDial opens an SSE request on a bare socket that the test closes at
 // its end, and reads nothing.
-func rawDial(t *testing.T, base, path string) net.Conn {
+// rawDial sends a GET for path, with the given header lines ("Name:
+// value"), on a bare TCP connection, and returns the connection.
+func rawDial(t *testing.T, base, path string, headers ...string) net.Conn {
 	t.Helper()
 	addr := strings.TrimPrefix(base, "http://")
 	conn, err := net.Dial("tcp", addr)
@@ -161,7 +163,11 @@ func rawDial(t *testing.T, base, path string) net.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", path, addr)
+	var extra strings.Builder
+	for _, h := range headers {
+		extra.WriteString(h + "\r\n")
+	}
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s\r\n", path, addr, extra.String())
 	return conn
 }
 

@@ -181,7 +181,7 @@ func startCaddy(t *testing.T, siteBody string) string {
 
 // startCaddyfile runs Caddy in this process with the given sites, under the
 // tests' global options. The test's cleanup stops it.
-func startCaddyfile(t *testing.T, sites string) {
+func startCaddyfile(t testing.TB, sites string) {
 	t.Helper()
 	loadCaddyfile(t, testGlobalOptions()+sites)
 	t.Cleanup(func() {
@@ -195,7 +195,7 @@ func startCaddyfile(t *testing.T, sites string) {
 // waitHandlersDone waits until no request is left in our handler: clients
 // that a closing stream or an unloaded config spreads out may linger for a
 // moment after Caddy stops, and the next test must not see them.
-func waitHandlersDone(t *testing.T) {
+func waitHandlersDone(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	buf := make([]byte, 1<<20)
@@ -228,7 +228,7 @@ func testGlobalOptions() string {
 }
 
 // loadCaddyfile adapts and loads a whole Caddyfile, replacing the running config.
-func loadCaddyfile(t *testing.T, caddyfile string) {
+func loadCaddyfile(t testing.TB, caddyfile string) {
 	t.Helper()
 	if err := loadJSON(adaptCaddyfile(t, caddyfile)); err != nil {
 		t.Fatalf("loading config: %v", err)
@@ -237,7 +237,7 @@ func loadCaddyfile(t *testing.T, caddyfile string) {
 
 // adaptCaddyfile adapts a whole Caddyfile to JSON, with detaching turned
 // off where the run asks for that (detachInTests).
-func adaptCaddyfile(t *testing.T, caddyfile string) []byte {
+func adaptCaddyfile(t testing.TB, caddyfile string) []byte {
 	t.Helper()
 	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
 	if err != nil {
@@ -265,7 +265,7 @@ var detachInTests = os.Getenv("SSEFANOUT_TEST_DETACH") != "off"
 
 // withDetachOff sets "detach": false in every sse_fanout handler of a JSON
 // config that has no detach of its own.
-func withDetachOff(t *testing.T, cfg []byte) []byte {
+func withDetachOff(t testing.TB, cfg []byte) []byte {
 	t.Helper()
 	var tree any
 	if err := json.Unmarshal(cfg, &tree); err != nil {
@@ -295,7 +295,7 @@ func withDetachOff(t *testing.T, cfg []byte) []byte {
 	return out
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -360,14 +360,17 @@ func dialClient(t *testing.T, url string, header http.Header) (*testClient, int)
 		cancel:     cancel,
 	}
 	t.Cleanup(c.close)
-	go c.read()
+	go c.read(header.Get("Last-Event-ID"))
 	return c, resp.StatusCode
 }
 
-func (c *testClient) read() {
+// read parses the stream as an EventSource that reconnected with
+// lastEventID would: the stream's events without an id carry it.
+func (c *testClient) read(lastEventID string) {
 	defer close(c.ended)
 	body := io.TeeReader(c.resp.Body, &keepaliveSpotter{found: c.keepalives})
 	p := newParser(body, 16<<20)
+	p.setLastID(lastEventID)
 	for {
 		ev, err := p.next()
 		if err != nil {
