@@ -52,7 +52,10 @@ const (
 // origin sends them. Clients are sent ": keepalive" comments when a stream
 // is silent, and the configured retry time. Other methods go to the next
 // handler. A stream that has max_clients clients answers new ones with 503
-// and a Retry-After header.
+// and a Retry-After header, and so does a new stream past max_streams when
+// no idle stream can give way. A cursor (Last-Event-ID or the last_event_id
+// query parameter) that holds a control character is answered 400; a
+// response that a handler in front buffers, 500.
 //
 // No header of the client's request is sent upstream, since the upstream
 // connection is shared by every client of the stream: forwarding one
@@ -121,16 +124,20 @@ type Handler struct {
 
 	// An event type to send, with the client's Last-Event-ID as data, to a
 	// client whose cursor neither the buffer nor a catch-up can serve, so
-	// that the application can refetch its state. Default: none; such a
-	// client gets live events and a warning is logged.
+	// that the application can refetch its state. A cursor over 1 KiB is
+	// not echoed: the data is then empty. Default: none; such a client gets
+	// live events.
 	StaleEvent string `json:"stale_event,omitempty"`
 
 	// A placeholder template that, with the upstream URL, decides which
 	// clients share an upstream connection: clients share one when their
 	// requests give the same key and the same upstream URL. Default: empty,
 	// so the request path and query alone decide. Use it for per-user
-	// streams, e.g. "{http.request.header.Authorization}". A key can split
-	// streams further; it never merges two different upstream URLs.
+	// streams, e.g. "{http.request.header.Authorization}". Each placeholder's
+	// value counts on its own: "{A}{B}" never merges A=ab, B=c with A=a,
+	// B=bc. A key can split streams further; it never merges two different
+	// upstream URLs. Logs and the admin API show a key's value only as a
+	// keyed hash.
 	Key string `json:"key,omitempty"`
 
 	// Query parameters dropped from the stream key and from the upstream

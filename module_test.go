@@ -104,6 +104,7 @@ func TestCaddyfileAdaptReplayAndSafetyOptions(t *testing.T) {
 		header_up Authorization {http.request.header.Authorization}
 		key_ignore_query _ t
 		max_streams 100
+		max_catch_ups 2 16
 		upstream_timeout off
 		retry_jitter 20%
 	}
@@ -131,6 +132,8 @@ func TestCaddyfileAdaptReplayAndSafetyOptions(t *testing.T) {
 										"_",
 										"t"
 									],
+									"max_catch_ups": 2,
+									"max_catch_ups_per_handler": 16,
 									"max_streams": 100,
 									"prime_cursor": false,
 									"retry_jitter": 20,
@@ -163,6 +166,26 @@ func TestCaddyfileOffAndZero(t *testing.T) {
 	if h.Retry == nil || *h.Retry != 0 {
 		t.Errorf("retry 0 gave %v, want a set zero", h.Retry)
 	}
+	for _, v := range []string{"0", "off"} {
+		h := new(Handler)
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("sse_fanout http://o {\n\tmax_streams " + v + "\n}")); err != nil {
+			t.Fatal(err)
+		}
+		if h.MaxStreams >= 0 {
+			t.Errorf("max_streams %s gave %d, want negative (unlimited)", v, h.MaxStreams)
+		}
+	}
+}
+
+func TestCaddyfileKeyOfSeveralTokens(t *testing.T) {
+	h := new(Handler)
+	d := caddyfile.NewTestDispenser("sse_fanout http://o {\n\tkey {path} {http.request.header.Authorization}\n}")
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if want := "{path} {http.request.header.Authorization}"; h.Key != want {
+		t.Fatalf("key %q, want %q", h.Key, want)
+	}
 }
 
 func TestCaddyfileErrorsNameTheLine(t *testing.T) {
@@ -186,6 +209,10 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"jitter over 100", "sse_fanout http://o {\n\tretry_jitter 150%\n}", "bad retry_jitter value '150%'"},
 		{"key_ignore_query no names", "sse_fanout http://o {\n\tkey_ignore_query\n}", "wrong argument count"},
 		{"zero upstream_timeout", "sse_fanout http://o {\n\tupstream_timeout 0s\n}", "must be positive, or off"},
+		{"bad max_streams", "sse_fanout http://o {\n\tmax_streams many\n}", "bad max_streams value 'many'"},
+		{"zero max_catch_ups", "sse_fanout http://o {\n\tmax_catch_ups 0\n}", "bad max_catch_ups value '0'"},
+		{"max_catch_ups three args", "sse_fanout http://o {\n\tmax_catch_ups 1 2 3\n}", "wrong argument count"},
+		{"key no args", "sse_fanout http://o {\n\tkey\n}", "wrong argument count"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := new(Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
@@ -203,6 +230,8 @@ func TestValidateRejectsBadUpstreams(t *testing.T) {
 		{"localhost:9000", "scheme must be http or https"},
 		{"http://", "no host"},
 		{"http://o/?a=1", "no query"},
+		{"ftp://alice:pw-secret@o", "scheme must be http or https"},
+		{"http://alice:pw-secret@o/%zz", "parsing upstream"},
 	} {
 		t.Run(tc.upstream, func(t *testing.T) {
 			h := &Handler{Upstream: tc.upstream}
@@ -215,6 +244,9 @@ func TestValidateRejectsBadUpstreams(t *testing.T) {
 			h.Cleanup()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "pw-secret") || strings.Contains(err.Error(), "alice") {
+				t.Fatalf("the error shows the upstream's userinfo: %v", err)
 			}
 		})
 	}
