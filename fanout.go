@@ -182,7 +182,9 @@ func (r *registry) streamFor(sr streamRequest, cfg *settings) (s, evicted *strea
 		s = newStream(r, sr)
 		r.streams[sr.key] = s
 		r.metrics.streams.Inc()
+		s.mu.Lock() // before its upstream can publish: the client starts at 0
 		s.start()
+		return s, evicted, nil
 	}
 	s.mu.Lock()
 	return s, evicted, nil
