@@ -80,12 +80,7 @@ func (adminStreams) handleStreams(w http.ResponseWriter, r *http.Request) error 
 
 // statuses reports the registry's open streams.
 func (r *registry) statuses() []streamStatus {
-	r.mu.Lock()
-	streams := make([]*stream, 0, len(r.streams))
-	for _, s := range r.streams {
-		streams = append(streams, s)
-	}
-	r.mu.Unlock()
+	streams := r.liveStreams()
 	out := make([]streamStatus, 0, len(streams))
 	for _, s := range streams {
 		out = append(out, s.status())
@@ -93,29 +88,32 @@ func (r *registry) statuses() []streamStatus {
 	return out
 }
 
-// status reports the stream's state.
+// status reports the stream's state. Its key and upstream URL are shown as
+// their labels: no credential is in them.
 func (s *stream) status() streamStatus {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	st := streamStatus{
-		Upstream:        s.reg.upstreamLabel,
+		Upstream:        s.hub.upstreamLabel,
 		Key:             s.label,
 		UpstreamURL:     s.upstreamLabel,
-		Clients:         len(s.clients) + s.detached,
+		Clients:         s.clientCountLocked(),
 		DetachedClients: s.detached,
-		BufferedBytes:   s.ring.size,
-		LastID:          s.lastID,
 		EventsReceived:  s.received,
 		UpstreamState:   s.state,
 		UpstreamError:   s.lastErr,
 		UpstreamConnect: s.connects,
 	}
+	s.ring.mu.RLock()
+	st.BufferedBytes = s.ring.size
+	st.LastID, _ = s.ring.lastID()
 	if s.ring.head >= s.ring.tail {
 		st.Buffered = int(s.ring.head - s.ring.tail + 1)
 		if f := s.ring.get(s.ring.tail); f != nil {
 			st.FirstID = f.id
 		}
 	}
+	s.ring.mu.RUnlock()
 	if s.state == stateConnected {
 		since := s.connectedAt
 		st.ConnectedSince = &since

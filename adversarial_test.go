@@ -1,5 +1,10 @@
 package ssefanout
 
+// The adversarial layer (issue 10), at the HTTP level: hostile clients and
+// careless origins. Each case asserts that no client sees bytes the origin
+// did not send for it, that the stream keeps flowing, and that streams,
+// catch-ups and goroutines stay within their bounds.
+
 import (
 	"fmt"
 	"io"
@@ -12,42 +17,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
-
-// The adversarial layer of issue 10, at the HTTP level: hostile clients
-// and careless origins. Each case asserts that no client sees bytes the
-// origin did not send for it, that the stream keeps flowing, and that
-// streams, catch-ups and goroutines stay within their bounds.
-
-// seenEvent is what an EventSource reports of one fired event.
-type seenEvent struct{ typ, data, lastEventID string }
-
-func (e seenEvent) String() string {
-	return fmt.Sprintf("(%q, %q, id %q)", e.typ, e.data, e.lastEventID)
-}
-
-// readFired reads n fired events from c, as an EventSource reports them.
-func readFired(t *testing.T, c *testClient, n int) []seenEvent {
-	t.Helper()
-	var got []seenEvent
-	for len(got) < n {
-		ev := c.nextData(t)
-		got = append(got, seenEvent{ev.Type, ev.Data, ev.ID})
-	}
-	return got
-}
-
-func sameSeen(a, b []seenEvent) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
 
 // hostileConfig bounds what clients can make the proxy do, small enough
 // to reach in a test.
@@ -64,9 +37,9 @@ func TestHostileClients(t *testing.T) {
 		name string
 		// attack runs against the proxy's base URL while a witness reads
 		// /h; it may assert on what the attacker itself gets.
-		attack func(t *testing.T, base string, origin *testOrigin)
+		attack func(t *testing.T, base string, origin *testkit.Origin)
 	}{
-		{"cursors with CR, LF or NUL are refused", func(t *testing.T, base string, _ *testOrigin) {
+		{"cursors with CR, LF or NUL are refused", func(t *testing.T, base string, _ *testkit.Origin) {
 			for _, q := range []string{
 				"last_event_id=1%0D%0Aevent:%20pwn%0D%0Adata:%20x%0D%0A%0D%0A",
 				"last_event_id=%0A%0Adata:%20x",
@@ -74,32 +47,32 @@ func TestHostileClients(t *testing.T) {
 				"last%5Fevent%5Fid=%0Adata:%20x",
 				"LAST_EVENT_ID=%0Adata:%20x&last_event_id=%0D",
 			} {
-				if _, status := dialClient(t, base+"/h?"+q, nil); status != http.StatusBadRequest {
+				if _, status := testkit.DialClient(t, base+"/h?"+q, nil); status != http.StatusBadRequest {
 					t.Fatalf("?%s: status %d, want 400", q, status)
 				}
 			}
 		}},
-		{"huge, odd and invalid UTF-8 cursors are served alone", func(t *testing.T, base string, _ *testOrigin) {
+		{"huge, odd and invalid UTF-8 cursors are served alone", func(t *testing.T, base string, _ *testkit.Origin) {
 			for _, h := range []http.Header{
-				lastEventID(strings.Repeat("7", 16<<10)),
-				lastEventID("\xff\xfe\xfd"),
-				lastEventID("a\tb c"),
+				testkit.LastEventID(strings.Repeat("7", 16<<10)),
+				testkit.LastEventID("\xff\xfe\xfd"),
+				testkit.LastEventID("a\tb c"),
 			} {
-				c := openClient(t, base+"/h", h)
-				c.close()
+				c := testkit.OpenClient(t, base+"/h", h)
+				c.Close()
 			}
-			c := openClient(t, base+"/h?last_event_id="+strings.Repeat("8", 8<<10), nil)
-			c.close()
+			c := testkit.OpenClient(t, base+"/h?last_event_id="+strings.Repeat("8", 8<<10), nil)
+			c.Close()
 		}},
-		{"a query that tries a header on the upstream request", func(t *testing.T, base string, origin *testOrigin) {
-			c := openClient(t, base+"/h2?x=%0D%0AInjected:%201", nil)
-			up := origin.nextConn(t)
-			if up.header.Get("Injected") != "" {
+		{"a query that tries a header on the upstream request", func(t *testing.T, base string, origin *testkit.Origin) {
+			c := testkit.OpenClient(t, base+"/h2?x=%0D%0AInjected:%201", nil)
+			up := origin.NextConn(t)
+			if up.Header.Get("Injected") != "" {
 				t.Fatal("a client's query became an upstream header")
 			}
-			c.close()
+			c.Close()
 		}},
-		{"thousands of distinct query strings", func(t *testing.T, base string, origin *testOrigin) {
+		{"thousands of distinct query strings", func(t *testing.T, base string, origin *testkit.Origin) {
 			var held []*rawClient
 			refused := 0
 			for i := 0; i < 1000; i++ {
@@ -130,8 +103,8 @@ func TestHostileClients(t *testing.T) {
 				rc.conn.Close()
 			}
 		}},
-		{"thousands of distinct cursors", func(t *testing.T, base string, origin *testOrigin) {
-			before := origin.total.Load()
+		{"thousands of distinct cursors", func(t *testing.T, base string, origin *testkit.Origin) {
+			before := origin.Total.Load()
 			var held []*rawClient
 			for i := 0; i < 1000; i++ {
 				rc := dialRaw(t, base, "/h", "Last-Event-ID: bogus-"+strconv.Itoa(i))
@@ -141,52 +114,42 @@ func TestHostileClients(t *testing.T) {
 				held = append(held, rc)
 			}
 			// The origin holds every catch-up open, so none ends early.
-			if n := origin.total.Load() - before; n > 2 {
+			if n := origin.Total.Load() - before; n > 2 {
 				t.Fatalf("%d catch-up requests for one stream, max_catch_ups is 2", n)
 			}
 			for _, rc := range held {
 				rc.conn.Close()
 			}
 		}},
-		{"a client that sends data after its request", func(t *testing.T, base string, _ *testOrigin) {
+		{"a client that sends data after its request", func(t *testing.T, base string, _ *testkit.Origin) {
 			conn := rawDial(t, base, "/h")
 			io.WriteString(conn, "event: pwn\ndata: INJECTED\n\n")
 			conn.Close()
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			origin := newTestOrigin(t)
-			base := startCaddy(t, "sse_fanout "+origin.URL()+" "+hostileConfig)
-			witness := openClient(t, base+"/h", nil)
-			up := origin.nextConn(t)
-			sendIDs(up, 1, 2)
-			witness.expectIDs(t, 1, 2)
+			origin := testkit.NewOrigin(t)
+			base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" "+hostileConfig)
+			witness := testkit.OpenClient(t, base+"/h", nil)
+			up := origin.NextConn(t)
+			testkit.SendIDs(up, 1, 2)
+			witness.ExpectIDs(t, 1, 2)
 			runtime.GC()
 			goroutines := runtime.NumGoroutine()
 
 			tc.attack(t, base, origin)
 
-			sendIDs(up, 3, 5)
-			up.send("id: end\ndata: end\n\n")
+			testkit.SendIDs(up, 3, 5)
+			up.Send("id: end\ndata: end\n\n")
 			want := []seenEvent{{"", "event 3", "3"}, {"", "event 4", "4"}, {"", "event 5", "5"}, {"", "end", "end"}}
 			if got := readFired(t, witness, len(want)); !sameSeen(got, want) {
 				t.Fatalf("the witness saw %v, want %v", got, want)
 			}
-			eventually(t, "goroutines to come back", func() bool {
+			testkit.Eventually(t, "goroutines to come back", func() bool {
 				return runtime.NumGoroutine() <= goroutines+4
 			})
 		})
 	}
-}
-
-// openStreams counts the streams of every live registry.
-func openStreams() int {
-	n := 0
-	registries.Range(func(_, value any) bool {
-		n += len(value.(*registry).statuses())
-		return true
-	})
-	return n
 }
 
 // oddOrigin serves each upstream request with the next step of a script.
@@ -298,8 +261,8 @@ func TestOddOrigins(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := newOddOrigin(t, tc.steps...)
-			base := startCaddy(t, "sse_fanout "+o.srv.URL+" "+tc.options)
-			c := openClient(t, base+"/odd", nil)
+			base := testkit.StartCaddy(t, "sse_fanout "+o.srv.URL+" "+tc.options)
+			c := testkit.OpenClient(t, base+"/odd", nil)
 			if got := readFired(t, c, len(tc.want)); !sameSeen(got, tc.want) {
 				t.Fatalf("the client saw %v, want %v", got, tc.want)
 			}
@@ -329,8 +292,8 @@ func FuzzProxy(f *testing.F) {
 	origin := &fuzzOrigin{bodies: make(map[string]string)}
 	srv := httptest.NewServer(origin)
 	defer srv.Close()
-	port := freePort(f)
-	startCaddyfile(f, fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tsse_fanout %s {\n\t\tidle_close 0\n\t\tcatch_up off\n\t}\n}\n", port, srv.URL))
+	port := testkit.FreePort(f)
+	testkit.StartCaddyfile(f, fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tsse_fanout %s {\n\t\tidle_close 0\n\t\tcatch_up off\n\t}\n}\n", port, srv.URL))
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	var n atomic.Int64
 
@@ -358,7 +321,7 @@ func FuzzProxy(f *testing.F) {
 		if first == nil {
 			t.Fatalf("status %d", status)
 		}
-		second := openClient(t, base+path, nil)
+		second := testkit.OpenClient(t, base+path, nil)
 		close(gate) // both have joined: the origin speaks
 
 		firstWant := browserView(full, cursor)
@@ -369,21 +332,21 @@ func FuzzProxy(f *testing.F) {
 		if got := readFired(t, second, len(secondWant)); !sameSeen(got, secondWant) {
 			t.Fatalf("the client without one saw %v, want %v", got, secondWant)
 		}
-		first.close()
-		second.close()
+		first.Close()
+		second.Close()
 	})
 }
 
 // dialFuzzClient is dialClient for a header the transport may refuse.
-func dialFuzzClient(t *testing.T, url string, header http.Header) (*testClient, int) {
+func dialFuzzClient(t *testing.T, url string, header http.Header) (*testkit.Client, int) {
 	t.Helper()
 	if cursor := header.Get("Last-Event-ID"); cursor != "" {
 		if _, _, err := parseCursor(cursor); err != nil {
 			// No HTTP client sends that in a header; the query parameter can.
-			return dialClient(t, url+"?last_event_id="+queryEscape(cursor), nil)
+			return testkit.DialClient(t, url+"?last_event_id="+queryEscape(cursor), nil)
 		}
 	}
-	return dialClient(t, url, header)
+	return testkit.DialClient(t, url, header)
 }
 
 func queryEscape(s string) string {
@@ -397,11 +360,11 @@ func queryEscape(s string) string {
 // browserView is what an EventSource that starts with lastEventID fires
 // while it reads body.
 func browserView(body, lastEventID string) []seenEvent {
-	p := newParser(strings.NewReader(body), 1<<20)
-	p.setLastID(lastEventID)
+	p := sse.NewParser(strings.NewReader(body), 1<<20)
+	p.SetLastID(lastEventID)
 	var seen []seenEvent
 	for {
-		ev, err := p.next()
+		ev, err := p.Next()
 		if err != nil {
 			return seen
 		}
@@ -447,6 +410,6 @@ func (o *fuzzOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	http.NewResponseController(w).Flush()
 	select {
 	case <-r.Context().Done():
-	case <-time.After(waitTimeout):
+	case <-time.After(testkit.WaitTimeout):
 	}
 }

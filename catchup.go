@@ -5,12 +5,15 @@ import (
 	"errors"
 	"time"
 
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
 	"go.uber.org/zap"
 )
 
-// This file is the catch-up: how a client whose Last-Event-ID the buffer no
-// longer holds (evicted, or the proxy restarted) still misses nothing, as
-// long as the origin can resume from that id.
+// This file is what a client's cursor asks for that the ring cannot give:
+// the catch-up, by which a client whose Last-Event-ID the buffer no longer
+// holds (evicted, or the proxy restarted) still misses nothing, as long as
+// the origin can resume from that id; and the stale_event, for a cursor
+// nothing can serve.
 //
 // The stream makes an upstream request with the client's Last-Event-ID, one
 // for all the clients that come back with that cursor at about the same
@@ -33,16 +36,31 @@ var (
 	errCatchUpCanceled = errors.New("catch-up ended before it met the shared stream")
 )
 
+// resume writes what c's cursor asks for before its frames: its catch-up
+// from the origin, then the stale_event if the cursor could not be served.
+// It fails only when c is gone or ended meanwhile.
+func (s *stream) resume(ctx context.Context, c *client, rw *respWriter, stop <-chan struct{}) error {
+	if c.catchUpID != "" {
+		if err := s.catchUp(ctx, c, rw, stop); err != nil {
+			return err
+		}
+	}
+	if c.stale {
+		s.announceStale(c, rw)
+	}
+	return rw.err
+}
+
 // catchUp relays the origin's answer to c.catchUpID, then places c on the
 // shared stream: at the event where the two met, or after the last event
 // relayed, or, when neither is in the buffer, at the live head with the
-// stale cursor announced. If the catch-up ends because the client left,
-// the hub cut it or its config was unloaded, it returns an error and c is
+// stale cursor to be announced. If the catch-up ends because the client
+// left, was ended, or its config was unloaded, it returns an error and c is
 // not placed: it ends, and resumes from its cursor when it reconnects.
-func (c *client) catchUp(ctx context.Context, cw *clientWriter, stop <-chan struct{}) error {
+func (s *stream) catchUp(ctx context.Context, c *client, rw *respWriter, stop <-chan struct{}) error {
 	ctx, cancel := context.WithTimeoutCause(ctx, catchUpTimeout, errCatchUpTooLong)
 	defer cancel()
-	// The catch-up also ends when the hub cuts the client or the config goes.
+	// The catch-up also ends when c is ended or the config goes.
 	go func() {
 		select {
 		case <-c.done:
@@ -52,15 +70,14 @@ func (c *client) catchUp(ctx context.Context, cw *clientWriter, stop <-chan stru
 		cancel()
 	}()
 
-	s := c.s
 	lastSent := string(c.catchUpID)
-	met, relayed, err := c.relay(ctx, cw, &lastSent)
+	met, relayed, err := s.relay(ctx, c, rw, &lastSent)
 	if met {
 		s.logger.Debug("catch-up met the shared stream", zap.Int("relayed", relayed))
 		return nil
 	}
-	if cw.err != nil {
-		return cw.err // the client is gone
+	if rw.err != nil {
+		return rw.err // the client is gone
 	}
 	if errors.Is(context.Cause(ctx), context.Canceled) {
 		return errCatchUpCanceled
@@ -69,15 +86,17 @@ func (c *client) catchUp(ctx context.Context, cw *clientWriter, stop <-chan stru
 		err = context.Cause(ctx)
 	}
 
+	window := s.hub.settings.Load().spliceWindow()
 	s.mu.Lock()
+	s.ring.mu.RLock()
 	c.catchingUp = false
 	c.joinedAt = s.ring.head
-	seq, ok := s.ring.findSetter(lastSent, s.reg.settings.Load().spliceWindow())
-	if ok {
-		c.cursor.Store(seq)
-	} else {
-		c.cursor.Store(s.ring.head)
+	seq, ok := s.ring.findSetter(lastSent, window)
+	if !ok {
+		seq = s.ring.head
 	}
+	c.cursor.Store(seq)
+	s.ring.mu.RUnlock()
 	s.mu.Unlock()
 	if ok {
 		return nil // no gap
@@ -97,10 +116,10 @@ func (c *client) catchUp(ctx context.Context, cw *clientWriter, stop <-chan stru
 // for that cursor, to the client until an event arrives that the shared
 // stream holds too (met), the answer ends, or ctx ends. It keeps lastSent
 // at the last event ID the client was sent.
-func (c *client) relay(ctx context.Context, cw *clientWriter, lastSent *string) (met bool, relayed int, err error) {
-	feed := c.s.catchUpFeedFor(c.catchUpID)
+func (s *stream) relay(ctx context.Context, c *client, rw *respWriter, lastSent *string) (met bool, relayed int, err error) {
+	feed := s.catchUpFeedFor(c.catchUpID)
 	if feed == nil {
-		c.s.reg.metrics.catchUpsRefused.Inc()
+		s.hub.metrics.catchUpsRefused.Inc()
 		return false, 0, errCatchUpRefused
 	}
 	defer feed.leave()
@@ -109,13 +128,13 @@ func (c *client) relay(ctx context.Context, cw *clientWriter, lastSent *string) 
 		if !ok {
 			return false, relayed, err
 		}
-		if fe.setsID && c.spliceBefore(&fe.frame) {
+		if fe.setsID && s.spliceBefore(c, &fe.frame) {
 			return true, relayed, nil
 		}
-		cw.write(fe.bytes)
-		cw.flush()
-		if cw.err != nil {
-			return false, relayed, cw.err
+		rw.write(fe.bytes)
+		rw.flush()
+		if rw.err != nil {
+			return false, relayed, rw.err
 		}
 		if fe.hasLastID {
 			*lastSent = fe.id
@@ -124,17 +143,34 @@ func (c *client) relay(ctx context.Context, cw *clientWriter, lastSent *string) 
 	}
 }
 
-// spliceBefore places c on the shared stream just before the event fe, if
+// spliceBefore places c on the shared stream just before the event f, if
 // the buffer holds the same event, and reports whether it did.
-func (c *client) spliceBefore(fe *frame) bool {
-	s := c.s
+func (s *stream) spliceBefore(c *client, f *frame) bool {
+	window := s.hub.settings.Load().spliceWindow()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	seq, ok := s.ring.findFrame(fe, s.reg.settings.Load().spliceWindow())
+	s.ring.mu.RLock()
+	defer s.ring.mu.RUnlock()
+	seq, ok := s.ring.findFrame(f, window)
 	if ok {
 		c.cursor.Store(seq - 1)
 		c.joinedAt = s.ring.head
 		c.catchingUp = false
 	}
 	return ok
+}
+
+// announceStale sends the stale_event for a cursor that could not be served.
+func (s *stream) announceStale(c *client, rw *respWriter) {
+	c.stale = false
+	if c.catchUpID == "" { // a failed catch-up has logged already
+		s.logger.Debug("client's Last-Event-ID is not in the buffer; sending live events")
+	}
+	name := s.hub.settings.Load().staleEvent
+	if name == "" {
+		return
+	}
+	// The cursor is the client's own, and parseCursor let no line end in.
+	rw.write(sse.AppendEvent(nil, &sse.Event{Type: name, Data: string(c.staleID), HasData: true}, false))
+	rw.flush()
 }

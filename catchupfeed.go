@@ -3,6 +3,8 @@ package ssefanout
 import (
 	"context"
 	"sync"
+
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
 )
 
 // This file is the catch-up feed: the origin's answer to one Last-Event-ID,
@@ -53,28 +55,28 @@ func (s *stream) catchUpFeedFor(id clientCursor) *catchUpFeed {
 			return f
 		}
 	}
-	cfg := s.reg.settings.Load()
-	if s.fetches >= cfg.maxCatchUps || s.reg.catchUps.Load() >= int64(cfg.maxCatchUpsPerHandler) {
+	cfg := s.hub.settings.Load()
+	if s.fetches >= cfg.maxCatchUps || s.hub.catchUps.Load() >= int64(cfg.maxCatchUpsPerHandler) {
 		return nil
 	}
 	s.fetches++ // until the fetch ends
-	s.reg.catchUps.Add(1)
+	s.hub.catchUps.Add(1)
 	ctx, cancel := context.WithTimeoutCause(s.ctx, catchUpTimeout, errCatchUpTooLong)
 	f := &catchUpFeed{s: s, id: id, cancel: cancel, more: make(chan struct{}), readers: 1}
 	if s.feeds == nil {
 		s.feeds = make(map[clientCursor]*catchUpFeed)
 	}
 	s.feeds[id] = f
-	s.reg.metrics.catchUps.Inc()
-	s.reg.wg.Add(1)
+	s.hub.metrics.catchUps.Inc()
+	s.hub.wg.Add(1)
 	go func() { // ends with the stream too: s.ctx is cancelled when it closes
-		defer s.reg.wg.Done()
+		defer s.hub.wg.Done()
 		defer cancel()
 		f.finish(f.fetch(ctx))
 		s.mu.Lock()
 		s.fetches--
 		s.mu.Unlock()
-		s.reg.catchUps.Add(-1)
+		s.hub.catchUps.Add(-1)
 	}()
 	return f
 }
@@ -86,7 +88,7 @@ func (s *stream) catchUpFeedFor(id clientCursor) *catchUpFeed {
 // on while any of them reads.
 func (f *catchUpFeed) fetch(ctx context.Context) error {
 	s := f.s
-	cfg := s.reg.settings.Load()
+	cfg := s.hub.settings.Load()
 	resp, err := s.openUpstream(ctx, cfg, string(f.id), true)
 	if err != nil {
 		return err
@@ -95,10 +97,10 @@ func (f *catchUpFeed) fetch(ctx context.Context) error {
 	// The parser's last event ID starts empty, not at the cursor: an event
 	// without an id is framed without one, so that the cursor is never
 	// written back (each reader's browser keeps it as it is).
-	p := newParser(resp.Body, cfg.maxEventSize)
+	p := sse.NewParser(resp.Body, cfg.maxEventSize)
 	hasLastID := false
 	for n := 0; n < catchUpMaxEvents; n++ {
-		ev, err := p.next()
+		ev, err := p.Next()
 		if err != nil {
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
@@ -110,7 +112,7 @@ func (f *catchUpFeed) fetch(ctx context.Context) error {
 		}
 		hasLastID = hasLastID || ev.HasID
 		fe := &feedEvent{
-			frame:     frame{id: ev.ID, setsID: ev.HasID, bytes: appendEvent(nil, &ev, hasLastID)},
+			frame:     frame{id: ev.ID, setsID: ev.HasID, bytes: sse.AppendEvent(nil, &ev, hasLastID)},
 			hasLastID: hasLastID,
 		}
 		if !f.add(fe, cfg.bufferBytes) {

@@ -1,87 +1,27 @@
 package ssefanout
 
+// Taking plain HTTP/1 connections over.
+
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"net/http"
 	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
 
-// detachedClients counts the clients that shared writers serve, over every
-// live registry.
-func detachedClients() int {
-	n := 0
-	registries.Range(func(_, value any) bool {
-		for _, st := range value.(*registry).statuses() {
-			n += st.DetachedClients
-		}
-		return true
-	})
-	return n
-}
-
-// rawClient is an SSE client on a bare TCP connection, to see the bytes on
-// the wire: the response head, then the body as it comes.
-type rawClient struct {
-	conn   net.Conn
-	r      *bufio.Reader
-	status string
-	header http.Header
-}
-
-// dialRaw sends a GET for path over HTTP/1.1 and reads the response head.
-func dialRaw(t *testing.T, base, path string, headers ...string) *rawClient {
-	t.Helper()
-	conn := rawDial(t, base, path, headers...)
-	conn.SetReadDeadline(time.Now().Add(waitTimeout))
-	rc := &rawClient{conn: conn, r: bufio.NewReader(conn), header: make(http.Header)}
-	line, err := rc.r.ReadString('\n')
-	if err != nil {
-		t.Fatalf("reading the status line: %v", err)
-	}
-	rc.status = strings.TrimSpace(line)
-	for {
-		line, err := rc.r.ReadString('\n')
-		if err != nil {
-			t.Fatalf("reading the header: %v", err)
-		}
-		line = strings.TrimSpace(line)
-		if line == "" {
-			return rc
-		}
-		name, value, _ := strings.Cut(line, ":")
-		rc.header.Add(name, strings.TrimSpace(value))
-	}
-}
-
-// readEvent parses the next event that carries data from the body.
-func (rc *rawClient) readEvent(t *testing.T) Event {
-	t.Helper()
-	rc.conn.SetReadDeadline(time.Now().Add(waitTimeout))
-	p := newParser(rc.r, 16<<20)
-	for {
-		ev, err := p.next()
-		if err != nil {
-			t.Fatalf("reading an event: %v", err)
-		}
-		if ev.HasData {
-			return ev
-		}
-	}
-}
-
 func TestPlainHTTP1ClientIsDetached(t *testing.T) {
-	origin := newTestOrigin(t)
-	base := startCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach on\n}")
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach on\n}")
 	rc := dialRaw(t, base, "/detach")
-	up := origin.nextConn(t)
+	up := origin.NextConn(t)
 	if rc.status != "HTTP/1.1 200 OK" {
 		t.Fatalf("status %q", rc.status)
 	}
@@ -93,32 +33,32 @@ func TestPlainHTTP1ClientIsDetached(t *testing.T) {
 	if c := rc.header.Get("Connection"); c != "close" {
 		t.Fatalf("Connection: %q, want close", c)
 	}
-	eventually(t, "the client to be detached", func() bool { return detachedClients() == 1 })
+	testkit.Eventually(t, "the client to be detached", func() bool { return detachedClients() == 1 })
 
 	for i := 1; i <= 3; i++ {
-		up.send(fmt.Sprintf("id: %d\ndata: event %d\n\n", i, i))
+		up.Send(fmt.Sprintf("id: %d\ndata: event %d\n\n", i, i))
 		if ev := rc.readEvent(t); ev.ID != strconv.Itoa(i) || ev.Data != fmt.Sprintf("event %d", i) {
 			t.Fatalf("got %+v, want event %d", ev, i)
 		}
 	}
 
 	rc.conn.Close()
-	eventually(t, "the hung-up client to leave", func() bool {
+	testkit.Eventually(t, "the hung-up client to leave", func() bool {
 		return detachedClients() == 0 && counterValue(t, origin.URL(), "clients") == 0
 	})
 }
 
 func TestDetachOffKeepsClientsInTheirRequests(t *testing.T) {
-	origin := newTestOrigin(t)
-	base := startCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach off\n}")
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach off\n}")
 	rc := dialRaw(t, base, "/attached")
-	up := origin.nextConn(t)
+	up := origin.NextConn(t)
 	if te := rc.header.Get("Transfer-Encoding"); te != "chunked" {
 		t.Fatalf("Transfer-Encoding: %q, want chunked", te)
 	}
-	c := openClient(t, base+"/attached", nil)
-	up.send("id: 1\ndata: hello\n\n")
-	if ev := c.nextData(t); ev.Data != "hello" {
+	c := testkit.OpenClient(t, base+"/attached", nil)
+	up.Send("id: 1\ndata: hello\n\n")
+	if ev := c.NextData(t); ev.Data != "hello" {
 		t.Fatalf("got %+v", ev)
 	}
 	if n := detachedClients(); n != 0 {
@@ -129,11 +69,11 @@ func TestDetachOffKeepsClientsInTheirRequests(t *testing.T) {
 // An idle detached client costs one goroutine, the one that notices when
 // it hangs up; a client served in its request costs two.
 func TestDetachedClientsCostOneGoroutineEach(t *testing.T) {
-	origin := newTestOrigin(t)
-	base := startCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach on\n}")
-	first := openClient(t, base+"/idle", nil)
-	origin.nextConn(t)
-	eventually(t, "the first client to be detached", func() bool { return detachedClients() == 1 })
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach on\n}")
+	first := testkit.OpenClient(t, base+"/idle", nil)
+	origin.NextConn(t)
+	testkit.Eventually(t, "the first client to be detached", func() bool { return detachedClients() == 1 })
 	runtime.GC()
 	before := runtime.NumGoroutine()
 
@@ -141,77 +81,31 @@ func TestDetachedClientsCostOneGoroutineEach(t *testing.T) {
 	for i := 0; i < n; i++ {
 		rawDial(t, base, "/idle")
 	}
-	eventually(t, "every client to be detached", func() bool { return detachedClients() == n+1 })
+	testkit.Eventually(t, "every client to be detached", func() bool { return detachedClients() == n+1 })
 	// Each client: our watch goroutine. The test's own side of each
 	// connection is a bare socket, with no goroutine. A few more are
 	// allowed for shared writers and runtime helpers.
 	if grown := runtime.NumGoroutine() - before; grown > n+runtime.GOMAXPROCS(0)+4 {
 		t.Fatalf("%d idle clients added %d goroutines, want about %d", n, grown, n)
 	}
-	first.close()
-}
-
-// rawDial opens an SSE request on a bare socket that the test closes at
-// its end, and reads nothing.
-// rawDial sends a GET for path, with the given header lines ("Name:
-// value"), on a bare TCP connection, and returns the connection.
-func rawDial(t *testing.T, base, path string, headers ...string) net.Conn {
-	t.Helper()
-	addr := strings.TrimPrefix(base, "http://")
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	var extra strings.Builder
-	for _, h := range headers {
-		extra.WriteString(h + "\r\n")
-	}
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s\r\n", path, addr, extra.String())
-	return conn
+	first.Close()
 }
 
 func TestDetachedClientThatSendsDataIsCut(t *testing.T) {
-	origin := newTestOrigin(t)
-	base := startCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach on\n}")
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach on\n}")
 	rc := dialRaw(t, base, "/chatty")
-	origin.nextConn(t)
-	eventually(t, "the client to be detached", func() bool { return detachedClients() == 1 })
+	origin.NextConn(t)
+	testkit.Eventually(t, "the client to be detached", func() bool { return detachedClients() == 1 })
 	fmt.Fprintf(rc.conn, "GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
-	rc.conn.SetReadDeadline(time.Now().Add(waitTimeout))
+	rc.conn.SetReadDeadline(time.Now().Add(testkit.WaitTimeout))
 	buf := make([]byte, 4096)
 	for {
 		if _, err := rc.r.Read(buf); err != nil {
 			break // the proxy closed the connection
 		}
 	}
-	eventually(t, "the client to leave", func() bool { return detachedClients() == 0 })
-}
-
-// TestInRequestWriters runs tests of the client writer's behaviour with
-// detaching off, so that the writer that serves a client in its request
-// goroutine (HTTP/2, TLS, encode, detach off) is held to them too; the
-// rest of the suite runs with plain HTTP/1 clients, which are detached.
-func TestInRequestWriters(t *testing.T) {
-	saved := detachInTests
-	detachInTests = false
-	defer func() { detachInTests = saved }()
-	for name, test := range map[string]func(*testing.T){
-		"FanOutToManyClientsOverOneUpstream":      TestFanOutToManyClientsOverOneUpstream,
-		"HeartbeatOnSilentStream":                 TestHeartbeatOnSilentStream,
-		"RetryIsInjectedAndRewritten":             TestRetryIsInjectedAndRewritten,
-		"SlowClientIsCutOthersKeepGoing":          TestSlowClientIsCutOthersKeepGoing,
-		"StalledClientIsCutOthersGetEverything":   TestStalledClientIsCutOthersGetEverything,
-		"ConnectDisconnectCyclesLeakNothing":      TestConnectDisconnectCyclesLeakNothing,
-		"ReplayFromBufferByLastEventID":           TestReplayFromBufferByLastEventID,
-		"CursorPrimingLosesNothing":               TestCursorPrimingLosesNothing,
-		"CatchUpPastTheBuffer":                    TestCatchUpPastTheBuffer,
-		"ReloadThroughAdminAPIKeepsUpstream":      TestReloadThroughAdminAPIKeepsUpstream,
-		"ClosingStreamSpreadsItsClientsOut":       TestClosingStreamSpreadsItsClientsOut,
-		"BrowserSeesTheSameEventsThroughTheProxy": TestBrowserSeesTheSameEventsThroughTheProxy,
-	} {
-		t.Run(name, test)
-	}
+	testkit.Eventually(t, "the client to leave", func() bool { return detachedClients() == 0 })
 }
 
 // Where Caddy does something to the bytes of a response, or must bound its
@@ -240,20 +134,20 @@ func TestClientsThatAreNotDetached(t *testing.T) {
 		{"TLS HTTP/1.1", tlsSite, "https", tlsClient(false), "HTTP/1.1"},
 		{"HTTP/2", tlsSite, "https", tlsClient(true), "HTTP/2.0"},
 		{"encode gzip", func(port int, origin string) string {
-			return testGlobalOptions() + fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tencode gzip\n\tsse_fanout %s {\n\t\tdetach on\n\t}\n}\n", port, origin)
-		}, "http", httpClient, "HTTP/1.1"},
+			return testkit.GlobalOptions() + fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tencode gzip\n\tsse_fanout %s {\n\t\tdetach on\n\t}\n}\n", port, origin)
+		}, "http", testkit.HTTPClient, "HTTP/1.1"},
 		{"write timeout", func(port int, origin string) string {
-			options := strings.Replace(testGlobalOptions(), "\tadmin off\n", "\tadmin off\n\tservers {\n\t\ttimeouts {\n\t\t\twrite 1m\n\t\t}\n\t}\n", 1)
+			options := strings.Replace(testkit.GlobalOptions(), "\tadmin off\n", "\tadmin off\n\tservers {\n\t\ttimeouts {\n\t\t\twrite 1m\n\t\t}\n\t}\n", 1)
 			return options + fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tsse_fanout %s {\n\t\tdetach on\n\t}\n}\n", port, origin)
-		}, "http", httpClient, "HTTP/1.1"},
+		}, "http", testkit.HTTPClient, "HTTP/1.1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			origin := newTestOrigin(t)
-			port := freePort(t)
-			startWholeCaddyfile(t, tc.caddyfile(port, origin.URL()))
+			origin := testkit.NewOrigin(t)
+			port := testkit.FreePort(t)
+			testkit.StartWholeCaddyfile(t, tc.caddyfile(port, origin.URL()))
 			addr := fmt.Sprintf("127.0.0.1:%d", port)
 			if tc.scheme == "https" {
-				waitCertificate(t, addr)
+				testkit.WaitCertificate(t, addr)
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
@@ -269,11 +163,11 @@ func TestClientsThatAreNotDetached(t *testing.T) {
 			if resp.Proto != tc.proto {
 				t.Fatalf("got %s, want %s", resp.Proto, tc.proto)
 			}
-			up := origin.nextConn(t)
-			up.send("id: 1\ndata: kept\n\n")
-			p := newParser(resp.Body, 1<<20)
+			up := origin.NextConn(t)
+			up.Send("id: 1\ndata: kept\n\n")
+			p := sse.NewParser(resp.Body, 1<<20)
 			for {
-				ev, err := p.next()
+				ev, err := p.Next()
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -297,24 +191,24 @@ func TestClientsThatAreNotDetached(t *testing.T) {
 // tlsSite is a Caddyfile serving sse_fanout over HTTPS with Caddy's internal
 // CA, HTTP/1.1 and HTTP/2 offered.
 func tlsSite(port int, origin string) string {
-	return tlsGlobalOptions("h1 h2") + fmt.Sprintf("https://127.0.0.1:%d {\n\tbind 127.0.0.1\n\ttls internal\n\tsse_fanout %s {\n\t\tdetach on\n\t}\n}\n", port, origin)
+	return testkit.TLSGlobalOptions("h1 h2") + fmt.Sprintf("https://127.0.0.1:%d {\n\tbind 127.0.0.1\n\ttls internal\n\tsse_fanout %s {\n\t\tdetach on\n\t}\n}\n", port, origin)
 }
 
 // The server's timeouts are for requests; a detached client outlives them
 // all, even those Caddy arms as the request ends.
 func TestDetachedClientOutlivesServerTimeouts(t *testing.T) {
-	origin := newTestOrigin(t)
-	port := freePort(t)
+	origin := testkit.NewOrigin(t)
+	port := testkit.FreePort(t)
 	timeouts := "\tservers {\n\t\ttimeouts {\n\t\t\tread_header 200ms\n\t\t\tread_body 200ms\n\t\t\tread_body_idle 200ms 100\n\t\t\twrite_idle 200ms 100\n\t\t\tidle 200ms\n\t\t}\n\t}\n"
-	options := strings.Replace(testGlobalOptions(), "\tadmin off\n", "\tadmin off\n"+timeouts, 1)
-	startWholeCaddyfile(t, options+fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tsse_fanout %s {\n\t\tdetach on\n\t\theartbeat off\n\t}\n}\n", port, origin.URL()))
-	c := openClient(t, fmt.Sprintf("http://127.0.0.1:%d/timeouts", port), nil)
-	up := origin.nextConn(t)
-	eventually(t, "the client to be detached", func() bool { return detachedClients() == 1 })
+	options := strings.Replace(testkit.GlobalOptions(), "\tadmin off\n", "\tadmin off\n"+timeouts, 1)
+	testkit.StartWholeCaddyfile(t, options+fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tsse_fanout %s {\n\t\tdetach on\n\t\theartbeat off\n\t}\n}\n", port, origin.URL()))
+	c := testkit.OpenClient(t, fmt.Sprintf("http://127.0.0.1:%d/timeouts", port), nil)
+	up := origin.NextConn(t)
+	testkit.Eventually(t, "the client to be detached", func() bool { return detachedClients() == 1 })
 	// Waiting is the point: five times every timeout, with nothing sent.
 	time.Sleep(time.Second)
-	up.send("id: 1\ndata: still here\n\n")
-	if ev := c.nextData(t); ev.Data != "still here" {
+	up.Send("id: 1\ndata: still here\n\n")
+	if ev := c.NextData(t); ev.Data != "still here" {
 		t.Fatalf("got %+v", ev)
 	}
 }

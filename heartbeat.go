@@ -32,7 +32,7 @@ func (s *stream) runHeartbeat() {
 // heartbeatWait starts a keepalive round if the stream has been silent for
 // the heartbeat interval, and returns how long to wait before looking again.
 func (s *stream) heartbeatWait() time.Duration {
-	interval := s.reg.settings.Load().heartbeat
+	interval := s.hub.settings.Load().heartbeat
 	if interval <= 0 {
 		return heartbeatOffCheck
 	}
@@ -40,7 +40,7 @@ func (s *stream) heartbeatWait() time.Duration {
 	if silent < interval {
 		return interval - silent
 	}
-	s.keepalives.Add(1)
+	s.signals.keepalives.Add(1)
 	s.markSent()
 	s.wakeAll()
 	return interval

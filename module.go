@@ -8,10 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"sort"
-	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -22,25 +19,6 @@ import (
 func init() {
 	caddy.RegisterModule(Handler{})
 }
-
-// Defaults of the config fields.
-const (
-	defaultHeartbeat             = 15 * time.Second
-	defaultBuffer                = 1024
-	defaultBufferBytes           = 8 << 20
-	defaultClientQueue           = 256
-	defaultIdleClose             = 30 * time.Second
-	defaultMaxEventSize          = 1 << 20
-	defaultWriteTimeout          = 30 * time.Second
-	defaultUpstreamWait          = 45 * time.Second
-	defaultMaxStreams            = 10000
-	defaultMaxCatchUps           = 8
-	defaultMaxCatchUpsPerHandler = 64
-
-	// maxQueue bounds buffer and client_queue: a stream's ring holds a
-	// slot for each, allocated when the stream opens.
-	maxQueue = 1 << 20
-)
 
 // Handler fans out Server-Sent Events. For each stream, that is each
 // request path and query, it holds one connection to the origin, at the
@@ -198,12 +176,6 @@ type Handler struct {
 // generations numbers handlers in the order they are provisioned.
 var generations atomic.Uint64
 
-// registries holds one registry per upstream identity, so that streams,
-// their buffers and their upstream connections outlive a config reload that
-// keeps them: Caddy provisions the new config before it cleans up the old,
-// so an unchanged key never drops to zero references.
-var registries = caddy.NewUsagePool()
-
 // CaddyModule returns the Caddy module information.
 func (Handler) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
@@ -254,180 +226,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// settings resolves the config fields to their defaults.
-func (h *Handler) settings() *settings {
-	cfg := &settings{
-		heartbeat:             time.Duration(h.Heartbeat),
-		retry:                 -1,
-		buffer:                defaultBuffer,
-		bufferBytes:           h.BufferBytes,
-		clientQueue:           h.ClientQueue,
-		idleClose:             time.Duration(h.IdleClose),
-		maxClients:            h.MaxClients,
-		maxEventSize:          h.MaxEventSize,
-		writeTimeout:          defaultWriteTimeout,
-		maxStreams:            h.MaxStreams,
-		maxCatchUps:           h.MaxCatchUps,
-		maxCatchUpsPerHandler: h.MaxCatchUpsPerHandler,
-		upstreamWait:          time.Duration(h.UpstreamTimeout),
-		retryJitter:           h.RetryJitter,
-		catchUp:               h.CatchUp == nil || *h.CatchUp,
-		primeCursor:           h.PrimeCursor == nil || *h.PrimeCursor,
-		staleEvent:            h.StaleEvent,
-		headerUp:              make(http.Header),
-		logger:                h.logger,
-	}
-	if cfg.heartbeat == 0 {
-		cfg.heartbeat = defaultHeartbeat
-	}
-	if h.Retry != nil {
-		cfg.retry = time.Duration(*h.Retry).Milliseconds()
-	}
-	if h.Buffer != nil {
-		cfg.buffer = *h.Buffer
-	}
-	if cfg.bufferBytes == 0 {
-		cfg.bufferBytes = defaultBufferBytes
-	}
-	if cfg.clientQueue == 0 {
-		cfg.clientQueue = defaultClientQueue
-	}
-	if cfg.idleClose == 0 {
-		cfg.idleClose = defaultIdleClose
-	}
-	if cfg.upstreamWait == 0 {
-		cfg.upstreamWait = defaultUpstreamWait
-	}
-	if cfg.maxEventSize == 0 {
-		cfg.maxEventSize = defaultMaxEventSize
-	}
-	if cfg.maxStreams == 0 {
-		cfg.maxStreams = defaultMaxStreams
-	}
-	if cfg.maxCatchUps == 0 {
-		cfg.maxCatchUps = defaultMaxCatchUps
-	}
-	if cfg.maxCatchUpsPerHandler == 0 {
-		cfg.maxCatchUpsPerHandler = defaultMaxCatchUpsPerHandler
-	}
-	repl := caddy.NewReplacer()
-	for name, values := range h.HeaderUp {
-		for _, v := range values {
-			cfg.headerUp.Add(name, repl.ReplaceKnown(v, ""))
-		}
-	}
-	return cfg
-}
-
-// checkHeaderPlaceholders refuses a header_up value with a per-request
-// placeholder that the key does not hold: all clients of a stream share its
-// upstream connection, so a value that differs between them would send one
-// client's header (say, its credentials) on behalf of the others. It also
-// records whether any value has such a placeholder, to be filled per request.
-func (h *Handler) checkHeaderPlaceholders(headerUp http.Header) error {
-	for name, values := range headerUp {
-		for _, v := range values {
-			for _, ph := range placeholdersIn(v) {
-				if !strings.Contains(h.Key, ph) {
-					return fmt.Errorf("header_up %s %q: placeholder %s differs between requests, so it must be part of the key (add it to key, e.g. key %s), or every client of a stream would be served with the first client's %s",
-						name, v, ph, ph, name)
-				}
-				h.perRequestHeaders = true
-			}
-		}
-	}
-	return nil
-}
-
-// placeholdersIn returns the {placeholders} in s.
-func placeholdersIn(s string) []string {
-	var found []string
-	for {
-		i := strings.IndexByte(s, '{')
-		if i < 0 {
-			return found
-		}
-		j := strings.IndexByte(s[i:], '}')
-		if j < 0 {
-			return found
-		}
-		found = append(found, s[i:i+j+1])
-		s = s[i+j+1:]
-	}
-}
-
-// registryKey identifies what makes streams shareable across configs: the
-// origin, what is sent to it, and what decides the streams.
-func (h *Handler) registryKey(headerUp http.Header) string {
-	var b strings.Builder
-	b.WriteString(h.Upstream)
-	fmt.Fprintf(&b, "\nkey: %s\nignore: %s", h.Key, strings.Join(h.KeyIgnoreQuery, ","))
-	names := make([]string, 0, len(headerUp))
-	for name := range headerUp {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		for _, v := range headerUp[name] {
-			fmt.Fprintf(&b, "\n%s: %s", name, v)
-		}
-	}
-	return b.String()
-}
-
-// Validate reports configuration errors.
+// Validate reports configuration errors. It does no I/O.
 func (h *Handler) Validate() error { return h.validate() }
-
-func (h *Handler) validate() error {
-	if h.Upstream == "" {
-		return errors.New("upstream is required")
-	}
-	if h.base == nil {
-		return nil // Provision reports the parse error
-	}
-	upstream := redactURL(h.Upstream)
-	if h.base.Scheme != "http" && h.base.Scheme != "https" {
-		return fmt.Errorf("upstream %q: scheme must be http or https", upstream)
-	}
-	if h.base.Host == "" {
-		return fmt.Errorf("upstream %q: no host", upstream)
-	}
-	if h.base.RawQuery != "" || h.base.Fragment != "" {
-		return fmt.Errorf("upstream %q: a base URL has no query or fragment; the request's query is appended", upstream)
-	}
-	for name, n := range map[string]int{
-		"buffer_bytes":              h.BufferBytes,
-		"client_queue":              h.ClientQueue,
-		"max_clients":               h.MaxClients,
-		"max_event_size":            h.MaxEventSize,
-		"retry_jitter":              h.RetryJitter,
-		"max_catch_ups":             h.MaxCatchUps,
-		"max_catch_ups_per_handler": h.MaxCatchUpsPerHandler,
-	} {
-		if n < 0 {
-			return fmt.Errorf("%s must not be negative, got %d", name, n)
-		}
-	}
-	if h.RetryJitter > 100 {
-		return fmt.Errorf("retry_jitter must be a percentage from 0 to 100, got %d", h.RetryJitter)
-	}
-	if h.Buffer != nil && *h.Buffer < 0 {
-		return fmt.Errorf("buffer must not be negative, got %d", *h.Buffer)
-	}
-	if h.Buffer != nil && *h.Buffer > maxQueue {
-		return fmt.Errorf("buffer must be at most %d, got %d", maxQueue, *h.Buffer)
-	}
-	if h.ClientQueue > maxQueue {
-		return fmt.Errorf("client_queue must be at most %d, got %d", maxQueue, h.ClientQueue)
-	}
-	if strings.ContainsAny(h.StaleEvent, "\r\n") {
-		return fmt.Errorf("stale_event %q: an event type cannot hold a line end", h.StaleEvent)
-	}
-	if h.Retry != nil && *h.Retry < 0 {
-		return fmt.Errorf("retry must not be negative, got %v", time.Duration(*h.Retry))
-	}
-	return nil
-}
 
 // Cleanup ends this config's clients and releases its registry. The
 // registry and its streams live on while another config uses them.
@@ -473,6 +273,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case err != nil:
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)
 	}
+	err = h.serveStream(w, r, s, c)
+	switch {
+	case errors.Is(err, errResponseBuffered):
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	case errors.Is(err, errSlowClient):
+		h.logger.Warn("slow client cut", zap.String("stream", sr.label), zap.String("remote_addr", r.RemoteAddr))
+	case err != nil:
+		if ce := h.logger.Check(zap.DebugLevel, "client ended"); ce != nil {
+			ce.Write(zap.String("stream", sr.label), zap.Error(err))
+		}
+	}
+	return nil
+}
+
+// serveStream answers c's request with its event stream: the head, what its
+// cursor asks for, then its frames as they come, from this goroutine or,
+// once detached, from a shared writer. It returns why c ended, unless it
+// was detached.
+func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, s *stream, c *client) error {
 	header := w.Header()
 	header.Set("Content-Type", "text/event-stream")
 	header.Set("Cache-Control", "no-cache")
@@ -488,37 +307,31 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	if err := rc.Flush(); err != nil {
-		s.leave(c)
+		s.leave(c, false)
 		h.logger.Error("response cannot be flushed, so events cannot stream", zap.Error(err))
 		return nil
 	}
 	if responseBuffered(w) {
 		// The head has not reached the client, and would not before the
 		// response ends: a stream that never ends would be held in memory.
-		s.leave(c)
+		s.leave(c, false)
 		h.logger.Error("a handler before sse_fanout buffers the response, so events cannot stream; remove it from this route (log_append with {http.response.body}, or intercept that handles every response)")
-		return caddyhttp.Error(http.StatusInternalServerError, errResponseBuffered)
+		return errResponseBuffered
 	}
 
-	c.stop = h.stop
-	cw := newClientWriter(w, rc, s)
-	err = c.begin(r.Context(), cw)
-	if err == nil && mayDetach && h.detach(w, c) {
+	rw := newRespWriter(w, rc, h.cfg.writeTimeout)
+	err := s.resume(r.Context(), c, rw, h.stop)
+	if err == nil {
+		err = rw.send(c) // the replay, in this goroutine
+	}
+	if err == nil && mayDetach && h.detach(w, s, c) {
 		return nil // the client is served by a shared writer from now on
 	}
 	if err == nil {
-		err = c.serve(r.Context(), cw)
+		err = rw.serve(r.Context(), c, h.stop)
 	}
-	s.leave(c)
-	switch {
-	case errors.Is(err, errSlowClient):
-		h.logger.Warn("slow client cut", zap.String("stream", sr.label), zap.String("remote_addr", r.RemoteAddr))
-	case err != nil:
-		if ce := h.logger.Check(zap.DebugLevel, "client ended"); ce != nil {
-			ce.Write(zap.String("stream", sr.label), zap.Error(err))
-		}
-	}
-	return nil
+	s.leave(c, false)
+	return err
 }
 
 // Interface guards

@@ -1,12 +1,14 @@
 package ssefanout
 
+// The module and its request handling as a whole.
+
 import (
+	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
 
 func TestModuleIsRegistered(t *testing.T) {
@@ -19,235 +21,64 @@ func TestModuleIsRegistered(t *testing.T) {
 	}
 }
 
-// TestCaddyfileAdapt also checks the directive order: sse_fanout is written
-// after reverse_proxy but runs before it.
-func TestCaddyfileAdapt(t *testing.T) {
-	caddytest.AssertAdapt(t, `:8080 {
-	reverse_proxy localhost:9000
-	sse_fanout /events/* http://localhost:9000 {
-		heartbeat 20s
-		retry 2500ms
-		buffer 0
-		buffer_bytes 4MiB
-		header_up X-Api-Key secret
-		header_up X-Api-Key other
-		client_queue 64
-		idle_close 1m
-		max_clients 1000
-		max_event_size 64KiB
+func TestResponseHeaders(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+	c := testkit.OpenClient(t, base+"/rh", nil)
+	if ct := c.Resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Errorf("Content-Type %q", ct)
 	}
-}`, "caddyfile", `{
-	"apps": {
-		"http": {
-			"servers": {
-				"srv0": {
-					"listen": [
-						":8080"
-					],
-					"routes": [
-						{
-							"match": [
-								{
-									"path": [
-										"/events/*"
-									]
-								}
-							],
-							"handle": [
-								{
-									"buffer": 0,
-									"buffer_bytes": 4194304,
-									"client_queue": 64,
-									"handler": "sse_fanout",
-									"header_up": {
-										"X-Api-Key": [
-											"secret",
-											"other"
-										]
-									},
-									"heartbeat": 20000000000,
-									"idle_close": 60000000000,
-									"max_clients": 1000,
-									"max_event_size": 65536,
-									"retry": 2500000000,
-									"upstream": "http://localhost:9000"
-								}
-							]
-						},
-						{
-							"handle": [
-								{
-									"handler": "reverse_proxy",
-									"upstreams": [
-										{
-											"dial": "localhost:9000"
-										}
-									]
-								}
-							]
-						}
-					]
-				}
-			}
-		}
+	if cc := c.Resp.Header.Get("Cache-Control"); cc != "no-cache" {
+		t.Errorf("Cache-Control %q", cc)
 	}
-}`)
 }
 
-func TestCaddyfileAdaptReplayAndSafetyOptions(t *testing.T) {
-	caddytest.AssertAdapt(t, `:8080 {
-	sse_fanout http://localhost:9000 {
-		catch_up off
-		prime_cursor off
-		stale_event refetch
-		key {http.request.header.Authorization}
-		header_up Authorization {http.request.header.Authorization}
-		key_ignore_query _ t
-		max_streams 100
-		max_catch_ups 2 16
-		upstream_timeout off
-		retry_jitter 20%
-	}
-}`, "caddyfile", `{
-	"apps": {
-		"http": {
-			"servers": {
-				"srv0": {
-					"listen": [
-						":8080"
-					],
-					"routes": [
-						{
-							"handle": [
-								{
-									"catch_up": false,
-									"handler": "sse_fanout",
-									"header_up": {
-										"Authorization": [
-											"{http.request.header.Authorization}"
-										]
-									},
-									"key": "{http.request.header.Authorization}",
-									"key_ignore_query": [
-										"_",
-										"t"
-									],
-									"max_catch_ups": 2,
-									"max_catch_ups_per_handler": 16,
-									"max_streams": 100,
-									"prime_cursor": false,
-									"retry_jitter": 20,
-									"stale_event": "refetch",
-									"upstream": "http://localhost:9000",
-									"upstream_timeout": -1
-								}
-							]
-						}
-					]
-				}
-			}
-		}
-	}
-}`)
-}
-
-func TestCaddyfileOffAndZero(t *testing.T) {
-	h := new(Handler)
-	d := caddyfile.NewTestDispenser("sse_fanout http://o {\n\theartbeat off\n\tidle_close 0\n\tretry 0\n}")
-	if err := h.UnmarshalCaddyfile(d); err != nil {
+func TestNonGETGoesToNextHandler(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+"\n\trespond \"next handler\" 202")
+	resp, err := testkit.HTTPClient.Post(base+"/events", "text/plain", strings.NewReader("x"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if h.Heartbeat >= 0 {
-		t.Errorf("heartbeat off gave %v, want negative", h.Heartbeat)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST status %d, want 202 from the next handler", resp.StatusCode)
 	}
-	if h.IdleClose >= 0 {
-		t.Errorf("idle_close 0 gave %v, want negative (close at once)", h.IdleClose)
-	}
-	if h.Retry == nil || *h.Retry != 0 {
-		t.Errorf("retry 0 gave %v, want a set zero", h.Retry)
-	}
-	for _, v := range []string{"0", "off"} {
-		h := new(Handler)
-		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("sse_fanout http://o {\n\tmax_streams " + v + "\n}")); err != nil {
-			t.Fatal(err)
-		}
-		if h.MaxStreams >= 0 {
-			t.Errorf("max_streams %s gave %d, want negative (unlimited)", v, h.MaxStreams)
-		}
+	if n := origin.Total.Load(); n != 0 {
+		t.Fatalf("origin saw %d requests, want 0", n)
 	}
 }
 
-func TestCaddyfileKeyOfSeveralTokens(t *testing.T) {
-	h := new(Handler)
-	d := caddyfile.NewTestDispenser("sse_fanout http://o {\n\tkey {path} {http.request.header.Authorization}\n}")
-	if err := h.UnmarshalCaddyfile(d); err != nil {
+func TestMaxClientsAnswers503WithRetryAfter(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tmax_clients 2\n}")
+	testkit.OpenClient(t, base+"/full", nil)
+	testkit.OpenClient(t, base+"/full", nil)
+	req, _ := http.NewRequest(http.MethodGet, base+"/full", nil)
+	resp, err := testkit.HTTPClient.Do(req)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "{path} {http.request.header.Authorization}"; h.Key != want {
-		t.Fatalf("key %q, want %q", h.Key, want)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("third client: status %d, want 503", resp.StatusCode)
 	}
+	if resp.Header.Get("Retry-After") == "" {
+		t.Fatal("503 without Retry-After")
+	}
+	testkit.OpenClient(t, base+"/other", nil) // the limit is per stream
 }
 
-func TestCaddyfileErrorsNameTheLine(t *testing.T) {
-	for _, tc := range []struct{ name, input, want string }{
-		{"missing url", "sse_fanout", "Testfile:1"},
-		{"missing url with block", "sse_fanout {\n\tbuffer 1\n}", "wrong argument count"},
-		{"two urls", "sse_fanout http://a http://b", "wrong argument count"},
-		{"unknown subdirective", "sse_fanout http://o {\n\tbuffer 1\n\tnope 1\n}", "unrecognized subdirective 'nope', at Testfile:3"},
-		{"bad duration", "sse_fanout http://o {\n\theartbeat soon\n}", "bad heartbeat duration 'soon'"},
-		{"bad duration line", "sse_fanout http://o {\n\n\tretry x\n}", "Testfile:3"},
-		{"zero heartbeat", "sse_fanout http://o {\n\theartbeat 0s\n}", "must be positive, or off"},
-		{"negative duration", "sse_fanout http://o {\n\tidle_close -5s\n}", "must not be negative"},
-		{"negative count", "sse_fanout http://o {\n\tbuffer -1\n}", "bad buffer value '-1': want a non-negative integer, at Testfile:2"},
-		{"negative max_clients", "sse_fanout http://o {\n\tmax_clients -3\n}", "bad max_clients value '-3'"},
-		{"not a count", "sse_fanout http://o {\n\tclient_queue lots\n}", "bad client_queue value 'lots'"},
-		{"zero client_queue", "sse_fanout http://o {\n\tclient_queue 0\n}", "want at least 1"},
-		{"bad size", "sse_fanout http://o {\n\tmax_event_size big\n}", "bad max_event_size size 'big'"},
-		{"header_up one arg", "sse_fanout http://o {\n\theader_up X-A\n}", "wrong argument count"},
-		{"duration no arg", "sse_fanout http://o {\n\tretry\n}", "wrong argument count"},
-		{"bad on/off", "sse_fanout http://o {\n\tcatch_up maybe\n}", "bad catch_up value 'maybe': want on or off"},
-		{"jitter over 100", "sse_fanout http://o {\n\tretry_jitter 150%\n}", "bad retry_jitter value '150%'"},
-		{"key_ignore_query no names", "sse_fanout http://o {\n\tkey_ignore_query\n}", "wrong argument count"},
-		{"zero upstream_timeout", "sse_fanout http://o {\n\tupstream_timeout 0s\n}", "must be positive, or off"},
-		{"bad max_streams", "sse_fanout http://o {\n\tmax_streams many\n}", "bad max_streams value 'many'"},
-		{"zero max_catch_ups", "sse_fanout http://o {\n\tmax_catch_ups 0\n}", "bad max_catch_ups value '0'"},
-		{"max_catch_ups three args", "sse_fanout http://o {\n\tmax_catch_ups 1 2 3\n}", "wrong argument count"},
-		{"key no args", "sse_fanout http://o {\n\tkey\n}", "wrong argument count"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			err := new(Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("got error %v, want one containing %q", err, tc.want)
-			}
-		})
-	}
-}
-
-func TestValidateRejectsBadUpstreams(t *testing.T) {
-	for _, tc := range []struct{ upstream, want string }{
-		{"", "upstream is required"},
-		{"ftp://o", "scheme must be http or https"},
-		{"localhost:9000", "scheme must be http or https"},
-		{"http://", "no host"},
-		{"http://o/?a=1", "no query"},
-		{"ftp://alice:pw-secret@o", "scheme must be http or https"},
-		{"http://alice:pw-secret@o/%zz", "parsing upstream"},
-	} {
-		t.Run(tc.upstream, func(t *testing.T) {
-			h := &Handler{Upstream: tc.upstream}
-			ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
-			defer cancel()
-			err := h.Provision(ctx)
-			if err == nil {
-				err = h.Validate()
-			}
-			h.Cleanup()
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("got %v, want an error containing %q", err, tc.want)
-			}
-			if strings.Contains(err.Error(), "pw-secret") || strings.Contains(err.Error(), "alice") {
-				t.Fatalf("the error shows the upstream's userinfo: %v", err)
-			}
-		})
+func TestClientIsAnsweredWhileOriginIsDown(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	origin.Status.Store(http.StatusInternalServerError)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\theartbeat 50ms\n}")
+	c := testkit.OpenClient(t, base+"/down", nil) // answered although the origin fails
+	c.WaitKeepalive(t)
+	origin.Status.Store(0)
+	up := origin.NextConn(t) // the hub retried on its own
+	up.Send("data: back\n\n")
+	if ev := c.NextEvent(t); ev.Data != "back" {
+		t.Fatalf("got %+v", ev)
 	}
 }

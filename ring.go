@@ -3,7 +3,11 @@ package ssefanout
 import (
 	"bytes"
 	"strings"
+	"sync"
 )
+
+// This file is a stream's ring of encoded frames: the replay buffer and
+// every client's queue at once.
 
 // frame is one encoded block, shared by the replay buffer and every client
 // that is sent it. Nobody modifies a frame once it is published.
@@ -25,13 +29,17 @@ func (f *frame) sameEvent(g *frame) bool {
 // client's queue: a client is a cursor into it (the seq of the last frame it
 // was handed), so publishing costs no copy and no allocation per client.
 //
-// It is NOT safe for concurrent use: the stream's mu guards it.
+// Its methods are NOT safe for concurrent use: mu guards the fields. The
+// stream's upstream reader pushes under the write lock; clients' writers
+// read under the read lock (client.next).
 type ring struct {
+	mu       sync.RWMutex
 	slots    []*frame // the frame with seq n is in slots[n%len(slots)]
 	head     uint64   // seq of the newest frame; 0 before the first
 	tail     uint64   // seq of the oldest frame held; head+1 when empty
 	size     int      // bytes held
 	maxBytes int      // evict the oldest while size exceeds this (0: no byte bound)
+	hasIDs   bool     // some frame's block had an id: from then on every frame carries one
 
 	// baseID is the last event ID before the first frame, when the stream
 	// began by resuming after it (hasBase): a client with that cursor
@@ -57,6 +65,7 @@ func (r *ring) push(f *frame) {
 		r.evictOldest()
 	}
 	r.slots[r.head%uint64(len(r.slots))] = f
+	r.hasIDs = r.hasIDs || f.setsID
 	r.size += len(f.bytes)
 	for r.maxBytes > 0 && r.size > r.maxBytes && r.tail < r.head {
 		r.evictOldest()
@@ -72,24 +81,22 @@ func (r *ring) evictOldest() {
 	r.tail++
 }
 
+// lastID returns the stream's last event ID, and whether it has one: the
+// id of the newest frame, once the origin has sent an id. It is only ever
+// the origin's, never a client's cursor.
+func (r *ring) lastID() (string, bool) {
+	if !r.hasIDs {
+		return "", false
+	}
+	return r.get(r.head).id, true
+}
+
 // get returns the frame with the given seq, or nil if it is not held.
 func (r *ring) get(seq uint64) *frame {
 	if seq < r.tail || seq > r.head {
 		return nil
 	}
 	return r.slots[seq%uint64(len(r.slots))]
-}
-
-// appendAfter appends to dst every frame after seq, oldest first. It
-// reports false if some of them were already evicted.
-func (r *ring) appendAfter(dst []*frame, seq uint64) ([]*frame, bool) {
-	if seq+1 < r.tail {
-		return dst, false
-	}
-	for n := seq + 1; n <= r.head; n++ {
-		dst = append(dst, r.slots[n%uint64(len(r.slots))])
-	}
-	return dst, true
 }
 
 // findID returns the seq of the newest frame, among the newest window

@@ -1,5 +1,7 @@
 package ssefanout
 
+// The ring of frames.
+
 import "testing"
 
 func TestRingFindID(t *testing.T) {
@@ -53,10 +55,10 @@ func TestRingBytesBound(t *testing.T) {
 	if r.size > 10 || r.tail != 4 || r.head != 5 {
 		t.Fatalf("size %d, tail %d, head %d; want at most 10 bytes, frames 4..5", r.size, r.tail, r.head)
 	}
-	if _, ok := r.appendAfter(nil, 2); ok {
-		t.Fatal("frames after 2 include the evicted 3")
+	if r.get(3) != nil {
+		t.Fatal("the evicted frame 3 is still held")
 	}
-	if frames, ok := r.appendAfter(nil, 3); !ok || len(frames) != 2 {
-		t.Fatalf("frames after 3: %d, %v", len(frames), ok)
+	if r.get(4) == nil || r.get(5) == nil {
+		t.Fatal("frames 4 and 5 are not held")
 	}
 }

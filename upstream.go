@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
+
 	"go.uber.org/zap"
 )
 
@@ -65,20 +67,20 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 
 // readUpstream keeps one connection to the origin open until ctx ends,
 // reconnecting after each end or failure with a growing, jittered backoff.
-// An origin that answers 204 stops the stream.
-func (s *stream) readUpstream(ctx context.Context) {
+// An origin that answers 204 stops the stream: readUpstream then returns
+// until when the stream's key must answer 204 too; otherwise the zero time.
+func (s *stream) readUpstream(ctx context.Context) (stopUntil time.Time) {
 	failures := 0
 	for {
 		delivered, err := s.readOnce(ctx)
 		if ctx.Err() != nil {
-			return
+			return time.Time{}
 		}
 		if errors.Is(err, errOriginStopped) {
 			s.setState(stateStopped, err)
 			until := time.Now().Add(s.stopPeriod())
 			s.logger.Info("origin answered 204; stopping the stream", zap.Time("until", until))
-			s.reg.stop(s, until)
-			return
+			return until
 		}
 		if delivered {
 			failures = 0 // a healthy connection resets the backoff
@@ -89,7 +91,7 @@ func (s *stream) readUpstream(ctx context.Context) {
 		if errors.Is(err, io.EOF) {
 			s.logger.Info("upstream ended; reconnecting", zap.Duration("backoff", wait))
 		} else {
-			s.reg.metrics.upstreamErrors.Inc()
+			s.hub.metrics.upstreamErrors.Inc()
 			s.logger.Warn("upstream failed; reconnecting",
 				zap.String("upstream", s.upstreamLabel),
 				zap.Error(err),
@@ -99,7 +101,7 @@ func (s *stream) readUpstream(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			timer.Stop()
-			return
+			return time.Time{}
 		case <-timer.C:
 		}
 		s.setState(stateConnecting, nil)
@@ -110,9 +112,9 @@ func (s *stream) readUpstream(ctx context.Context) {
 // its retry time or a minute, whichever is longer, so that browsers give up
 // as they would at the origin.
 func (s *stream) stopPeriod() time.Duration {
-	retry := s.reg.settings.Load().retry
+	retry := s.hub.settings.Load().retry
 	if retry < 0 {
-		retry = s.originRetry.Load()
+		retry = s.signals.originRetry.Load()
 	}
 	return max(time.Duration(retry)*time.Millisecond, time.Minute)
 }
@@ -122,7 +124,7 @@ func (s *stream) stopPeriod() time.Duration {
 // and jittered down by up to half so that streams do not reconnect in step.
 func (s *stream) backoff(failures int) time.Duration {
 	base := backoffDefault
-	if ms := s.originRetry.Load(); ms >= 0 {
+	if ms := s.signals.originRetry.Load(); ms >= 0 {
 		base = time.Duration(ms) * time.Millisecond
 	}
 	base = max(base, backoffMin)
@@ -140,16 +142,16 @@ func (s *stream) backoff(failures int) time.Duration {
 // what the origin sends again that the buffer already holds is dropped
 // (see resend).
 func (s *stream) readOnce(ctx context.Context) (delivered bool, err error) {
-	s.mu.RLock()
-	lastID, hasLastID := s.lastID, s.hasLastID
+	s.ring.mu.RLock()
+	lastID, hasLastID := s.ring.lastID()
 	fresh := s.ring.head == 0
-	s.mu.RUnlock()
+	s.ring.mu.RUnlock()
 	resumeID, resuming := lastID, hasLastID
 	if !hasLastID && fresh && s.hasOpenCursor {
 		resumeID, resuming = string(s.openCursor), true
 	}
 
-	cfg := s.reg.settings.Load()
+	cfg := s.hub.settings.Load()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	resp, err := s.openUpstream(ctx, cfg, resumeID, resuming)
@@ -158,7 +160,7 @@ func (s *stream) readOnce(ctx context.Context) (delivered bool, err error) {
 	}
 	defer resp.Body.Close()
 	s.setState(stateConnected, nil)
-	s.reg.metrics.upstreamConnects.Inc()
+	s.hub.metrics.upstreamConnects.Inc()
 	body := io.Reader(resp.Body)
 	if cfg.upstreamWait > 0 {
 		watchdog := newSilenceWatchdog(resp.Body, cfg.upstreamWait, cancel)
@@ -167,19 +169,19 @@ func (s *stream) readOnce(ctx context.Context) (delivered bool, err error) {
 	}
 	s.logger.Info("upstream connected", zap.String("upstream", s.upstreamLabel))
 
-	p := newParser(body, cfg.maxEventSize)
+	p := sse.NewParser(body, cfg.maxEventSize)
 	if hasLastID {
-		p.setLastID(lastID) // only an id the origin sent carries over
+		p.SetLastID(lastID) // only an id the origin sent carries over
 	}
 	rs := resend{checking: !fresh}
 	for {
-		ev, err := p.next()
+		ev, err := p.Next()
 		if err != nil {
 			if cause := context.Cause(ctx); errors.Is(cause, errUpstreamSilent) {
 				err = fmt.Errorf("%w for %v", cause, cfg.upstreamWait)
 			}
-			if errors.Is(err, errEventTooLarge) {
-				err = fmt.Errorf("%w (%d bytes)", err, cfg.maxEventSize)
+			if errors.Is(err, sse.ErrEventTooLarge) {
+				err = fmt.Errorf("%w: over max_event_size (%d bytes)", err, cfg.maxEventSize)
 			}
 			return delivered, err
 		}
@@ -216,8 +218,8 @@ func (s *stream) dropResent(rs *resend, f *frame) bool {
 	if !rs.checking {
 		return false
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+	s.ring.mu.RLock()
+	defer s.ring.mu.RUnlock()
 	if rs.next == 0 {
 		seq, ok := s.ring.findFrame(f, len(s.ring.slots))
 		rs.next = seq
@@ -251,7 +253,7 @@ func (s *stream) openUpstream(ctx context.Context, cfg *settings, lastEventID st
 		req.Header.Set("Last-Event-ID", lastEventID)
 	}
 
-	resp, err := s.reg.upstream.Do(req)
+	resp, err := s.hub.upstream.Do(req)
 	if err != nil {
 		var uerr *url.Error
 		if errors.As(err, &uerr) {

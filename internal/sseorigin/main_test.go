@@ -3,13 +3,9 @@ package sseorigin
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// The keep-alive machinery of net/http winds down on its own.
-		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-	)
-}
+// TestMain checks, after the tests, that they left no goroutine of this
+// module running.
+func TestMain(m *testing.M) { testkit.Main(m) }

@@ -1,4 +1,4 @@
-package ssefanout
+package e2e
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sse-fanout/caddy-sse-fanout/examples/demo/demoapp"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
 
 // demoSnapshot is what the demo page shows, read in one go.
@@ -51,12 +52,12 @@ var demoItem = regexp.MustCompile(`  (message|tick)  id=("(?:[^"\\]|\\.)*")  (.*
 // one connection.
 func TestBrowserDemoPage(t *testing.T) {
 	demo, err := demoapp.Start(demoapp.Options{
-		Listen:       fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		Listen:       fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
 		Origin:       "127.0.0.1:0",
 		MessageEvery: 100 * time.Millisecond,
 		TickEvery:    350 * time.Millisecond,
 		GlobalOptions: fmt.Sprintf("storage file_system %s\n\tlog {\n\t\tlevel %s\n\t}",
-			caddyStorage, testLogLevel),
+			testkit.Storage(), testkit.LogLevel),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package ssefanout
+package e2e
 
 import (
 	"context"
@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
+
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 )
@@ -23,10 +26,10 @@ import (
 // only once the client has read the one before: a proxy that held events
 // back, or an HTTP/3 response that was not flushed per event, would stall.
 func TestHTTP3ClientReceivesAProxiedStreamIncrementally(t *testing.T) {
-	origin := newTestOrigin(t)
+	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
-	port := freePort(t)
-	startWholeCaddyfile(t, tlsGlobalOptions("h1 h2 h3")+fmt.Sprintf(`https://127.0.0.1:%d {
+	port := testkit.FreePort(t)
+	testkit.StartWholeCaddyfile(t, testkit.TLSGlobalOptions("h1 h2 h3")+fmt.Sprintf(`https://127.0.0.1:%d {
 	bind 127.0.0.1
 	tls internal
 	route {
@@ -36,7 +39,7 @@ func TestHTTP3ClientReceivesAProxiedStreamIncrementally(t *testing.T) {
 }
 `, port, t.Name(), origin.URL()))
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	waitCertificate(t, addr)
+	testkit.WaitCertificate(t, addr)
 
 	client := &http.Client{Transport: newHTTP3Transport(t)}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -49,12 +52,12 @@ func TestHTTP3ClientReceivesAProxiedStreamIncrementally(t *testing.T) {
 		cancel()
 		t.Fatalf("GET over HTTP/3: %v", err)
 	}
-	events := make(chan Event)
+	events := make(chan sse.Event)
 	ended := make(chan error, 1)
 	go func() {
-		p := newParser(resp.Body, 1<<20)
+		p := sse.NewParser(resp.Body, 1<<20)
 		for {
-			ev, err := p.next()
+			ev, err := p.Next()
 			if err != nil {
 				ended <- err
 				return
@@ -74,7 +77,7 @@ func TestHTTP3ClientReceivesAProxiedStreamIncrementally(t *testing.T) {
 		resp.Body.Close()
 		select {
 		case <-ended:
-		case <-time.After(waitTimeout):
+		case <-time.After(testkit.WaitTimeout):
 			t.Error("the HTTP/3 reader did not end")
 		}
 	})
@@ -85,9 +88,9 @@ func TestHTTP3ClientReceivesAProxiedStreamIncrementally(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Fatalf("Content-Type %q", ct)
 	}
-	up := origin.nextConn(t)
+	up := origin.NextConn(t)
 	for i := 1; i <= 10; i++ {
-		sendIDs(up, i, i)
+		testkit.SendIDs(up, i, i)
 		select {
 		case ev := <-events:
 			if ev.ID != strconv.Itoa(i) || ev.Data != fmt.Sprintf("event %d", i) {
@@ -95,7 +98,7 @@ func TestHTTP3ClientReceivesAProxiedStreamIncrementally(t *testing.T) {
 			}
 		case err := <-ended:
 			t.Fatalf("the stream ended before event %d: %v", i, err)
-		case <-time.After(waitTimeout):
+		case <-time.After(testkit.WaitTimeout):
 			t.Fatalf("event %d did not arrive while the stream stayed open", i)
 		}
 	}
@@ -110,7 +113,7 @@ func TestHTTP3ClientReceivesAProxiedStreamIncrementally(t *testing.T) {
 // socket on 127.0.0.1. The test's cleanup closes it.
 func newHTTP3Transport(t *testing.T) *http3.Transport {
 	t.Helper()
-	rootPEM, err := os.ReadFile(filepath.Join(caddyStorage, "pki", "authorities", "local", "root.crt"))
+	rootPEM, err := os.ReadFile(filepath.Join(testkit.Storage(), "pki", "authorities", "local", "root.crt"))
 	if err != nil {
 		t.Fatalf("reading Caddy's internal root certificate: %v", err)
 	}

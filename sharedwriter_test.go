@@ -1,6 +1,6 @@
-//go:build unix
-
 package ssefanout
+
+// The shared writers of detached clients.
 
 import (
 	"net"
@@ -9,11 +9,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
-)
 
-// This file measures the shared writers' broadcast: one event published to
-// many detached clients, each on a real socket (one end of a Unix socket
-// pair) whose other end a reader drains.
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
+)
 
 // detachedBench is a stream with n detached clients.
 type detachedBench struct {
@@ -48,18 +46,17 @@ func socketPair(tb testing.TB) (net.Conn, net.Conn) {
 
 func newDetachedBench(tb testing.TB, n int) *detachedBench {
 	tb.Helper()
-	s := newStream(newRegistry(testSettings(), 0, "bench"), streamRequest{key: "/bench", label: "/bench", upstreamURL: "http://127.0.0.1:1/bench"})
+	s := newTestStream(testSettings())
 	db := &detachedBench{s: s, n: n, done: make(chan struct{}, 1)}
 	ev := benchEvent
-	db.frameLen = int64(len(appendEvent(nil, &ev, true)))
+	db.frameLen = int64(len(sse.AppendEvent(nil, &ev, true)))
 	for i := 0; i < n; i++ {
 		server, peer := socketPair(tb)
-		c := newClient(s)
-		s.clients[c] = struct{}{}
-		if !s.attach(c, &detachedConn{Conn: server, raw: rawConnOf(server)}) {
+		d := s.attach(addClient(s), server, nil)
+		if d == nil {
 			tb.Fatal("attach refused")
 		}
-		go c.watch()
+		go d.watch()
 		db.peers = append(db.peers, peer)
 		db.wg.Add(1)
 		go db.read(peer)
@@ -84,7 +81,7 @@ func (db *detachedBench) read(peer net.Conn) {
 }
 
 // broadcast publishes one event and waits until every reader has read it.
-func (db *detachedBench) broadcast(ev *Event) {
+func (db *detachedBench) broadcast(ev *sse.Event) {
 	db.target.Add(int64(db.n) * db.frameLen)
 	publishTo(db.s, ev)
 	<-db.done
@@ -96,7 +93,7 @@ func (db *detachedBench) close() {
 		p.Close()
 	}
 	db.wg.Wait()
-	db.s.reg.wg.Wait()
+	db.s.hub.wg.Wait()
 }
 
 // BenchmarkBroadcastDetached1000 publishes one event to 1,000 detached
@@ -132,5 +129,18 @@ func TestSharedWriterAllocatesNothingPerClient(t *testing.T) {
 	t.Logf("allocations per event: %.0f with 10 clients, %.0f with 1,000", few, many)
 	if many > few+2 {
 		t.Fatalf("publishing one event allocates %.0f times with 1,000 detached clients and %.0f with 10: something allocates per client", many, few)
+	}
+}
+
+func TestNoClientAttachesToAClosedStream(t *testing.T) {
+	s := newTestStream(testSettings())
+	c := addClient(s)
+	s.close(errStreamClosed)
+	s.mu.Lock()
+	s.clients[c] = struct{}{} // as a join racing the close would have it
+	s.mu.Unlock()
+	server, _ := socketPair(t)
+	if s.attach(c, server, nil) != nil {
+		t.Fatal("a client attached to a closed stream, where no shared writer would end it")
 	}
 }

@@ -1,4 +1,4 @@
-package ssefanout
+package sse
 
 import (
 	"bytes"
@@ -15,10 +15,10 @@ import (
 // parseAll reads r to its end with a parser and returns every block the
 // parser returned and the error that stopped it.
 func parseAll(r io.Reader, maxSize int) ([]Event, error) {
-	p := newParser(r, maxSize)
+	p := NewParser(r, maxSize)
 	var evs []Event
 	for {
-		ev, err := p.next()
+		ev, err := p.Next()
 		if err != nil {
 			return evs, err
 		}
@@ -30,7 +30,7 @@ func parseAll(r io.Reader, maxSize int) ([]Event, error) {
 func encodeAll(evs []Event) []byte {
 	var out []byte
 	for i := range evs {
-		out = appendEvent(out, &evs[i], true)
+		out = AppendEvent(out, &evs[i], true)
 	}
 	return out
 }
@@ -526,7 +526,7 @@ func TestParseStream(t *testing.T) {
 			in:      "data: ok\n\ndata: " + strings.Repeat("x", 1019) + "\n\n",
 			maxSize: 1024,
 			want:    []Event{{Data: "ok", HasData: true}},
-			wantErr: errEventTooLarge,
+			wantErr: ErrEventTooLarge,
 		},
 		{
 			name:    "many events each under maxSize",
@@ -545,20 +545,20 @@ func TestParseStream(t *testing.T) {
 			in:      "data: ok\n\ndata: " + strings.Repeat("x", 40) + "\ndata: " + strings.Repeat("x", 40) + "\n\ndata: late\n\n",
 			maxSize: 64,
 			want:    []Event{{Data: "ok", HasData: true}},
-			wantErr: errEventTooLarge,
+			wantErr: ErrEventTooLarge,
 		},
 		{
 			name:    "line that never ends",
 			in:      "data: ok\n\ndata: " + strings.Repeat("x", 100),
 			maxSize: 32,
 			want:    []Event{{Data: "ok", HasData: true}},
-			wantErr: errEventTooLarge,
+			wantErr: ErrEventTooLarge,
 		},
 		{
 			name:    "comment line past maxSize",
 			in:      ":" + strings.Repeat("x", 100) + "\n\ndata: x\n\n",
 			maxSize: 32,
-			wantErr: errEventTooLarge,
+			wantErr: ErrEventTooLarge,
 		},
 		{
 			name:    "tiny maxSize",
@@ -569,7 +569,7 @@ func TestParseStream(t *testing.T) {
 			name:    "tiny maxSize with a BOM",
 			in:      bom + "\n",
 			maxSize: 1,
-			wantErr: errEventTooLarge,
+			wantErr: ErrEventTooLarge,
 		},
 	}
 	for _, tc := range tests {
@@ -599,7 +599,7 @@ func TestParseStream(t *testing.T) {
 
 // checkRoundTrip checks that encoding evs with their ids and parsing the
 // result gives what a browser saw of evs, and that each retry time survives
-// appendRetry.
+// AppendRetry.
 func checkRoundTrip(t *testing.T, evs []Event) {
 	t.Helper()
 	enc := encodeAll(evs)
@@ -619,7 +619,7 @@ func checkRoundTrip(t *testing.T, evs []Event) {
 		if !ev.HasRetry {
 			continue
 		}
-		enc := appendRetry(nil, ev.Retry)
+		enc := AppendRetry(nil, ev.Retry)
 		got, err := parseAll(bytes.NewReader(enc), 64)
 		want := []Event{{Retry: ev.Retry, HasRetry: true}}
 		if err != io.EOF || !slices.Equal(got, want) {
@@ -670,8 +670,8 @@ func TestParseEndlessLine(t *testing.T) {
 	for _, prefix := range []string{"", "data: ", ":", "data: ok\n\ndata: ", "\r"} {
 		r := io.MultiReader(strings.NewReader(prefix), endless('x'))
 		_, err := parseAll(r, 4<<10)
-		if err != errEventTooLarge {
-			t.Errorf("prefix %q: error = %v, want errEventTooLarge", prefix, err)
+		if err != ErrEventTooLarge {
+			t.Errorf("prefix %q: error = %v, want ErrEventTooLarge", prefix, err)
 		}
 	}
 }
@@ -697,8 +697,8 @@ func TestParseSmallMaxSizeTerminates(t *testing.T) {
 		}()
 		select {
 		case err := <-done:
-			if err != errEventTooLarge {
-				t.Errorf("maxSize %d: error = %v, want errEventTooLarge", maxSize, err)
+			if err != ErrEventTooLarge {
+				t.Errorf("maxSize %d: error = %v, want ErrEventTooLarge", maxSize, err)
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatalf("maxSize %d: parser did not return", maxSize)
@@ -707,11 +707,11 @@ func TestParseSmallMaxSizeTerminates(t *testing.T) {
 }
 
 func TestParseSetLastID(t *testing.T) {
-	p := newParser(strings.NewReader("data: a\n\nid: 2\ndata: b\n\n"), 1<<10)
-	p.setLastID("1")
+	p := NewParser(strings.NewReader("data: a\n\nid: 2\ndata: b\n\n"), 1<<10)
+	p.SetLastID("1")
 	var got []Event
 	for {
-		ev, err := p.next()
+		ev, err := p.Next()
 		if err != nil {
 			break
 		}
@@ -720,37 +720,6 @@ func TestParseSetLastID(t *testing.T) {
 	want := []Event{{Data: "a", HasData: true, ID: "1"}, {Data: "b", HasData: true, ID: "2", HasID: true}}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %s, want %s", fmtEvents(got), fmtEvents(want))
-	}
-}
-
-func TestEncodeEvent(t *testing.T) {
-	tests := []struct {
-		name   string
-		ev     Event
-		withID bool
-		want   string
-	}{
-		{"data", Event{Data: "x", HasData: true}, false, "data: x\n\n"},
-		{"type", Event{Type: "t", Data: "x", HasData: true}, false, "event: t\ndata: x\n\n"},
-		{"empty data", Event{Data: "", HasData: true}, false, "data:\n\n"},
-		{"multi-line data", Event{Data: "a\n\nb\n", HasData: true}, false, "data: a\ndata:\ndata: b\ndata:\n\n"},
-		{"leading space kept", Event{Type: " t", Data: " x", HasData: true, ID: " i"}, true, "event:  t\ndata:  x\nid:  i\n\n"},
-		{"id", Event{Data: "x", HasData: true, ID: "7"}, true, "data: x\nid: 7\n\n"},
-		{"empty id", Event{Data: "x", HasData: true}, true, "data: x\nid:\n\n"},
-		{"id only block", Event{ID: "7", HasID: true}, true, "id: 7\n\n"},
-		{"retry not written", Event{Data: "x", HasData: true, Retry: 5, HasRetry: true}, false, "data: x\n\n"},
-		{"type without data kept for lenient clients", Event{Type: "t", ID: "1", HasID: true}, true, "event: t\nid: 1\n\n"},
-		{"type only block", Event{Type: "t"}, false, "event: t\n\n"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := string(appendEvent([]byte("prefix"), &tc.ev, tc.withID)); got != "prefix"+tc.want {
-				t.Errorf("appendEvent = %q, want %q", got, "prefix"+tc.want)
-			}
-		})
-	}
-	if got := string(appendRetry(nil, 3000)); got != "retry: 3000\n\n" {
-		t.Errorf("appendRetry = %q", got)
 	}
 }
 
@@ -773,7 +742,7 @@ func FuzzParser(f *testing.F) {
 			limit = 1 << 20
 		}
 		evs, err := parseAll(bytes.NewReader(in), limit)
-		if err != io.EOF && err != errEventTooLarge {
+		if err != io.EOF && err != ErrEventTooLarge {
 			t.Fatalf("error = %v", err)
 		}
 
@@ -802,7 +771,7 @@ func FuzzParser(f *testing.F) {
 				if ev.ID == "" {
 					want = "id:\n\n"
 				}
-				if got := string(appendEvent(nil, &ev, true)); got != want {
+				if got := string(AppendEvent(nil, &ev, true)); got != want {
 					t.Errorf("id-only block encodes as %q, want %q", got, want)
 				}
 			}

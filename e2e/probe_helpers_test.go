@@ -1,4 +1,4 @@
-package ssefanout
+package e2e
 
 import (
 	"net/http"
@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
 
 // This file is a test-only Caddy handler, sse_probe, that records what
@@ -157,7 +158,7 @@ func (p *probe) requests() []probeRequest {
 // waitFor waits until cond holds for the recorded requests and returns them.
 func (p *probe) waitFor(t *testing.T, what string, cond func([]probeRequest) bool) []probeRequest {
 	t.Helper()
-	deadline := time.NewTimer(waitTimeout)
+	deadline := time.NewTimer(testkit.WaitTimeout)
 	defer deadline.Stop()
 	for {
 		p.mu.Lock()

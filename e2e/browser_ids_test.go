@@ -1,10 +1,12 @@
-package ssefanout
+package e2e
 
 import (
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
 
 // resumeWithIDs has the page read two events with the given ids, cuts it
@@ -14,25 +16,25 @@ import (
 // whatever the buffer cannot serve is lost, not fetched.
 func resumeWithIDs(t *testing.T, ids [4]string) (header string, seen []string) {
 	t.Helper()
-	origin := newTestOrigin(t)
+	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	site := func(heartbeat string) string {
 		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port,
 			proxySite(t, t.Name(), origin.URL(), "retry 300ms\n\t\t\tcatch_up off\n\t\t\theartbeat "+heartbeat))
 	}
-	startCaddyfile(t, site("1m"))
+	testkit.StartCaddyfile(t, site("1m"))
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	tab := newBrowser(t)
 
 	navigate(t, tab, recorderURL(base, nil, "/s/ids"))
 	probe.waitAnswered(t, 1)
-	up := origin.nextConn(t)
-	send := func(i int) { up.send(fmt.Sprintf("id: %s\ndata: event %d\n\n", ids[i], i+1)) }
+	up := origin.NextConn(t)
+	send := func(i int) { up.Send(fmt.Sprintf("id: %s\ndata: event %d\n\n", ids[i], i+1)) }
 	send(0)
 	send(1)
 	waitPage(t, tab, "event 2", hasData("event 2"))
-	loadCaddyfile(t, testGlobalOptions()+site("2m"))
+	testkit.LoadCaddyfile(t, testkit.GlobalOptions()+site("2m"))
 	waitPage(t, tab, "the cut", `window.rec.some((e) => e.kind === "error")`)
 	send(2) // while the page is away: into the buffer
 	reqs := probe.waitAnswered(t, 2)

@@ -1,4 +1,4 @@
-package ssefanout
+package e2e
 
 import (
 	"context"
@@ -12,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
+
 	ldes "github.com/launchdarkly/eventsource"
-	sse "github.com/tmaxmax/go-sse"
+	gosse "github.com/tmaxmax/go-sse"
 )
 
 // Two SSE client libraries that are not ours, as peers: each reads streams
@@ -62,9 +65,9 @@ func openGoSSE(t *testing.T, url string, retry time.Duration) *libPeer {
 		t.Fatal(err)
 	}
 	p := &libPeer{events: make(chan libEvent, 10000), cuts: make(chan error, 100)}
-	client := &sse.Client{
-		HTTPClient: httpClient,
-		Backoff:    sse.Backoff{InitialInterval: retry, Multiplier: 1, Jitter: -1},
+	client := &gosse.Client{
+		HTTPClient: testkit.HTTPClient,
+		Backoff:    gosse.Backoff{InitialInterval: retry, Multiplier: 1, Jitter: -1},
 		OnRetry: func(err error, _ time.Duration) {
 			select {
 			case p.cuts <- err:
@@ -73,7 +76,7 @@ func openGoSSE(t *testing.T, url string, retry time.Duration) *libPeer {
 		},
 	}
 	conn := client.NewConnection(req)
-	conn.SubscribeToAll(func(ev sse.Event) {
+	conn.SubscribeToAll(func(ev gosse.Event) {
 		p.events <- libEvent{Type: ev.Type, Data: ev.Data, LastEventID: ev.LastEventID}
 	})
 	done := make(chan error, 1)
@@ -85,7 +88,7 @@ func openGoSSE(t *testing.T, url string, retry time.Duration) *libPeer {
 			if err != nil && !errors.Is(err, context.Canceled) {
 				t.Errorf("go-sse connection ended with %v", err)
 			}
-		case <-time.After(waitTimeout):
+		case <-time.After(testkit.WaitTimeout):
 			t.Error("go-sse connection did not end")
 		}
 	})
@@ -101,7 +104,7 @@ func openLaunchDarkly(t *testing.T, url string, retry time.Duration) *libPeer {
 	}
 	p := &libPeer{events: make(chan libEvent, 10000), cuts: make(chan error, 100)}
 	stream, err := ldes.SubscribeWithRequestAndOptions(req,
-		ldes.StreamOptionHTTPClient(httpClient),
+		ldes.StreamOptionHTTPClient(testkit.HTTPClient),
 		ldes.StreamOptionInitialRetry(retry),
 		ldes.StreamOptionErrorHandler(func(err error) ldes.StreamErrorHandlerResult {
 			select {
@@ -128,7 +131,7 @@ func openLaunchDarkly(t *testing.T, url string, retry time.Duration) *libPeer {
 		stream.Close()
 		select {
 		case <-done:
-		case <-time.After(waitTimeout):
+		case <-time.After(testkit.WaitTimeout):
 			t.Error("launchdarkly stream did not end")
 		}
 	})
@@ -152,7 +155,7 @@ func (p *libPeer) readUntil(t *testing.T, last func(libEvent) bool) []libEvent {
 			if last(e) {
 				return got
 			}
-		case <-time.After(waitTimeout):
+		case <-time.After(testkit.WaitTimeout):
 			t.Fatalf("timed out after %d events: %v", len(got), got)
 		}
 	}
@@ -164,7 +167,7 @@ func (p *libPeer) waitCut(t *testing.T) error {
 	select {
 	case err := <-p.cuts:
 		return err
-	case <-time.After(waitTimeout):
+	case <-time.After(testkit.WaitTimeout):
 		t.Fatal("the library did not see its connection end")
 		return nil
 	}
@@ -186,17 +189,17 @@ func withData(evs []libEvent) []libEvent {
 // stream from the origin directly and through the proxy: it must report the
 // same events both ways.
 func TestClientLibrariesSeeTheOriginsStream(t *testing.T) {
-	origin := newTestOrigin(t)
+	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
-	base := startCaddy(t, fmt.Sprintf("route {\n\t\tsse_probe %s\n\t\tsse_fanout %s\n\t}", t.Name(), origin.URL()))
+	base := testkit.StartCaddy(t, fmt.Sprintf("route {\n\t\tsse_probe %s\n\t\tsse_fanout %s\n\t}", t.Name(), origin.URL()))
 	for _, lib := range peerLibraries {
 		t.Run(lib.name, func(t *testing.T) {
 			path := "/same/" + lib.name
 			read := func(url string) []libEvent {
 				p := lib.open(t, url, time.Second)
-				up := origin.nextConn(t)
-				sendScript(up, 20)
-				up.send("event: end\ndata: end\n\n")
+				up := origin.NextConn(t)
+				testkit.SendScript(up, 20)
+				up.Send("event: end\ndata: end\n\n")
 				return p.readUntilType(t, "end")
 			}
 			fromOrigin := read(origin.URL() + path)
@@ -219,14 +222,14 @@ func TestClientLibrariesSeeTheOriginsStream(t *testing.T) {
 // config reload: it must reconnect by itself, with Last-Event-ID, and get
 // what it missed from the proxy's buffer, with no gap and no duplicate.
 func TestClientLibrariesResumeAfterTheProxyCutsThem(t *testing.T) {
-	origin := newTestOrigin(t)
+	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	site := func(heartbeat string) string {
 		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\troute {\n\t\tsse_probe %s\n\t\tsse_fanout %s {\n\t\t\tretry 300ms\n\t\t\theartbeat %s\n\t\t}\n\t}\n}\n",
 			port, t.Name(), origin.URL(), heartbeat)
 	}
-	startCaddyfile(t, site("1m"))
+	testkit.StartCaddyfile(t, site("1m"))
 	reloads := 0
 	for _, lib := range peerLibraries {
 		t.Run(lib.name, func(t *testing.T) {
@@ -241,19 +244,19 @@ func TestClientLibrariesResumeAfterTheProxyCutsThem(t *testing.T) {
 				return out
 			}
 			p := lib.open(t, fmt.Sprintf("http://127.0.0.1:%d%s", port, path), time.Second)
-			up := origin.nextConn(t)
-			sendIDs(up, 1, 10)
+			up := origin.NextConn(t)
+			testkit.SendIDs(up, 1, 10)
 			got := p.readUntil(t, func(e libEvent) bool { return e.Data == "event 10" })
 
 			reloads++ // a compatible config: same upstream, same streams and buffers
-			loadCaddyfile(t, testGlobalOptions()+site(strconv.Itoa(reloads)+"m"))
+			testkit.LoadCaddyfile(t, testkit.GlobalOptions()+site(strconv.Itoa(reloads)+"m"))
 			t.Logf("cut: %v", p.waitCut(t))
-			sendIDs(up, 11, 15) // while the library waits to reconnect: into the buffer
+			testkit.SendIDs(up, 11, 15) // while the library waits to reconnect: into the buffer
 			probe.waitFor(t, "the reconnect", func([]probeRequest) bool { return len(requests()) >= 2 })
 			if id := requests()[1].Header.Get("Last-Event-ID"); id != "10" {
 				t.Errorf("reconnected with Last-Event-ID %q, want 10", id)
 			}
-			sendIDs(up, 16, 20)
+			testkit.SendIDs(up, 16, 20)
 			got = append(got, p.readUntil(t, func(e libEvent) bool { return e.Data == "event 20" })...)
 
 			var ids []int
@@ -272,7 +275,7 @@ func TestClientLibrariesResumeAfterTheProxyCutsThem(t *testing.T) {
 			}
 		})
 	}
-	if n := origin.total.Load(); n != int64(len(peerLibraries)) {
+	if n := origin.Total.Load(); n != int64(len(peerLibraries)) {
 		t.Errorf("the origin saw %d requests, want one per stream", n)
 	}
 }
@@ -396,7 +399,7 @@ var trickyStreams = []struct {
 
 // firedEvents returns the events a browser fires for the blocks a parser
 // returned: those with data.
-func firedEvents(blocks []Event) []libEvent {
+func firedEvents(blocks []sse.Event) []libEvent {
 	var out []libEvent
 	for _, b := range blocks {
 		if b.HasData {
@@ -408,7 +411,7 @@ func firedEvents(blocks []Event) []libEvent {
 
 // lenientEvents returns the events a lenient library fires for the blocks
 // our parser read: one per block, data or not.
-func lenientEvents(blocks []Event) []libEvent {
+func lenientEvents(blocks []sse.Event) []libEvent {
 	out := make([]libEvent, len(blocks))
 	for i, b := range blocks {
 		out[i] = libEvent{Type: b.Type, Data: b.Data, LastEventID: b.ID}
@@ -423,16 +426,16 @@ func lenientEvents(blocks []Event) []libEvent {
 // read through the proxy: the spec's events, and an event of its own for
 // each block without data.
 func TestClientLibrariesAgreeWithOurParser(t *testing.T) {
-	origin := newTestOrigin(t)
+	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
 	// A configured retry replaces the origin's, so each client gets one
 	// retry block, first, rather than one wherever the origin's changes.
-	base := startCaddy(t, fmt.Sprintf("route {\n\t\tsse_probe %s\n\t\tsse_fanout %s {\n\t\t\tretry 3s\n\t\t\tidle_close 0\n\t\t}\n\t}", t.Name(), origin.URL()))
+	base := testkit.StartCaddy(t, fmt.Sprintf("route {\n\t\tsse_probe %s\n\t\tsse_fanout %s {\n\t\t\tretry 3s\n\t\t\tidle_close 0\n\t\t}\n\t}", t.Name(), origin.URL()))
 	sentinel := libEvent{Type: "end", Data: "end"}
 
 	for i, tc := range trickyStreams {
 		t.Run(tc.name, func(t *testing.T) {
-			raw, err := parseAll(strings.NewReader(tc.in), 1<<20)
+			raw, err := testkit.ParseAll(strings.NewReader(tc.in), 1<<20)
 			if err == nil || !errors.Is(err, io.EOF) {
 				t.Fatalf("our parser ended with %v", err)
 			}
@@ -442,7 +445,7 @@ func TestClientLibrariesAgreeWithOurParser(t *testing.T) {
 
 			path := "/tricky/" + strconv.Itoa(i)
 			url := base + path
-			ours := openClient(t, url, nil)
+			ours := testkit.OpenClient(t, url, nil)
 			libs := make([]*libPeer, len(peerLibraries))
 			for j, lib := range peerLibraries {
 				libs[j] = lib.open(t, url, time.Second)
@@ -457,17 +460,17 @@ func TestClientLibrariesAgreeWithOurParser(t *testing.T) {
 				}
 				return n == 1+len(libs)
 			})
-			up := origin.nextConn(t)
-			up.send(tc.in)
+			up := origin.NextConn(t)
+			up.Send(tc.in)
 			if tc.ends {
-				close(up.end)
-				up = origin.nextConn(t) // the proxy resumes
+				close(up.End)
+				up = origin.NextConn(t) // the proxy resumes
 			}
-			up.send("event: end\ndata: end\n\n")
+			up.Send("event: end\ndata: end\n\n")
 
-			var blocks []Event
+			var blocks []sse.Event
 			for {
-				b := ours.nextBlock(t)
+				b := ours.NextBlock(t)
 				if b.Type == "end" {
 					break
 				}
@@ -488,7 +491,7 @@ func TestClientLibrariesAgreeWithOurParser(t *testing.T) {
 }
 
 // lastIDOf returns the last event ID after the blocks.
-func lastIDOf(blocks []Event) string {
+func lastIDOf(blocks []sse.Event) string {
 	if len(blocks) == 0 {
 		return ""
 	}

@@ -1,49 +1,27 @@
-package ssefanout
+package sse
 
 import (
 	"bytes"
 	"errors"
 	"io"
 	"strconv"
-	"strings"
 )
 
-// This file is the event-stream parser and encoder. It follows the WHATWG
-// HTML Living Standard, "Server-sent events": parsing an event stream,
-// interpreting it, and dispatching events.
+// This file is the parser: bytes in, the blocks an EventSource would
+// interpret, one by one.
 
-// Event is what one blank-line-terminated block of an event stream amounts
-// to, as an EventSource would interpret it.
-type Event struct {
-	// Type is the event type; empty dispatches as "message".
-	Type string
-	// Data is the event's data, its lines joined by LF.
-	Data string
-	// HasData reports whether the block had at least one data field, that
-	// is, whether it fires an event. An event may fire with empty Data.
-	HasData bool
-	// ID is the stream's last event ID after this block.
-	ID string
-	// HasID reports whether the block itself set the last event ID.
-	HasID bool
-	// Retry is the reconnection time in milliseconds, valid if HasRetry.
-	Retry int64
-	// HasRetry reports whether the block had a valid retry field.
-	HasRetry bool
-}
-
-// errEventTooLarge is returned by the parser when one event (or one line)
+// ErrEventTooLarge is returned by the parser when one event (or one line)
 // grows past the configured maximum size.
-var errEventTooLarge = errors.New("event exceeds max_event_size")
+var ErrEventTooLarge = errors.New("sse: event or line too large")
 
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 
-// parser reads an event stream and returns its blocks one by one. It keeps
+// Parser reads an event stream and returns its blocks one by one. It keeps
 // field values as the origin's bytes: a browser decodes invalid UTF-8 the
 // same way whether it reads the origin or us, so we do not touch it.
 //
-// A parser is not safe for concurrent use.
-type parser struct {
+// A Parser is not safe for concurrent use.
+type Parser struct {
 	r       io.Reader
 	buf     []byte
 	start   int   // first unread byte in buf
@@ -65,25 +43,25 @@ type parser struct {
 	lastID   string
 }
 
-// newParser returns a parser reading r that refuses any event or line
+// NewParser returns a parser reading r that refuses any event or line
 // larger than maxSize bytes.
-func newParser(r io.Reader, maxSize int) *parser {
+func NewParser(r io.Reader, maxSize int) *Parser {
 	size := 4096
 	if maxSize < size {
 		size = maxSize + 1
 	}
-	return &parser{r: r, buf: make([]byte, size), maxSize: maxSize}
+	return &Parser{r: r, buf: make([]byte, size), maxSize: maxSize}
 }
 
-// setLastID sets the last-event-ID buffer, as if the stream had begun after
+// SetLastID sets the last-event-ID buffer, as if the stream had begun after
 // an event with that id. A resumed upstream connection starts from it.
-func (p *parser) setLastID(id string) { p.lastID = id }
+func (p *Parser) SetLastID(id string) { p.lastID = id }
 
 // next returns the next block that carries anything: an event, a new last
 // event ID, or a retry time. Comments and empty blocks are skipped. At the
 // end of the stream it returns the reader's error (io.EOF for a clean end);
 // a block without its terminating blank line is discarded, as the spec says.
-func (p *parser) next() (Event, error) {
+func (p *Parser) Next() (Event, error) {
 	for {
 		line, err := p.readLine()
 		if err != nil {
@@ -102,7 +80,7 @@ func (p *parser) next() (Event, error) {
 }
 
 // dispatch ends the current block and reports whether it carries anything.
-func (p *parser) dispatch() (Event, bool) {
+func (p *Parser) dispatch() (Event, bool) {
 	ev := Event{
 		Type:     p.typ,
 		HasData:  p.hasData,
@@ -124,7 +102,7 @@ func (p *parser) dispatch() (Event, bool) {
 }
 
 // field interprets one non-empty line.
-func (p *parser) field(line []byte) error {
+func (p *Parser) field(line []byte) error {
 	var name, value []byte
 	switch i := bytes.IndexByte(line, ':'); {
 	case i == 0:
@@ -142,7 +120,7 @@ func (p *parser) field(line []byte) error {
 		p.typ = string(value)
 	case "data":
 		if len(p.data)+len(value)+len(p.typ) >= p.maxSize {
-			return errEventTooLarge
+			return ErrEventTooLarge
 		}
 		p.data = append(p.data, value...)
 		p.data = append(p.data, '\n')
@@ -178,7 +156,7 @@ func parseRetry(value []byte) (int64, bool) {
 // readLine returns the next line without its line end. A line ends at CRLF,
 // LF or CR; a CR at the end of one read and an LF at the start of the next
 // make one line end. The returned slice is valid until the next call.
-func (p *parser) readLine() ([]byte, error) {
+func (p *Parser) readLine() ([]byte, error) {
 	for {
 		if !p.started {
 			p.skipBOM()
@@ -196,7 +174,7 @@ func (p *parser) readLine() ([]byte, error) {
 			}
 		}
 		if p.end-p.start > p.maxSize {
-			return nil, errEventTooLarge
+			return nil, ErrEventTooLarge
 		}
 		if p.readErr != nil {
 			return nil, p.readErr // a partial last line is discarded
@@ -206,7 +184,7 @@ func (p *parser) readLine() ([]byte, error) {
 }
 
 // cutLine takes one complete line off the buffer, if there is one.
-func (p *parser) cutLine() ([]byte, bool) {
+func (p *Parser) cutLine() ([]byte, bool) {
 	// Search only the bytes not searched before: a long line that arrives
 	// in many reads must not be rescanned from its start after each one.
 	from := max(p.scanned, p.start)
@@ -247,7 +225,7 @@ func indexLineEnd(b []byte) int {
 }
 
 // skipBOM drops one U+FEFF at the very start of the stream.
-func (p *parser) skipBOM() {
+func (p *Parser) skipBOM() {
 	// Stop when the buffer is full too: with a maxSize below the BOM's
 	// length, fill could never read the rest and this would spin forever.
 	for p.end-p.start < len(utf8BOM) && p.readErr == nil && p.end < len(p.buf) {
@@ -261,7 +239,7 @@ func (p *parser) skipBOM() {
 
 // fill reads more bytes into the buffer, moving unread bytes to its front
 // and growing it (up to just past maxSize) when it is full.
-func (p *parser) fill() {
+func (p *Parser) fill() {
 	if p.start > 0 {
 		p.end = copy(p.buf, p.buf[p.start:p.end])
 		p.scanned = max(p.scanned-p.start, 0)
@@ -284,55 +262,4 @@ func (p *parser) fill() {
 	if err != nil {
 		p.readErr = err
 	}
-}
-
-// appendEvent appends the wire form of ev to dst so that an EventSource
-// reading it sees exactly ev: its type, its data, and, when withID is set,
-// its last event ID. A block without data is written without data lines:
-// it moves the reader's last event ID and fires nothing. Retry is not
-// written: the client writer sends the retry time on its own.
-func appendEvent(dst []byte, ev *Event, withID bool) []byte {
-	if ev.Type != "" {
-		dst = append(dst, "event: "...)
-		dst = append(dst, ev.Type...)
-		dst = append(dst, '\n')
-	}
-	if ev.HasData {
-		data := ev.Data
-		for {
-			line := data
-			i := strings.IndexByte(data, '\n')
-			if i >= 0 {
-				line = data[:i]
-			}
-			if line == "" {
-				dst = append(dst, "data:\n"...)
-			} else {
-				dst = append(dst, "data: "...)
-				dst = append(dst, line...)
-				dst = append(dst, '\n')
-			}
-			if i < 0 {
-				break
-			}
-			data = data[i+1:]
-		}
-	}
-	if withID {
-		if ev.ID == "" {
-			dst = append(dst, "id:\n"...)
-		} else {
-			dst = append(dst, "id: "...)
-			dst = append(dst, ev.ID...)
-			dst = append(dst, '\n')
-		}
-	}
-	return append(dst, '\n')
-}
-
-// appendRetry appends a block that sets the reconnection time to ms.
-func appendRetry(dst []byte, ms int64) []byte {
-	dst = append(dst, "retry: "...)
-	dst = strconv.AppendInt(dst, ms, 10)
-	return append(dst, "\n\n"...)
 }

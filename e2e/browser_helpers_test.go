@@ -1,12 +1,10 @@
-package ssefanout
+package e2e
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -18,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/chromedp/chromedp"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
 
 // This file drives a real browser, headless Chromium, through
@@ -196,7 +194,7 @@ func proxySite(t *testing.T, probe, origin, subdirectives string) string {
 // the proxy, from the same web origin, as a browser pointed straight at
 // the application would. Other paths are 404, so that a stray request (a
 // favicon) never becomes an origin connection.
-func directOrigin(t *testing.T, o *testOrigin) string {
+func directOrigin(t *testing.T, o *testkit.Origin) string {
 	t.Helper()
 	page := filepath.Join(browserPageDir(t), "eventsource.html")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -216,7 +214,7 @@ func directOrigin(t *testing.T, o *testOrigin) string {
 // navigate loads url in the tab.
 func navigate(t *testing.T, ctx context.Context, url string) {
 	t.Helper()
-	actx, cancel := context.WithTimeout(ctx, waitTimeout)
+	actx, cancel := context.WithTimeout(ctx, testkit.WaitTimeout)
 	defer cancel()
 	if err := chromedp.Do(actx, chromedp.Navigate(url)); err != nil {
 		t.Fatalf("loading %s: %v", url, err)
@@ -229,9 +227,9 @@ func navigate(t *testing.T, ctx context.Context, url string) {
 // when it starts while the page is still loading.
 func waitPage(t *testing.T, ctx context.Context, what, expr string) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
+	deadline := time.Now().Add(testkit.WaitTimeout)
 	for {
-		actx, cancel := context.WithTimeout(ctx, waitTimeout)
+		actx, cancel := context.WithTimeout(ctx, testkit.WaitTimeout)
 		ok, err := chromedp.Run(actx, chromedp.Evaluate[bool]("!!("+expr+")"))
 		cancel()
 		if err == nil && ok {
@@ -249,7 +247,7 @@ func waitPage(t *testing.T, ctx context.Context, what, expr string) {
 // value into a T.
 func evalPage[T any](t *testing.T, ctx context.Context, expr string) T {
 	t.Helper()
-	actx, cancel := context.WithTimeout(ctx, waitTimeout)
+	actx, cancel := context.WithTimeout(ctx, testkit.WaitTimeout)
 	defer cancel()
 	v, err := chromedp.Run(actx, chromedp.Evaluate[T](expr))
 	if err != nil {
@@ -288,7 +286,7 @@ func deref(s *string) string {
 // pageRecord returns what the recorder page's listeners saw so far.
 func pageRecord(t *testing.T, ctx context.Context) []pageEntry {
 	t.Helper()
-	actx, cancel := context.WithTimeout(ctx, waitTimeout)
+	actx, cancel := context.WithTimeout(ctx, testkit.WaitTimeout)
 	defer cancel()
 	raw, err := chromedp.Run(actx, chromedp.Evaluate[string](`JSON.stringify(window.rec || [])`))
 	if err != nil {
@@ -348,59 +346,4 @@ func countKind(rec []pageEntry, kind string) int {
 func hasData(data string) string {
 	b, _ := json.Marshal(data)
 	return fmt.Sprintf(`window.rec.some((e) => (e.kind === "message" || e.kind === "named") && e.data === %s)`, b)
-}
-
-// tlsGlobalOptions are testGlobalOptions for a site served over HTTPS with
-// Caddy's internal CA: automatic HTTPS stays on for the certificate, but
-// without the port-80 redirect server and without installing the CA into
-// the system's trust store. protocols is the servers' protocol list, such
-// as "h1 h2".
-func tlsGlobalOptions(protocols string) string {
-	return fmt.Sprintf(`{
-	admin off
-	persist_config off
-	storage file_system %s
-	skip_install_trust
-	local_certs
-	auto_https disable_redirects
-	servers {
-		protocols %s
-	}
-	log {
-		level %s
-	}
-}
-`, caddyStorage, protocols, testLogLevel)
-}
-
-// startWholeCaddyfile runs Caddy in this process with a whole Caddyfile,
-// global options included. The test's cleanup stops it.
-func startWholeCaddyfile(t *testing.T, caddyfile string) {
-	t.Helper()
-	loadCaddyfile(t, caddyfile)
-	t.Cleanup(func() {
-		if err := caddy.Stop(); err != nil {
-			t.Errorf("stopping caddy: %v", err)
-		}
-	})
-}
-
-// waitCertificate waits until Caddy completes TLS handshakes on addr: it
-// obtains its internal certificate in the background after it starts, and
-// a client that comes earlier fails its handshake.
-func waitCertificate(t *testing.T, addr string) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		dialer := &net.Dialer{Timeout: time.Second}
-		conn, err := tls.DialWithDialer(dialer, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
-		if err == nil {
-			conn.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Caddy on %s did not complete a TLS handshake: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

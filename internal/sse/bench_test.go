@@ -1,4 +1,4 @@
-package ssefanout
+package sse
 
 import (
 	"bytes"
@@ -49,10 +49,10 @@ func BenchmarkParse(b *testing.B) {
 				if bc.chunk > 0 {
 					r = &chunkReader{b: bc.stream, size: bc.chunk}
 				}
-				p := newParser(r, 1<<20)
+				p := NewParser(r, 1<<20)
 				n := 0
 				for {
-					_, err := p.next()
+					_, err := p.Next()
 					if err == io.EOF {
 						break
 					}
@@ -78,11 +78,11 @@ func BenchmarkEncode(b *testing.B) {
 		{"MultiLine", Event{Type: "update", Data: strings.Repeat(strings.Repeat("x", 40)+"\n", 5), HasData: true, ID: "123456"}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			buf := appendEvent(nil, &bc.ev, true)
+			buf := AppendEvent(nil, &bc.ev, true)
 			b.SetBytes(int64(len(buf)))
 			b.ReportAllocs()
 			for b.Loop() {
-				buf = appendEvent(buf[:0], &bc.ev, true)
+				buf = AppendEvent(buf[:0], &bc.ev, true)
 			}
 		})
 	}

@@ -1,4 +1,4 @@
-package ssefanout
+package e2e
 
 import (
 	"fmt"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
 
 // The browser tests: a real EventSource, in headless Chromium, reading
@@ -80,21 +81,21 @@ var browserScriptWant = []string{
 // stream with every kind of event from the origin directly, then through
 // sse_fanout: its record must be the same, and the spec's.
 func TestBrowserSeesTheSameEventsThroughTheProxy(t *testing.T) {
-	origin := newTestOrigin(t)
+	origin := testkit.NewOrigin(t)
 	direct := directOrigin(t, origin)
 	newProbe(t, t.Name())
-	base := startCaddy(t, proxySite(t, t.Name(), origin.URL(), "heartbeat 1m"))
+	base := testkit.StartCaddy(t, proxySite(t, t.Name(), origin.URL(), "heartbeat 1m"))
 	tab := newBrowser(t)
 
 	record := func(base string) []string {
 		navigate(t, tab, recorderURL(base, browserScriptNames, "/s/all"))
-		up := origin.nextConn(t)
-		if base != direct && detachInTests {
+		up := origin.NextConn(t)
+		if base != direct && testkit.DetachInTests {
 			// The browser's HTTP/1.1 connection is taken over: what it
 			// sees comes from a shared writer.
-			eventually(t, "the browser's client to be detached", func() bool { return detachedClients() == 1 })
+			testkit.Eventually(t, "the browser's client to be detached", func() bool { return detachedClients(t) == 1 })
 		}
-		up.send(browserScript)
+		up.Send(browserScript)
 		waitPage(t, tab, "the end event", hasData("end"))
 		return recordStrings(pageRecord(t, tab))
 	}
@@ -140,33 +141,33 @@ func seq(from, to int) []int {
 // reconnect by itself after the configured retry, send Last-Event-ID, and
 // get the events it missed from the buffer: no gap, no duplicate.
 func TestBrowserResumesAfterAReloadCutsIt(t *testing.T) {
-	origin := newTestOrigin(t)
+	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	site := func(heartbeat string) string {
 		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port,
 			proxySite(t, t.Name(), origin.URL(), "retry 500ms\n\t\t\theartbeat "+heartbeat))
 	}
-	startCaddyfile(t, site("1m"))
+	testkit.StartCaddyfile(t, site("1m"))
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	tab := newBrowser(t)
 
 	navigate(t, tab, recorderURL(base, nil, "/s/cut"))
 	probe.waitAnswered(t, 1)
-	up := origin.nextConn(t)
-	sendIDs(up, 1, 10)
+	up := origin.NextConn(t)
+	testkit.SendIDs(up, 1, 10)
 	waitPage(t, tab, "event 10", hasData("event 10"))
 
 	// A compatible config (same upstream, so the same streams and buffers):
 	// loading it unloads the old one, which cuts its clients.
-	loadCaddyfile(t, testGlobalOptions()+site("2m"))
+	testkit.LoadCaddyfile(t, testkit.GlobalOptions()+site("2m"))
 	waitPage(t, tab, "the cut", `window.rec.some((e) => e.kind === "error")`)
-	sendIDs(up, 11, 20) // while the browser waits to reconnect: into the buffer
+	testkit.SendIDs(up, 11, 20) // while the browser waits to reconnect: into the buffer
 	reqs := probe.waitAnswered(t, 2)
 	if got := reqs[1].Header.Get("Last-Event-ID"); got != "10" {
 		t.Errorf("the browser reconnected with Last-Event-ID %q, want 10", got)
 	}
-	sendIDs(up, 21, 30)
+	testkit.SendIDs(up, 21, 30)
 	waitPage(t, tab, "event 30", hasData("event 30"))
 
 	rec := pageRecord(t, tab)
@@ -192,7 +193,7 @@ func TestBrowserResumesAfterAReloadCutsIt(t *testing.T) {
 	if gap < 450 || gap > 2900 {
 		t.Errorf("the browser came back %.0fms after the cut, want about the configured retry, 500ms", gap)
 	}
-	if n := origin.total.Load(); n != 1 {
+	if n := origin.Total.Load(); n != 1 {
 		t.Errorf("the origin saw %d requests, want 1: the reload keeps the stream", n)
 	}
 }
@@ -202,46 +203,44 @@ func TestBrowserResumesAfterAReloadCutsIt(t *testing.T) {
 // resumes from the proxy's Last-Event-ID, sending again some events the
 // proxy has. The page must see no error event and miss nothing.
 func TestBrowserDoesNotNoticeAnOriginRestart(t *testing.T) {
-	origin := newTestOrigin(t)
+	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
-	base := startCaddy(t, proxySite(t, t.Name(), origin.URL(), "heartbeat 1m"))
+	base := testkit.StartCaddy(t, proxySite(t, t.Name(), origin.URL(), "heartbeat 1m"))
 	tab := newBrowser(t)
 
 	navigate(t, tab, recorderURL(base, nil, "/s/restart"))
 	probe.waitAnswered(t, 1)
-	up := origin.nextConn(t)
-	up.send("retry: 250\n\n") // the base of the proxy's reconnect backoff
-	sendIDs(up, 1, 10)
+	up := origin.NextConn(t)
+	up.Send("retry: 250\n\n") // the base of the proxy's reconnect backoff
+	testkit.SendIDs(up, 1, 10)
 	waitPage(t, tab, "event 10", hasData("event 10"))
 
 	// The origin goes down: the connection ends and the next tries fail.
 	refused := make(chan struct{}, 10)
-	origin.mu.Lock()
-	origin.onRequest = func() {
-		if origin.status.Load() != 0 {
+	origin.SetOnRequest(func() {
+		if origin.Status.Load() != 0 {
 			select {
 			case refused <- struct{}{}:
 			default:
 			}
 		}
-	}
-	origin.mu.Unlock()
-	origin.status.Store(503)
-	close(up.end)
+	})
+	origin.Status.Store(503)
+	close(up.End)
 	for range 2 {
 		select {
 		case <-refused:
-		case <-time.After(waitTimeout):
+		case <-time.After(testkit.WaitTimeout):
 			t.Fatal("the proxy did not try the origin again")
 		}
 	}
-	origin.status.Store(0) // back up
+	origin.Status.Store(0) // back up
 
-	again := origin.nextConn(t)
-	if got := again.header.Get("Last-Event-ID"); got != "10" {
+	again := origin.NextConn(t)
+	if got := again.Header.Get("Last-Event-ID"); got != "10" {
 		t.Errorf("the proxy resumed with Last-Event-ID %q, want 10", got)
 	}
-	sendIDs(again, 8, 20) // 8..10 again, as an origin may resend
+	testkit.SendIDs(again, 8, 20) // 8..10 again, as an origin may resend
 	waitPage(t, tab, "event 20", hasData("event 20"))
 
 	rec := pageRecord(t, tab)
@@ -260,23 +259,23 @@ func TestBrowserDoesNotNoticeAnOriginRestart(t *testing.T) {
 // heartbeats: the page must see the keepalives as nothing at all, and the
 // origin's own comments neither.
 func TestBrowserNeverSeesHeartbeats(t *testing.T) {
-	origin := newTestOrigin(t)
+	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
-	base := startCaddy(t, proxySite(t, t.Name(), origin.URL(), "heartbeat 50ms"))
+	base := testkit.StartCaddy(t, proxySite(t, t.Name(), origin.URL(), "heartbeat 50ms"))
 	tab := newBrowser(t)
 
 	navigate(t, tab, recorderURL(base, nil, "/s/quiet"))
 	probe.waitAnswered(t, 1)
-	up := origin.nextConn(t)
+	up := origin.NextConn(t)
 	// A client of our own on the same stream sees the keepalives go by.
-	witness := openClient(t, base+"/s/quiet", nil)
-	up.send(": the origin's own comment\n\nid: 1\ndata: event 1\n\n")
-	witness.nextEvent(t)
+	witness := testkit.OpenClient(t, base+"/s/quiet", nil)
+	up.Send(": the origin's own comment\n\nid: 1\ndata: event 1\n\n")
+	witness.NextEvent(t)
 	for range 5 {
-		witness.waitKeepalive(t)
+		witness.WaitKeepalive(t)
 	}
-	up.send(": another comment\n\nid: 2\ndata: event 2\n\n")
-	witness.nextEvent(t)
+	up.Send(": another comment\n\nid: 2\ndata: event 2\n\n")
+	witness.NextEvent(t)
 	waitPage(t, tab, "event 2", hasData("event 2"))
 
 	want := []string{
@@ -294,19 +293,19 @@ func TestBrowserNeverSeesHeartbeats(t *testing.T) {
 // own reconnect with 204 too, so the browser stops (readyState 2, CLOSED)
 // as it would at the origin.
 func TestBrowserStopsOn204(t *testing.T) {
-	origin := newTestOrigin(t)
+	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
-	base := startCaddy(t, proxySite(t, t.Name(), origin.URL(), "retry 100ms\n\t\t\theartbeat 1m"))
+	base := testkit.StartCaddy(t, proxySite(t, t.Name(), origin.URL(), "retry 100ms\n\t\t\theartbeat 1m"))
 	tab := newBrowser(t)
 
 	navigate(t, tab, recorderURL(base, nil, "/s/stop"))
 	probe.waitAnswered(t, 1)
-	up := origin.nextConn(t)
-	sendIDs(up, 1, 3)
+	up := origin.NextConn(t)
+	testkit.SendIDs(up, 1, 3)
 	waitPage(t, tab, "event 3", hasData("event 3"))
 
-	origin.status.Store(http.StatusNoContent)
-	close(up.end)
+	origin.Status.Store(http.StatusNoContent)
+	close(up.End)
 	waitPage(t, tab, "readyState CLOSED", `window.readyStates()[0] === EventSource.CLOSED`)
 
 	reqs := probe.requests()
@@ -321,7 +320,7 @@ func TestBrowserStopsOn204(t *testing.T) {
 	if last.Kind != "error" || last.ReadyState != 2 {
 		t.Errorf("the page's last entry is %s, want an error with readyState 2\nrecord:\n%s", last, fmtRecord(rec))
 	}
-	if n := origin.total.Load(); n != 2 {
+	if n := origin.Total.Load(); n != 2 {
 		t.Errorf("the origin saw %d requests, want 2: the browser's reconnect must not reach it", n)
 	}
 }
@@ -334,13 +333,13 @@ func TestBrowserStopsOn204(t *testing.T) {
 // client address and port: one connection.
 func TestBrowserHTTP2StreamsShareOneConnection(t *testing.T) {
 	const streams = 12
-	origin := newTestOrigin(t)
+	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
-	port := freePort(t)
-	startWholeCaddyfile(t, tlsGlobalOptions("h1 h2")+fmt.Sprintf("https://127.0.0.1:%d {\n\tbind 127.0.0.1\n\ttls internal\n\t%s\n}\n",
+	port := testkit.FreePort(t)
+	testkit.StartWholeCaddyfile(t, testkit.TLSGlobalOptions("h1 h2")+fmt.Sprintf("https://127.0.0.1:%d {\n\tbind 127.0.0.1\n\ttls internal\n\t%s\n}\n",
 		port, proxySite(t, t.Name(), origin.URL(), "heartbeat 1m")))
 	base := fmt.Sprintf("https://127.0.0.1:%d", port)
-	waitCertificate(t, fmt.Sprintf("127.0.0.1:%d", port))
+	testkit.WaitCertificate(t, fmt.Sprintf("127.0.0.1:%d", port))
 	tab := newBrowser(t, chromedp.Flag("ignore-certificate-errors", true))
 
 	srcs := make([]string, streams)
@@ -349,8 +348,8 @@ func TestBrowserHTTP2StreamsShareOneConnection(t *testing.T) {
 	}
 	navigate(t, tab, recorderURL(base, nil, srcs...))
 	for range streams {
-		up := origin.nextConn(t)
-		up.send(fmt.Sprintf("id: 1\ndata: %s\n\n", up.path))
+		up := origin.NextConn(t)
+		up.Send(fmt.Sprintf("id: 1\ndata: %s\n\n", up.Path))
 	}
 	waitPage(t, tab, "an event on every stream",
 		fmt.Sprintf(`new Set(window.rec.filter((e) => e.kind === "message").map((e) => e.src)).size === %d`, streams))
@@ -387,16 +386,16 @@ func TestBrowserHTTP2StreamsShareOneConnection(t *testing.T) {
 // browser that is cut before any event resumes from there and loses
 // nothing.
 func TestBrowserKeepsThePrimedCursor(t *testing.T) {
-	origin := newTestOrigin(t)
+	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	site := func(heartbeat string) string {
 		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port,
 			proxySite(t, t.Name(), origin.URL(), "retry 500ms\n\t\t\theartbeat "+heartbeat))
 	}
-	startCaddyfile(t, site("1m"))
+	testkit.StartCaddyfile(t, site("1m"))
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	up, _ := startStream(t, origin, base+"/s/primed", 5) // ids 1..5, held in the buffer
+	up, _ := testkit.StartStream(t, origin, base+"/s/primed", 5) // ids 1..5, held in the buffer
 	tab := newBrowser(t)
 	fromBrowser := func(reqs []probeRequest) []probeRequest {
 		var out []probeRequest
@@ -410,7 +409,7 @@ func TestBrowserKeepsThePrimedCursor(t *testing.T) {
 
 	navigate(t, tab, recorderURL(base, nil, "/s/primed"))
 	waitPage(t, tab, "the page to open", `window.rec.some((e) => e.kind === "open")`)
-	loadCaddyfile(t, testGlobalOptions()+site("2m")) // cuts the browser before any event
+	testkit.LoadCaddyfile(t, testkit.GlobalOptions()+site("2m")) // cuts the browser before any event
 	waitPage(t, tab, "the cut", `window.rec.some((e) => e.kind === "error")`)
 	reqs := fromBrowser(probe.waitFor(t, "the browser's reconnect", func(reqs []probeRequest) bool {
 		return len(fromBrowser(reqs)) >= 2
@@ -418,7 +417,7 @@ func TestBrowserKeepsThePrimedCursor(t *testing.T) {
 	if got := reqs[1].Header.Get("Last-Event-ID"); got != "5" {
 		t.Errorf("the browser reconnected with Last-Event-ID %q, want 5: the primed cursor", got)
 	}
-	sendIDs(up, 6, 8)
+	testkit.SendIDs(up, 6, 8)
 	waitPage(t, tab, "event 8", hasData("event 8"))
 	rec := pageRecord(t, tab)
 	if got := pageIDs(t, rec); !slices.Equal(got, seq(6, 8)) {
@@ -432,27 +431,27 @@ func TestBrowserKeepsThePrimedCursor(t *testing.T) {
 // cut, it reconnects to the same URL, stale parameter included, with a
 // newer Last-Event-ID header, which must win: no duplicate.
 func TestBrowserFirstCursorByQueryThenHeader(t *testing.T) {
-	origin := newTestOrigin(t)
+	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	site := func(heartbeat string) string {
 		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port,
 			proxySite(t, t.Name(), origin.URL(), "retry 300ms\n\t\t\theartbeat "+heartbeat))
 	}
-	startCaddyfile(t, site("1m"))
+	testkit.StartCaddyfile(t, site("1m"))
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	up, _ := startStream(t, origin, base+"/s/query", 5)
+	up, _ := testkit.StartStream(t, origin, base+"/s/query", 5)
 	tab := newBrowser(t)
 
 	navigate(t, tab, recorderURL(base, nil, "/s/query?last_event_id=3"))
 	waitPage(t, tab, "event 5", hasData("event 5"))
-	loadCaddyfile(t, testGlobalOptions()+site("2m"))
+	testkit.LoadCaddyfile(t, testkit.GlobalOptions()+site("2m"))
 	waitPage(t, tab, "the cut", `window.rec.some((e) => e.kind === "error")`)
-	sendIDs(up, 6, 8)
+	testkit.SendIDs(up, 6, 8)
 	probe.waitFor(t, "the browser's reconnect", func(reqs []probeRequest) bool {
 		return len(reqs) >= 3 && reqs[len(reqs)-1].Status == http.StatusOK
 	})
-	sendIDs(up, 9, 10)
+	testkit.SendIDs(up, 9, 10)
 	waitPage(t, tab, "event 10", hasData("event 10"))
 
 	rec := pageRecord(t, tab)
@@ -463,7 +462,7 @@ func TestBrowserFirstCursorByQueryThenHeader(t *testing.T) {
 	if last.URI != "/s/query?last_event_id=3" || last.Header.Get("Last-Event-ID") != "5" {
 		t.Errorf("the browser reconnected to %s with Last-Event-ID %q, want the same URL with 5", last.URI, last.Header.Get("Last-Event-ID"))
 	}
-	if n := origin.total.Load(); n != 1 {
+	if n := origin.Total.Load(); n != 1 {
 		t.Errorf("the origin saw %d requests, want 1", n)
 	}
 }
@@ -476,41 +475,41 @@ func TestBrowserFirstCursorByQueryThenHeader(t *testing.T) {
 // (A client that finds the stream already open without its cursor is caught
 // up on a request of its own instead: TestCatchUpPastTheBuffer.)
 func TestBrowserResumesWhenTheProxyLostItsBuffer(t *testing.T) {
-	origin := newTestOrigin(t)
+	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	site := func(generation int) string {
 		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port,
 			proxySite(t, t.Name(), origin.URL(), fmt.Sprintf("retry 300ms\n\t\t\theader_up X-Generation %d", generation)))
 	}
-	startCaddyfile(t, site(1))
+	testkit.StartCaddyfile(t, site(1))
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	tab := newBrowser(t)
 
 	navigate(t, tab, recorderURL(base, nil, "/s/catchup"))
 	probe.waitAnswered(t, 1)
-	first := origin.nextConn(t)
-	sendIDs(first, 1, 10)
+	first := origin.NextConn(t)
+	testkit.SendIDs(first, 1, 10)
 	waitPage(t, tab, "event 10", hasData("event 10"))
 
-	loadCaddyfile(t, testGlobalOptions()+site(2))
-	first.waitClosed(t) // the old registry went, and its upstream connection
+	testkit.LoadCaddyfile(t, testkit.GlobalOptions()+site(2))
+	first.WaitClosed(t) // the old registry went, and its upstream connection
 	reqs := probe.waitAnswered(t, 2)
 	if got := reqs[1].Header.Get("Last-Event-ID"); got != "10" {
 		t.Fatalf("the browser reconnected with Last-Event-ID %q, want 10", got)
 	}
-	resumed := origin.nextConn(t)
-	if got := resumed.header.Get("Last-Event-ID"); got != "10" {
+	resumed := origin.NextConn(t)
+	if got := resumed.Header.Get("Last-Event-ID"); got != "10" {
 		t.Fatalf("the new stream's upstream asked with Last-Event-ID %q, want 10", got)
 	}
-	sendIDs(resumed, 11, 20)
+	testkit.SendIDs(resumed, 11, 20)
 	waitPage(t, tab, "event 20", hasData("event 20"))
 
 	rec := pageRecord(t, tab)
 	if got := pageIDs(t, rec); !slices.Equal(got, seq(1, 20)) {
 		t.Errorf("the page saw ids %v, want 1..20 once each\nrecord:\n%s", got, fmtRecord(rec))
 	}
-	if n := origin.total.Load(); n != 2 {
+	if n := origin.Total.Load(); n != 2 {
 		t.Errorf("the origin saw %d requests, want 2: one per generation, no catch-up", n)
 	}
 }
@@ -521,16 +520,16 @@ func TestBrowserResumesWhenTheProxyLostItsBuffer(t *testing.T) {
 // connection, and get the event it missed from the buffer.
 func TestBrowserHTTP2StreamsResumeAfterAReload(t *testing.T) {
 	const streams = 12
-	origin := newTestOrigin(t)
+	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	caddyfile := func(heartbeat string) string {
-		return tlsGlobalOptions("h1 h2") + fmt.Sprintf("https://127.0.0.1:%d {\n\tbind 127.0.0.1\n\ttls internal\n\t%s\n}\n",
+		return testkit.TLSGlobalOptions("h1 h2") + fmt.Sprintf("https://127.0.0.1:%d {\n\tbind 127.0.0.1\n\ttls internal\n\t%s\n}\n",
 			port, proxySite(t, t.Name(), origin.URL(), "retry 300ms\n\t\t\theartbeat "+heartbeat))
 	}
-	startWholeCaddyfile(t, caddyfile("1m"))
+	testkit.StartWholeCaddyfile(t, caddyfile("1m"))
 	base := fmt.Sprintf("https://127.0.0.1:%d", port)
-	waitCertificate(t, fmt.Sprintf("127.0.0.1:%d", port))
+	testkit.WaitCertificate(t, fmt.Sprintf("127.0.0.1:%d", port))
 	tab := newBrowser(t, chromedp.Flag("ignore-certificate-errors", true))
 
 	srcs := make([]string, streams)
@@ -541,23 +540,23 @@ func TestBrowserHTTP2StreamsResumeAfterAReload(t *testing.T) {
 		return fmt.Sprintf(`window.rec.filter((e) => e.kind === "message").length === %d`, n)
 	}
 	navigate(t, tab, recorderURL(base, nil, srcs...))
-	ups := make([]*originConn, streams)
+	ups := make([]*testkit.OriginConn, streams)
 	for i := range ups {
-		ups[i] = origin.nextConn(t)
-		sendIDs(ups[i], 1, 1)
+		ups[i] = origin.NextConn(t)
+		testkit.SendIDs(ups[i], 1, 1)
 	}
 	waitPage(t, tab, "event 1 on every stream", countMessages(streams))
 
-	loadCaddyfile(t, caddyfile("2m"))
+	testkit.LoadCaddyfile(t, caddyfile("2m"))
 	waitPage(t, tab, "every stream cut", fmt.Sprintf(`window.rec.filter((e) => e.kind === "error").length === %d`, streams))
 	for _, up := range ups {
-		sendIDs(up, 2, 2) // while the page is away
+		testkit.SendIDs(up, 2, 2) // while the page is away
 	}
 	reqs := probe.waitFor(t, "every stream's reconnect", func(reqs []probeRequest) bool {
 		return countAnswered(reqs, http.StatusOK) == 2*streams
 	})
 	for _, up := range ups {
-		sendIDs(up, 3, 3)
+		testkit.SendIDs(up, 3, 3)
 	}
 	waitPage(t, tab, "events 2 and 3 on every stream", countMessages(3*streams))
 
@@ -585,4 +584,15 @@ func TestBrowserHTTP2StreamsResumeAfterAReload(t *testing.T) {
 			t.Errorf("EventSource %d saw ids %v, want 1..3 once each", i, perStream[i])
 		}
 	}
+}
+
+// TestBrowserSeesTheSameEventsInItsRequest is
+// TestBrowserSeesTheSameEventsThroughTheProxy with detaching off, so that
+// the browser's client is served in its request goroutine from start to
+// end (the plugin's TestInRequestWriters does the same for its own tests).
+func TestBrowserSeesTheSameEventsInItsRequest(t *testing.T) {
+	saved := testkit.DetachInTests
+	testkit.DetachInTests = false
+	defer func() { testkit.DetachInTests = saved }()
+	TestBrowserSeesTheSameEventsThroughTheProxy(t)
 }

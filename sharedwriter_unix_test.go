@@ -1,6 +1,6 @@
-//go:build unix
-
 package ssefanout
+
+// A shared writer's drain, on a socket whose buffers are made small.
 
 import (
 	"bufio"
@@ -11,16 +11,19 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
 
 // A client whose socket is full for a while is drained by a goroutine of
 // its own, then rejoins the shared writer, and misses nothing; the others
 // are not held up meanwhile.
 func TestDetachedClientThatStallsCatchesUp(t *testing.T) {
-	origin := newTestOrigin(t)
-	base := startCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach on\n\tclient_queue 4096\n\tbuffer_bytes 256MiB\n}")
-	fast := openClient(t, base+"/stall", nil)
-	up := origin.nextConn(t)
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach on\n\tclient_queue 4096\n\tbuffer_bytes 256MiB\n}")
+	fast := testkit.OpenClient(t, base+"/stall", nil)
+	up := origin.NextConn(t)
 
 	// A small receive buffer, set before the connection opens: shrunk
 	// later, it would make the kernel drop segments and back off.
@@ -38,15 +41,15 @@ func TestDetachedClientThatStallsCatchesUp(t *testing.T) {
 	}
 	defer conn.Close()
 	fmt.Fprintf(conn, "GET /stall HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
-	eventually(t, "both clients to be detached", func() bool { return detachedClients() == 2 })
+	testkit.Eventually(t, "both clients to be detached", func() bool { return detachedClients() == 2 })
 
 	// Far more than the socket buffers hold, while the slow one reads
 	// nothing; the fast one reads every event as it comes.
 	payload := strings.Repeat("x", 32<<10)
 	const total = 400
 	for i := 1; i <= total; i++ {
-		up.send(fmt.Sprintf("id: %d\ndata: %s\n\n", i, payload))
-		if ev := fast.nextData(t); ev.ID != strconv.Itoa(i) {
+		up.Send(fmt.Sprintf("id: %d\ndata: %s\n\n", i, payload))
+		if ev := fast.NextData(t); ev.ID != strconv.Itoa(i) {
 			t.Fatalf("the fast client got id %s, want %d", ev.ID, i)
 		}
 	}
@@ -56,7 +59,7 @@ func TestDetachedClientThatStallsCatchesUp(t *testing.T) {
 
 	// Now the slow one reads: everything, in order, once.
 	r := bufio.NewReader(conn)
-	conn.SetReadDeadline(time.Now().Add(waitTimeout))
+	conn.SetReadDeadline(time.Now().Add(testkit.WaitTimeout))
 	if _, err := r.ReadString('\n'); err != nil { // the status line
 		t.Fatal(err)
 	}
@@ -69,9 +72,9 @@ func TestDetachedClientThatStallsCatchesUp(t *testing.T) {
 			break
 		}
 	}
-	p := newParser(r, 16<<20)
+	p := sse.NewParser(r, 16<<20)
 	for i := 1; i <= total; i++ {
-		ev, err := p.next()
+		ev, err := p.Next()
 		if err != nil {
 			t.Fatalf("after %d events: %v", i-1, err)
 		}
@@ -84,9 +87,9 @@ func TestDetachedClientThatStallsCatchesUp(t *testing.T) {
 		}
 	}
 	// And it is back on the shared writer: live events reach it.
-	up.send("id: live\ndata: live\n\n")
+	up.Send("id: live\ndata: live\n\n")
 	for {
-		ev, err := p.next()
+		ev, err := p.Next()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,84 @@
+package ssefanout
+
+// The admin API, and what it and the logs never show.
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
+)
+
+func TestSecretsStayOutOfLogsMetricsAndAdmin(t *testing.T) {
+	const token, password = "Bearer SECRET-TOKEN-4711", "pw-0815-secret"
+	origin := testkit.NewOrigin(t)
+	origin.Status.Store(http.StatusBadGateway) // so the stream logs warnings
+	withUser := strings.Replace(origin.URL(), "http://", "http://alice:"+password+"@", 1)
+
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	adminPort, port := testkit.FreePort(t), testkit.FreePort(t)
+	global := strings.Replace(testkit.GlobalOptions(), "admin off", fmt.Sprintf("admin 127.0.0.1:%d", adminPort), 1)
+	global = strings.Replace(global, "log {\n\t\tlevel "+testkit.LogLevel, "log {\n\t\toutput file "+logFile+" {\n\t\t\troll_disabled\n\t\t}\n\t\tformat json\n\t\tlevel DEBUG", 1)
+	testkit.LoadCaddyfile(t, global+fmt.Sprintf(`http://127.0.0.1:%d {
+	bind 127.0.0.1
+	sse_fanout %s {
+		key {http.request.header.Authorization}
+		header_up Authorization {http.request.header.Authorization}
+	}
+}
+`, port, withUser))
+	t.Cleanup(func() {
+		testkit.LoadCaddyfile(t, testkit.GlobalOptions())
+		testkit.WaitHandlersDone(t)
+	})
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+
+	c := testkit.OpenClient(t, base+"/me", http.Header{"Authorization": {token}})
+	testkit.Eventually(t, "upstream failures", func() bool { return origin.Total.Load() >= 2 })
+	c.Close()
+
+	resp, err := testkit.HTTPClient.Get(fmt.Sprintf("http://127.0.0.1:%d/sse_fanout/streams", adminPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(admin), `"/me`) {
+		t.Fatalf("admin API does not list the stream: %s", admin)
+	}
+
+	var metrics strings.Builder
+	families, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	if err := registerMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	more, _ := reg.Gather()
+	for _, mf := range append(families, more...) {
+		metrics.WriteString(mf.String())
+	}
+
+	logs, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(logs), "upstream failed") {
+		t.Fatalf("the log has no upstream warning to check:\n%s", logs)
+	}
+	for what, text := range map[string]string{"admin API": string(admin), "metrics": metrics.String(), "log": string(logs)} {
+		for _, secret := range []string{"SECRET-TOKEN-4711", password, "alice"} {
+			if strings.Contains(text, secret) {
+				t.Errorf("the %s holds %q:\n%s", what, secret, text)
+			}
+		}
+	}
+}

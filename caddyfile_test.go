@@ -1,0 +1,215 @@
+package ssefanout
+
+// The sse_fanout directive: adaptation, parsing and its errors.
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddytest"
+)
+
+// TestCaddyfileAdapt also checks the directive order: sse_fanout is written
+// after reverse_proxy but runs before it.
+func TestCaddyfileAdapt(t *testing.T) {
+	caddytest.AssertAdapt(t, `:8080 {
+	reverse_proxy localhost:9000
+	sse_fanout /events/* http://localhost:9000 {
+		heartbeat 20s
+		retry 2500ms
+		buffer 0
+		buffer_bytes 4MiB
+		header_up X-Api-Key secret
+		header_up X-Api-Key other
+		client_queue 64
+		idle_close 1m
+		max_clients 1000
+		max_event_size 64KiB
+	}
+}`, "caddyfile", `{
+	"apps": {
+		"http": {
+			"servers": {
+				"srv0": {
+					"listen": [
+						":8080"
+					],
+					"routes": [
+						{
+							"match": [
+								{
+									"path": [
+										"/events/*"
+									]
+								}
+							],
+							"handle": [
+								{
+									"buffer": 0,
+									"buffer_bytes": 4194304,
+									"client_queue": 64,
+									"handler": "sse_fanout",
+									"header_up": {
+										"X-Api-Key": [
+											"secret",
+											"other"
+										]
+									},
+									"heartbeat": 20000000000,
+									"idle_close": 60000000000,
+									"max_clients": 1000,
+									"max_event_size": 65536,
+									"retry": 2500000000,
+									"upstream": "http://localhost:9000"
+								}
+							]
+						},
+						{
+							"handle": [
+								{
+									"handler": "reverse_proxy",
+									"upstreams": [
+										{
+											"dial": "localhost:9000"
+										}
+									]
+								}
+							]
+						}
+					]
+				}
+			}
+		}
+	}
+}`)
+}
+
+func TestCaddyfileAdaptReplayAndSafetyOptions(t *testing.T) {
+	caddytest.AssertAdapt(t, `:8080 {
+	sse_fanout http://localhost:9000 {
+		catch_up off
+		prime_cursor off
+		stale_event refetch
+		key {http.request.header.Authorization}
+		header_up Authorization {http.request.header.Authorization}
+		key_ignore_query _ t
+		max_streams 100
+		max_catch_ups 2 16
+		upstream_timeout off
+		retry_jitter 20%
+	}
+}`, "caddyfile", `{
+	"apps": {
+		"http": {
+			"servers": {
+				"srv0": {
+					"listen": [
+						":8080"
+					],
+					"routes": [
+						{
+							"handle": [
+								{
+									"catch_up": false,
+									"handler": "sse_fanout",
+									"header_up": {
+										"Authorization": [
+											"{http.request.header.Authorization}"
+										]
+									},
+									"key": "{http.request.header.Authorization}",
+									"key_ignore_query": [
+										"_",
+										"t"
+									],
+									"max_catch_ups": 2,
+									"max_catch_ups_per_handler": 16,
+									"max_streams": 100,
+									"prime_cursor": false,
+									"retry_jitter": 20,
+									"stale_event": "refetch",
+									"upstream": "http://localhost:9000",
+									"upstream_timeout": -1
+								}
+							]
+						}
+					]
+				}
+			}
+		}
+	}
+}`)
+}
+
+func TestCaddyfileOffAndZero(t *testing.T) {
+	h := new(Handler)
+	d := caddyfile.NewTestDispenser("sse_fanout http://o {\n\theartbeat off\n\tidle_close 0\n\tretry 0\n}")
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if h.Heartbeat >= 0 {
+		t.Errorf("heartbeat off gave %v, want negative", h.Heartbeat)
+	}
+	if h.IdleClose >= 0 {
+		t.Errorf("idle_close 0 gave %v, want negative (close at once)", h.IdleClose)
+	}
+	if h.Retry == nil || *h.Retry != 0 {
+		t.Errorf("retry 0 gave %v, want a set zero", h.Retry)
+	}
+	for _, v := range []string{"0", "off"} {
+		h := new(Handler)
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("sse_fanout http://o {\n\tmax_streams " + v + "\n}")); err != nil {
+			t.Fatal(err)
+		}
+		if h.MaxStreams >= 0 {
+			t.Errorf("max_streams %s gave %d, want negative (unlimited)", v, h.MaxStreams)
+		}
+	}
+}
+
+func TestCaddyfileKeyOfSeveralTokens(t *testing.T) {
+	h := new(Handler)
+	d := caddyfile.NewTestDispenser("sse_fanout http://o {\n\tkey {path} {http.request.header.Authorization}\n}")
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if want := "{path} {http.request.header.Authorization}"; h.Key != want {
+		t.Fatalf("key %q, want %q", h.Key, want)
+	}
+}
+
+func TestCaddyfileErrorsNameTheLine(t *testing.T) {
+	for _, tc := range []struct{ name, input, want string }{
+		{"missing url", "sse_fanout", "Testfile:1"},
+		{"missing url with block", "sse_fanout {\n\tbuffer 1\n}", "wrong argument count"},
+		{"two urls", "sse_fanout http://a http://b", "wrong argument count"},
+		{"unknown subdirective", "sse_fanout http://o {\n\tbuffer 1\n\tnope 1\n}", "unrecognized subdirective 'nope', at Testfile:3"},
+		{"bad duration", "sse_fanout http://o {\n\theartbeat soon\n}", "bad heartbeat duration 'soon'"},
+		{"bad duration line", "sse_fanout http://o {\n\n\tretry x\n}", "Testfile:3"},
+		{"zero heartbeat", "sse_fanout http://o {\n\theartbeat 0s\n}", "must be positive, or off"},
+		{"negative duration", "sse_fanout http://o {\n\tidle_close -5s\n}", "must not be negative"},
+		{"negative count", "sse_fanout http://o {\n\tbuffer -1\n}", "bad buffer value '-1': want a non-negative integer, at Testfile:2"},
+		{"negative max_clients", "sse_fanout http://o {\n\tmax_clients -3\n}", "bad max_clients value '-3'"},
+		{"not a count", "sse_fanout http://o {\n\tclient_queue lots\n}", "bad client_queue value 'lots'"},
+		{"zero client_queue", "sse_fanout http://o {\n\tclient_queue 0\n}", "want at least 1"},
+		{"bad size", "sse_fanout http://o {\n\tmax_event_size big\n}", "bad max_event_size size 'big'"},
+		{"header_up one arg", "sse_fanout http://o {\n\theader_up X-A\n}", "wrong argument count"},
+		{"duration no arg", "sse_fanout http://o {\n\tretry\n}", "wrong argument count"},
+		{"bad on/off", "sse_fanout http://o {\n\tcatch_up maybe\n}", "bad catch_up value 'maybe': want on or off"},
+		{"jitter over 100", "sse_fanout http://o {\n\tretry_jitter 150%\n}", "bad retry_jitter value '150%'"},
+		{"key_ignore_query no names", "sse_fanout http://o {\n\tkey_ignore_query\n}", "wrong argument count"},
+		{"zero upstream_timeout", "sse_fanout http://o {\n\tupstream_timeout 0s\n}", "must be positive, or off"},
+		{"bad max_streams", "sse_fanout http://o {\n\tmax_streams many\n}", "bad max_streams value 'many'"},
+		{"zero max_catch_ups", "sse_fanout http://o {\n\tmax_catch_ups 0\n}", "bad max_catch_ups value '0'"},
+		{"max_catch_ups three args", "sse_fanout http://o {\n\tmax_catch_ups 1 2 3\n}", "wrong argument count"},
+		{"key no args", "sse_fanout http://o {\n\tkey\n}", "wrong argument count"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := new(Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,226 @@
+package ssefanout
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+)
+
+// This file is the config resolved: the defaults of the fields, the checks
+// on their values, and the settings that streams and clients read.
+
+// Defaults of the config fields.
+const (
+	defaultHeartbeat             = 15 * time.Second
+	defaultBuffer                = 1024
+	defaultBufferBytes           = 8 << 20
+	defaultClientQueue           = 256
+	defaultIdleClose             = 30 * time.Second
+	defaultMaxEventSize          = 1 << 20
+	defaultWriteTimeout          = 30 * time.Second
+	defaultUpstreamWait          = 45 * time.Second
+	defaultMaxStreams            = 10000
+	defaultMaxCatchUps           = 8
+	defaultMaxCatchUpsPerHandler = 64
+
+	// maxQueue bounds buffer and client_queue: a stream's ring holds a
+	// slot for each, allocated when the stream opens.
+	maxQueue = 1 << 20
+)
+
+// settings are a handler's tunables, resolved to their defaults. A registry
+// holds the latest ones; a config reload replaces them.
+type settings struct {
+	heartbeat             time.Duration // keepalive after this much silence; <= 0: off
+	retry                 int64         // retry sent to clients, in ms; < 0: the origin's passes through
+	buffer                int           // frames kept for Last-Event-ID replay
+	bufferBytes           int           // bytes kept for replay and lagging clients
+	clientQueue           int           // frames a client may fall behind before it is cut
+	idleClose             time.Duration // upstream kept this long after the last client left
+	maxClients            int           // per stream; 0: unlimited
+	maxStreams            int           // per registry; < 0: unlimited
+	maxCatchUps           int           // catch-ups under way per stream
+	maxCatchUpsPerHandler int           // catch-ups under way per registry
+	upstreamWait          time.Duration // upstream_timeout: the most an upstream may stay silent
+	maxEventSize          int           // bytes; a larger event breaks the upstream connection
+	catchUp               bool          // fetch what the buffer lacks from the origin
+	primeCursor           bool          // send joining clients the stream's latest id
+	staleEvent            string        // event type announcing an unservable cursor; "": none
+	writeTimeout          time.Duration // bound on one batch of writes to a client
+	retryJitter           int           // percent by which each client's retry is spread
+	headerUp              http.Header   // sent upstream on every request
+	logger                *zap.Logger
+}
+
+// ringCapacity is how many frames a stream keeps: a client placed as far
+// back as spliceWindow must still find its frames after client_queue more
+// are published, since only then does it count as behind and get cut.
+func (cfg *settings) ringCapacity() int {
+	return cfg.spliceWindow() + cfg.clientQueue
+}
+
+// spliceWindow is how far back in the ring a client may be placed: by its
+// Last-Event-ID (at most buffer frames back) or where a catch-up meets the
+// shared stream.
+func (cfg *settings) spliceWindow() int {
+	return max(cfg.buffer, 1)
+}
+
+// settings resolves the config fields to their defaults.
+func (h *Handler) settings() *settings {
+	cfg := &settings{
+		heartbeat:             time.Duration(h.Heartbeat),
+		retry:                 -1,
+		buffer:                defaultBuffer,
+		bufferBytes:           h.BufferBytes,
+		clientQueue:           h.ClientQueue,
+		idleClose:             time.Duration(h.IdleClose),
+		maxClients:            h.MaxClients,
+		maxEventSize:          h.MaxEventSize,
+		writeTimeout:          defaultWriteTimeout,
+		maxStreams:            h.MaxStreams,
+		maxCatchUps:           h.MaxCatchUps,
+		maxCatchUpsPerHandler: h.MaxCatchUpsPerHandler,
+		upstreamWait:          time.Duration(h.UpstreamTimeout),
+		retryJitter:           h.RetryJitter,
+		catchUp:               h.CatchUp == nil || *h.CatchUp,
+		primeCursor:           h.PrimeCursor == nil || *h.PrimeCursor,
+		staleEvent:            h.StaleEvent,
+		headerUp:              make(http.Header),
+		logger:                h.logger,
+	}
+	if cfg.heartbeat == 0 {
+		cfg.heartbeat = defaultHeartbeat
+	}
+	if h.Retry != nil {
+		cfg.retry = time.Duration(*h.Retry).Milliseconds()
+	}
+	if h.Buffer != nil {
+		cfg.buffer = *h.Buffer
+	}
+	if cfg.bufferBytes == 0 {
+		cfg.bufferBytes = defaultBufferBytes
+	}
+	if cfg.clientQueue == 0 {
+		cfg.clientQueue = defaultClientQueue
+	}
+	if cfg.idleClose == 0 {
+		cfg.idleClose = defaultIdleClose
+	}
+	if cfg.upstreamWait == 0 {
+		cfg.upstreamWait = defaultUpstreamWait
+	}
+	if cfg.maxEventSize == 0 {
+		cfg.maxEventSize = defaultMaxEventSize
+	}
+	if cfg.maxStreams == 0 {
+		cfg.maxStreams = defaultMaxStreams
+	}
+	if cfg.maxCatchUps == 0 {
+		cfg.maxCatchUps = defaultMaxCatchUps
+	}
+	if cfg.maxCatchUpsPerHandler == 0 {
+		cfg.maxCatchUpsPerHandler = defaultMaxCatchUpsPerHandler
+	}
+	repl := caddy.NewReplacer()
+	for name, values := range h.HeaderUp {
+		for _, v := range values {
+			cfg.headerUp.Add(name, repl.ReplaceKnown(v, ""))
+		}
+	}
+	return cfg
+}
+
+// checkHeaderPlaceholders refuses a header_up value with a per-request
+// placeholder that the key does not hold: all clients of a stream share its
+// upstream connection, so a value that differs between them would send one
+// client's header (say, its credentials) on behalf of the others. It also
+// records whether any value has such a placeholder, to be filled per request.
+func (h *Handler) checkHeaderPlaceholders(headerUp http.Header) error {
+	for name, values := range headerUp {
+		for _, v := range values {
+			for _, ph := range placeholdersIn(v) {
+				if !strings.Contains(h.Key, ph) {
+					return fmt.Errorf("header_up %s %q: placeholder %s differs between requests, so it must be part of the key (add it to key, e.g. key %s), or every client of a stream would be served with the first client's %s",
+						name, v, ph, ph, name)
+				}
+				h.perRequestHeaders = true
+			}
+		}
+	}
+	return nil
+}
+
+// placeholdersIn returns the {placeholders} in s.
+func placeholdersIn(s string) []string {
+	var found []string
+	for {
+		i := strings.IndexByte(s, '{')
+		if i < 0 {
+			return found
+		}
+		j := strings.IndexByte(s[i:], '}')
+		if j < 0 {
+			return found
+		}
+		found = append(found, s[i:i+j+1])
+		s = s[i+j+1:]
+	}
+}
+
+// validate reports configuration errors. It does no I/O.
+func (h *Handler) validate() error {
+	if h.Upstream == "" {
+		return errors.New("upstream is required")
+	}
+	if h.base == nil {
+		return nil // Provision reports the parse error
+	}
+	upstream := redactURL(h.Upstream)
+	if h.base.Scheme != "http" && h.base.Scheme != "https" {
+		return fmt.Errorf("upstream %q: scheme must be http or https", upstream)
+	}
+	if h.base.Host == "" {
+		return fmt.Errorf("upstream %q: no host", upstream)
+	}
+	if h.base.RawQuery != "" || h.base.Fragment != "" {
+		return fmt.Errorf("upstream %q: a base URL has no query or fragment; the request's query is appended", upstream)
+	}
+	for name, n := range map[string]int{
+		"buffer_bytes":              h.BufferBytes,
+		"client_queue":              h.ClientQueue,
+		"max_clients":               h.MaxClients,
+		"max_event_size":            h.MaxEventSize,
+		"retry_jitter":              h.RetryJitter,
+		"max_catch_ups":             h.MaxCatchUps,
+		"max_catch_ups_per_handler": h.MaxCatchUpsPerHandler,
+	} {
+		if n < 0 {
+			return fmt.Errorf("%s must not be negative, got %d", name, n)
+		}
+	}
+	if h.RetryJitter > 100 {
+		return fmt.Errorf("retry_jitter must be a percentage from 0 to 100, got %d", h.RetryJitter)
+	}
+	if h.Buffer != nil && *h.Buffer < 0 {
+		return fmt.Errorf("buffer must not be negative, got %d", *h.Buffer)
+	}
+	if h.Buffer != nil && *h.Buffer > maxQueue {
+		return fmt.Errorf("buffer must be at most %d, got %d", maxQueue, *h.Buffer)
+	}
+	if h.ClientQueue > maxQueue {
+		return fmt.Errorf("client_queue must be at most %d, got %d", maxQueue, h.ClientQueue)
+	}
+	if strings.ContainsAny(h.StaleEvent, "\r\n") {
+		return fmt.Errorf("stale_event %q: an event type cannot hold a line end", h.StaleEvent)
+	}
+	if h.Retry != nil && *h.Retry < 0 {
+		return fmt.Errorf("retry must not be negative, got %v", time.Duration(*h.Retry))
+	}
+	return nil
+}

@@ -1,0 +1,78 @@
+package ssefanout
+
+// The checks on config values.
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
+)
+
+func TestValidateRejectsBadUpstreams(t *testing.T) {
+	for _, tc := range []struct{ upstream, want string }{
+		{"", "upstream is required"},
+		{"ftp://o", "scheme must be http or https"},
+		{"localhost:9000", "scheme must be http or https"},
+		{"http://", "no host"},
+		{"http://o/?a=1", "no query"},
+		{"ftp://alice:pw-secret@o", "scheme must be http or https"},
+		{"http://alice:pw-secret@o/%zz", "parsing upstream"},
+	} {
+		t.Run(tc.upstream, func(t *testing.T) {
+			h := &Handler{Upstream: tc.upstream}
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+			defer cancel()
+			err := h.Provision(ctx)
+			if err == nil {
+				err = h.Validate()
+			}
+			h.Cleanup()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "pw-secret") || strings.Contains(err.Error(), "alice") {
+				t.Fatalf("the error shows the upstream's userinfo: %v", err)
+			}
+		})
+	}
+}
+
+func TestHugeBuffersAreRefused(t *testing.T) {
+	for _, sub := range []string{"buffer 100000000000", "client_queue 100000000000", "buffer 2000000"} {
+		cfg := testkit.AdaptCaddyfile(t, testkit.GlobalOptions()+"http://127.0.0.1:1 {\n\tsse_fanout http://127.0.0.1:2 {\n\t\t"+sub+"\n\t}\n}\n")
+		err := testkit.LoadJSON(cfg)
+		if err == nil {
+			t.Fatalf("%s: the config loaded", sub)
+		}
+		if !strings.Contains(err.Error(), strings.Fields(sub)[0]) {
+			t.Fatalf("%s: error %v does not name the subdirective", sub, err)
+		}
+	}
+}
+
+func TestHeaderUpPlaceholderNeedsKey(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	unsafe := testkit.GlobalOptions() + "http://127.0.0.1:1 {\n\tsse_fanout " + origin.URL() +
+		" {\n\t\theader_up Authorization {http.request.header.Authorization}\n\t}\n}\n"
+	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(unsafe), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = caddy.Validate(mustConfig(t, cfg))
+	if err == nil || !strings.Contains(err.Error(), "must be part of the key") {
+		t.Fatalf("unsafe config: got %v, want the header_up/key error", err)
+	}
+}
+
+func mustConfig(t *testing.T, raw []byte) *caddy.Config {
+	t.Helper()
+	var cfg caddy.Config
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return &cfg
+}

@@ -1,0 +1,203 @@
+package testkit
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile" // the Caddyfile adapter
+	_ "github.com/caddyserver/caddy/v2/modules/standard"      // Caddy's own modules
+)
+
+// This file runs Caddy in the test process.
+
+// DetachInTests, when false, makes AdaptCaddyfile turn detaching off in
+// every sse_fanout handler that does not set it, so that a test runs with
+// every client served in its request goroutine. SSEFANOUT_TEST_DETACH=off
+// sets it for a whole run; a test may set it for a few tests.
+var DetachInTests = os.Getenv("SSEFANOUT_TEST_DETACH") != "off"
+
+// StartCaddy runs Caddy in this process with the given site body on a free
+// 127.0.0.1 port, and returns the site's base URL. The test's cleanup
+// stops it.
+func StartCaddy(t testing.TB, siteBody string) string {
+	t.Helper()
+	port := FreePort(t)
+	StartCaddyfile(t, fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port, siteBody))
+	return fmt.Sprintf("http://127.0.0.1:%d", port)
+}
+
+// StartCaddyfile runs Caddy in this process with the given sites, under
+// the tests' global options. The test's cleanup stops it.
+func StartCaddyfile(t testing.TB, sites string) {
+	t.Helper()
+	LoadCaddyfile(t, GlobalOptions()+sites)
+	t.Cleanup(func() {
+		if err := caddy.Stop(); err != nil {
+			t.Errorf("stopping caddy: %v", err)
+		}
+		WaitHandlersDone(t)
+	})
+}
+
+// WaitHandlersDone waits until no request is left in sse_fanout: clients
+// that a closing stream or an unloaded config spreads out may linger for a
+// moment after Caddy stops, and the next test must not see them.
+func WaitHandlersDone(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(WaitTimeout)
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if !bytes.Contains(buf[:n], []byte("caddy-sse-fanout.(*Handler).ServeHTTP")) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("requests still in sse_fanout after Caddy stopped:\n%s", buf[:n])
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// GlobalOptions keeps the tests' Caddy off the admin port, out of the
+// user's data directory and quiet.
+func GlobalOptions() string {
+	return fmt.Sprintf(`{
+	admin off
+	persist_config off
+	auto_https off
+	storage file_system %s
+	log {
+		level %s
+	}
+}
+`, storage, LogLevel)
+}
+
+// LoadCaddyfile adapts and loads a whole Caddyfile, replacing the running
+// config.
+func LoadCaddyfile(t testing.TB, caddyfile string) {
+	t.Helper()
+	if err := LoadJSON(AdaptCaddyfile(t, caddyfile)); err != nil {
+		t.Fatalf("loading config: %v", err)
+	}
+}
+
+// AdaptCaddyfile adapts a whole Caddyfile to JSON, with detaching turned
+// off where the run asks for that (DetachInTests).
+func AdaptCaddyfile(t testing.TB, caddyfile string) []byte {
+	t.Helper()
+	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
+	if err != nil {
+		t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfile)
+	}
+	for _, w := range warnings {
+		if !strings.Contains(w.Message, "not formatted") {
+			t.Logf("adapt warning: %s", w.String())
+		}
+	}
+	if !DetachInTests {
+		cfg = withDetachOff(t, cfg)
+	}
+	return cfg
+}
+
+// LoadJSON loads a JSON config, replacing the running one if it loads.
+func LoadJSON(cfg []byte) error { return caddy.Load(cfg, true) }
+
+// withDetachOff sets "detach": false in every sse_fanout handler of a JSON
+// config that has no detach of its own.
+func withDetachOff(t testing.TB, cfg []byte) []byte {
+	t.Helper()
+	var tree any
+	if err := json.Unmarshal(cfg, &tree); err != nil {
+		t.Fatal(err)
+	}
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if _, set := v["detach"]; v["handler"] == "sse_fanout" && !set {
+				v["detach"] = false
+			}
+			for _, child := range v {
+				walk(child)
+			}
+		case []any:
+			for _, child := range v {
+				walk(child)
+			}
+		}
+	}
+	walk(tree)
+	out, err := json.Marshal(tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TLSGlobalOptions are GlobalOptions for a site served over HTTPS with
+// Caddy's internal CA: automatic HTTPS stays on for the certificate, but
+// without the port-80 redirect server and without installing the CA into
+// the system's trust store. protocols is the servers' protocol list, such
+// as "h1 h2".
+func TLSGlobalOptions(protocols string) string {
+	return fmt.Sprintf(`{
+	admin off
+	persist_config off
+	storage file_system %s
+	skip_install_trust
+	local_certs
+	auto_https disable_redirects
+	servers {
+		protocols %s
+	}
+	log {
+		level %s
+	}
+}
+`, storage, protocols, LogLevel)
+}
+
+// StartWholeCaddyfile runs Caddy in this process with a whole Caddyfile,
+// global options included. The test's cleanup stops it.
+func StartWholeCaddyfile(t testing.TB, caddyfile string) {
+	t.Helper()
+	LoadCaddyfile(t, caddyfile)
+	t.Cleanup(func() {
+		if err := caddy.Stop(); err != nil {
+			t.Errorf("stopping caddy: %v", err)
+		}
+	})
+}
+
+// WaitCertificate waits until Caddy completes TLS handshakes on addr: it
+// obtains its internal certificate in the background after it starts, and
+// a client that comes earlier fails its handshake.
+func WaitCertificate(t testing.TB, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(WaitTimeout)
+	for {
+		dialer := &net.Dialer{Timeout: time.Second}
+		conn, err := tls.DialWithDialer(dialer, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
+		if err == nil {
+			conn.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Caddy on %s did not complete a TLS handshake: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

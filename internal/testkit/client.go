@@ -1,0 +1,229 @@
+package testkit
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
+)
+
+// This file is the SSE client of the tests.
+
+// Client is an SSE client reading a proxied stream with our parser in
+// a goroutine of its own.
+type Client struct {
+	Resp       *http.Response
+	Events     chan sse.Event
+	Keepalives chan struct{}
+	Ended      chan struct{} // closed when the reader returns
+	Err        error         // why the reader returned; read after Ended
+	cancel     context.CancelFunc
+}
+
+// HTTPClient is shared by the tests' SSE clients. It keeps no connection
+// idle, so a test leaves nothing behind.
+var HTTPClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
+// OpenClient connects to url and fails the test unless it gets a stream.
+func OpenClient(t testing.TB, url string, header http.Header) *Client {
+	t.Helper()
+	c, status := DialClient(t, url, header)
+	if status != http.StatusOK {
+		t.Fatalf("GET %s: status %d, want 200", url, status)
+	}
+	return c
+}
+
+// DialClient connects to url; for a non-200 answer it returns the status
+// and a nil client.
+func DialClient(t testing.TB, url string, header http.Header) (*Client, int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := HTTPClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		cancel()
+		return nil, resp.StatusCode
+	}
+	c := &Client{
+		Resp:       resp,
+		Events:     make(chan sse.Event, 100000),
+		Keepalives: make(chan struct{}, 1000),
+		Ended:      make(chan struct{}),
+		cancel:     cancel,
+	}
+	t.Cleanup(c.Close)
+	go c.read(header.Get("Last-Event-ID"))
+	return c, resp.StatusCode
+}
+
+// read parses the stream as an EventSource that reconnected with
+// lastEventID would: the stream's events without an id carry it.
+func (c *Client) read(lastEventID string) {
+	defer close(c.Ended)
+	body := io.TeeReader(c.Resp.Body, &keepaliveSpotter{found: c.Keepalives})
+	p := sse.NewParser(body, 16<<20)
+	p.SetLastID(lastEventID)
+	for {
+		ev, err := p.Next()
+		if err != nil {
+			c.Err = err
+			return
+		}
+		c.Events <- ev
+	}
+}
+
+// Close disconnects the client and waits for its reader.
+func (c *Client) Close() {
+	c.cancel()
+	<-c.Ended
+	c.Resp.Body.Close()
+}
+
+// NextEvent returns the next block that fires an event or moves the cursor.
+func (c *Client) NextEvent(t testing.TB) sse.Event {
+	t.Helper()
+	for {
+		ev := c.NextBlock(t)
+		if ev.HasData || ev.HasID {
+			return ev
+		}
+	}
+}
+
+// NextBlock returns the next block of any kind, retry-only ones included.
+func (c *Client) NextBlock(t testing.TB) sse.Event {
+	t.Helper()
+	select {
+	case ev := <-c.Events:
+		return ev
+	case <-c.Ended:
+		select {
+		case ev := <-c.Events:
+			return ev
+		default:
+		}
+		t.Fatalf("stream ended while waiting for an event: %v", c.Err)
+	case <-time.After(WaitTimeout):
+		t.Fatal("no event arrived")
+	}
+	return sse.Event{}
+}
+
+// WaitKeepalive waits for a keepalive comment.
+func (c *Client) WaitKeepalive(t testing.TB) {
+	t.Helper()
+	select {
+	case <-c.Keepalives:
+	case <-time.After(WaitTimeout):
+		t.Fatal("no keepalive arrived")
+	}
+}
+
+// WaitEnded waits until the server ends the stream.
+func (c *Client) WaitEnded(t testing.TB) {
+	t.Helper()
+	select {
+	case <-c.Ended:
+	case <-time.After(WaitTimeout):
+		t.Fatal("stream was not ended")
+	}
+}
+
+// keepaliveSpotter is an io.Writer that signals each ": keepalive" comment
+// in the bytes written to it, wherever reads split them.
+type keepaliveSpotter struct {
+	carry []byte
+	found chan<- struct{}
+}
+
+func (k *keepaliveSpotter) Write(b []byte) (int, error) {
+	pattern := []byte(": keepalive\n")
+	buf := append(k.carry, b...)
+	for {
+		i := bytes.Index(buf, pattern)
+		if i < 0 {
+			break
+		}
+		select {
+		case k.found <- struct{}{}:
+		default:
+		}
+		buf = buf[i+len(pattern):]
+	}
+	if keep := len(pattern) - 1; len(buf) > keep {
+		buf = buf[len(buf)-keep:]
+	}
+	k.carry = append(k.carry[:0], buf...)
+	return len(b), nil
+}
+
+// NextData returns the next event that fires, skipping id-only blocks.
+func (c *Client) NextData(t testing.TB) sse.Event {
+	t.Helper()
+	for {
+		if ev := c.NextEvent(t); ev.HasData {
+			return ev
+		}
+	}
+}
+
+// ExpectIDs reads events and fails unless they are exactly those SendIDs
+// sends from from to to.
+func (c *Client) ExpectIDs(t testing.TB, from, to int) {
+	t.Helper()
+	for want := from; want <= to; want++ {
+		ev := c.NextData(t)
+		if ev.ID != strconv.Itoa(want) || ev.Data != "event "+strconv.Itoa(want) {
+			t.Fatalf("got id %q data %q, want event %d", ev.ID, ev.Data, want)
+		}
+	}
+}
+
+// LastEventID is a request header with the given Last-Event-ID.
+func LastEventID(id string) http.Header { return http.Header{"Last-Event-ID": {id}} }
+
+// StartStream opens a witness client on url, has the origin send ids 1..n
+// and waits until the witness has them all, so that the buffer holds them.
+func StartStream(t testing.TB, origin *Origin, url string, n int) (*OriginConn, *Client) {
+	t.Helper()
+	witness := OpenClient(t, url, nil)
+	up := origin.NextConn(t)
+	for i := 1; i <= n; i += 4 { // in steps, so the witness never lags
+		to := min(i+3, n)
+		SendIDs(up, i, to)
+		witness.ExpectIDs(t, i, to)
+	}
+	return up, witness
+}
+
+// ParseAll reads r to its end with the plugin's parser and returns every
+// block it returned and the error that stopped it.
+func ParseAll(r io.Reader, maxSize int) ([]sse.Event, error) {
+	p := sse.NewParser(r, maxSize)
+	var evs []sse.Event
+	for {
+		ev, err := p.Next()
+		if err != nil {
+			return evs, err
+		}
+		evs = append(evs, ev)
+	}
+}

@@ -1,0 +1,112 @@
+// Package testkit holds what the tests of the sse_fanout plugin and of its
+// e2e module share: a scriptable SSE origin, Caddy run in the test
+// process, and an SSE client that reads a stream with the plugin's own
+// parser. Everything listens on 127.0.0.1, every wait is bounded by
+// WaitTimeout, and everything a test starts, its cleanup stops.
+package testkit
+
+import (
+	"bytes"
+	"cmp"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// WaitTimeout bounds every wait in the tests; nothing waits forever.
+const WaitTimeout = 10 * time.Second
+
+// LogLevel is the tests' Caddy log level; SSEFANOUT_TEST_LOG=DEBUG shows more.
+var LogLevel = cmp.Or(os.Getenv("SSEFANOUT_TEST_LOG"), "ERROR")
+
+// storage is where the tests' Caddy keeps its state, instead of the user's
+// data directory; Main makes it.
+var storage string
+
+// Storage returns the directory where the tests' Caddy keeps its state.
+func Storage() string { return storage }
+
+// Main runs a package's tests, as TestMain: with a storage directory of
+// their own for Caddy, removed at the end, and a check that the tests left
+// no goroutine of this module's code or of Caddy's running.
+func Main(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ssefanout-caddy-")
+	if err != nil {
+		panic(err)
+	}
+	storage = dir
+	code := m.Run()
+	if code == 0 {
+		if leaked := leakedGoroutines(); leaked != "" {
+			fmt.Fprintf(os.Stderr, "the tests left goroutines running:\n%s\n", leaked)
+			code = 1
+		}
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// leakIgnored are goroutines that end on their own after the tests: the
+// HTTP client's keep-alive loops, and Caddy's storage lock keeper, which
+// holds a lock file for a moment after a config starts.
+var leakIgnored = []string{
+	"net/http.(*persistConn).readLoop",
+	"net/http.(*persistConn).writeLoop",
+	"certmagic.keepLockfileFresh",
+}
+
+// leakedGoroutines waits, for a bounded time, until no goroutine but the
+// caller's runs code of this module or of Caddy, and returns the stacks of
+// those that still do.
+func leakedGoroutines() string {
+	deadline := time.Now().Add(5 * time.Second)
+	buf := make([]byte, 4<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		var leaked []string
+		for i, g := range bytes.Split(buf[:n], []byte("\n\n")) {
+			stack := string(g)
+			if i == 0 || !strings.Contains(stack, "sse-fanout/caddy-sse-fanout") && !strings.Contains(stack, "caddyserver/caddy/v2") {
+				continue // the caller's, or none of ours
+			}
+			ignored := false
+			for _, pattern := range leakIgnored {
+				ignored = ignored || strings.Contains(stack, pattern)
+			}
+			if !ignored {
+				leaked = append(leaked, stack)
+			}
+		}
+		if len(leaked) == 0 || time.Now().After(deadline) {
+			return strings.Join(leaked, "\n\n")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Eventually polls cond until it holds or WaitTimeout passes.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(WaitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}

@@ -1,0 +1,86 @@
+package ssefanout
+
+// The Prometheus metrics.
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
+)
+
+func TestMetricsAndAdminReportTrueNumbers(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	adminPort := testkit.FreePort(t)
+	port := testkit.FreePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	loadWithAdmin(t, adminPort, fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tsse_fanout %s\n}\n", port, origin.URL()))
+
+	const clients, events = 7, 12
+	var cs []*testkit.Client
+	for i := 0; i < clients; i++ {
+		cs = append(cs, testkit.OpenClient(t, base+"/m?x=1", nil))
+	}
+	up := origin.NextConn(t)
+	testkit.SendIDs(up, 1, events)
+	for _, c := range cs {
+		c.ExpectIDs(t, 1, events)
+	}
+	replay := testkit.OpenClient(t, base+"/m?x=1", testkit.LastEventID("10"))
+	replay.ExpectIDs(t, 11, events)
+
+	u := origin.URL()
+	checks := map[string]float64{
+		"clients":         clients + 1,
+		"streams":         1,
+		"events_received": events,
+		"replay_hits":     1,
+		"replay_misses":   0,
+	}
+	for name, want := range checks {
+		if got := counterValue(t, u, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	if got, want := counterValue(t, u, "events_sent"), float64(clients*events+2); got != want {
+		t.Errorf("events_sent = %v, want %v (the replay client got 2)", got, want)
+	}
+
+	resp, err := testkit.HTTPClient.Get(fmt.Sprintf("http://127.0.0.1:%d/sse_fanout/streams", adminPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var statuses []streamStatus
+	if err := json.NewDecoder(resp.Body).Decode(&statuses); err != nil {
+		t.Fatal(err)
+	}
+	if len(statuses) != 1 {
+		t.Fatalf("admin lists %d streams, want 1: %+v", len(statuses), statuses)
+	}
+	st := statuses[0]
+	if st.Key != "/m?x=1" || st.UpstreamURL != u+"/m?x=1" || st.Clients != clients+1 ||
+		st.Buffered != events || st.FirstID != "1" || st.LastID != strconv.Itoa(events) ||
+		st.UpstreamState != stateConnected || st.EventsReceived != events || st.UpstreamConnect != 1 {
+		t.Fatalf("admin status %+v", st)
+	}
+}
+
+// loadWithAdmin runs Caddy with its admin API on adminPort and the given
+// sites; the test's cleanup turns the admin API off again and stops Caddy.
+func loadWithAdmin(t *testing.T, adminPort int, sites string) {
+	t.Helper()
+	global := strings.Replace(testkit.GlobalOptions(), "admin off", fmt.Sprintf("admin 127.0.0.1:%d", adminPort), 1)
+	testkit.LoadCaddyfile(t, global+sites)
+	t.Cleanup(func() {
+		testkit.LoadCaddyfile(t, testkit.GlobalOptions()) // replaces the admin server with none
+		if err := caddy.Stop(); err != nil {
+			t.Errorf("stopping caddy: %v", err)
+		}
+		testkit.WaitHandlersDone(t)
+	})
+}

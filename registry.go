@@ -1,0 +1,243 @@
+package ssefanout
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// This file is the registry: the streams of one upstream identity, kept
+// across config reloads, and how a client finds its stream.
+
+var (
+	errStreamFull     = errors.New("stream has max_clients clients")
+	errTooManyStreams = errors.New("handler has max_streams streams")
+)
+
+// registries holds one registry per upstream identity, so that streams,
+// their buffers and their upstream connections outlive a config reload that
+// keeps them: Caddy provisions the new config before it cleans up the old,
+// so an unchanged key never drops to zero references.
+var registries = caddy.NewUsagePool()
+
+// registry maps stream keys to live streams. Its hub holds what they share.
+type registry struct {
+	hub
+	gen atomic.Uint64 // the generation of the handler whose settings apply
+
+	mu      sync.Mutex
+	streams map[string]*stream
+	stopped map[string]time.Time // keys whose origin said 204, until when
+	closed  bool
+}
+
+func newRegistry(cfg *settings, gen uint64, upstreamLabel string) *registry {
+	r := &registry{
+		streams: make(map[string]*stream),
+		stopped: make(map[string]time.Time),
+	}
+	r.upstreamLabel = upstreamLabel
+	r.metrics = newUpstreamMetrics(upstreamLabel)
+	r.upstream = newUpstreamClient()
+	r.settings.Store(cfg)
+	r.gen.Store(gen)
+	return r
+}
+
+// registryKey identifies what makes streams shareable across configs: the
+// origin, what is sent to it, and what decides the streams.
+func (h *Handler) registryKey(headerUp http.Header) string {
+	var b strings.Builder
+	b.WriteString(h.Upstream)
+	fmt.Fprintf(&b, "\nkey: %s\nignore: %s", h.Key, strings.Join(h.KeyIgnoreQuery, ","))
+	names := make([]string, 0, len(headerUp))
+	for name := range headerUp {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		for _, v := range headerUp[name] {
+			fmt.Fprintf(&b, "\n%s: %s", name, v)
+		}
+	}
+	return b.String()
+}
+
+// adopt makes cfg the registry's settings, unless a handler provisioned
+// later than gen already supplied them. A handler calls it as it serves a
+// request, which proves that its config is running: Caddy provisions a new
+// config while the old one still serves, and a reload that fails later on
+// must leave the running settings alone.
+func (r *registry) adopt(cfg *settings, gen uint64) {
+	if r.gen.Load() >= gen {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gen.Load() < gen {
+		r.settings.Store(cfg)
+		r.gen.Store(gen)
+	}
+}
+
+// Destruct closes every stream and waits for the goroutines of all the
+// streams it ever had. It runs when no loaded config uses the registry any
+// more (caddy.Destructor).
+func (r *registry) Destruct() error {
+	r.mu.Lock()
+	r.closed = true
+	streams := make([]*stream, 0, len(r.streams))
+	for key, s := range r.streams {
+		streams = append(streams, s)
+		delete(r.streams, key)
+	}
+	r.mu.Unlock()
+	for _, s := range streams {
+		s.close(errStreamClosed)
+	}
+	r.wg.Wait()
+	r.upstream.CloseIdleConnections()
+	return nil
+}
+
+// join adds a client to the stream it asks for, opening the stream (and so
+// its upstream connection) if it has no client yet. It never waits for the
+// upstream.
+func (r *registry) join(sr streamRequest) (*stream, *client, error) {
+	cfg := r.settings.Load()
+	s, evicted, err := r.streamFor(sr, cfg)
+	if evicted != nil {
+		evicted.logger.Debug("closing idle stream to make room for a new one")
+		evicted.close(errStreamClosed)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	defer s.mu.Unlock()
+	if cfg.maxClients > 0 && s.clientCountLocked() >= cfg.maxClients {
+		return nil, nil, errStreamFull
+	}
+	return s, s.addLocked(cfg, sr), nil
+}
+
+// streamFor returns the stream sr asks for, locked, opening it if there
+// is none. Under max_streams, an idle stream gives way to a new one: it is
+// returned as evicted, for the caller to close.
+func (r *registry) streamFor(sr streamRequest, cfg *settings) (s, evicted *stream, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, nil, errStreamClosed
+	}
+	if until, ok := r.stopped[sr.key]; ok {
+		if time.Now().Before(until) {
+			return nil, nil, errOriginStopped
+		}
+		delete(r.stopped, sr.key)
+	}
+	if s = r.streams[sr.key]; s != nil {
+		s.mu.Lock()
+		return s, nil, nil
+	}
+	if cfg.maxStreams > 0 && len(r.streams) >= cfg.maxStreams {
+		if evicted = r.idleStreamLocked(); evicted == nil {
+			return nil, nil, errTooManyStreams
+		}
+		delete(r.streams, evicted.key)
+	}
+	s = newStream(&r.hub, sr)
+	s.onIdle = func() { r.closeIfIdle(s) }
+	r.streams[sr.key] = s
+	r.metrics.streams.Inc()
+	s.mu.Lock() // before its upstream can publish: the first client starts at 0
+	r.start(s)
+	return s, evicted, nil
+}
+
+// idleStreamLocked returns a stream without clients, one that only waits
+// out idle_close, or nil. r.mu must be held.
+func (r *registry) idleStreamLocked() *stream {
+	for _, s := range r.streams {
+		s.mu.RLock()
+		idle := s.clientCountLocked() == 0 && s.idleTimer != nil
+		s.mu.RUnlock()
+		if idle {
+			return s
+		}
+	}
+	return nil
+}
+
+// start runs a new stream's upstream reader and heartbeat.
+func (r *registry) start(s *stream) {
+	r.wg.Add(2)
+	go func() {
+		defer r.wg.Done()
+		if until := s.readUpstream(s.ctx); !until.IsZero() {
+			r.stop(s, until)
+		}
+	}()
+	go func() {
+		defer r.wg.Done()
+		s.runHeartbeat()
+	}()
+}
+
+// stop closes s because the origin answered 204, and answers new clients
+// of its key with 204 until the given time.
+func (r *registry) stop(s *stream, until time.Time) {
+	r.mu.Lock()
+	if r.streams[s.key] == s {
+		delete(r.streams, s.key)
+	}
+	for key, t := range r.stopped {
+		if time.Now().After(t) {
+			delete(r.stopped, key)
+		}
+	}
+	r.stopped[s.key] = until
+	r.mu.Unlock()
+	s.close(errOriginStopped)
+}
+
+// closeIfIdle closes s if it still has no client; its idle timer calls it.
+func (r *registry) closeIfIdle(s *stream) {
+	r.mu.Lock()
+	s.mu.Lock()
+	idle := s.clientCountLocked() == 0 && s.idleTimer != nil && r.streams[s.key] == s
+	if idle {
+		delete(r.streams, s.key)
+	}
+	s.mu.Unlock()
+	r.mu.Unlock()
+	if idle {
+		s.logger.Debug("closing idle stream")
+		s.close(errStreamClosed)
+	}
+}
+
+// liveStreams returns the registry's open streams.
+func (r *registry) liveStreams() []*stream {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	streams := make([]*stream, 0, len(r.streams))
+	for _, s := range r.streams {
+		streams = append(streams, s)
+	}
+	return streams
+}
+
+// endDetached ends, each at a moment of its own, the detached clients that
+// the handler with this stop channel served.
+func (r *registry) endDetached(stop <-chan struct{}) {
+	for _, s := range r.liveStreams() {
+		s.endDetached(stop)
+	}
+}

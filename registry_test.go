@@ -1,0 +1,297 @@
+package ssefanout
+
+// Streams found, opened, bounded and kept across reloads.
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
+)
+
+func TestConcurrentFirstClientsOpenOneUpstream(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+
+	const clients = 50
+	var wg sync.WaitGroup
+	opened := make(chan *testkit.Client, clients)
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, status := testkit.DialClient(t, base+"/race", nil)
+			if status == http.StatusOK {
+				opened <- c
+			}
+		}()
+	}
+	wg.Wait()
+	close(opened)
+	if len(opened) != clients {
+		t.Fatalf("%d of %d clients got a stream", len(opened), clients)
+	}
+	up := origin.NextConn(t)
+	up.Send("data: hi\n\n")
+	for c := range opened {
+		if ev := c.NextEvent(t); ev.Data != "hi" {
+			t.Fatalf("got %+v, want data hi", ev)
+		}
+	}
+	origin.NoNewConn(t)
+	if n := origin.Total.Load(); n != 1 {
+		t.Fatalf("origin saw %d requests, want 1", n)
+	}
+}
+
+func TestUpstreamClosesAfterIdleClose(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tidle_close 50ms\n}")
+	c := testkit.OpenClient(t, base+"/idle", nil)
+	up := origin.NextConn(t)
+	c.Close()
+	up.WaitClosed(t)
+
+	// The next client opens a fresh upstream connection.
+	testkit.OpenClient(t, base+"/idle", nil)
+	origin.NextConn(t)
+}
+
+func TestUpstreamStaysWarmWithinIdleClose(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tidle_close 1m\n}")
+	first := testkit.OpenClient(t, base+"/warm", nil)
+	up := origin.NextConn(t)
+	first.Close()
+	second := testkit.OpenClient(t, base+"/warm", nil)
+	up.Send("data: still here\n\n")
+	if ev := second.NextEvent(t); ev.Data != "still here" {
+		t.Fatalf("got %+v", ev)
+	}
+	if n := origin.Total.Load(); n != 1 {
+		t.Fatalf("origin saw %d requests, want 1", n)
+	}
+}
+
+func TestMaxStreams(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tmax_streams 2\n}")
+	testkit.OpenClient(t, base+"/a", nil)
+	testkit.OpenClient(t, base+"/b", nil)
+	testkit.OpenClient(t, base+"/a", nil) // an open stream takes more clients
+	_, status := testkit.DialClient(t, base+"/c", nil)
+	if status != http.StatusServiceUnavailable {
+		t.Fatalf("third stream: status %d, want 503", status)
+	}
+	if n := counterValue(t, origin.URL(), "refused_streams"); n != 1 {
+		t.Fatalf("refused_streams %v, want 1", n)
+	}
+}
+
+func TestIdleStreamGivesWayUnderMaxStreams(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tmax_streams 1\n\tidle_close 1m\n}")
+	junk := testkit.OpenClient(t, base+"/s?junk=1", nil)
+	up := origin.NextConn(t)
+	junk.Close()
+	testkit.Eventually(t, "the junk client to leave", func() bool { return counterValue(t, origin.URL(), "clients") == 0 })
+
+	c, status := testkit.DialClient(t, base+"/s?real=1", nil)
+	if status != http.StatusOK {
+		t.Fatalf("a new stream got %d while the only other one is idle", status)
+	}
+	up.WaitClosed(t) // the idle one gave way
+	origin.NextConn(t).Send("id: 1\ndata: real\n\n")
+	if ev := c.NextData(t); ev.Data != "real" {
+		t.Fatalf("got %+v", ev)
+	}
+}
+
+func TestFailedReloadLeavesTheRunningSettings(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	port := testkit.FreePort(t)
+	site := func(extra string) string {
+		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tsse_fanout /a* %s {\n\t\t%s\n\t}\n\tsse_fanout /b* %s\n}\n", port, origin.URL(), extra, origin.URL())
+	}
+	testkit.StartCaddyfile(t, site("max_clients 0"))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+
+	// The new config provisions the first handler, then fails.
+	bad := strings.Replace(site("max_clients 1"), "sse_fanout /b* "+origin.URL(), "sse_fanout /b* ftp://nowhere", 1)
+	cfg := testkit.AdaptCaddyfile(t, testkit.GlobalOptions()+bad)
+	if err := testkit.LoadJSON(cfg); err == nil {
+		t.Fatal("the bad config loaded")
+	}
+	testkit.OpenClient(t, base+"/a", nil)
+	if _, status := testkit.DialClient(t, base+"/a", nil); status != http.StatusOK {
+		t.Fatalf("second client: status %d; the failed config's max_clients 1 applies", status)
+	}
+}
+
+func TestReloadThroughAdminAPIKeepsUpstream(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	adminPort, port := testkit.FreePort(t), testkit.FreePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	site := func(heartbeat string) string {
+		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tsse_fanout %s {\n\t\theartbeat %s\n\t}\n}\n", port, origin.URL(), heartbeat)
+	}
+	loadWithAdmin(t, adminPort, site("15s"))
+	c := testkit.OpenClient(t, base+"/reload", nil)
+	up := origin.NextConn(t)
+	testkit.SendIDs(up, 1, 5)
+	c.ExpectIDs(t, 1, 5)
+
+	// A compatible change, through the admin API as `caddy reload` does it.
+	global := strings.Replace(testkit.GlobalOptions(), "admin off", fmt.Sprintf("admin 127.0.0.1:%d", adminPort), 1)
+	newCfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(global+site("20s")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := testkit.HTTPClient.Post(fmt.Sprintf("http://127.0.0.1:%d/load", adminPort), "application/json", bytes.NewReader(newCfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("reload: status %d", resp.StatusCode)
+	}
+
+	testkit.SendIDs(up, 6, 8) // events keep coming while the old config lets go
+	var last string
+	for {
+		select {
+		case ev := <-c.Events:
+			if ev.HasData {
+				last = ev.ID
+			}
+			continue
+		case <-c.Ended:
+		case <-time.After(testkit.WaitTimeout):
+			t.Fatal("the old config's client was not cut")
+		}
+		break
+	}
+	for len(c.Events) > 0 {
+		if ev := <-c.Events; ev.HasData {
+			last = ev.ID
+		}
+	}
+	from, _ := strconv.Atoi(last)
+	again := testkit.OpenClient(t, base+"/reload", testkit.LastEventID(last)) // as a browser reconnects
+	testkit.SendIDs(up, 9, 10)
+	again.ExpectIDs(t, from+1, 10)
+	if n := origin.Total.Load(); n != 1 {
+		t.Fatalf("origin saw %d requests, want 1: the reload must keep the upstream", n)
+	}
+}
+
+func TestReloadWithNewUpstreamClosesTheOldHub(t *testing.T) {
+	oldOrigin, newOrigin := testkit.NewOrigin(t), testkit.NewOrigin(t)
+	port := testkit.FreePort(t)
+	site := func(upstream string) string {
+		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tsse_fanout %s\n}\n", port, upstream)
+	}
+	testkit.StartCaddyfile(t, site(oldOrigin.URL()))
+	base := fmt.Sprintf("http://127.0.0.1:%d/switch", port)
+	c := testkit.OpenClient(t, base, nil)
+	oldUp := oldOrigin.NextConn(t)
+
+	testkit.LoadCaddyfile(t, testkit.GlobalOptions()+site(newOrigin.URL()))
+	oldUp.WaitClosed(t) // the old hub is unused, so it is closed
+	c.WaitEnded(t)
+	oldKey := (&Handler{Upstream: oldOrigin.URL()}).registryKey(http.Header{})
+	if _, ok := registries.References(oldKey); ok {
+		t.Error("the old registry is still in the pool")
+	}
+	again := testkit.OpenClient(t, base, nil)
+	newUp := newOrigin.NextConn(t)
+	newUp.Send("data: from the new origin\n\n")
+	if ev := again.NextData(t); ev.Data != "from the new origin" {
+		t.Fatalf("got %+v", ev)
+	}
+}
+
+func TestTwoNodesHandOverAClient(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	portA, portB := testkit.FreePort(t), testkit.FreePort(t)
+	// Two independent hubs (the header_up makes them distinct), as two
+	// Caddy nodes in front of one origin would be.
+	testkit.StartCaddyfile(t, fmt.Sprintf(`http://127.0.0.1:%d {
+	bind 127.0.0.1
+	sse_fanout %s {
+		header_up X-Node a
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	sse_fanout %s {
+		header_up X-Node b
+	}
+}`, portA, origin.URL(), portB, origin.URL()))
+	nodeA := fmt.Sprintf("http://127.0.0.1:%d/hand", portA)
+	nodeB := fmt.Sprintf("http://127.0.0.1:%d/hand", portB)
+
+	a := testkit.OpenClient(t, nodeA, nil)
+	upA := origin.NextConn(t)
+	witnessB := testkit.OpenClient(t, nodeB, nil)
+	upB := origin.NextConn(t)
+	testkit.SendIDs(upA, 1, 30)
+	testkit.SendIDs(upB, 1, 30)
+	a.ExpectIDs(t, 1, 20)
+	witnessB.ExpectIDs(t, 1, 30)
+	a.Close() // node A goes away after the client saw id 20
+
+	moved := testkit.OpenClient(t, nodeB, testkit.LastEventID("20"))
+	moved.ExpectIDs(t, 21, 30)
+	if n := origin.Total.Load(); n != 2 {
+		t.Fatalf("origin saw %d requests, want 2 (one per node)", n)
+	}
+}
+
+func TestConnectDisconnectCyclesLeakNothing(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+	keeper := testkit.OpenClient(t, base+"/cycle", nil) // keeps the stream open
+	up := origin.NextConn(t)
+	up.Send("id: 1\ndata: x\n\n")
+	keeper.NextData(t)
+
+	// One cycle first, so that lazily started machinery is in the baseline.
+	first := testkit.OpenClient(t, base+"/cycle", nil)
+	first.NextEvent(t)
+	first.Close()
+	runtime.GC()
+	goroutines, fds := runtime.NumGoroutine(), openFDs(t)
+
+	for i := 0; i < 2000; i++ {
+		c := testkit.OpenClient(t, base+"/cycle", nil)
+		c.NextEvent(t) // the cursor priming: the client is served
+		c.Close()
+	}
+	testkit.Eventually(t, "goroutines, fds and the clients gauge to come back", func() bool {
+		return runtime.NumGoroutine() <= goroutines+2 && openFDs(t) <= fds+2 &&
+			counterValue(t, origin.URL(), "clients") == 1
+	})
+	if n := origin.Total.Load(); n != 1 {
+		t.Fatalf("origin saw %d requests, want 1", n)
+	}
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	return len(entries)
+}

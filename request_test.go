@@ -1,0 +1,168 @@
+package ssefanout
+
+// Which stream a request asks for, and what of the client is trusted.
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
+)
+
+func TestPathsAndQueriesAreSeparateStreams(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+
+	paths := []string{"/a", "/b", "/a?room=1", "/a?room=2"}
+	clients := map[string][]*testkit.Client{}
+	ups := map[string]*testkit.OriginConn{}
+	for _, p := range paths {
+		clients[p] = []*testkit.Client{testkit.OpenClient(t, base+p, nil), testkit.OpenClient(t, base+p, nil)}
+		up := origin.NextConn(t)
+		ups[up.Path] = up
+	}
+	for _, p := range paths {
+		up := ups[p]
+		if up == nil {
+			t.Fatalf("no upstream connection for %s; have %v", p, ups)
+		}
+		up.Send("data: for " + p + "\n\n")
+	}
+	for _, p := range paths {
+		for _, c := range clients[p] {
+			if ev := c.NextEvent(t); ev.Data != "for "+p {
+				t.Fatalf("client of %s got %q", p, ev.Data)
+			}
+		}
+	}
+	origin.NoNewConn(t)
+}
+
+func TestUpstreamURLKeepsBasePath(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+"/origin/")
+	testkit.OpenClient(t, base+"/feed/x%2Fy?q=a+b&r=1", nil)
+	up := origin.NextConn(t)
+	if want := "/origin/feed/x%2Fy?q=a+b&r=1"; up.Path != want {
+		t.Fatalf("upstream request URI %q, want %q", up.Path, want)
+	}
+}
+
+func TestKeyIgnoreQuery(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tkey_ignore_query _ t\n}")
+	a := testkit.OpenClient(t, base+"/k?room=1&_=123", nil)
+	b := testkit.OpenClient(t, base+"/k?t=9&room=1&_=456", nil)
+	up := origin.NextConn(t)
+	if up.Path != "/k?room=1" {
+		t.Fatalf("upstream request %q, want /k?room=1", up.Path)
+	}
+	up.Send("data: shared\n\n")
+	for _, c := range []*testkit.Client{a, b} {
+		if ev := c.NextData(t); ev.Data != "shared" {
+			t.Fatalf("got %+v", ev)
+		}
+	}
+	origin.NoNewConn(t)
+}
+
+func TestPerUserStreams(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tkey {http.request.header.Authorization}\n\theader_up Authorization {http.request.header.Authorization}\n}")
+	alice := testkit.OpenClient(t, base+"/me", http.Header{"Authorization": {"Bearer alice"}})
+	upAlice := origin.NextConn(t)
+	bob := testkit.OpenClient(t, base+"/me", http.Header{"Authorization": {"Bearer bob"}})
+	upBob := origin.NextConn(t)
+	alice2 := testkit.OpenClient(t, base+"/me", http.Header{"Authorization": {"Bearer alice"}})
+	origin.NoNewConn(t)
+	if got := upAlice.Header.Get("Authorization"); got != "Bearer alice" {
+		t.Fatalf("alice's upstream sent %q", got)
+	}
+	if got := upBob.Header.Get("Authorization"); got != "Bearer bob" {
+		t.Fatalf("bob's upstream sent %q", got)
+	}
+	upAlice.Send("data: for alice\n\n")
+	upBob.Send("data: for bob\n\n")
+	for _, c := range []*testkit.Client{alice, alice2} {
+		if ev := c.NextData(t); ev.Data != "for alice" {
+			t.Fatalf("alice got %q", ev.Data)
+		}
+	}
+	if ev := bob.NextData(t); ev.Data != "for bob" {
+		t.Fatalf("bob got %q", ev.Data)
+	}
+}
+
+func TestKeyPartsCannotMerge(t *testing.T) {
+	for _, key := range []string{
+		"{http.request.header.A}{http.request.header.B}",
+		"{http.request.header.A} {http.request.header.B}", // several tokens: one template
+	} {
+		t.Run(key, func(t *testing.T) {
+			origin := testkit.NewOrigin(t)
+			base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tkey "+key+"\n}")
+			testkit.OpenClient(t, base+"/k", http.Header{"A": {"ab"}, "B": {"c"}})
+			origin.NextConn(t)
+			testkit.OpenClient(t, base+"/k", http.Header{"A": {"a"}, "B": {"bc"}})
+			origin.NextConn(t) // a stream of its own
+			testkit.OpenClient(t, base+"/k", http.Header{"A": {"a b"}})
+			origin.NextConn(t)
+			testkit.OpenClient(t, base+"/k", http.Header{"A": {"a"}, "B": {"b"}})
+			origin.NextConn(t)
+			testkit.OpenClient(t, base+"/k", http.Header{"A": {"ab"}, "B": {"c"}})
+			origin.NoNewConn(t) // the same parts: the first stream
+		})
+	}
+}
+
+func TestEncodedCursorParameterIsStillACursor(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+	up, _ := testkit.StartStream(t, origin, base+"/enc", 5)
+	c := testkit.OpenClient(t, base+"/enc?last%5Fevent%5Fid=3", nil)
+	c.ExpectIDs(t, 4, 5)
+	testkit.SendIDs(up, 6, 6)
+	c.ExpectIDs(t, 6, 6)
+	origin.NoNewConn(t)
+}
+
+func TestInjectedCursorIsRefusedAndNeverReachesOthers(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+
+	for _, bad := range []string{
+		"x%0Aevent:%20pwn%0Adata:%20INJECTED%0A%0A",
+		"x%0Devent:%20pwn",
+		"x%00y",
+		"x%01y",
+	} {
+		if _, status := testkit.DialClient(t, base+"/s?last_event_id="+bad, nil); status != http.StatusBadRequest {
+			t.Fatalf("cursor %s: status %d, want 400", bad, status)
+		}
+	}
+	if n := origin.Total.Load(); n != 0 {
+		t.Fatalf("a refused cursor opened %d origin requests", n)
+	}
+
+	c := testkit.OpenClient(t, base+"/s", nil)
+	up := origin.NextConn(t)
+	if got := up.Header.Get("Last-Event-ID"); got != "" {
+		t.Fatalf("upstream asked with Last-Event-ID %q, want none", got)
+	}
+	up.Send("id: 1\ndata: real\n\n")
+	if ev := c.NextEvent(t); ev.Type != "" || ev.Data != "real" || ev.ID != "1" {
+		t.Fatalf("second client got %+v, want the origin's event", ev)
+	}
+}
+
+func TestReplayByQueryParameterIsTheSameStream(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+	up, _ := testkit.StartStream(t, origin, base+"/q?room=1", 10)
+
+	c := testkit.OpenClient(t, base+"/q?last_event_id=7&room=1", nil)
+	c.ExpectIDs(t, 8, 10)
+	testkit.SendIDs(up, 11, 11)
+	c.ExpectIDs(t, 11, 11)
+	origin.NoNewConn(t)
+}

@@ -1,0 +1,171 @@
+package ssefanout
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// This file is the writer that serves a client in its own request
+// goroutine, through Caddy's response writer chain: every client at the
+// start of its response, and for good those that are not detached
+// (detach.go).
+
+// errResponseBuffered ends a request whose response a handler in front of
+// sse_fanout holds back.
+var errResponseBuffered = errors.New("a handler before sse_fanout buffers the response")
+
+// maxBatchWrite bounds how much of a batch is gathered before it is written,
+// so that a long replay does not gather the whole buffer in a copy.
+const maxBatchWrite = 64 << 10
+
+// maxKeptBatchBuffer is the largest batch buffer a client keeps between
+// batches; a live event or a few fit.
+const maxKeptBatchBuffer = 4 << 10
+
+// respWriter writes what a client is sent to its response.
+type respWriter struct {
+	w            io.Writer
+	rc           *http.ResponseController
+	writeTimeout time.Duration
+	deadlines    bool   // set write deadlines of our own (see ownDeadlines)
+	armed        bool   // the deadline for the current batch is set
+	out          []byte // the bytes of the current batch
+	err          error  // the first write error
+}
+
+func newRespWriter(w http.ResponseWriter, rc *http.ResponseController, writeTimeout time.Duration) *respWriter {
+	return &respWriter{w: w, rc: rc, writeTimeout: writeTimeout, deadlines: ownDeadlines(w)}
+}
+
+// ownDeadlines reports whether the client's writes need deadlines of our
+// own: not when Caddy's write_idle_timeout (1 minute by default) already
+// bounds every write and flush of the response, which is cheaper.
+func ownDeadlines(w http.ResponseWriter) bool {
+	for {
+		if _, ok := w.(*caddyhttp.IdleTimeoutWriter); ok {
+			return false
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return true
+		}
+		w = u.Unwrap()
+	}
+}
+
+// responseBuffered reports whether some layer of w's chain holds the
+// response back instead of passing it on, as Caddy's response recorder
+// does for log_append {http.response.body} or an intercept that handles
+// the response. It must be asked after the header is written, since a
+// recorder decides then.
+func responseBuffered(w http.ResponseWriter) bool {
+	for {
+		if b, ok := w.(interface{ Buffered() bool }); ok && b.Buffered() {
+			return true
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return false
+		}
+		w = u.Unwrap()
+	}
+}
+
+// serve writes to the response what c is sent, as it comes, until the
+// client goes away (ctx), c is ended, or a write fails. When the handler
+// is unloaded (stop), c goes on until a moment of its own.
+func (rw *respWriter) serve(ctx context.Context, c *client, stop <-chan struct{}) error {
+	for {
+		if err := rw.send(c); err != nil {
+			return err
+		}
+		select {
+		case <-c.wakeC:
+		case <-c.done:
+			if c.cause != errSlowClient {
+				// Ended at its moment: what was published before goes too.
+				if err := rw.send(c); err != nil {
+					return err
+				}
+			}
+			return c.cause
+		case <-stop:
+			stop = nil
+			c.endWithin(errHandlerStopped, nil)
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// send writes, in one flush, what c is to be sent next (client.next).
+func (rw *respWriter) send(c *client) error {
+	wrote := false
+	for more := true; more && rw.err == nil; { // in writes of about maxBatchWrite each
+		var err error
+		rw.out, more, err = c.next(rw.out, maxBatchWrite)
+		if err != nil {
+			return err
+		}
+		wrote = wrote || len(rw.out) > 0
+		rw.writeOut()
+	}
+	if wrote {
+		rw.flush()
+	}
+	return rw.err
+}
+
+// write adds b to the current batch, keeping only the first error. A batch
+// goes out in one write (or one per maxBatchWrite) when it is flushed.
+func (rw *respWriter) write(b []byte) {
+	if rw.err != nil {
+		return
+	}
+	rw.out = append(rw.out, b...)
+	if len(rw.out) >= maxBatchWrite {
+		rw.writeOut()
+	}
+}
+
+// writeOut writes what the batch gathered. Its first write sets the
+// deadline that the whole batch, flush included, must meet.
+func (rw *respWriter) writeOut() {
+	if rw.err != nil || len(rw.out) == 0 {
+		rw.out = rw.out[:0]
+		return
+	}
+	if !rw.armed && rw.deadlines {
+		err := rw.rc.SetWriteDeadline(time.Now().Add(rw.writeTimeout))
+		if errors.Is(err, http.ErrNotSupported) {
+			rw.deadlines = false
+		}
+		rw.armed = err == nil
+	}
+	_, rw.err = rw.w.Write(rw.out)
+	rw.out = rw.out[:0]
+}
+
+// flush ends the batch: it writes and flushes it, then lifts the deadline,
+// since on HTTP/2 a deadline left armed resets the stream when it fires
+// even with no write in flight, and on HTTP/1 it would outlive the response.
+func (rw *respWriter) flush() {
+	rw.writeOut()
+	if rw.err == nil {
+		rw.err = rw.rc.Flush()
+	}
+	if rw.armed {
+		rw.armed = false
+		if err := rw.rc.SetWriteDeadline(time.Time{}); err != nil && rw.err == nil {
+			rw.err = err
+		}
+	}
+	if cap(rw.out) > maxKeptBatchBuffer {
+		rw.out = nil // a replay's buffer is not worth keeping per client
+	}
+}

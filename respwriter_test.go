@@ -1,0 +1,263 @@
+package ssefanout
+
+// The writer in a client's request goroutine.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
+)
+
+func TestOwnDeadlinesOnlyWithoutCaddysIdleWriter(t *testing.T) {
+	plain := httptest.NewRecorder()
+	if !ownDeadlines(plain) {
+		t.Error("a plain writer needs deadlines of our own")
+	}
+	idle := &caddyhttp.IdleTimeoutWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: plain}}
+	wrapped := &caddyhttp.ResponseWriterWrapper{ResponseWriter: idle}
+	if ownDeadlines(wrapped) {
+		t.Error("Caddy's write_idle_timeout writer already bounds every write")
+	}
+}
+
+func TestBufferingHandlerInFrontIsNeverDetached(t *testing.T) {
+	for _, tc := range []struct{ name, before string }{
+		{"log_append of the response body", "log_append rbody {http.response.body}"},
+		{"intercept", "intercept {\n\t\t\thandle_response {\n\t\t\t\trespond \"intercepted\"\n\t\t\t}\n\t\t}"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			origin := testkit.NewOrigin(t)
+			base := testkit.StartCaddy(t, fmt.Sprintf("route {\n\t\t%s\n\t\tsse_fanout %s {\n\t\t\tdetach on\n\t\t}\n\t}", tc.before, origin.URL()))
+			conn := rawDial(t, base, "/buffered")
+			conn.SetReadDeadline(time.Now().Add(testkit.WaitTimeout))
+			head := make([]byte, 9)
+			if _, err := io.ReadFull(conn, head); err != nil {
+				t.Fatalf("reading the response: %v", err)
+			}
+			if string(head) != "HTTP/1.1 " {
+				t.Fatalf("the response begins %q, not with a status line", head)
+			}
+			if n := detachedClients(); n != 0 {
+				t.Fatalf("%d clients detached behind a buffering handler", n)
+			}
+		})
+	}
+	t.Run("intercept that lets events through", func(t *testing.T) {
+		origin := testkit.NewOrigin(t)
+		base := testkit.StartCaddy(t, fmt.Sprintf("route {\n\t\tintercept {\n\t\t\t@err status 5xx\n\t\t\thandle_response @err {\n\t\t\t\trespond \"oops\"\n\t\t\t}\n\t\t}\n\t\tsse_fanout %s {\n\t\t\tdetach on\n\t\t}\n\t}", origin.URL()))
+		rc := dialRaw(t, base, "/streamed")
+		if rc.status != "HTTP/1.1 200 OK" {
+			t.Fatalf("status %q", rc.status)
+		}
+		up := origin.NextConn(t)
+		testkit.Eventually(t, "the client to be detached", func() bool { return detachedClients() == 1 })
+		up.Send("id: 1\ndata: through\n\n")
+		if ev := rc.readEvent(t); ev.Data != "through" {
+			t.Fatalf("got %+v", ev)
+		}
+	})
+}
+
+// TestInRequestWriters runs tests of the client writer's behaviour with
+// detaching off, so that the writer that serves a client in its request
+// goroutine (HTTP/2, TLS, encode, detach off) is held to them too; the
+// rest of the suite runs with plain HTTP/1 clients, which are detached.
+func TestInRequestWriters(t *testing.T) {
+	saved := testkit.DetachInTests
+	testkit.DetachInTests = false
+	defer func() { testkit.DetachInTests = saved }()
+	for name, test := range map[string]func(*testing.T){
+		"FanOutToManyClientsOverOneUpstream":    TestFanOutToManyClientsOverOneUpstream,
+		"HeartbeatOnSilentStream":               TestHeartbeatOnSilentStream,
+		"RetryIsInjectedAndRewritten":           TestRetryIsInjectedAndRewritten,
+		"SlowClientIsCutOthersKeepGoing":        TestSlowClientIsCutOthersKeepGoing,
+		"StalledClientIsCutOthersGetEverything": TestStalledClientIsCutOthersGetEverything,
+		"ConnectDisconnectCyclesLeakNothing":    TestConnectDisconnectCyclesLeakNothing,
+		"ReplayFromBufferByLastEventID":         TestReplayFromBufferByLastEventID,
+		"CursorPrimingLosesNothing":             TestCursorPrimingLosesNothing,
+		"CatchUpPastTheBuffer":                  TestCatchUpPastTheBuffer,
+		"ReloadThroughAdminAPIKeepsUpstream":    TestReloadThroughAdminAPIKeepsUpstream,
+		"ClosingStreamSpreadsItsClientsOut":     TestClosingStreamSpreadsItsClientsOut,
+	} {
+		t.Run(name, test)
+	}
+}
+
+// benchEvent is a 256-byte-ish event with an id, like the bench origin's.
+var benchEvent = sse.Event{Data: strings.Repeat("x", 220), HasData: true, ID: "1234567", HasID: true}
+
+// discardResponse stands in for a client's connection: an
+// http.ResponseWriter that drops what is written, and whose flushes
+// count down flushes, signaling done when it reaches zero.
+type discardResponse struct {
+	header  http.Header
+	flushes *atomic.Int64
+	done    chan struct{}
+}
+
+func (d *discardResponse) Header() http.Header { return d.header }
+
+func (d *discardResponse) Write(b []byte) (int, error) { return len(b), nil }
+
+func (d *discardResponse) WriteHeader(int) {}
+
+// FlushError is what http.ResponseController.Flush calls.
+func (d *discardResponse) FlushError() error {
+	if d.flushes.Add(-1) == 0 {
+		d.done <- struct{}{}
+	}
+	return nil
+}
+
+// fanOutBench is a stream with n clients, each served by its own writer
+// goroutine, as ServeHTTP would run them, into a discardResponse.
+type fanOutBench struct {
+	s       *stream
+	n       int
+	flushes atomic.Int64  // flushes still expected for the event in flight
+	done    chan struct{} // receives when they have all happened
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+func newFanOutBench(tb testing.TB, n int) *fanOutBench {
+	return newFanOutBenchStop(tb, n, make(chan struct{}))
+}
+
+// newFanOutBenchStop is newFanOutBench with the given stop channel, which
+// ServeHTTP passes every client of a config (nil: none).
+func newFanOutBenchStop(tb testing.TB, n int, stop chan struct{}) *fanOutBench {
+	tb.Helper()
+	s := newTestStream(testSettings())
+	ctx, cancel := context.WithCancel(context.Background())
+	fb := &fanOutBench{s: s, n: n, done: make(chan struct{}, 1), cancel: cancel}
+	clients := make([]*client, n)
+	for i := range clients {
+		clients[i] = addClient(s)
+	}
+	for _, c := range clients {
+		w := &discardResponse{header: make(http.Header), flushes: &fb.flushes, done: fb.done}
+		rc := http.NewResponseController(w)
+		// Each request has a context of its own.
+		ctx, cancel := context.WithCancel(ctx)
+		fb.wg.Add(1)
+		go func() {
+			defer fb.wg.Done()
+			defer cancel()
+			if err := newRespWriter(w, rc, time.Minute).serve(ctx, c, stop); err != nil {
+				tb.Errorf("client writer: %v", err)
+			}
+		}()
+	}
+	tb.Cleanup(fb.close)
+	return fb
+}
+
+// broadcast publishes one event and waits until every client has written
+// and flushed it.
+func (fb *fanOutBench) broadcast(ev *sse.Event) {
+	fb.flushes.Store(int64(fb.n))
+	publishTo(fb.s, ev)
+	<-fb.done
+}
+
+func (fb *fanOutBench) close() {
+	fb.cancel()
+	fb.wg.Wait()
+}
+
+// BenchmarkBroadcast1000 publishes one event to 1,000 clients per op.
+//
+// inline: the hub's side alone. Each client's writer is emulated in the
+// publishing goroutine: take the wake-up, take what it is sent next
+// (client.next), write it to io.Discard.
+//
+// writers: the real in-request writers (respWriter.serve), one goroutine each,
+// writing to an http.ResponseWriter that discards; an op ends when all
+// 1,000 have flushed the event.
+func BenchmarkBroadcast1000(b *testing.B) {
+	const n = 1000
+	b.Run("inline", func(b *testing.B) {
+		s := newTestStream(testSettings())
+		clients := make([]*client, n)
+		for i := range clients {
+			clients[i] = addClient(s)
+		}
+		var out []byte
+		ev := benchEvent
+		b.ReportAllocs()
+		for b.Loop() {
+			publishTo(s, &ev)
+			for _, c := range clients {
+				select {
+				case <-c.wakeC:
+				default:
+					b.Fatal("client not woken")
+				}
+				var err error
+				out, _, err = c.next(out[:0], maxBatchWrite)
+				if err != nil || len(out) == 0 {
+					b.Fatalf("client got %d bytes (err=%v)", len(out), err)
+				}
+				_, _ = io.Discard.Write(out)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
+	})
+	b.Run("writers", func(b *testing.B) {
+		fb := newFanOutBench(b, n)
+		ev := benchEvent
+		b.ReportAllocs()
+		for b.Loop() {
+			fb.broadcast(&ev)
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
+	})
+	// As writers, but without the stop channel that ServeHTTP hands every
+	// client of a config: what selecting on one shared channel costs.
+	b.Run("writers-nostop", func(b *testing.B) {
+		fb := newFanOutBenchStop(b, n, nil)
+		ev := benchEvent
+		b.ReportAllocs()
+		for b.Loop() {
+			fb.broadcast(&ev)
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
+	})
+}
+
+// TestBroadcastAllocatesNothingPerClient checks that publishing an event
+// and writing it to every client allocates as much with 1,000 clients as
+// with 10: encoding is once per event, and each client's share is a
+// wake-up and a write of the shared frame.
+func TestBroadcastAllocatesNothingPerClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 1,000 client writers")
+	}
+	allocs := func(n int) float64 {
+		fb := newFanOutBench(t, n)
+		ev := benchEvent
+		fb.broadcast(&ev) // the first batch sizes each writer's buffers
+		a := testing.AllocsPerRun(200, func() { fb.broadcast(&ev) })
+		fb.close()
+		return a
+	}
+	few, many := allocs(10), allocs(1000)
+	t.Logf("allocations per event: %.0f with 10 clients, %.0f with 1,000", few, many)
+	// A margin of 2 absorbs the runtime's own stray allocations; one
+	// allocation per client per event would show as 990.
+	if many > few+2 {
+		t.Fatalf("publishing one event allocates %.0f times with 1,000 clients and %.0f with 10: something allocates per client", many, few)
+	}
+}

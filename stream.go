@@ -1,0 +1,278 @@
+package ssefanout
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
+	"go.uber.org/zap"
+)
+
+// This file is the stream: one upstream event stream, the ring its frames
+// go into, and the clients it feeds. Its upstream reader (upstream.go)
+// publishes; its clients' writers read the ring (client.next).
+
+var (
+	errStreamClosed  = errors.New("stream closed")
+	errOriginStopped = errors.New("origin answered 204 No Content: stop")
+)
+
+// hub is what the streams of one registry share.
+type hub struct {
+	settings      atomic.Pointer[settings]
+	metrics       *upstreamMetrics
+	upstream      *http.Client
+	upstreamLabel string         // the configured base URL, redacted
+	wg            sync.WaitGroup // every stream's goroutines
+	catchUps      atomic.Int64   // catch-up fetches under way, over every stream
+}
+
+// stream is one upstream event stream and the clients it feeds.
+type stream struct {
+	key           string
+	label         string // the key as logs and the admin API show it
+	upstreamURL   string
+	upstreamLabel string      // upstreamURL as logs and the admin API show it
+	headerUp      http.Header // sent on every upstream request
+	// openCursor is the cursor of the client that opened the stream: its
+	// upstream asks for the events after it until the origin has sent
+	// something (see readOnce). It is never any client's id line.
+	openCursor    clientCursor
+	hasOpenCursor bool
+
+	hub     *hub
+	logger  *zap.Logger
+	started time.Time // the base of lastSend
+	onIdle  func()    // set by the registry: closes the stream if it is still idle
+
+	ctx    context.Context    // ends when the stream is closed
+	cancel context.CancelFunc // ends ctx, and so the upstream requests
+	done   chan struct{}      // closed when the stream is closed
+	once   sync.Once
+
+	ring     *ring        // the frames; its own lock guards it
+	signals  signals      // keepalive rounds and the origin's retry, for every client
+	lastSend atomic.Int64 // nanoseconds after started of the last frame or keepalive
+
+	// Lock order: mu, then ring.mu.
+	mu        sync.RWMutex                  // guards the fields below
+	clients   map[*client]struct{}          // those served in their request goroutines
+	shards    []*writerShard                // the shared writers of detached clients
+	detached  int                           // how many clients the shards serve
+	idleTimer *time.Timer                   // set while the stream has no client
+	feeds     map[clientCursor]*catchUpFeed // catch-ups being read, by cursor
+	fetches   int                           // catch-up fetches under way
+	closed    bool                          // close has run: no client joins or attaches
+
+	// The upstream connection's state, for the admin API.
+	state       string    // one of the state constants
+	lastErr     string    // why the last connection failed
+	connectedAt time.Time // when the current connection opened
+	connects    int       // connections opened
+	received    uint64    // blocks published
+}
+
+// Upstream connection states.
+const (
+	stateConnecting = "connecting"
+	stateConnected  = "connected"
+	stateBackoff    = "backoff"
+	stateStopped    = "stopped"
+)
+
+func newStream(h *hub, sr streamRequest) *stream {
+	cfg := h.settings.Load()
+	s := &stream{
+		key:           sr.key,
+		label:         sr.label,
+		upstreamURL:   sr.upstreamURL,
+		upstreamLabel: redactURL(sr.upstreamURL),
+		headerUp:      sr.headerUp,
+		openCursor:    sr.cursor,
+		hasOpenCursor: sr.hasCursor,
+		hub:           h,
+		logger:        cfg.logger.With(zap.String("stream", sr.label)),
+		started:       time.Now(),
+		done:          make(chan struct{}),
+		ring:          newRing(cfg.ringCapacity(), cfg.bufferBytes),
+		clients:       make(map[*client]struct{}),
+		state:         stateConnecting,
+	}
+	if sr.hasCursor {
+		// A new stream begins where its first client left off: its
+		// upstream asks for the events after that cursor, and a client
+		// that comes with the same cursor replays them from the start.
+		// After a restart, when every browser comes back with about the
+		// same cursor, this spares the origin one catch-up per client.
+		s.ring.baseID, s.ring.hasBase = string(sr.cursor), true
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.signals.originRetry.Store(-1)
+	return s
+}
+
+// setState records the upstream connection's state; err may be nil.
+func (s *stream) setState(state string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.state = state
+	switch state {
+	case stateConnected:
+		s.connectedAt = time.Now()
+		s.connects++
+	case stateBackoff, stateStopped:
+		if err != nil {
+			s.lastErr = err.Error()
+		}
+	}
+}
+
+// addLocked adds a joining client: it sets where the client starts, after
+// its cursor when the buffer holds it, else at the live head, with a
+// catch-up or a stale notice to come, and arms the cursor priming. s.mu
+// must be held.
+func (s *stream) addLocked(cfg *settings, sr streamRequest) *client {
+	c := newClient(s.ring, &s.signals, &s.hub.settings, s.hub.metrics)
+	s.ring.mu.RLock()
+	defer s.ring.mu.RUnlock()
+	c.cursor.Store(s.ring.head)
+	c.joinedAt = s.ring.head
+	s.clients[c] = struct{}{}
+	s.hub.metrics.clients.Inc()
+	if s.idleTimer != nil {
+		s.idleTimer.Stop()
+		s.idleTimer = nil
+	}
+	switch {
+	case sr.unusableCursor:
+		s.hub.metrics.replayMisses.Inc()
+		c.stale = true // announced with no data: the cursor is not echoed
+	case sr.hasCursor:
+		seq, ok := s.ring.findID(string(sr.cursor), cfg.buffer)
+		switch {
+		case ok:
+			s.hub.metrics.replayHits.Inc()
+			c.cursor.Store(seq)
+		case cfg.catchUp:
+			s.hub.metrics.replayMisses.Inc()
+			c.catchUpID = sr.cursor
+			c.catchingUp = true
+			return c // the catch-up ends with frames that carry ids
+		default:
+			s.hub.metrics.replayMisses.Inc()
+			c.staleID, c.stale = sr.cursor, true
+		}
+	}
+	if id, ok := s.ring.lastID(); ok && cfg.primeCursor {
+		c.prime = sse.AppendEvent(nil, &sse.Event{ID: id}, true)
+		c.primeAt = s.ring.head
+	}
+	return c
+}
+
+// clientCountLocked is how many clients the stream has. s.mu must be held.
+func (s *stream) clientCountLocked() int { return len(s.clients) + s.detached }
+
+// leave removes c, served in its request or, if detached, by a shared
+// writer; the last client to leave starts the idle timer.
+func (s *stream) leave(c *client, detached bool) {
+	s.hub.metrics.clients.Dec()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if detached {
+		s.detached--
+	} else {
+		delete(s.clients, c)
+	}
+	if s.clientCountLocked() > 0 || s.idleTimer != nil || s.closed {
+		return
+	}
+	wait := s.hub.settings.Load().idleClose
+	s.idleTimer = time.AfterFunc(wait, s.onIdle)
+}
+
+// close stops the upstream connection and ends every client with cause,
+// each at a moment of its own (see client.endWithin); the shared writers
+// end theirs when they see done.
+func (s *stream) close(cause error) {
+	s.once.Do(func() {
+		s.hub.metrics.streams.Dec()
+		s.cancel()
+		s.mu.Lock()
+		s.closed = true
+		close(s.done)
+		for c := range s.clients {
+			c.endWithin(cause, nil)
+			delete(s.clients, c)
+		}
+		if s.idleTimer != nil {
+			s.idleTimer.Stop()
+			s.idleTimer = nil
+		}
+		s.mu.Unlock()
+	})
+}
+
+// frameOf encodes ev once, as every client of the stream is sent it, and
+// takes its retry time; it returns nil for a block with nothing else.
+// Only the upstream reader calls it.
+func (s *stream) frameOf(ev *sse.Event) *frame {
+	if ev.HasRetry {
+		s.signals.originRetry.Store(ev.Retry)
+		if !ev.HasData && !ev.HasID && ev.Type == "" {
+			s.wakeAll() // nothing to frame; clients pick up the new retry
+			return nil
+		}
+	}
+	// Only the upstream reader pushes frames, so it may read hasIDs unlocked.
+	withID := ev.HasID || s.ring.hasIDs
+	return &frame{id: ev.ID, setsID: ev.HasID, bytes: sse.AppendEvent(nil, ev, withID)}
+}
+
+// publish appends f to the ring and wakes every writer. It never blocks on
+// a client: one that breaks the lag rule is ended (client.cutIfLagging).
+func (s *stream) publish(f *frame) {
+	queue := uint64(s.hub.settings.Load().clientQueue)
+	s.mu.Lock()
+	s.ring.mu.Lock()
+	s.ring.push(f)
+	for c := range s.clients {
+		if c.catchingUp {
+			continue // it reads from the origin until it splices in
+		}
+		if c.cutIfLagging(queue) {
+			delete(s.clients, c)
+			continue
+		}
+		c.wake()
+	}
+	s.ring.mu.Unlock()
+	s.received++
+	for _, sh := range s.shards {
+		sh.wake() // its clients' lag is checked as it serves them
+	}
+	s.mu.Unlock()
+	s.hub.metrics.eventsReceived.Inc()
+	s.markSent()
+}
+
+// wakeAll wakes every writer without publishing a frame.
+func (s *stream) wakeAll() {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for c := range s.clients {
+		c.wake()
+	}
+	for _, sh := range s.shards {
+		sh.wake()
+	}
+}
+
+// markSent records that every client was just sent something.
+func (s *stream) markSent() {
+	s.lastSend.Store(int64(time.Since(s.started)))
+}

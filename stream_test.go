@@ -1,0 +1,276 @@
+package ssefanout
+
+// A stream: fan-out, replay from the ring, priming, closing.
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
+)
+
+// readAll reads len(want) events from c and reports the first difference.
+func readAll(t *testing.T, c *testkit.Client, want []sse.Event) error {
+	t.Helper()
+	for i, w := range want {
+		got := c.NextEvent(t)
+		if !sameEvent(got, w) {
+			return fmt.Errorf("event %d: got %+v, want %+v", i, got, w)
+		}
+	}
+	return nil
+}
+
+func TestFanOutToManyClientsOverOneUpstream(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+
+	const clients = 200
+	var conns []*testkit.Client
+	for i := 0; i < clients; i++ {
+		conns = append(conns, testkit.OpenClient(t, base+"/events", nil))
+	}
+	up := origin.NextConn(t)
+	want := testkit.SendScript(up, 100)
+
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := readAll(t, c, want); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := origin.Total.Load(); n != 1 {
+		t.Fatalf("origin saw %d requests, want 1", n)
+	}
+	if up.Path != "/events" {
+		t.Fatalf("upstream path %q, want /events", up.Path)
+	}
+}
+
+func TestClosingStreamSpreadsItsClientsOut(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+	var clients []*testkit.Client
+	for i := 0; i < 20; i++ {
+		clients = append(clients, testkit.OpenClient(t, base+"/herd", nil))
+	}
+	up := origin.NextConn(t)
+	origin.Status.Store(http.StatusNoContent)
+	close(up.End) // the reconnect gets 204: the stream closes its clients
+
+	ends := make(chan time.Time, len(clients))
+	for _, c := range clients {
+		go func() {
+			select {
+			case <-c.Ended:
+			case <-time.After(testkit.WaitTimeout):
+			}
+			ends <- time.Now()
+		}()
+	}
+	first, last := <-ends, time.Time{}
+	last = first
+	for i := 1; i < len(clients); i++ {
+		at := <-ends
+		first, last = minTime(first, at), maxTime(last, at)
+	}
+	// Spread over closeSpread (2s), 20 clients do not end within 100ms of
+	// each other but with a vanishing chance (20 × 0.05^19).
+	if spread := last.Sub(first); spread < 100*time.Millisecond {
+		t.Fatalf("20 clients were closed within %v of each other", spread)
+	}
+	for _, c := range clients {
+		c.WaitEnded(t)
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func TestReplayFromBufferByLastEventID(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+	up, _ := testkit.StartStream(t, origin, base+"/replay", 50)
+
+	c := testkit.OpenClient(t, base+"/replay", testkit.LastEventID("30"))
+	c.ExpectIDs(t, 31, 50)
+	testkit.SendIDs(up, 51, 55)
+	c.ExpectIDs(t, 51, 55)
+	if n := origin.Total.Load(); n != 1 {
+		t.Fatalf("origin saw %d requests, want 1: replay must come from memory", n)
+	}
+}
+
+func TestReplayResumesAfterLatestOccurrenceOfAnID(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+	witness := testkit.OpenClient(t, base+"/dup", nil)
+	up := origin.NextConn(t)
+	up.Send("id: a\ndata: 1\n\n")
+	up.Send("id: b\ndata: 2\n\n")
+	up.Send("id: a\ndata: 3\n\n")
+	up.Send("data: 4\n\n") // carries id a, as lastEventId would
+	up.Send("id: c\ndata: 5\n\n")
+	for i := 1; i <= 5; i++ {
+		witness.NextData(t)
+	}
+	c := testkit.OpenClient(t, base+"/dup", testkit.LastEventID("a"))
+	if ev := c.NextData(t); ev.Data != "5" || ev.ID != "c" {
+		t.Fatalf("resumed at %+v, want data 5 with id c", ev)
+	}
+}
+
+func TestReplayUnderConcurrentJoins(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tbuffer 4096\n\tclient_queue 2048\n}")
+	const first, total = 200, 2000
+	up, witness := testkit.StartStream(t, origin, base+"/hammer", first)
+
+	// The origin keeps streaming while clients join with random ids that
+	// the buffer holds; each must read every later event exactly once.
+	go testkit.SendIDs(up, first+1, total)
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := 0; i < 64; i++ {
+		from := 1 + rand.IntN(first)
+		c := testkit.OpenClient(t, base+"/hammer", testkit.LastEventID(strconv.Itoa(from)))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for want := from + 1; want <= total; want++ {
+				ev := c.NextData(t)
+				if ev.ID != strconv.Itoa(want) {
+					errs <- fmt.Errorf("client from %d: got id %s, want %d", from, ev.ID, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	witness.ExpectIDs(t, first+1, total)
+	origin.NoNewConn(t)
+}
+
+func TestCursorPrimingLosesNothing(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+	up, witness := testkit.StartStream(t, origin, base+"/prime", 5)
+
+	c := testkit.OpenClient(t, base+"/prime", nil)
+	prime := c.NextEvent(t)
+	if prime.HasData || prime.ID != "5" {
+		t.Fatalf("first block %+v, want an id-only block with id 5", prime)
+	}
+	c.Close() // drops before any event
+	testkit.SendIDs(up, 6, 8)
+	witness.ExpectIDs(t, 6, 8)
+
+	// A browser reconnects with the lastEventId it was primed with.
+	again := testkit.OpenClient(t, base+"/prime", testkit.LastEventID(prime.ID))
+	again.ExpectIDs(t, 6, 8)
+}
+
+func TestCursorPrimingOff(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tprime_cursor off\n}")
+	up, _ := testkit.StartStream(t, origin, base+"/noprime", 3)
+	c := testkit.OpenClient(t, base+"/noprime", nil)
+	testkit.SendIDs(up, 4, 4)
+	if ev := c.NextEvent(t); !ev.HasData || ev.ID != "4" {
+		t.Fatalf("first block %+v, want event 4 and no priming", ev)
+	}
+}
+
+func TestFirstClientsCursorIsNeverPrimedToOthers(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+
+	// The restart herd: the stream opens with its first client's cursor.
+	first := testkit.OpenClient(t, base+"/prime", testkit.LastEventID("999999999"))
+	up := origin.NextConn(t)
+	if got := up.Header.Get("Last-Event-ID"); got != "999999999" {
+		t.Fatalf("upstream asked with Last-Event-ID %q, want the first client's", got)
+	}
+	// A later client is not primed with an id the origin never sent, and
+	// the origin's id-less events carry no id to it.
+	later := testkit.OpenClient(t, base+"/prime", nil)
+	up.Send("data: no id yet\n\n")
+	for _, c := range []*testkit.Client{first, later} {
+		ev := c.NextEvent(t)
+		if ev.Data != "no id yet" || ev.HasID {
+			t.Fatalf("got %+v, want the id-less event with no id line", ev)
+		}
+	}
+	up.Send("id: 5\ndata: five\n\n")
+	for _, c := range []*testkit.Client{first, later} {
+		if ev := c.NextEvent(t); ev.ID != "5" || ev.Data != "five" {
+			t.Fatalf("got %+v, want id 5", ev)
+		}
+	}
+	// Only now does the stream have a cursor to prime joining clients with.
+	joined := testkit.OpenClient(t, base+"/prime", nil)
+	if ev := joined.NextEvent(t); ev.ID != "5" || ev.HasData {
+		t.Fatalf("joining client got %+v, want priming with id 5", ev)
+	}
+}
+
+func TestFreshStreamResumesFromTheFirstClientsCursor(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+
+	// As after a restart: the first client of a stream the proxy has never
+	// seen comes back with its cursor.
+	first := testkit.OpenClient(t, base+"/restart", testkit.LastEventID("40"))
+	up := origin.NextConn(t)
+	if got := up.Header.Get("Last-Event-ID"); got != "40" {
+		t.Fatalf("the stream's upstream asked with Last-Event-ID %q, want 40", got)
+	}
+	testkit.SendIDs(up, 41, 45)
+	first.ExpectIDs(t, 41, 45)
+
+	// Others with the same or a later cursor replay from the buffer.
+	same := testkit.OpenClient(t, base+"/restart", testkit.LastEventID("40"))
+	same.ExpectIDs(t, 41, 45)
+	later := testkit.OpenClient(t, base+"/restart", testkit.LastEventID("43"))
+	later.ExpectIDs(t, 44, 45)
+	fresh := testkit.OpenClient(t, base+"/restart", nil)
+	testkit.SendIDs(up, 46, 46)
+	for _, c := range []*testkit.Client{first, same, later, fresh} {
+		c.ExpectIDs(t, 46, 46)
+	}
+	origin.NoNewConn(t)
+	if n := origin.Total.Load(); n != 1 {
+		t.Fatalf("origin saw %d requests, want 1: no catch-ups", n)
+	}
+}
