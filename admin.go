@@ -10,6 +10,9 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
+// This file is the admin API's GET /sse_fanout/streams: every open stream
+// with its upstream, clients, buffer and state.
+
 func init() {
 	caddy.RegisterModule(adminStreams{})
 }

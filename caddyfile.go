@@ -12,6 +12,9 @@ import (
 	"github.com/dustin/go-humanize"
 )
 
+// This file is the sse_fanout directive: its parser, and its place in
+// Caddy's directive order, before reverse_proxy.
+
 func init() {
 	httpcaddyfile.RegisterHandlerDirective("sse_fanout", parseCaddyfile)
 	httpcaddyfile.RegisterDirectiveOrder("sse_fanout", httpcaddyfile.Before, "reverse_proxy")

@@ -120,16 +120,10 @@ func TestSlowClientIsCutOthersKeepGoing(t *testing.T) {
 // receive buffer as small as the kernel allows.
 func stalledClient(t *testing.T, base, path string) {
 	t.Helper()
-	addr := strings.TrimPrefix(base, "http://")
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := rawDial(t, base, path)
 	if err := conn.(*net.TCPConn).SetReadBuffer(1024); err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", path, addr)
 }
 
 func TestStalledClientIsCutOthersGetEverything(t *testing.T) {

@@ -1,6 +1,7 @@
 package ssefanout
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -71,22 +72,24 @@ func (cfg *settings) spliceWindow() int {
 	return max(cfg.buffer, 1)
 }
 
-// settings resolves the config fields to their defaults.
+// settings resolves the config fields to their defaults: a field left at
+// its zero value takes its default (cmp.Or), except those whose zero is a
+// value of its own, which are pointers.
 func (h *Handler) settings() *settings {
 	cfg := &settings{
-		heartbeat:             time.Duration(h.Heartbeat),
+		heartbeat:             cmp.Or(time.Duration(h.Heartbeat), defaultHeartbeat),
 		retry:                 -1,
 		buffer:                defaultBuffer,
-		bufferBytes:           h.BufferBytes,
-		clientQueue:           h.ClientQueue,
-		idleClose:             time.Duration(h.IdleClose),
+		bufferBytes:           cmp.Or(h.BufferBytes, defaultBufferBytes),
+		clientQueue:           cmp.Or(h.ClientQueue, defaultClientQueue),
+		idleClose:             cmp.Or(time.Duration(h.IdleClose), defaultIdleClose),
 		maxClients:            h.MaxClients,
-		maxEventSize:          h.MaxEventSize,
+		maxEventSize:          cmp.Or(h.MaxEventSize, defaultMaxEventSize),
 		writeTimeout:          defaultWriteTimeout,
-		maxStreams:            h.MaxStreams,
-		maxCatchUps:           h.MaxCatchUps,
-		maxCatchUpsPerHandler: h.MaxCatchUpsPerHandler,
-		upstreamWait:          time.Duration(h.UpstreamTimeout),
+		maxStreams:            cmp.Or(h.MaxStreams, defaultMaxStreams),
+		maxCatchUps:           cmp.Or(h.MaxCatchUps, defaultMaxCatchUps),
+		maxCatchUpsPerHandler: cmp.Or(h.MaxCatchUpsPerHandler, defaultMaxCatchUpsPerHandler),
+		upstreamWait:          cmp.Or(time.Duration(h.UpstreamTimeout), defaultUpstreamWait),
 		retryJitter:           h.RetryJitter,
 		catchUp:               h.CatchUp == nil || *h.CatchUp,
 		primeCursor:           h.PrimeCursor == nil || *h.PrimeCursor,
@@ -94,38 +97,11 @@ func (h *Handler) settings() *settings {
 		headerUp:              make(http.Header),
 		logger:                h.logger,
 	}
-	if cfg.heartbeat == 0 {
-		cfg.heartbeat = defaultHeartbeat
-	}
 	if h.Retry != nil {
 		cfg.retry = time.Duration(*h.Retry).Milliseconds()
 	}
 	if h.Buffer != nil {
 		cfg.buffer = *h.Buffer
-	}
-	if cfg.bufferBytes == 0 {
-		cfg.bufferBytes = defaultBufferBytes
-	}
-	if cfg.clientQueue == 0 {
-		cfg.clientQueue = defaultClientQueue
-	}
-	if cfg.idleClose == 0 {
-		cfg.idleClose = defaultIdleClose
-	}
-	if cfg.upstreamWait == 0 {
-		cfg.upstreamWait = defaultUpstreamWait
-	}
-	if cfg.maxEventSize == 0 {
-		cfg.maxEventSize = defaultMaxEventSize
-	}
-	if cfg.maxStreams == 0 {
-		cfg.maxStreams = defaultMaxStreams
-	}
-	if cfg.maxCatchUps == 0 {
-		cfg.maxCatchUps = defaultMaxCatchUps
-	}
-	if cfg.maxCatchUpsPerHandler == 0 {
-		cfg.maxCatchUpsPerHandler = defaultMaxCatchUpsPerHandler
 	}
 	repl := caddy.NewReplacer()
 	for name, values := range h.HeaderUp {

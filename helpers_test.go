@@ -180,8 +180,6 @@ func (rc *rawClient) readEvent(t *testing.T) sse.Event {
 	}
 }
 
-// rawDial opens an SSE request on a bare socket that the test closes at
-// its end, and reads nothing.
 // rawDial sends a GET for path, with the given header lines ("Name:
 // value"), on a bare TCP connection, and returns the connection.
 func rawDial(t *testing.T, base, path string, headers ...string) net.Conn {

@@ -7,6 +7,9 @@ import (
 	"syscall"
 )
 
+// This file is the write that never waits, on Unix: one write(2) of what
+// the socket's send buffer takes now.
+
 // rawConnOf returns conn's raw connection, for writes that never wait, or
 // nil if it has none (a connection wrapped by a listener wrapper).
 func rawConnOf(conn net.Conn) syscall.RawConn {

@@ -202,14 +202,14 @@ func (sh *writerShard) serve(d *detachedClient) {
 		// Its drain may be stuck in a write: the lag rule still applies.
 		queue := uint64(sh.s.hub.settings.Load().clientQueue)
 		d.ring.mu.RLock()
-		lagging := d.cutIfLagging(queue)
+		lagging := d.client.cutIfLagging(queue)
 		d.ring.mu.RUnlock()
 		if lagging {
 			d.conn.Close()
 		}
 		return
 	}
-	out, more, err := d.next(sh.out[:0], maxBatchWrite)
+	out, more, err := d.client.next(sh.out[:0], maxBatchWrite)
 	if err != nil {
 		d.conn.Close()
 		return
@@ -250,7 +250,7 @@ func (sh *writerShard) drain(d *detachedClient) {
 	d.pending = nil
 	var out []byte
 	for err == nil {
-		out, _, err = d.next(out[:0], maxBatchWrite)
+		out, _, err = d.client.next(out[:0], maxBatchWrite)
 		if err != nil || len(out) == 0 {
 			break
 		}
