@@ -42,6 +42,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -314,8 +315,8 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 		Opened:     l.connsOpened.Load(),
 		Failed:     l.connsFailed.Load(),
 		WrongProto: l.connsWrong.Load(),
-		ALPN:       l.alpnCounts(),
 	}
+	rep.Conns.ALPN, rep.Conns.TLS = l.tlsCounts()
 	for _, c := range l.clients {
 		rep.Events.Delivered += c.delivered.Load()
 		rep.Events.Lost += c.lost.Load()
@@ -382,9 +383,10 @@ type load struct {
 	connsWrong   atomic.Int64 // opened, but not with the protocol asked for
 	streamsWrong atomic.Int64 // responses that came in another HTTP version
 
-	errMu  sync.Mutex
-	errors map[string]int   // a few error messages and their counts
-	alpn   map[string]int64 // connections by negotiated protocol
+	errMu    sync.Mutex
+	errors   map[string]int   // a few error messages and their counts
+	alpn     map[string]int64 // TLS connections by negotiated protocol
+	tlsKinds map[string]int64 // TLS connections by version and cipher suite
 }
 
 func newLoad(cfg *config) *load {
@@ -409,6 +411,7 @@ func newLoad(cfg *config) *load {
 		dialSlots: make(chan struct{}, 256),
 		errors:    make(map[string]int),
 		alpn:      make(map[string]int64),
+		tlsKinds:  make(map[string]int64),
 	}
 	switch cfg.proto {
 	case protoH1TLS:
@@ -534,13 +537,14 @@ func (l *load) connect(ctx context.Context, c *client) (io.Reader, error) {
 			l.connsFailed.Add(1)
 			return nil, fmt.Errorf("TLS handshake: %w", err)
 		}
-		if !l.noteConn(tc.ConnectionState().NegotiatedProtocol) {
+		cs := tc.ConnectionState()
+		if !l.noteConn(&cs) {
 			raw.Close()
-			return nil, fmt.Errorf("connection negotiated %s, not http/1.1", tc.ConnectionState().NegotiatedProtocol)
+			return nil, fmt.Errorf("connection negotiated %s, not http/1.1", alpnName(cs.NegotiatedProtocol))
 		}
 		conn = tc
 	} else {
-		l.noteConn("")
+		l.noteConn(nil)
 	}
 	if _, err := conn.Write(l.request); err != nil {
 		raw.Close()
@@ -588,18 +592,15 @@ func (l *load) noteError(err error) {
 	}
 }
 
-// alpnCounts is the connections by negotiated protocol, or nil for h1.
-func (l *load) alpnCounts() map[string]int64 {
+// tlsCounts is the TLS connections by negotiated protocol, and by
+// version and cipher suite; nil for h1.
+func (l *load) tlsCounts() (alpn, kinds map[string]int64) {
 	if l.cfg.proto == protoH1 {
-		return nil
+		return nil, nil
 	}
 	l.errMu.Lock()
 	defer l.errMu.Unlock()
-	out := make(map[string]int64, len(l.alpn))
-	for k, v := range l.alpn {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(l.alpn), maps.Clone(l.tlsKinds)
 }
 
 func (l *load) errorSamples() map[string]int {

@@ -103,13 +103,24 @@ func alpnName(p string) string {
 	return p
 }
 
-// noteConn counts a connection opened with the negotiated protocol alpn,
-// and reports whether that is the protocol the run asked for.
-func (l *load) noteConn(alpn string) bool {
+// tlsName is a TLS connection's version and cipher suite, such as
+// "TLS 1.3 TLS_AES_128_GCM_SHA256".
+func tlsName(cs *tls.ConnectionState) string {
+	return tls.VersionName(cs.Version) + " " + tls.CipherSuiteName(cs.CipherSuite)
+}
+
+// noteConn counts a connection opened, over TLS with cs unless it is nil,
+// and reports whether it negotiated the protocol the run asked for.
+func (l *load) noteConn(cs *tls.ConnectionState) bool {
 	l.connsOpened.Add(1)
-	l.errMu.Lock()
-	l.alpn[alpnName(alpn)]++
-	l.errMu.Unlock()
+	var alpn string
+	if cs != nil {
+		alpn = cs.NegotiatedProtocol
+		l.errMu.Lock()
+		l.alpn[alpnName(alpn)]++
+		l.tlsKinds[tlsName(cs)]++
+		l.errMu.Unlock()
+	}
 	want := wantALPN(l.cfg.proto)
 	if alpn == want || (l.cfg.proto == protoH1TLS && alpn == "") {
 		return true
@@ -143,22 +154,22 @@ func (l *load) openGroup(ctx context.Context, g *connGroup) {
 	defer cancel()
 	var (
 		conn muxConn
-		alpn string
+		cs   tls.ConnectionState
 		err  error
 	)
 	if l.cfg.proto == protoH3 {
-		conn, alpn, err = l.dialH3(ctx)
+		conn, cs, err = l.dialH3(ctx)
 	} else {
-		conn, alpn, err = l.dialH2(ctx)
+		conn, cs, err = l.dialH2(ctx)
 	}
 	if err != nil {
 		l.connsFailed.Add(1)
 		g.err = err
 		return
 	}
-	if !l.noteConn(alpn) {
+	if !l.noteConn(&cs) {
 		conn.Close()
-		g.err = fmt.Errorf("connection negotiated %s, not %s", alpnName(alpn), wantALPN(l.cfg.proto))
+		g.err = fmt.Errorf("connection negotiated %s, not %s", alpnName(cs.NegotiatedProtocol), wantALPN(l.cfg.proto))
 		return
 	}
 	g.mu.Lock()
@@ -181,11 +192,12 @@ func (g *connGroup) close() {
 	}
 }
 
-// alpnNote carries the protocol that dialTLS negotiated back to dialH2,
-// through the context of Transport.NewClientConn.
-type alpnNote struct{ proto string }
+// tlsNote carries the state of the TLS connection that the transport's
+// DialTLSContext made back to dialH2, through the context of
+// Transport.NewClientConn.
+type tlsNote struct{ state tls.ConnectionState }
 
-type alpnNoteKey struct{}
+type tlsNoteKey struct{}
 
 // newH2Transport is the transport that HTTP/2 connections are made from,
 // each by NewClientConn, so each is a TCP+TLS connection of its own that
@@ -210,8 +222,8 @@ func (l *load) newH2Transport() *http.Transport {
 				raw.Close()
 				return nil, err
 			}
-			if n, ok := ctx.Value(alpnNoteKey{}).(*alpnNote); ok {
-				n.proto = tc.ConnectionState().NegotiatedProtocol
+			if n, ok := ctx.Value(tlsNoteKey{}).(*tlsNote); ok {
+				n.state = tc.ConnectionState()
 			}
 			return tc, nil
 		},
@@ -221,15 +233,14 @@ func (l *load) newH2Transport() *http.Transport {
 	return tr
 }
 
-// dialH2 opens one TCP+TLS connection, and reports the protocol it
-// negotiated.
-func (l *load) dialH2(ctx context.Context) (muxConn, string, error) {
-	note := new(alpnNote)
-	cc, err := l.h2.NewClientConn(context.WithValue(ctx, alpnNoteKey{}, note), "https", l.cfg.target.Host)
+// dialH2 opens one TCP+TLS connection, and returns it with its TLS state.
+func (l *load) dialH2(ctx context.Context) (muxConn, tls.ConnectionState, error) {
+	note := new(tlsNote)
+	cc, err := l.h2.NewClientConn(context.WithValue(ctx, tlsNoteKey{}, note), "https", l.cfg.target.Host)
 	if err != nil {
-		return nil, "", err
+		return nil, tls.ConnectionState{}, err
 	}
-	return cc, note.proto, nil
+	return cc, note.state, nil
 }
 
 // h3Conn is an HTTP/3 connection on a UDP socket of its own.
@@ -248,11 +259,12 @@ func (c *h3Conn) Close() error {
 }
 
 // dialH3 opens one QUIC connection, from a UDP socket of its own as a
-// browser's would be, and reports the protocol it negotiated.
-func (l *load) dialH3(ctx context.Context) (muxConn, string, error) {
+// browser's would be, and returns it with its TLS state.
+func (l *load) dialH3(ctx context.Context) (muxConn, tls.ConnectionState, error) {
+	var none tls.ConnectionState
 	raddr, err := net.ResolveUDPAddr("udp", l.cfg.target.Host)
 	if err != nil {
-		return nil, "", err
+		return nil, none, err
 	}
 	laddr := &net.UDPAddr{}
 	if raddr.IP.IsLoopback() {
@@ -260,7 +272,7 @@ func (l *load) dialH3(ctx context.Context) (muxConn, string, error) {
 	}
 	udp, err := net.ListenUDP("udp", laddr)
 	if err != nil {
-		return nil, "", err
+		return nil, none, err
 	}
 	tr := &quic.Transport{Conn: udp}
 	cfg := l.cfg.tls.Clone()
@@ -275,10 +287,10 @@ func (l *load) dialH3(ctx context.Context) (muxConn, string, error) {
 	if err != nil {
 		tr.Close()
 		udp.Close()
-		return nil, "", err
+		return nil, none, err
 	}
 	c := &h3Conn{ClientConn: l.h3.NewClientConn(qc), quic: qc, tr: tr, udp: udp}
-	return c, qc.ConnectionState().TLS.NegotiatedProtocol, nil
+	return c, qc.ConnectionState().TLS, nil
 }
 
 // openStream opens c's stream on its group's connection, opening that

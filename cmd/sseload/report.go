@@ -132,6 +132,7 @@ type connCounts struct {
 	Failed     int64            `json:"failed"`         // could not be opened
 	WrongProto int64            `json:"wrong_proto"`    // opened, but did not negotiate -proto's protocol, and closed
 	ALPN       map[string]int64 `json:"alpn,omitempty"` // opened connections by negotiated protocol ("none": no ALPN); absent for h1
+	TLS        map[string]int64 `json:"tls,omitempty"`  // opened connections by TLS version and cipher suite; absent for h1
 }
 
 type eventCounts struct {
@@ -213,13 +214,16 @@ func (r *report) writeText(w io.Writer) {
 	n := r.Conns
 	fmt.Fprintf(w, "conns:    %s, %d streams each: %d wanted, %d opened, %d failed, %d not %s",
 		r.protoName(), r.streamsPerConn(), n.Wanted, n.Opened, n.Failed, n.WrongProto, r.protoName())
-	if len(n.ALPN) > 0 {
-		keys := slices.Sorted(maps.Keys(n.ALPN))
-		fmt.Fprint(w, " (ALPN:")
-		for _, k := range keys {
-			fmt.Fprintf(w, " %s %d", k, n.ALPN[k])
+	for _, m := range []struct {
+		name   string
+		counts map[string]int64
+	}{{"ALPN", n.ALPN}, {"TLS", n.TLS}} {
+		if len(m.counts) > 0 {
+			fmt.Fprintf(w, "; %s:", m.name)
+			for _, k := range slices.Sorted(maps.Keys(m.counts)) {
+				fmt.Fprintf(w, " %s ×%d", k, m.counts[k])
+			}
 		}
-		fmt.Fprint(w, ")")
 	}
 	fmt.Fprintln(w)
 	e := r.Events
