@@ -103,10 +103,14 @@ func alpnName(p string) string {
 	return p
 }
 
-// tlsName is a TLS connection's version and cipher suite, such as
-// "TLS 1.3 TLS_AES_128_GCM_SHA256".
+// tlsName is a TLS connection's version, cipher suite and key exchange,
+// such as "TLS 1.3 TLS_AES_128_GCM_SHA256 X25519MLKEM768".
 func tlsName(cs *tls.ConnectionState) string {
-	return tls.VersionName(cs.Version) + " " + tls.CipherSuiteName(cs.CipherSuite)
+	s := tls.VersionName(cs.Version) + " " + tls.CipherSuiteName(cs.CipherSuite)
+	if cs.CurveID != 0 {
+		s += " " + cs.CurveID.String()
+	}
+	return s
 }
 
 // noteConn counts a connection opened, over TLS with cs unless it is nil,

@@ -132,7 +132,7 @@ type connCounts struct {
 	Failed     int64            `json:"failed"`         // could not be opened
 	WrongProto int64            `json:"wrong_proto"`    // opened, but did not negotiate -proto's protocol, and closed
 	ALPN       map[string]int64 `json:"alpn,omitempty"` // opened connections by negotiated protocol ("none": no ALPN); absent for h1
-	TLS        map[string]int64 `json:"tls,omitempty"`  // opened connections by TLS version and cipher suite; absent for h1
+	TLS        map[string]int64 `json:"tls,omitempty"`  // opened connections by TLS version, cipher suite and key exchange; absent for h1
 }
 
 type eventCounts struct {
