@@ -108,6 +108,10 @@ if [[ $PROTO == h3 && " $SYSTEMS " == *" nchan "* ]]; then
 		[[ $sys == nchan ]] || kept+="${kept:+ }$sys"
 	done
 	SYSTEMS=$kept
+	if [[ -z $SYSTEMS ]]; then
+		echo "no system left to run" >&2
+		exit 2
+	fi
 fi
 
 # Caddy's protocols for the clients' side.
