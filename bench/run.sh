@@ -57,6 +57,8 @@
 #                streams: 1000 clients at 10 make 100 connections). At most
 #                100, the fewest concurrent streams the servers allow
 #   FANOUT_OPTIONS [none]: one subdirective for sse_fanout, e.g. "detach off"
+#   CADDY_SERVER_OPTIONS [none]: lines for Caddy's global servers block, for
+#                every Caddy system, e.g. $'timeouts {\nwrite_idle -1s\n}'
 #   ADMIN [off]: Caddy's admin address, e.g. 127.0.0.1:2999, to take a
 #                profile from /debug/pprof/ during a run
 #
@@ -238,9 +240,14 @@ start_caddy() { # system rate size
 		echo "	admin ${ADMIN:-off}"
 		echo "	persist_config off"
 		echo "	auto_https off"
-		if [[ $PROTO != h1 ]]; then
+		if [[ $PROTO != h1 || -n ${CADDY_SERVER_OPTIONS:-} ]]; then
 			echo "	servers {"
-			echo "		protocols $CADDY_PROTOCOLS"
+			if [[ $PROTO != h1 ]]; then
+				echo "		protocols $CADDY_PROTOCOLS"
+			fi
+			if [[ -n ${CADDY_SERVER_OPTIONS:-} ]]; then
+				echo "$CADDY_SERVER_OPTIONS"
+			fi
 			echo "	}"
 		fi
 		echo "}"
@@ -470,7 +477,8 @@ done
 	dirty=$(git status --short --untracked-files=no -- '*.go' go.mod | awk '{print $2}' | tr '\n' ' ')
 	echo "Code: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)${dirty:+ with uncommitted changes to: $dirty}"
 	echo "Command: PROTO=$PROTO STREAMS_PER_CONN=$STREAMS_PER_CONN ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP RAMP=$RAMP SCALE=$SCALE" \
-		"WORKLOADS=\"$WORKLOADS\" SYSTEMS=\"$SYSTEMS\"${FANOUT_OPTIONS:+ FANOUT_OPTIONS=\"$FANOUT_OPTIONS\"} bench/run.sh"
+		"WORKLOADS=\"$WORKLOADS\" SYSTEMS=\"$SYSTEMS\"${FANOUT_OPTIONS:+ FANOUT_OPTIONS=\"$FANOUT_OPTIONS\"}" \
+		"${CADDY_SERVER_OPTIONS:+CADDY_SERVER_OPTIONS=$(printf %q "$CADDY_SERVER_OPTIONS") }bench/run.sh"
 	echo
 	"$BIN/sseload" -table -order "$SYSTEMS" "$OUT"/*.json
 } | tee "$OUT/table.md"
