@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# bench/run.sh: the side-by-side benchmark of issue 6.
+# bench/run.sh: the side-by-side benchmark of issues 6 and 12.
 #
-# Builds Caddy with sse_fanout (cmd/caddy), the bench origin (cmd/sseorigin)
-# and the load tool (cmd/sseload) into $BIN, then, for each workload, runs
+# Builds Caddy with sse_fanout (cmd/caddy), Caddy with the minimal sse_floor
+# handler (bench/caddyfloor), the bench origin (cmd/sseorigin) and the load
+# tool (cmd/sseload) into $BIN, then, for each workload, runs
 # every system in turn, interleaved round by round (A B A B …) so that drift
 # of the machine hits all of them, and prints a markdown table of the
 # medians with the ratios of the first system to the second.
@@ -10,6 +11,7 @@
 #   bench/run.sh                               # make bench
 #   SYSTEMS="sse_fanout nchan" bench/run.sh    # make bench-peers
 #   ROUNDS=1 DURATION=3s SCALE=10 bench/run.sh # a smoke run, a tenth of the clients
+#   PROTO=h2 SYSTEMS="sse_fanout nchan direct caddyfloor" bench/run.sh
 #
 # Workloads (clients, events per second, bytes per event):
 #   W1  1,000 clients, 10 ev/s, 256 B
@@ -20,9 +22,26 @@
 # Systems:
 #   sse_fanout     Caddy + sse_fanout in front of sseorigin
 #   reverse_proxy  Caddy + reverse_proxy (flush_interval -1) in front of sseorigin
-#   direct         the clients on sseorigin itself (Go net/http, no proxy)
+#   direct         the clients on sseorigin itself (Go net/http, no proxy):
+#                  Go's own floor
+#   caddyfloor     Caddy with sse_floor, which serves the same events with
+#                  the same code as direct, from an in-process clock: the
+#                  floor of Caddy's request path, with none of sse_fanout
 #   nchan          nginx + nchan, fed by sseorigin -publish over HTTP POST
 #                  (needs: apt-get install nginx libnginx-mod-nchan)
+#
+# Protocols (PROTO), between the clients and the system; the origin behind
+# sse_fanout and reverse_proxy is plain HTTP/1.1 on loopback in every case:
+#   h1     plain HTTP/1.1
+#   h1tls  HTTP/1.1 over TLS: Caddy "protocols h1", nginx "listen … ssl",
+#          and the clients offer only http/1.1 in ALPN
+#   h2     HTTP/2 over TLS: Caddy "protocols h1 h2", nginx "listen … ssl
+#          http2"; sseload checks that every connection negotiated h2
+#   h3     HTTP/3: Caddy "protocols h1 h2 h3", sseorigin -h3; nchan is
+#          skipped (Debian's nginx 1.22 has no HTTP/3)
+# TLS uses a self-signed ECDSA P-256 certificate for 127.0.0.1 that the
+# script makes with openssl, in $OUT/tls; every connection makes a full
+# handshake.
 #
 # Environment (defaults in brackets):
 #   ROUNDS [3]  DURATION [20s]  WARMUP [2s]  RAMP [2000 connections/s]
@@ -30,8 +49,16 @@
 #   SCALE [1]: divide every workload's clients by this
 #   BIN [/tmp]: where the binaries go   OUT [a new /tmp/ssebench.*]: results
 #   PORT_BASE [19100]: the origin listens on it, the server on PORT_BASE+80
+#                (and on UDP for h3), nchan's publisher port on PORT_BASE+81
 #   NGINX_WORKERS [auto]
+#   PROTO [h1]: h1, h1tls, h2 or h3 (above)
+#   STREAMS_PER_CONN [1]: for h2 and h3, the event streams sharing each
+#                connection, as a browser's tabs do (the clients are
+#                streams: 1000 clients at 10 make 100 connections). At most
+#                100, the fewest concurrent streams the servers allow
 #   FANOUT_OPTIONS [none]: one subdirective for sse_fanout, e.g. "detach off"
+#   CADDY_SERVER_OPTIONS [none]: lines for Caddy's global servers block, for
+#                every Caddy system, e.g. $'timeouts {\nwrite_idle -1s\n}'
 #   ADMIN [off]: Caddy's admin address, e.g. 127.0.0.1:2999, to take a
 #                profile from /debug/pprof/ during a run
 #
@@ -51,11 +78,53 @@ SCALE=${SCALE:-1}
 BIN=${BIN:-/tmp}
 PORT_BASE=${PORT_BASE:-19100}
 NGINX_WORKERS=${NGINX_WORKERS:-auto}
+PROTO=${PROTO:-h1}
+STREAMS_PER_CONN=${STREAMS_PER_CONN:-1}
 OUT=${OUT:-$(mktemp -d /tmp/ssebench.XXXXXX)}
 mkdir -p "$OUT"
 
 ORIGIN_PORT=$PORT_BASE
 SERVER_PORT=$((PORT_BASE + 80))
+PUB_PORT=$((PORT_BASE + 81)) # nchan's publisher, plain HTTP, when clients use TLS
+
+case $PROTO in
+h1) SCHEME=http ;;
+h1tls | h2 | h3) SCHEME=https ;;
+*)
+	echo "PROTO must be h1, h1tls, h2 or h3, not $PROTO" >&2
+	exit 2
+	;;
+esac
+if [[ $STREAMS_PER_CONN != 1 && $PROTO != h2 && $PROTO != h3 ]]; then
+	echo "STREAMS_PER_CONN needs PROTO=h2 or h3: HTTP/1.1 carries one stream per connection" >&2
+	exit 2
+fi
+if ((STREAMS_PER_CONN < 1 || STREAMS_PER_CONN > 100)); then
+	echo "STREAMS_PER_CONN must be 1 to 100: quic-go's servers allow 100 concurrent streams, nginx 128" >&2
+	exit 2
+fi
+if [[ $PROTO == h3 && " $SYSTEMS " == *" nchan "* ]]; then
+	echo "nchan skipped: Debian's nginx 1.22 cannot serve HTTP/3 (PROTO=h3)" >&2
+	kept=""
+	for sys in $SYSTEMS; do
+		[[ $sys == nchan ]] || kept+="${kept:+ }$sys"
+	done
+	SYSTEMS=$kept
+	if [[ -z $SYSTEMS ]]; then
+		echo "no system left to run" >&2
+		exit 2
+	fi
+fi
+
+# Caddy's protocols for the clients' side.
+case $PROTO in
+h1tls) CADDY_PROTOCOLS="h1" ;;
+h2) CADDY_PROTOCOLS="h1 h2" ;;
+h3) CADDY_PROTOCOLS="h1 h2 h3" ;;
+esac
+
+CERT="$OUT/tls/cert.pem"
+KEY="$OUT/tls/key.pem"
 
 # --- processes ---------------------------------------------------------
 
@@ -109,33 +178,84 @@ port_free() {
 	fi
 }
 
-start_origin() { # rate size
+# wait_log waits until file $1 has a line matching $2 after its first $3
+# lines: a process's message that it is ready.
+wait_log() {
+	local file=$1 pattern=$2 skip=$3
+	for _ in $(seq 200); do
+		if tail -n "+$((skip + 1))" "$file" 2>/dev/null | grep -q "$pattern"; then
+			return 0
+		fi
+		sleep 0.05
+	done
+	echo "no \"$pattern\" in $file after 10 s" >&2
+	return 1
+}
+
+# lines counts the lines of file $1, 0 if there is none.
+lines() {
+	if [[ -e $1 ]]; then
+		wc -l <"$1"
+	else
+		echo 0
+	fi
+}
+
+# make_cert makes the self-signed certificate for 127.0.0.1, once.
+make_cert() {
+	[[ -e $CERT ]] && return 0
+	mkdir -p "$OUT/tls"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+		-keyout "$KEY" -out "$CERT" -days 7 -subj "/CN=127.0.0.1" \
+		-addext "subjectAltName=IP:127.0.0.1" >>"$OUT/openssl.log" 2>&1
+}
+
+start_origin() { # rate size [tls]: with tls, the clients' protocol (direct)
 	port_free "$ORIGIN_PORT"
-	"$BIN/sseorigin" -listen "127.0.0.1:$ORIGIN_PORT" -rate "$1" -size "$2" >>"$OUT/origin.log" 2>&1 &
+	local tls=()
+	if [[ ${3:-} == tls && $PROTO != h1 ]]; then
+		tls=(-tls-cert "$CERT" -tls-key "$KEY")
+		[[ $PROTO == h3 ]] && tls+=(-h3) # its UDP socket is bound before TCP
+	fi
+	"$BIN/sseorigin" -listen "127.0.0.1:$ORIGIN_PORT" -rate "$1" -size "$2" "${tls[@]}" >>"$OUT/origin.log" 2>&1 &
 	origin_pid=$!
 	started+=("$origin_pid")
 	wait_port "$ORIGIN_PORT"
 }
 
 start_publisher() { # rate size
-	"$BIN/sseorigin" -publish "http://127.0.0.1:$SERVER_PORT/pub" -rate "$1" -size "$2" >>"$OUT/publisher.log" 2>&1 &
+	local port=$SERVER_PORT
+	[[ $PROTO != h1 ]] && port=$PUB_PORT
+	"$BIN/sseorigin" -publish "http://127.0.0.1:$port/pub" -rate "$1" -size "$2" >>"$OUT/publisher.log" 2>&1 &
 	publisher_pid=$!
 	started+=("$publisher_pid")
 }
 
-start_caddy() { # system
+start_caddy() { # system rate size
 	port_free "$SERVER_PORT"
-	local conf="$OUT/Caddyfile.$1"
+	local conf="$OUT/Caddyfile.$1" bin="$BIN/caddy" log="$OUT/caddy.$1.log" skip
+	[[ $1 == caddyfloor ]] && bin="$BIN/caddyfloor"
 	{
-		cat <<-EOF
-			{
-				admin ${ADMIN:-off}
-				persist_config off
-				auto_https off
-			}
-
-			http://127.0.0.1:$SERVER_PORT {
-		EOF
+		echo "{"
+		echo "	admin ${ADMIN:-off}"
+		echo "	persist_config off"
+		echo "	auto_https off"
+		if [[ $PROTO != h1 || -n ${CADDY_SERVER_OPTIONS:-} ]]; then
+			echo "	servers {"
+			if [[ $PROTO != h1 ]]; then
+				echo "		protocols $CADDY_PROTOCOLS"
+			fi
+			if [[ -n ${CADDY_SERVER_OPTIONS:-} ]]; then
+				echo "$CADDY_SERVER_OPTIONS"
+			fi
+			echo "	}"
+		fi
+		echo "}"
+		echo
+		echo "$SCHEME://127.0.0.1:$SERVER_PORT {"
+		if [[ $PROTO != h1 ]]; then
+			echo "	tls $CERT $KEY"
+		fi
 		case $1 in
 		sse_fanout)
 			if [[ -n ${FANOUT_OPTIONS:-} ]]; then
@@ -151,19 +271,51 @@ start_caddy() { # system
 			echo "		flush_interval -1"
 			echo "	}"
 			;;
+		caddyfloor)
+			echo "	sse_floor {"
+			echo "		rate $2"
+			echo "		size $3"
+			echo "	}"
+			;;
 		esac
 		echo "}"
 	} >"$conf"
+	skip=$(lines "$log")
 	XDG_DATA_HOME="$OUT/xdg" XDG_CONFIG_HOME="$OUT/xdg" \
-		"$BIN/caddy" run --config "$conf" --adapter caddyfile >>"$OUT/caddy.$1.log" 2>&1 &
+		"$bin" run --config "$conf" --adapter caddyfile >>"$log" 2>&1 &
 	server_pid=$!
 	started+=("$server_pid")
 	wait_port "$SERVER_PORT"
+	# Caddy opens its UDP socket for HTTP/3 after the TCP listener, and
+	# says "server running" once both are.
+	[[ $PROTO == h3 ]] && wait_log "$log" '"server running"' "$skip"
 	server_pids="server=$server_pid"
+}
+
+# nginx_listen is the listen directives of nchan's server for PROTO.
+nginx_listen() {
+	case $PROTO in
+	h1)
+		echo "listen 127.0.0.1:$SERVER_PORT backlog=4096;"
+		;;
+	h1tls | h2)
+		local h2=""
+		[[ $PROTO == h2 ]] && h2=" http2"
+		echo "listen 127.0.0.1:$SERVER_PORT ssl$h2 backlog=4096;"
+		echo "listen 127.0.0.1:$PUB_PORT;" # the publisher's, plain HTTP
+		echo "ssl_certificate $CERT;"
+		echo "ssl_certificate_key $KEY;"
+		# nginx 1.22 leaves TLS 1.3 off by default; Caddy and Go speak it.
+		echo "ssl_protocols TLSv1.2 TLSv1.3;"
+		;;
+	esac
 }
 
 start_nginx() {
 	port_free "$SERVER_PORT"
+	if [[ $PROTO != h1 ]]; then
+		port_free "$PUB_PORT"
+	fi
 	local module=/usr/lib/nginx/modules/ngx_nchan_module.so
 	mkdir -p "$OUT/nginx/logs" "$OUT/nginx/tmp"
 	cat >"$OUT/nginx/nginx.conf" <<-EOF
@@ -186,7 +338,7 @@ start_nginx() {
 			uwsgi_temp_path $OUT/nginx/tmp/uwsgi;
 			scgi_temp_path $OUT/nginx/tmp/scgi;
 			server {
-				listen 127.0.0.1:$SERVER_PORT backlog=4096;
+				$(nginx_listen)
 				location = /pub {
 					nchan_publisher http;
 					nchan_channel_id bench;
@@ -238,17 +390,24 @@ run_one() { # workload system round
 	sse_fanout | reverse_proxy)
 		start_origin "$rate" "$size"
 		start_caddy "$sys"
-		url="http://127.0.0.1:$SERVER_PORT/events"
+		url="$SCHEME://127.0.0.1:$SERVER_PORT/events"
 		pids="$server_pids,origin=$origin_pid"
 		;;
 	direct)
-		start_origin "$rate" "$size"
-		url="http://127.0.0.1:$ORIGIN_PORT/events"
+		start_origin "$rate" "$size" tls
+		url="$SCHEME://127.0.0.1:$ORIGIN_PORT/events"
+		stats="$SCHEME://127.0.0.1:$ORIGIN_PORT/stats"
 		pids="server=$origin_pid"
+		;;
+	caddyfloor)
+		start_caddy "$sys" "$rate" "$size"
+		url="$SCHEME://127.0.0.1:$SERVER_PORT/events"
+		stats="$SCHEME://127.0.0.1:$SERVER_PORT/stats" # its streams, as direct's
+		pids="$server_pids"
 		;;
 	nchan)
 		start_nginx
-		url="http://127.0.0.1:$SERVER_PORT/events"
+		url="$SCHEME://127.0.0.1:$SERVER_PORT/events"
 		pids="$server_pids"
 		stats=""
 		if [[ $rate != 0 ]]; then
@@ -264,7 +423,10 @@ run_one() { # workload system round
 
 	# In the background, so that a signal to this script is handled at once
 	# rather than after the run.
-	"$BIN/sseload" -url "$url" -clients "$clients" -ramp "$RAMP" \
+	local tlsflags=()
+	[[ $PROTO != h1 ]] && tlsflags=(-cacert "$CERT")
+	"$BIN/sseload" -url "$url" -proto "$PROTO" -streams-per-conn "$STREAMS_PER_CONN" "${tlsflags[@]}" \
+		-clients "$clients" -ramp "$RAMP" \
 		-duration "$DURATION" -warmup "$WARMUP" -pid "$pids" \
 		${stats:+-origin-stats "$stats"} \
 		-workload "$wl" -system "$sys" -round "$round" -json >"$result" 2>>"$OUT/sseload.log" &
@@ -285,15 +447,21 @@ run_one() { # workload system round
 
 echo "--- building into $BIN"
 go build -o "$BIN/caddy" ./cmd/caddy
+if [[ " $SYSTEMS " == *" caddyfloor "* ]]; then
+	go build -o "$BIN/caddyfloor" ./bench/caddyfloor
+fi
 go build -o "$BIN/sseorigin" ./cmd/sseorigin
 go build -o "$BIN/sseload" ./cmd/sseload
 if [[ " $SYSTEMS " == *" nchan "* ]] && [[ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]]; then
 	echo "nchan is not installed: apt-get install nginx libnginx-mod-nchan" >&2
 	exit 1
 fi
+if [[ $PROTO != h1 ]]; then
+	make_cert
+fi
 
-echo "--- results in $OUT"
-echo "| workload | system | clients held | p50 latency | p99 latency | max | server CPU s per 1M deliveries | RSS per client | origin connections | lost events |"
+echo "--- results in $OUT (PROTO=$PROTO, STREAMS_PER_CONN=$STREAMS_PER_CONN)"
+echo "| workload | system | proto | clients held | p50 latency | p99 latency | max | server CPU s per 1M deliveries | RSS per client | origin connections | lost events |"
 for wl in $WORKLOADS; do
 	for round in $(seq "$ROUNDS"); do
 		for sys in $SYSTEMS; do
@@ -308,8 +476,9 @@ done
 		"$(uname -sr), $(go version | cut -d' ' -f3), load generator on the same machine, loopback."
 	dirty=$(git status --short --untracked-files=no -- '*.go' go.mod | awk '{print $2}' | tr '\n' ' ')
 	echo "Code: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)${dirty:+ with uncommitted changes to: $dirty}"
-	echo "Command: ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP RAMP=$RAMP SCALE=$SCALE" \
-		"WORKLOADS=\"$WORKLOADS\" SYSTEMS=\"$SYSTEMS\" bench/run.sh"
+	echo "Command: PROTO=$PROTO STREAMS_PER_CONN=$STREAMS_PER_CONN ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP RAMP=$RAMP SCALE=$SCALE" \
+		"WORKLOADS=\"$WORKLOADS\" SYSTEMS=\"$SYSTEMS\"${FANOUT_OPTIONS:+ FANOUT_OPTIONS=\"$FANOUT_OPTIONS\"}" \
+		"${CADDY_SERVER_OPTIONS:+CADDY_SERVER_OPTIONS=$(printf %q "$CADDY_SERVER_OPTIONS") }bench/run.sh"
 	echo
 	"$BIN/sseload" -table -order "$SYSTEMS" "$OUT"/*.json
 } | tee "$OUT/table.md"

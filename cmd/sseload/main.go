@@ -18,6 +18,15 @@
 // the window it reads every -pid's RSS, and -origin-stats if given. The
 // report is text, or JSON with -json.
 //
+// -proto picks the protocol: h1 (plain HTTP/1.1, the default), h1tls
+// (HTTP/1.1 over TLS, offering only http/1.1 in ALPN), h2 (HTTP/2 over
+// TLS) or h3 (HTTP/3 over QUIC); all but h1 take an https:// URL, and a
+// self-signed certificate is accepted with -cacert (or -insecure). Over h2
+// and h3, -streams-per-conn streams share each connection, as the tabs of
+// one browser do; every connection is checked to have negotiated the
+// protocol asked for (see proto.go). -clients counts streams, and -ramp
+// bounds the streams opened per second.
+//
 // With -table, it instead reads the JSON reports named as arguments and
 // prints them as a markdown table, the median of each workload and system
 // over its rounds, with the ratios of the first system to each other one.
@@ -26,12 +35,14 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -42,6 +53,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/quic-go/quic-go/http3"
 )
 
 // maxClients bounds -clients, so that a typo cannot exhaust the machine.
@@ -76,9 +89,13 @@ func (p *pidFlag) Set(v string) error {
 
 func main() {
 	var cfg config
-	flag.StringVar(&cfg.url, "url", "", "event stream `URL` (http only; required)")
-	flag.IntVar(&cfg.clients, "clients", 1000, "`number` of clients to open")
-	flag.Float64Var(&cfg.ramp, "ramp", 2000, "most new connections per `second`")
+	flag.StringVar(&cfg.url, "url", "", "event stream `URL`: http:// for -proto h1, https:// for the others (required)")
+	flag.IntVar(&cfg.clients, "clients", 1000, "`number` of clients (event streams) to open")
+	flag.Float64Var(&cfg.ramp, "ramp", 2000, "most new streams per `second`")
+	flag.StringVar(&cfg.proto, "proto", protoH1, "`protocol`: h1 (HTTP/1.1), h1tls (HTTP/1.1 over TLS), h2 (HTTP/2 over TLS) or h3 (HTTP/3)")
+	flag.IntVar(&cfg.streamsPerConn, "streams-per-conn", 1, "with -proto h2 or h3: event streams sharing one connection (the server's limit on concurrent streams must allow them)")
+	flag.StringVar(&cfg.cacert, "cacert", "", "PEM `file` of the certificate (or its CA) to trust for TLS")
+	flag.BoolVar(&cfg.insecure, "insecure", false, "accept any TLS certificate (prefer -cacert)")
 	flag.DurationVar(&cfg.duration, "duration", 20*time.Second, "how long to measure")
 	flag.DurationVar(&cfg.warmup, "warmup", 2*time.Second, "wait after the clients are connected, before measuring")
 	flag.DurationVar(&cfg.connectTimeout, "connect-timeout", 60*time.Second, "how long connecting may take; then the run goes on with the clients it has")
@@ -127,6 +144,10 @@ type config struct {
 	url            string
 	clients        int
 	ramp           float64
+	proto          string
+	streamsPerConn int
+	cacert         string
+	insecure       bool
 	duration       time.Duration
 	warmup         time.Duration
 	connectTimeout time.Duration
@@ -135,12 +156,23 @@ type config struct {
 	labels         labels
 
 	target *url.URL
+	tls    *tls.Config // nil for h1
 }
 
+// check validates the flags and derives target and tls from them.
 func (cfg *config) check() error {
+	switch cfg.proto {
+	case protoH1, protoH1TLS, protoH2, protoH3:
+	default:
+		return fmt.Errorf("-proto must be h1, h1tls, h2 or h3, got %q", cfg.proto)
+	}
+	scheme := "https"
+	if cfg.proto == protoH1 {
+		scheme = "http"
+	}
 	u, err := url.Parse(cfg.url)
-	if err != nil || u.Scheme != "http" || u.Host == "" {
-		return fmt.Errorf("-url must be an http:// URL, got %q", cfg.url)
+	if err != nil || u.Scheme != scheme || u.Host == "" {
+		return fmt.Errorf("-proto %s needs a %s:// -url, got %q", cfg.proto, scheme, cfg.url)
 	}
 	cfg.target = u
 	switch {
@@ -150,8 +182,24 @@ func (cfg *config) check() error {
 		return errors.New("-ramp must be positive")
 	case cfg.duration <= 0:
 		return errors.New("-duration must be positive")
+	case cfg.streamsPerConn < 1 || cfg.streamsPerConn > maxStreamsPerConn:
+		return fmt.Errorf("-streams-per-conn must be 1 to %d", maxStreamsPerConn)
+	case cfg.streamsPerConn > 1 && !multiplexed(cfg.proto):
+		return fmt.Errorf("-streams-per-conn needs -proto h2 or h3: HTTP/1.1 carries one stream per connection")
+	case cfg.proto == protoH1 && (cfg.cacert != "" || cfg.insecure):
+		return errors.New("-cacert and -insecure are for TLS: -proto h1 has none")
+	}
+	if cfg.proto != protoH1 {
+		if cfg.tls, err = tlsConfig(cfg.cacert, cfg.insecure); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// conns is how many connections the run's streams need.
+func (cfg *config) conns() int {
+	return (cfg.clients + cfg.streamsPerConn - 1) / cfg.streamsPerConn
 }
 
 // raiseFileLimit raises the soft limit on open files to the hard limit,
@@ -190,14 +238,17 @@ func signalContext() (context.Context, func()) {
 // run does one measurement.
 func run(ctx context.Context, cfg *config) (*report, error) {
 	rep := &report{
-		Labels:   cfg.labels,
-		URL:      cfg.url,
-		Clients:  clientCounts{Wanted: cfg.clients},
-		Duration: cfg.duration.Seconds(),
-		Date:     time.Now().UTC().Format(time.RFC3339),
+		Labels:         cfg.labels,
+		URL:            cfg.url,
+		Proto:          cfg.proto,
+		StreamsPerConn: cfg.streamsPerConn,
+		Clients:        clientCounts{Wanted: cfg.clients},
+		Duration:       cfg.duration.Seconds(),
+		Date:           time.Now().UTC().Format(time.RFC3339),
 	}
 	before := sampleProcs(cfg.pids)
 	l := newLoad(cfg)
+	defer l.closeTransports()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -217,6 +268,15 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 			break
 		}
 		c := &client{}
+		if multiplexed(cfg.proto) {
+			// Every streamsPerConn-th stream opens a connection for
+			// itself and the ones after it.
+			if i%cfg.streamsPerConn == 0 {
+				l.groups = append(l.groups, &connGroup{ready: make(chan struct{})})
+				c.first = true
+			}
+			c.group = l.groups[len(l.groups)-1]
+		}
 		l.clients = append(l.clients, c)
 		go l.runClient(ctx, c)
 	}
@@ -243,12 +303,20 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 	rep.Duration = elapsed.Seconds()
 	rep.Clients.Held = l.open.Load()
 	if cfg.originStats != "" {
-		rep.Origin = fetchJSON(cfg.originStats)
+		rep.Origin = fetchJSON(cfg.originStats, cfg.tls)
 	}
 
 	rep.Clients.Connected = l.connected.Load()
 	rep.Clients.Failed = l.failed.Load()
 	rep.Clients.Ended = l.ended.Load()
+	rep.Clients.WrongProto = l.streamsWrong.Load()
+	rep.Conns = connCounts{
+		Wanted:     cfg.conns(),
+		Opened:     l.connsOpened.Load(),
+		Failed:     l.connsFailed.Load(),
+		WrongProto: l.connsWrong.Load(),
+	}
+	rep.Conns.ALPN, rep.Conns.TLS = l.tlsCounts()
 	for _, c := range l.clients {
 		rep.Events.Delivered += c.delivered.Load()
 		rep.Events.Lost += c.lost.Load()
@@ -291,11 +359,15 @@ func sleep(ctx context.Context, d time.Duration) {
 // load is the state shared by a run's clients.
 type load struct {
 	cfg       *config
-	request   []byte // the raw GET request every client sends
+	request   []byte      // the raw GET request every h1 and h1tls client sends
+	h1TLS     *tls.Config // h1tls: offers http/1.1 only
+	h2        *http.Transport
+	h3        *http3.Transport
 	dialer    net.Dialer
 	dialSlots chan struct{} // bounds the connects in flight
 
 	clients   []*client
+	groups    []*connGroup   // h2 and h3: the connections, in order
 	wg        sync.WaitGroup // one per client started
 	measuring atomic.Bool
 	hist      histogram
@@ -306,14 +378,25 @@ type load struct {
 	ended     atomic.Int64  // connected clients whose stream ended early
 	foreign   atomic.Uint64 // data lines not in sseorigin's format
 
-	errMu  sync.Mutex
-	errors map[string]int // a few error messages and their counts
+	connsOpened  atomic.Int64 // connections opened (TCP, TLS or QUIC handshake done)
+	connsFailed  atomic.Int64 // connections that could not be opened
+	connsWrong   atomic.Int64 // opened, but not with the protocol asked for
+	streamsWrong atomic.Int64 // responses that came in another HTTP version
+
+	errMu    sync.Mutex
+	errors   map[string]int   // a few error messages and their counts
+	alpn     map[string]int64 // TLS connections by negotiated protocol
+	tlsKinds map[string]int64 // TLS connections by version and cipher suite
 }
 
 func newLoad(cfg *config) *load {
 	host := cfg.target.Host
 	if cfg.target.Port() == "" {
-		host = net.JoinHostPort(cfg.target.Hostname(), "80")
+		port := "80"
+		if cfg.target.Scheme == "https" {
+			port = "443"
+		}
+		host = net.JoinHostPort(cfg.target.Hostname(), port)
 	}
 	req := "GET " + cfg.target.RequestURI() + " HTTP/1.1\r\n" +
 		"Host: " + cfg.target.Host + "\r\n" +
@@ -321,37 +404,80 @@ func newLoad(cfg *config) *load {
 		"Accept: text/event-stream\r\n" +
 		"Cache-Control: no-cache\r\n\r\n"
 	cfg.target.Host = host
-	return &load{
+	l := &load{
 		cfg:       cfg,
 		request:   []byte(req),
 		dialer:    net.Dialer{Timeout: 10 * time.Second},
 		dialSlots: make(chan struct{}, 256),
 		errors:    make(map[string]int),
+		alpn:      make(map[string]int64),
+		tlsKinds:  make(map[string]int64),
+	}
+	switch cfg.proto {
+	case protoH1TLS:
+		l.h1TLS = cfg.tls.Clone()
+		l.h1TLS.NextProtos = []string{"http/1.1"}
+		if l.h1TLS.ServerName == "" {
+			l.h1TLS.ServerName = cfg.target.Hostname()
+		}
+	case protoH2:
+		l.h2 = l.newH2Transport()
+	case protoH3:
+		l.h3 = &http3.Transport{DisableCompression: true}
+	}
+	return l
+}
+
+// closeTransports releases what the transports hold once the run is over.
+func (l *load) closeTransports() {
+	if l.h2 != nil {
+		l.h2.CloseIdleConnections()
+	}
+	if l.h3 != nil {
+		l.h3.Close()
 	}
 }
 
-// client is one connection's counters.
+// client is one stream's counters.
 type client struct {
 	connected atomic.Bool
 	delivered atomic.Uint64 // events received in the window
 	lost      atomic.Uint64 // sequence numbers skipped in the window
 	dup       atomic.Uint64 // events that repeated or went back in the window
 
-	mu   sync.Mutex
-	conn net.Conn
+	group *connGroup // h2 and h3: the connection the stream is on
+	first bool       // h2 and h3: the stream opens its group's connection
+
+	mu     sync.Mutex
+	closer io.Closer // ends the stream: its connection (h1, h1tls) or its body
+}
+
+// setCloser records what ends c's stream, for closeAll. If ctx has ended,
+// closeAll may have run already: it then closes it at once and reports
+// false.
+func (c *client) setCloser(ctx context.Context, closer io.Closer) bool {
+	c.mu.Lock()
+	c.closer = closer
+	c.mu.Unlock()
+	if ctx.Err() != nil {
+		closer.Close()
+		return false
+	}
+	return true
 }
 
 // runClient connects one client and reads its stream until ctx ends.
 func (l *load) runClient(ctx context.Context, c *client) {
 	defer l.wg.Done()
-	select {
-	case l.dialSlots <- struct{}{}:
-	case <-ctx.Done():
-		l.failed.Add(1)
-		return
+	var (
+		body io.Reader
+		err  error
+	)
+	if multiplexed(l.cfg.proto) {
+		body, err = l.openStream(ctx, c)
+	} else {
+		body, err = l.openConn(ctx, c)
 	}
-	conn, body, err := l.connect(ctx, c)
-	<-l.dialSlots
 	if err != nil {
 		if ctx.Err() == nil {
 			l.noteError(err)
@@ -359,7 +485,11 @@ func (l *load) runClient(ctx context.Context, c *client) {
 		l.failed.Add(1)
 		return
 	}
-	defer conn.Close()
+	defer func() {
+		c.mu.Lock()
+		c.closer.Close()
+		c.mu.Unlock()
+	}()
 	c.connected.Store(true)
 	l.connected.Add(1)
 	l.open.Add(1)
@@ -374,47 +504,77 @@ func (l *load) runClient(ctx context.Context, c *client) {
 	}
 }
 
-// connect dials, sends the request and reads the response head. It
-// returns the response body, which is de-chunked as needed.
-func (l *load) connect(ctx context.Context, c *client) (net.Conn, io.Reader, error) {
-	conn, err := l.dialer.DialContext(ctx, "tcp", l.cfg.target.Host)
-	if err != nil {
-		return nil, nil, err
+// openConn opens an h1 or h1tls client's connection in one of the dial
+// slots, and connects it.
+func (l *load) openConn(ctx context.Context, c *client) (io.Reader, error) {
+	if err := l.takeDialSlot(ctx); err != nil {
+		return nil, err
 	}
-	c.mu.Lock()
-	c.conn = conn
-	c.mu.Unlock()
-	if ctx.Err() != nil { // closeAll may have run before c.conn was set
-		conn.Close()
-		return nil, nil, ctx.Err()
-	}
-	if _, err := conn.Write(l.request); err != nil {
-		conn.Close()
-		return nil, nil, err
-	}
-	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 2048), nil)
-	if err != nil {
-		conn.Close()
-		return nil, nil, fmt.Errorf("reading response: %w", err)
-	}
-	_ = conn.SetReadDeadline(time.Time{})
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		conn.Close()
-		return nil, nil, fmt.Errorf("status %s", resp.Status)
-	}
-	return conn, resp.Body, nil
+	defer func() { <-l.dialSlots }()
+	return l.connect(ctx, c)
 }
 
-// closeAll closes every client's connection, ending its reader.
+// connect dials, makes the TLS handshake for h1tls, sends the request and
+// reads the response head. It returns the response body, which is
+// de-chunked as needed; closing c.closer ends it.
+func (l *load) connect(ctx context.Context, c *client) (io.Reader, error) {
+	raw, err := l.dialer.DialContext(ctx, "tcp", l.cfg.target.Host)
+	if err != nil {
+		l.connsFailed.Add(1)
+		return nil, err
+	}
+	// Closing the TCP connection ends a TLS one too, without a
+	// close_notify write that could wait on a full socket.
+	if !c.setCloser(ctx, raw) {
+		return nil, ctx.Err()
+	}
+	_ = raw.SetDeadline(time.Now().Add(dialTimeout))
+	conn := raw
+	if l.h1TLS != nil {
+		tc := tls.Client(raw, l.h1TLS)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			l.connsFailed.Add(1)
+			return nil, fmt.Errorf("TLS handshake: %w", err)
+		}
+		cs := tc.ConnectionState()
+		if !l.noteConn(&cs) {
+			raw.Close()
+			return nil, fmt.Errorf("connection negotiated %s, not http/1.1", alpnName(cs.NegotiatedProtocol))
+		}
+		conn = tc
+	} else {
+		l.noteConn(nil)
+	}
+	if _, err := conn.Write(l.request); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 2048), nil)
+	if err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("reading response: %w", err)
+	}
+	_ = raw.SetDeadline(time.Time{})
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		raw.Close()
+		return nil, fmt.Errorf("status %s", resp.Status)
+	}
+	return resp.Body, nil
+}
+
+// closeAll closes every stream and connection, ending the readers.
 func (l *load) closeAll() {
 	for _, c := range l.clients {
 		c.mu.Lock()
-		if c.conn != nil {
-			c.conn.Close()
+		if c.closer != nil {
+			c.closer.Close()
 		}
 		c.mu.Unlock()
+	}
+	for _, g := range l.groups {
+		g.close()
 	}
 }
 
@@ -432,6 +592,17 @@ func (l *load) noteError(err error) {
 	}
 }
 
+// tlsCounts is the TLS connections by negotiated protocol, and by
+// version and cipher suite; nil for h1.
+func (l *load) tlsCounts() (alpn, kinds map[string]int64) {
+	if l.cfg.proto == protoH1 {
+		return nil, nil
+	}
+	l.errMu.Lock()
+	defer l.errMu.Unlock()
+	return maps.Clone(l.alpn), maps.Clone(l.tlsKinds)
+}
+
 func (l *load) errorSamples() map[string]int {
 	l.errMu.Lock()
 	defer l.errMu.Unlock()
@@ -445,9 +616,12 @@ func (l *load) errorSamples() map[string]int {
 	return out
 }
 
-// fetchJSON GETs a JSON document, or returns nil.
-func fetchJSON(u string) map[string]any {
-	client := &http.Client{Timeout: 5 * time.Second}
+// fetchJSON GETs a JSON document, over TLS with tlsCfg if the URL is
+// https, or returns nil.
+func fetchJSON(u string, tlsCfg *tls.Config) map[string]any {
+	tr := &http.Transport{TLSClientConfig: tlsCfg}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: tr}
 	resp, err := client.Get(u)
 	if err != nil {
 		log.Printf("sseload: fetching %s: %v", u, err)

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -119,7 +121,18 @@ type clientCounts struct {
 	Held           int64   `json:"held"`            // still connected at the end of the window
 	Ended          int64   `json:"ended"`           // connected, but their stream ended before the run did
 	Silent         int64   `json:"silent"`          // connected, but received no event in the window
+	WrongProto     int64   `json:"wrong_proto"`     // answered in an HTTP version other than -proto's (counted in failed too)
 	ConnectSeconds float64 `json:"connect_seconds"` // how long connecting took
+}
+
+// connCounts is the connections the streams went over.
+type connCounts struct {
+	Wanted     int              `json:"wanted"`         // clients / streams-per-conn, rounded up
+	Opened     int64            `json:"opened"`         // TCP, TLS or QUIC handshake done
+	Failed     int64            `json:"failed"`         // could not be opened
+	WrongProto int64            `json:"wrong_proto"`    // opened, but did not negotiate -proto's protocol, and closed
+	ALPN       map[string]int64 `json:"alpn,omitempty"` // opened connections by negotiated protocol ("none": no ALPN); absent for h1
+	TLS        map[string]int64 `json:"tls,omitempty"`  // opened connections by TLS version, cipher suite and key exchange; absent for h1
 }
 
 type eventCounts struct {
@@ -132,17 +145,38 @@ type eventCounts struct {
 
 // report is the result of one run.
 type report struct {
-	Labels   labels         `json:"labels"`
-	URL      string         `json:"url"`
-	Date     string         `json:"date"`
-	Duration float64        `json:"duration_s"` // the measurement window
-	Clients  clientCounts   `json:"clients"`
-	Events   eventCounts    `json:"events"`
-	Latency  latencySummary `json:"latency_ms"`
-	Procs    []procResult   `json:"procs,omitempty"`
-	LoadCPU  float64        `json:"load_cpu_s"` // this tool's own CPU in the window
-	Origin   map[string]any `json:"origin_stats,omitempty"`
-	Errors   map[string]int `json:"errors,omitempty"` // a sample of error messages, with counts
+	Labels   labels  `json:"labels"`
+	URL      string  `json:"url"`
+	Date     string  `json:"date"`
+	Duration float64 `json:"duration_s"` // the measurement window
+	// Proto is -proto; empty in reports made before it existed, which
+	// were h1.
+	Proto string `json:"proto,omitempty"`
+	// StreamsPerConn is -streams-per-conn; 0 in reports made before it
+	// existed, which had one stream per connection.
+	StreamsPerConn int            `json:"streams_per_conn,omitempty"`
+	Clients        clientCounts   `json:"clients"`
+	Conns          connCounts     `json:"connections"`
+	Events         eventCounts    `json:"events"`
+	Latency        latencySummary `json:"latency_ms"`
+	Procs          []procResult   `json:"procs,omitempty"`
+	LoadCPU        float64        `json:"load_cpu_s"` // this tool's own CPU in the window
+	Origin         map[string]any `json:"origin_stats,omitempty"`
+	Errors         map[string]int `json:"errors,omitempty"` // a sample of error messages, with counts
+}
+
+// protoName is the report's protocol, h1 for reports older than -proto.
+func (r *report) protoName() string {
+	if r.Proto == "" {
+		return protoH1
+	}
+	return r.Proto
+}
+
+// streamsPerConn is the report's streams per connection, 1 for reports
+// older than -streams-per-conn.
+func (r *report) streamsPerConn() int {
+	return max(r.StreamsPerConn, 1)
 }
 
 // costs sums the measured processes: the server's, the origin's, and the
@@ -171,8 +205,27 @@ func (r *report) writeText(w io.Writer) {
 		fmt.Fprintf(w, "%s %s round %d\n", l.Workload, l.System, l.Round)
 	}
 	c := r.Clients
-	fmt.Fprintf(w, "clients:  %d wanted, %d connected in %.1fs, %d held, %d failed, %d ended early, %d silent\n",
+	fmt.Fprintf(w, "clients:  %d wanted, %d connected in %.1fs, %d held, %d failed, %d ended early, %d silent",
 		c.Wanted, c.Connected, c.ConnectSeconds, c.Held, c.Failed, c.Ended, c.Silent)
+	if c.WrongProto > 0 {
+		fmt.Fprintf(w, ", %d answered in another HTTP version", c.WrongProto)
+	}
+	fmt.Fprintln(w)
+	n := r.Conns
+	fmt.Fprintf(w, "conns:    %s, %d streams each: %d wanted, %d opened, %d failed, %d not %s",
+		r.protoName(), r.streamsPerConn(), n.Wanted, n.Opened, n.Failed, n.WrongProto, r.protoName())
+	for _, m := range []struct {
+		name   string
+		counts map[string]int64
+	}{{"ALPN", n.ALPN}, {"TLS", n.TLS}} {
+		if len(m.counts) > 0 {
+			fmt.Fprintf(w, "; %s:", m.name)
+			for _, k := range slices.Sorted(maps.Keys(m.counts)) {
+				fmt.Fprintf(w, " %s ×%d", k, m.counts[k])
+			}
+		}
+	}
+	fmt.Fprintln(w)
 	e := r.Events
 	fmt.Fprintf(w, "events:   %d delivered in %.1fs (%.0f/s), %d lost, %d duplicate",
 		e.Delivered, r.Duration, e.PerSecond, e.Lost, e.Duplicate)

@@ -13,9 +13,11 @@ import (
 
 // This file is -table: JSON reports in, one markdown table out.
 
-// row is the medians of one workload and system over its rounds.
+// row is the medians of one workload, protocol and system over its
+// rounds.
 type row struct {
 	workload, system string
+	proto            protoKey
 	rounds           int
 	wanted           int
 	held             float64
@@ -32,15 +34,51 @@ type row struct {
 	publisher        bool    // fed by a publisher, not an origin stream
 	idle             bool    // no events were delivered
 	hasOrigin        bool    // an origin process was measured
+	connsWrong       int64   // connections that did not negotiate the protocol, all rounds
+	connsFailed      int64   // connections that could not be opened, all rounds
+}
+
+// protoKey is a run's protocol and streams per connection.
+type protoKey struct {
+	proto   string
+	streams int
+}
+
+// protoOrder ranks the protocols in the order -proto lists them.
+var protoOrder = []string{protoH1, protoH1TLS, protoH2, protoH3}
+
+func (p protoKey) less(q protoKey) bool {
+	if p.proto != q.proto {
+		i, j := slices.Index(protoOrder, p.proto), slices.Index(protoOrder, q.proto)
+		if i != j {
+			return i < j
+		}
+		return p.proto < q.proto
+	}
+	return p.streams < q.streams
+}
+
+// String is the protocol cell: "h2", or "h2 ×10" for 10 streams per
+// connection.
+func (p protoKey) String() string {
+	if p.streams > 1 {
+		return fmt.Sprintf("%s ×%d", p.proto, p.streams)
+	}
+	return p.proto
 }
 
 func printTable(w io.Writer, files []string, order string) error {
 	if len(files) == 0 {
 		return fmt.Errorf("-table needs the JSON reports as arguments")
 	}
-	type key struct{ workload, system string }
+	type key struct {
+		workload string
+		proto    protoKey
+		system   string
+	}
 	groups := make(map[key][]*report)
 	var workloads, systems []string
+	var protos []protoKey
 	for _, name := range files {
 		b, err := os.ReadFile(name)
 		if err != nil {
@@ -50,7 +88,10 @@ func printTable(w io.Writer, files []string, order string) error {
 		if err := json.Unmarshal(b, r); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		k := key{r.Labels.Workload, r.Labels.System}
+		k := key{r.Labels.Workload, protoKey{r.protoName(), r.streamsPerConn()}, r.Labels.System}
+		if !slices.Contains(protos, k.proto) {
+			protos = append(protos, k.proto)
+		}
 		if !slices.Contains(workloads, k.workload) {
 			workloads = append(workloads, k.workload)
 		}
@@ -60,6 +101,15 @@ func printTable(w io.Writer, files []string, order string) error {
 		groups[k] = append(groups[k], r)
 	}
 	sort.Strings(workloads)
+	slices.SortFunc(protos, func(a, b protoKey) int {
+		switch {
+		case a.less(b):
+			return -1
+		case b.less(a):
+			return 1
+		}
+		return 0
+	})
 	// The systems named in order come first, in that order; the ratio rows
 	// compare the first with each of the others.
 	named := strings.Fields(order)
@@ -73,34 +123,17 @@ func printTable(w io.Writer, files []string, order string) error {
 		return rank(systems[i]) < rank(systems[j])
 	})
 
-	fmt.Fprintln(w, "| workload | system | clients held | p50 latency | p99 latency | max | server CPU s per 1M deliveries | RSS per client | origin connections | lost events |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, tableHead)
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, wl := range workloads {
-		var rows []row
-		for _, sys := range systems {
-			if rs := groups[key{wl, sys}]; len(rs) > 0 {
-				rows = append(rows, summarize(wl, sys, rs))
-			}
-		}
-		for _, r := range rows {
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-				r.workloadCell(), r.system, r.heldCell(), r.latencyCell(r.p50), r.latencyCell(r.p99), r.latencyCell(r.max),
-				r.cpuCell(), kib(r.rssPerClient), r.originCell(), r.lostCell())
-		}
-		for _, b := range rows[min(1, len(rows)):] {
-			a := rows[0]
-			cpu := "—"
-			if !a.idle && !b.idle {
-				cpu = ratio(a.serverPerM+a.originPerM, b.serverPerM+b.originPerM)
-			}
-			lat := func(x, y float64) string {
-				if a.idle || b.idle {
-					return "—"
+		for _, p := range protos {
+			var rows []row
+			for _, sys := range systems {
+				if rs := groups[key{wl, p, sys}]; len(rs) > 0 {
+					rows = append(rows, summarize(wl, p, sys, rs))
 				}
-				return ratio(x, y)
 			}
-			fmt.Fprintf(w, "| %s | **%s ÷ %s** | | | %s | %s | %s | %s | | |\n",
-				wl, a.system, b.system, lat(a.p99, b.p99), lat(a.max, b.max), cpu, ratio(a.rssPerClient, b.rssPerClient))
+			printRows(w, rows)
 		}
 	}
 	fmt.Fprintln(w)
@@ -108,13 +141,43 @@ func printTable(w io.Writer, files []string, order string) error {
 	fmt.Fprintln(w, "CPU is the server's user+system time in the window per 1M deliveries, with the origin's (or publisher's) in")
 	fmt.Fprintln(w, "parentheses; the ratio rows compare server+origin, leaving out a publisher. RSS per client is the server's")
 	fmt.Fprintln(w, "growth from before the clients connected to the end of the window, divided by the clients held (origin not")
-	fmt.Fprintln(w, "counted). An idle workload shows its CPU seconds in the window instead.")
+	fmt.Fprintln(w, "counted). An idle workload shows its CPU seconds in the window instead. The proto column is the clients'")
+	fmt.Fprintln(w, "protocol, with the streams sharing each connection after ×; \"N conns not h2\" (or h3, http/1.1) counts")
+	fmt.Fprintln(w, "connections that did not negotiate it, whose streams failed.")
 	return nil
 }
 
+// tableHead is the table's heading row; bench/run.sh prints it too.
+const tableHead = "| workload | system | proto | clients held | p50 latency | p99 latency | max | server CPU s per 1M deliveries | RSS per client | origin connections | lost events |"
+
+// printRows prints the rows of one workload and protocol, then the ratios
+// of the first system to each other one.
+func printRows(w io.Writer, rows []row) {
+	for _, r := range rows {
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			r.workloadCell(), r.system, r.protoCell(), r.heldCell(), r.latencyCell(r.p50), r.latencyCell(r.p99), r.latencyCell(r.max),
+			r.cpuCell(), kib(r.rssPerClient), r.originCell(), r.lostCell())
+	}
+	for _, b := range rows[min(1, len(rows)):] {
+		a := rows[0]
+		cpu := "—"
+		if !a.idle && !b.idle {
+			cpu = ratio(a.serverPerM+a.originPerM, b.serverPerM+b.originPerM)
+		}
+		lat := func(x, y float64) string {
+			if a.idle || b.idle {
+				return "—"
+			}
+			return ratio(x, y)
+		}
+		fmt.Fprintf(w, "| %s | **%s ÷ %s** | %s | | | %s | %s | %s | %s | | |\n",
+			a.workload, a.system, b.system, a.proto, lat(a.p99, b.p99), lat(a.max, b.max), cpu, ratio(a.rssPerClient, b.rssPerClient))
+	}
+}
+
 // summarize takes the median of each figure over rs.
-func summarize(workload, system string, rs []*report) row {
-	r := row{workload: workload, system: system, rounds: len(rs), wanted: rs[0].Clients.Wanted, originConns: math.NaN()}
+func summarize(workload string, proto protoKey, system string, rs []*report) row {
+	r := row{workload: workload, system: system, proto: proto, rounds: len(rs), wanted: rs[0].Clients.Wanted, originConns: math.NaN()}
 	med := func(f func(*report) float64) float64 {
 		v := make([]float64, 0, len(rs))
 		for _, x := range rs {
@@ -151,6 +214,8 @@ func summarize(workload, system string, rs []*report) row {
 	})
 	r.idle = r.delivered == 0
 	for _, x := range rs {
+		r.connsWrong += x.Conns.WrongProto
+		r.connsFailed += x.Conns.Failed
 		for _, p := range x.Procs {
 			r.hasOrigin = r.hasOrigin || p.Name == "origin"
 		}
@@ -166,6 +231,19 @@ func (r row) workloadCell() string {
 		return r.workload
 	}
 	return fmt.Sprintf("%s (%d rounds)", r.workload, r.rounds)
+}
+
+// protoCell is the protocol, and the connections that did not speak it
+// or could not be opened, summed over the rounds.
+func (r row) protoCell() string {
+	s := r.proto.String()
+	if r.connsWrong > 0 {
+		s += fmt.Sprintf(" (%d conns not %s)", r.connsWrong, wantALPN(r.proto.proto))
+	}
+	if r.connsFailed > 0 {
+		s += fmt.Sprintf(" (%d conns failed)", r.connsFailed)
+	}
+	return s
 }
 
 func (r row) heldCell() string {

@@ -19,9 +19,17 @@
 // to the given URL instead, for brokers such as nginx + nchan that are fed
 // by a publisher rather than reading an origin.
 //
+// With -tls-cert and -tls-key it serves HTTPS instead of plain HTTP,
+// offering h2 and http/1.1 in ALPN, and with -h3 HTTP/3 too, on the same
+// port over UDP: Go's own server over the protocol a browser speaks, the
+// floor that the benchmark's direct system measures.
+//
 // Flags:
 //
 //	-listen   address to listen on (default 127.0.0.1:9000)
+//	-tls-cert PEM certificate file: serve HTTPS (HTTP/2 and HTTP/1.1)
+//	-tls-key  PEM key file of -tls-cert
+//	-h3       with -tls-cert, also serve HTTP/3 on the same port (UDP)
 //	-rate     events per second (default 10; 0 sends none)
 //	-size     bytes per event on the wire, id and data lines included (default 256)
 //	-queue    events a connection may fall behind before it is dropped (default 1024)
@@ -35,6 +43,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -46,20 +55,27 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/quic-go/quic-go/http3"
 	"github.com/sse-fanout/caddy-sse-fanout/internal/sseorigin"
 )
 
 func main() {
-	listen := flag.String("listen", "127.0.0.1:9000", "`address` to listen on")
+	addr := flag.String("listen", "127.0.0.1:9000", "`address` to listen on")
 	rate := flag.Float64("rate", 10, "events per `second`; 0 sends none")
 	size := flag.Int("size", 256, "`bytes` per event on the wire, id and data lines included")
 	queue := flag.Int("queue", 1024, "`events` a connection may fall behind before it is dropped")
 	history := flag.Int("history", 1024, "`events` kept for Last-Event-ID")
 	publish := flag.String("publish", "", "`URL` to POST each event's data to, instead of serving")
 	duration := flag.Duration("duration", 0, "stop after this long; 0 runs until SIGINT or SIGTERM")
+	certFile := flag.String("tls-cert", "", "PEM certificate `file`: serve HTTPS (HTTP/2 and HTTP/1.1) instead of plain HTTP")
+	keyFile := flag.String("tls-key", "", "PEM key `file` of -tls-cert")
+	h3 := flag.Bool("h3", false, "with -tls-cert: also serve HTTP/3, on the same port over UDP")
 	flag.Parse()
 	if *rate < 0 || *size < 0 || *queue < 1 || *history < 0 {
 		log.Fatal("sseorigin: -rate and -size must not be negative, -queue must be at least 1, -history not negative")
+	}
+	if (*certFile == "") != (*keyFile == "") || (*h3 && *certFile == "") {
+		log.Fatal("sseorigin: -tls-cert and -tls-key go together, and -h3 needs them")
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -78,11 +94,57 @@ func main() {
 	if *publish != "" {
 		err = c.publish(ctx, *publish)
 	} else {
-		err = c.serve(ctx, *listen, sseorigin.Options{Queue: *queue, History: *history})
+		var l listeners
+		if l, err = listen(*addr, *certFile, *keyFile, *h3); err == nil {
+			err = c.serve(ctx, l, sseorigin.Options{Queue: *queue, History: *history})
+		}
 	}
 	if err != nil {
 		log.Fatalf("sseorigin: %v", err)
 	}
+}
+
+// listeners is where the origin serves: a TCP listener, with a TLS
+// configuration for HTTPS, and a UDP socket for HTTP/3.
+type listeners struct {
+	tcp net.Listener
+	tls *tls.Config    // nil: plain HTTP
+	udp net.PacketConn // nil: no HTTP/3
+}
+
+// listen opens the listeners on addr: TLS with the certificate in
+// certFile and keyFile unless they are empty, and HTTP/3 on the same port
+// if h3. The UDP socket is bound first when the port is given, so that
+// once the TCP port accepts connections HTTP/3 is ready too.
+func listen(addr, certFile, keyFile string, h3 bool) (listeners, error) {
+	var l listeners
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return l, err
+		}
+		l.tls = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
+	}
+	var err error
+	_, port, _ := net.SplitHostPort(addr)
+	if h3 && port != "" && port != "0" {
+		if l.udp, err = net.ListenPacket("udp", addr); err != nil {
+			return l, err
+		}
+	}
+	if l.tcp, err = net.Listen("tcp", addr); err != nil {
+		if l.udp != nil {
+			l.udp.Close()
+		}
+		return l, err
+	}
+	if h3 && l.udp == nil {
+		if l.udp, err = net.ListenPacket("udp", l.tcp.Addr().String()); err != nil {
+			l.tcp.Close()
+			return l, err
+		}
+	}
+	return l, nil
 }
 
 // clock is what the origin sends: events of size bytes, rate a second.
@@ -99,18 +161,31 @@ func (c clock) run(ctx context.Context, publish func(*sseorigin.Stamped)) {
 	})
 }
 
-// serve listens on addr and sends the clock's events to every connection
-// until ctx ends.
-func (c clock) serve(ctx context.Context, addr string, opts sseorigin.Options) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
+// serve sends the clock's events to every connection on l until ctx
+// ends. Over TLS it speaks HTTP/2 and HTTP/1.1, as ALPN settles, and
+// HTTP/3 on l.udp if there is one.
+func (c clock) serve(ctx context.Context, l listeners, opts sseorigin.Options) error {
 	o := sseorigin.New(opts)
 	srv := &http.Server{Handler: o, ReadHeaderTimeout: 10 * time.Second}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	fmt.Printf("sseorigin: serving on http://%s/ at %g events/s of %d bytes (stats: /stats)\n", ln.Addr(), c.rate, c.size)
+	serveErr := make(chan error, 2)
+	scheme, also := "http", ""
+	if l.tls != nil {
+		scheme, also = "https", ", HTTP/2 and HTTP/1.1"
+		srv.TLSConfig = l.tls.Clone() // ServeTLS amends it, while HTTP/3 clones l.tls
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetHTTP2(true)
+		go func() { serveErr <- srv.ServeTLS(l.tcp, "", "") }()
+	} else {
+		go func() { serveErr <- srv.Serve(l.tcp) }()
+	}
+	var h3srv *http3.Server
+	if l.udp != nil {
+		also += ", HTTP/3 on UDP"
+		h3srv = &http3.Server{Handler: o, TLSConfig: http3.ConfigureTLSConfig(l.tls.Clone())}
+		go func() { serveErr <- h3srv.Serve(l.udp) }()
+	}
+	fmt.Printf("sseorigin: serving on %s://%s/%s at %g events/s of %d bytes (stats: /stats)\n", scheme, l.tcp.Addr(), also, c.rate, c.size)
 
 	clockCtx, stopClock := context.WithCancel(ctx)
 	clockDone := make(chan struct{})
@@ -118,6 +193,7 @@ func (c clock) serve(ctx context.Context, addr string, opts sseorigin.Options) e
 		defer close(clockDone)
 		c.run(clockCtx, func(ev *sseorigin.Stamped) { o.Publish(ev) })
 	}()
+	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:
@@ -128,6 +204,10 @@ func (c clock) serve(ctx context.Context, addr string, opts sseorigin.Options) e
 	shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shutdown) // the streams are ended; idle connections go too
+	if h3srv != nil {
+		_ = h3srv.Close()
+		l.udp.Close()
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
