@@ -2,8 +2,8 @@
 # bench/run.sh: the side-by-side benchmark of issues 6 and 12.
 #
 # Builds Caddy with sse_fanout (cmd/caddy), Caddy with the minimal sse_floor
-# handler (bench/caddyfloor), the bench origin (cmd/sseorigin) and the load
-# tool (cmd/sseload) into $BIN, then, for each workload, runs
+# handler (bench/caddyfloor), the bench origin (bench/sseorigin) and the load
+# tool (bench/sseload) into $BIN, then, for each workload, runs
 # every system in turn, interleaved round by round (A B A B …) so that drift
 # of the machine hits all of them, and prints a markdown table of the
 # medians with the ratios of the first system to the second.
@@ -448,10 +448,10 @@ run_one() { # workload system round
 echo "--- building into $BIN"
 go build -o "$BIN/caddy" ./cmd/caddy
 if [[ " $SYSTEMS " == *" caddyfloor "* ]]; then
-	go build -o "$BIN/caddyfloor" ./bench/caddyfloor
+	go -C bench build -o "$BIN/caddyfloor" ./caddyfloor
 fi
-go build -o "$BIN/sseorigin" ./cmd/sseorigin
-go build -o "$BIN/sseload" ./cmd/sseload
+go -C bench build -o "$BIN/sseorigin" ./sseorigin
+go -C bench build -o "$BIN/sseload" ./sseload
 if [[ " $SYSTEMS " == *" nchan "* ]] && [[ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]]; then
 	echo "nchan is not installed: apt-get install nginx libnginx-mod-nchan" >&2
 	exit 1

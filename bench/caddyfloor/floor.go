@@ -1,7 +1,7 @@
 package main
 
 // This file is the sse_floor handler: every request gets the events of
-// an in-process clock, in cmd/sseorigin's format, from the request's own
+// an in-process clock, in bench/sseorigin's format, from the request's own
 // goroutine, which writes and flushes each event (with any queued behind
 // it) as it comes. It is internal/sseorigin's Origin, the very code that
 // the direct system runs on Go's net/http alone, mounted as a Caddy
@@ -28,7 +28,7 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("sse_floor", httpcaddyfile.Before, "reverse_proxy")
 }
 
-// Defaults of Floor's fields, the same as cmd/sseorigin's flags.
+// Defaults of Floor's fields, the same as bench/sseorigin's flags.
 const (
 	defaultSize    = 256
 	defaultQueue   = 1024
@@ -36,7 +36,7 @@ const (
 )
 
 // Floor is the http.handlers.sse_floor module: it serves an event stream
-// on every path (and the origin's counters on /stats), as cmd/sseorigin
+// on every path (and the origin's counters on /stats), as bench/sseorigin
 // does, and never calls the next handler.
 type Floor struct {
 	// Rate is events per second; 0 sends none.

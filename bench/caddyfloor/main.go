@@ -2,7 +2,7 @@
 // minimal streaming handler, and without sse_fanout: the "Caddy floor" of
 // the benchmark (bench/run.sh, system caddyfloor). Build it with
 //
-//	go build -o /tmp/caddyfloor ./bench/caddyfloor
+//	go -C bench build -o /tmp/caddyfloor ./caddyfloor
 //
 // and run it as caddy, with a Caddyfile such as
 //
@@ -14,7 +14,7 @@
 //		}
 //	}
 //
-// What it costs beyond the direct system (cmd/sseorigin serving the same
+// What it costs beyond the direct system (bench/sseorigin serving the same
 // events with the same code) is Caddy's request path; what sse_fanout
 // costs beyond it is the plugin's.
 package main

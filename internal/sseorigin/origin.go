@@ -1,7 +1,7 @@
 // Package sseorigin is a plain Server-Sent Events origin, the kind of
 // application sse_fanout is put in front of: it knows nothing about
 // fan-out, and sends every connection the same events. The benchmark
-// origin (cmd/sseorigin) and the demo (examples/demo/demoapp) are both
+// origin (bench/sseorigin) and the demo (examples/demo/demoapp) are both
 // built on it; they differ only in the events they publish and the options
 // they pass.
 //

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// Stamped is an event of the benchmark format, which cmd/sseload reads:
+// Stamped is an event of the benchmark format, which bench/sseload reads:
 //
 //	id: 42
 //	data: 42 1767225600123456789 xxxxxxxx…

@@ -3,10 +3,10 @@
 // many events reach them and how many are lost, how long each event took
 // from the origin to the client, and what the server processes spent.
 //
-//	go run ./cmd/sseload -url http://127.0.0.1:8080/events -clients 10000 \
+//	go run -C bench ./sseload -url http://127.0.0.1:8080/events -clients 10000 \
 //	    -duration 20s -pid server=$(pidof caddy) -pid origin=$(pidof sseorigin)
 //
-// It expects the events of cmd/sseorigin, whose data begins with the
+// It expects the events of bench/sseorigin, whose data begins with the
 // event's sequence number and its send time in Unix nanoseconds
 // ("data: 42 1767225600123456789 …"); a gap in a client's sequence numbers
 // is a lost event, and now minus the send time is the event's latency. The

@@ -11,7 +11,7 @@
 // keeps the last events it sent, so a client that reconnects with
 // Last-Event-ID resumes where it left off when the origin still has it.
 //
-//	go run ./cmd/sseorigin -listen 127.0.0.1:9000 -rate 10 -size 256
+//	go run -C bench ./sseorigin -listen 127.0.0.1:9000 -rate 10 -size 256
 //
 // Every path serves the stream, except /stats, which reports the number of
 // open event-stream connections as JSON. The origin takes no requests but
