@@ -44,6 +44,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    stale_event    <name>
 //	    key            <template...>
 //	    key_ignore_query <names...>
+//	    filter_param   <name>
 //	    max_streams    <count>|off
 //	    max_catch_ups  <per-stream> [<per-handler>]
 //	    upstream_timeout <duration>|off
@@ -208,6 +209,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "stale_event":
 			if !d.AllArgs(&h.StaleEvent) {
 				return d.ArgErr()
+			}
+		case "filter_param":
+			if !d.AllArgs(&h.FilterParam) {
+				return d.ArgErr()
+			}
+			if err := checkParamName(h.FilterParam); err != nil {
+				return d.Errf("bad filter_param '%s': %v", h.FilterParam, err)
 			}
 		case "header_up":
 			var name, value string

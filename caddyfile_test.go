@@ -204,6 +204,10 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"zero max_catch_ups", "sse_fanout http://o {\n\tmax_catch_ups 0\n}", "bad max_catch_ups value '0'"},
 		{"max_catch_ups three args", "sse_fanout http://o {\n\tmax_catch_ups 1 2 3\n}", "wrong argument count"},
 		{"key no args", "sse_fanout http://o {\n\tkey\n}", "wrong argument count"},
+		{"filter_param no name", "sse_fanout http://o {\n\tfilter_param\n}", "wrong argument count"},
+		{"filter_param two names", "sse_fanout http://o {\n\tfilter_param a b\n}", "wrong argument count"},
+		{"filter_param with &", "sse_fanout http://o {\n\tfilter_param a&b\n}", "bad filter_param 'a&b'"},
+		{"filter_param is the cursor", "sse_fanout http://o {\n\tfilter_param last_event_id\n}", "bad filter_param 'last_event_id': last_event_id carries the cursor, at Testfile:2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := new(Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))

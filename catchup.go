@@ -113,9 +113,10 @@ func (s *stream) catchUp(ctx context.Context, c *client, rw *respWriter, stop <-
 }
 
 // relay copies the origin's answer to c.catchUpID, from the stream's feed
-// for that cursor, to the client until an event arrives that the shared
-// stream holds too (met), the answer ends, or ctx ends. It keeps lastSent
-// at the last event ID the client was sent.
+// for that cursor, to the client, the events its filter passes, until an
+// event arrives that the shared stream holds too (met), the answer ends,
+// or ctx ends. It keeps lastSent at the last event ID the client has been
+// taken past, and counts in relayed the events it was taken past.
 func (s *stream) relay(ctx context.Context, c *client, rw *respWriter, lastSent *string) (met bool, relayed int, err error) {
 	feed := s.catchUpFeedFor(c.catchUpID)
 	if feed == nil {
@@ -131,13 +132,20 @@ func (s *stream) relay(ctx context.Context, c *client, rw *respWriter, lastSent 
 		if fe.setsID && s.spliceBefore(c, &fe.frame) {
 			return true, relayed, nil
 		}
-		rw.write(fe.bytes)
-		rw.flush()
-		if rw.err != nil {
-			return false, relayed, rw.err
+		if c.filter == nil || c.filter.types.wants(&fe.frame) {
+			rw.write(fe.bytes)
+			rw.flush()
+			if rw.err != nil {
+				return false, relayed, rw.err
+			}
+			if c.filter != nil && fe.hasLastID {
+				c.filter.lastID = fe.id
+			}
+		} else {
+			s.hub.metrics.countFiltered(1)
 		}
 		if fe.hasLastID {
-			*lastSent = fe.id
+			*lastSent = fe.id // where the client is, sent the event or not
 		}
 		relayed++
 	}

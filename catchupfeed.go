@@ -112,7 +112,7 @@ func (f *catchUpFeed) fetch(ctx context.Context) error {
 		}
 		hasLastID = hasLastID || ev.HasID
 		fe := &feedEvent{
-			frame:     frame{id: ev.ID, setsID: ev.HasID, bytes: sse.AppendEvent(nil, &ev, hasLastID)},
+			frame:     *newFrame(&ev, hasLastID),
 			hasLastID: hasLastID,
 		}
 		if !f.add(fe, cfg.bufferBytes) {

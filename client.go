@@ -45,11 +45,13 @@ type client struct {
 	retryFactor float64 // scales the retry sent to this client (retry_jitter)
 
 	// Set by join, before the writer starts.
-	prime     []byte       // an id-only block to send once the frames up to primeAt are sent
-	primeAt   uint64       //
-	staleID   clientCursor // the cursor that could not be served; "" if it was unusable
-	stale     bool         // announce staleID with a stale_event first
-	catchUpID clientCursor // the cursor to fetch from the origin first, if catchingUp
+	filter    *clientFilter // the event types it is sent; nil: every frame
+	prime     []byte        // an id-only block to send once the frames up to primeAt are sent
+	primeAt   uint64        //
+	primeID   string        // the id prime sets
+	staleID   clientCursor  // the cursor that could not be served; "" if it was unusable
+	stale     bool          // announce staleID with a stale_event first
+	catchUpID clientCursor  // the cursor to fetch from the origin first, if catchingUp
 
 	// joinedAt is the stream's head when the client joined or spliced in:
 	// frames up to it are its replay, which does not count as lag.
@@ -67,8 +69,9 @@ type client struct {
 // signals is what every client of a stream is sent besides its frames:
 // the keepalive rounds and the origin's retry time.
 type signals struct {
-	keepalives  atomic.Uint64 // count of keepalive rounds; clients compare it with theirs
-	originRetry atomic.Int64  // the origin's latest retry in ms; -1 before any
+	keepalives   atomic.Uint64 // count of keepalive rounds; clients compare it with theirs
+	filterRounds atomic.Uint64 // count of the rounds that filtered clients count (clientFilter.quietRound)
+	originRetry  atomic.Int64  // the origin's latest retry in ms; -1 before any
 }
 
 func newClient(r *ring, sig *signals, cfg *atomic.Pointer[settings], metrics *upstreamMetrics) *client {
@@ -143,49 +146,80 @@ func (c *client) cutIfLagging(queue uint64) bool {
 }
 
 // next appends to out what c is to be sent next: a changed retry time, then
-// the frames after its cursor, up to about limit bytes of them, with the
-// cursor priming block where it belongs; or, with nothing else to send, a
-// keepalive if a heartbeat round passed since c was last sent anything. It
-// moves the cursor past the frames it appended, counts them as sent, and
-// reports whether frames remain after them. A client that breaks the lag
-// rule is ended, and next returns errSlowClient.
+// the frames after its cursor that its filter passes, up to about limit
+// bytes of them, with the cursor priming block where it belongs, and, for
+// a filtered client, the id-only block that keeps its lastEventId with the
+// stream (clientFilter.settle); or, with nothing else to send, a
+// keepalive if a heartbeat round passed since c was last sent anything.
+// It moves the cursor past the frames it handled, counts them as sent or
+// filtered, and reports whether frames remain after them. A client that
+// breaks the lag rule is ended, and next returns errSlowClient.
 func (c *client) next(out []byte, limit int) (_ []byte, more bool, err error) {
 	start := len(out)
 	out = c.appendRetry(out)
-	queue := uint64(c.cfg.Load().clientQueue)
-	n, size := 0, 0
+	cfg := c.cfg.Load()
+	queue := uint64(cfg.clientQueue)
+	n, size, skipped := 0, 0, 0
 	c.ring.mu.RLock()
 	if c.cutIfLagging(queue) {
 		c.ring.mu.RUnlock()
 		return out[:start], false, errSlowClient
 	}
-	seq := c.cursor.Load()
+	from := c.cursor.Load()
+	seq := from
 	for seq < c.ring.head && len(out)-start < limit {
 		seq++
 		f := c.ring.get(seq)
 		if c.prime != nil && seq > c.primeAt {
 			out = c.appendPrime(out)
 		}
+		if c.filter != nil && !c.filter.pass(f) {
+			skipped++
+			continue
+		}
 		out = append(out, f.bytes...)
 		n++
 		size += len(f.bytes)
 	}
 	more = seq < c.ring.head
-	c.ring.mu.RUnlock()
-	c.cursor.Store(seq)
 	if c.prime != nil && !more {
 		out = c.appendPrime(out)
+	}
+	quiet := !more && n == 0 && len(out) == start && c.keepaliveDue()
+	if c.filter != nil && !more {
+		out = c.filter.settle(out, c.ring, seq, cfg.buffer, quiet)
+	}
+	c.ring.mu.RUnlock()
+	if seq != from {
+		// Only when it moved: publish may have moved a filtered client's
+		// cursor meanwhile (clientFilter.passOver), and only when next
+		// found nothing to hand out.
+		c.cursor.Store(seq)
 	}
 	if n > 0 {
 		c.keepalives = c.signals.keepalives.Load() // frames count as activity
 		c.metrics.countSent(n, size)
-	} else if len(out) == start {
-		if k := c.signals.keepalives.Load(); k != c.keepalives {
-			c.keepalives = k
-			out = append(out, sse.Keepalive...)
+	}
+	if quiet && len(out) == start {
+		out = append(out, sse.Keepalive...)
+	}
+	if c.filter != nil {
+		if len(out) > start {
+			c.filter.sent(c.signals)
 		}
+		c.metrics.countFiltered(skipped)
 	}
 	return out, more, nil
+}
+
+// keepaliveDue reports whether a keepalive round passed since c was last
+// sent anything, or, for a filtered client, two filter rounds; it counts
+// the round as answered.
+func (c *client) keepaliveDue() bool {
+	k := c.signals.keepalives.Load()
+	due := k != c.keepalives
+	c.keepalives = k
+	return due || c.filter != nil && c.filter.quietRound(c.signals)
 }
 
 // appendRetry appends the client's retry time if it changed since it was
@@ -212,5 +246,8 @@ func (c *client) appendRetry(out []byte) []byte {
 func (c *client) appendPrime(out []byte) []byte {
 	out = append(out, c.prime...)
 	c.prime = nil
+	if c.filter != nil {
+		c.filter.primed(c.primeID, c.primeAt)
+	}
 	return out
 }

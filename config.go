@@ -195,8 +195,31 @@ func (h *Handler) validate() error {
 	if strings.ContainsAny(h.StaleEvent, "\r\n") {
 		return fmt.Errorf("stale_event %q: an event type cannot hold a line end", h.StaleEvent)
 	}
+	if h.FilterParam != "" {
+		if err := checkParamName(h.FilterParam); err != nil {
+			return fmt.Errorf("filter_param %q: %v", h.FilterParam, err)
+		}
+	}
 	if h.Retry != nil && *h.Retry < 0 {
 		return fmt.Errorf("retry must not be negative, got %v", time.Duration(*h.Retry))
+	}
+	return nil
+}
+
+// checkParamName checks the name of a query parameter the handler takes
+// out of requests: one that a client writes in its query as it is, and
+// that is no other parameter the handler reads.
+func checkParamName(name string) error {
+	if name == "" {
+		return errors.New("a parameter name cannot be empty")
+	}
+	if name == lastEventIDParam {
+		return fmt.Errorf("%s carries the cursor", lastEventIDParam)
+	}
+	for _, r := range name {
+		if r <= ' ' || r == 0x7f || strings.ContainsRune("&=#%+?", r) {
+			return fmt.Errorf("%q cannot be part of a parameter name", r)
+		}
 	}
 	return nil
 }

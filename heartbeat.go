@@ -4,12 +4,20 @@ import "time"
 
 // This file is the keepalive: one timer per stream, none per client.
 //
-// Every frame goes to every client, so a stream that published nothing for
-// the heartbeat interval has sent nothing to any of its clients for at most
-// that long. The stream's timer then starts a keepalive round: it bumps the
-// keepalives counter and wakes the clients, and each client's writer sends
-// ": keepalive" if it had no frame to send instead. While events flow the
-// timer only re-arms itself, at no cost per client.
+// Every frame goes to every client that has no filter, so a stream that
+// published nothing for the heartbeat interval has sent nothing to any of
+// them for at most that long. The stream's timer then starts a keepalive
+// round: it bumps the keepalives counter and wakes the clients, and each
+// client's writer sends ": keepalive" if it had no frame to send instead.
+// While events flow the timer only re-arms itself, at no cost per client.
+//
+// A client with an event-type filter (filter.go) may be sent nothing while
+// events flow. While a stream has such clients, its timer also starts a
+// filter round every half interval: it bumps the filterRounds counter and
+// wakes the clients, and a filtered client that was sent nothing since
+// the round before is sent a keepalive (clientFilter.quietRound); so it
+// is sent something at least once per interval. The other clients send
+// nothing for a filter round.
 
 // heartbeatOffCheck is how often a stream whose heartbeat is off looks
 // again, since a config reload may turn it on.
@@ -17,7 +25,8 @@ const heartbeatOffCheck = time.Minute
 
 // runHeartbeat runs keepalive rounds until the stream is closed.
 func (s *stream) runHeartbeat() {
-	timer := time.NewTimer(s.heartbeatWait())
+	var lastFilterRound time.Duration // since started
+	timer := time.NewTimer(s.heartbeatWait(&lastFilterRound))
 	defer timer.Stop()
 	for {
 		select {
@@ -25,23 +34,33 @@ func (s *stream) runHeartbeat() {
 			return
 		case <-timer.C:
 		}
-		timer.Reset(s.heartbeatWait())
+		timer.Reset(s.heartbeatWait(&lastFilterRound))
 	}
 }
 
 // heartbeatWait starts a keepalive round if the stream has been silent for
-// the heartbeat interval, and returns how long to wait before looking again.
-func (s *stream) heartbeatWait() time.Duration {
+// the heartbeat interval, and a filter round if it has filtered clients and
+// the last was half an interval ago, and returns how long to wait before
+// looking again: at most half an interval, so that a filtered client that
+// joins meets a filter round soon.
+func (s *stream) heartbeatWait(lastFilterRound *time.Duration) time.Duration {
 	interval := s.hub.settings.Load().heartbeat
 	if interval <= 0 {
 		return heartbeatOffCheck
 	}
-	silent := time.Since(s.started) - time.Duration(s.lastSend.Load())
-	if silent < interval {
-		return interval - silent
+	now := time.Since(s.started)
+	wait := interval - (now - time.Duration(s.lastSend.Load()))
+	if wait <= 0 {
+		s.signals.keepalives.Add(1)
+		s.markSent()
+		s.wakeAll()
+		wait = interval
 	}
-	s.signals.keepalives.Add(1)
-	s.markSent()
-	s.wakeAll()
-	return interval
+	half := max(interval/2, time.Millisecond)
+	if s.filtered.Load() > 0 && now-*lastFilterRound >= half {
+		*lastFilterRound = now
+		s.signals.filterRounds.Add(1)
+		s.wakeAll()
+	}
+	return min(wait, half)
 }

@@ -52,6 +52,8 @@ func counterValue(t *testing.T, upstream string, name string) float64 {
 		"catch_ups_refused": m.catchUpsRefused,
 		"refused_full":      m.refusedFull,
 		"refused_streams":   m.refusedStreams,
+		"events_filtered":   m.eventsFiltered,
+		"events_rewound":    m.eventsRewound,
 	}[name]
 	if !ok {
 		t.Fatalf("no metric %s", name)

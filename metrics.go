@@ -28,6 +28,8 @@ var collectors = struct {
 	catchUps         *prometheus.CounterVec
 	catchUpsRefused  *prometheus.CounterVec
 	refused          *prometheus.CounterVec
+	eventsFiltered   *prometheus.CounterVec
+	eventsRewound    *prometheus.CounterVec
 }{
 	clients:          newGauge("clients", "Clients connected."),
 	streams:          newGauge("streams", "Streams open, each with one upstream connection."),
@@ -41,6 +43,8 @@ var collectors = struct {
 	replayMisses:     newCounter("replay_misses_total", "Clients whose Last-Event-ID was not in the buffer."),
 	catchUps:         newCounter("catch_ups_total", "Catch-up requests made to the origin for clients past the buffer."),
 	catchUpsRefused:  newCounter("catch_ups_refused_total", "Clients past the buffer served without a catch-up, since max_catch_ups or max_catch_ups_per_handler were under way."),
+	eventsFiltered:   newCounter("events_filtered_total", "Events not sent to a client because its event-type filter left them out; one event left out for N clients counts N."),
+	eventsRewound:    newCounter("events_rewound_total", "Events a client that joined without a cursor was placed to be sent first, by rewind."),
 	refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
 		Name: "refused_total",
@@ -71,6 +75,7 @@ func registerMetrics(registry *prometheus.Registry) error {
 		collectors.eventsSent, collectors.bytesSent, collectors.slowClientDrops,
 		collectors.upstreamConnects, collectors.upstreamErrors, collectors.replayHits,
 		collectors.replayMisses, collectors.catchUps, collectors.catchUpsRefused, collectors.refused,
+		collectors.eventsFiltered, collectors.eventsRewound,
 	} {
 		var already prometheus.AlreadyRegisteredError
 		if err := registry.Register(c); err != nil && !errors.As(err, &already) {
@@ -97,6 +102,8 @@ type upstreamMetrics struct {
 	catchUpsRefused  prometheus.Counter
 	refusedFull      prometheus.Counter
 	refusedStreams   prometheus.Counter
+	eventsFiltered   prometheus.Counter
+	eventsRewound    prometheus.Counter
 }
 
 func newUpstreamMetrics(upstream string) *upstreamMetrics {
@@ -115,6 +122,8 @@ func newUpstreamMetrics(upstream string) *upstreamMetrics {
 		catchUpsRefused:  collectors.catchUpsRefused.WithLabelValues(upstream),
 		refusedFull:      collectors.refused.WithLabelValues(upstream, "max_clients"),
 		refusedStreams:   collectors.refused.WithLabelValues(upstream, "max_streams"),
+		eventsFiltered:   collectors.eventsFiltered.WithLabelValues(upstream),
+		eventsRewound:    collectors.eventsRewound.WithLabelValues(upstream),
 	}
 }
 
@@ -124,5 +133,13 @@ func (m *upstreamMetrics) countSent(events, size int) {
 	if events > 0 {
 		m.eventsSent.Add(float64(events))
 		m.bytesSent.Add(float64(size))
+	}
+}
+
+// countFiltered records that a filter left n frames out of what a client
+// was sent.
+func (m *upstreamMetrics) countFiltered(n int) {
+	if n > 0 {
+		m.eventsFiltered.Add(float64(n))
 	}
 }

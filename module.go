@@ -123,6 +123,19 @@ type Handler struct {
 	// parameter is always dropped: it carries a first connect's cursor.
 	KeyIgnoreQuery []string `json:"key_ignore_query,omitempty"`
 
+	// The query parameter by which a client chooses the event types it is
+	// sent, such as "events" for "?events=update,price": a comma-separated
+	// list, "message" naming events without an event field. The client is
+	// then sent only events of those types, besides keepalives, its retry
+	// time and id-only blocks that keep its lastEventId with the stream;
+	// its replay and catch-up are filtered alike. The parameter is dropped
+	// from the stream key and the upstream URL, so filtered clients share
+	// the stream and its upstream connection. An empty list, more than 32
+	// types, a type over 128 bytes, a control character or invalid UTF-8
+	// is answered 400. Default: none; the parameter is then part of the
+	// stream, as any other.
+	FilterParam string `json:"filter_param,omitempty"`
+
 	// The most streams this handler serves at once; past it, a request for
 	// a new stream gets 503 with Retry-After, unless a stream without
 	// clients (one waiting out idle_close) can give way to it. It protects

@@ -9,8 +9,10 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -58,6 +60,50 @@ func parseCursor(raw string) (_ clientCursor, usable bool, _ error) {
 	return clientCursor(raw), true, nil
 }
 
+// maxFilterTypes bounds how many event types a client's filter may name,
+// and maxFilterTypeLen the bytes of each: a filter is matched against
+// every frame the client is not sent, so its cost must stay small.
+const (
+	maxFilterTypes   = 32
+	maxFilterTypeLen = 128
+)
+
+// errBadFilter refuses a request whose filter parameter is not a list of
+// event types. The value is not echoed.
+var errBadFilter = errors.New("bad event filter: want a comma-separated list of event types, at most 32, each at most 128 bytes of UTF-8 without control characters")
+
+// parseEventFilter validates the values of the filter parameter a client
+// sent, each a comma-separated list of event types, and returns their
+// union: spaces around a type are trimmed and duplicates dropped. An
+// empty list or type, too many or too long types, a control character
+// (CR, LF and NUL among them) or invalid UTF-8 is errBadFilter. An
+// origin's event type can hold neither a line end nor, in a list, a
+// comma, so nothing that could be sent is refused but types with a comma
+// or spaces at either end, which cannot be chosen.
+func parseEventFilter(values []string) (eventFilter, error) {
+	var types eventFilter
+	for _, value := range values {
+		for item := range strings.SplitSeq(value, ",") {
+			typ := strings.Trim(item, " ")
+			if typ == "" || len(typ) > maxFilterTypeLen || !utf8.ValidString(typ) {
+				return nil, errBadFilter
+			}
+			for _, r := range typ {
+				if r < ' ' || r == 0x7f {
+					return nil, errBadFilter
+				}
+			}
+			if !slices.Contains(types, typ) {
+				types = append(types, typ)
+			}
+			if len(types) > maxFilterTypes {
+				return nil, errBadFilter
+			}
+		}
+	}
+	return types, nil
+}
+
 // streamRequest is what one client asks for.
 type streamRequest struct {
 	key         string      // the stream's identity in the registry
@@ -70,24 +116,28 @@ type streamRequest struct {
 	// unusableCursor is set when the client sent a cursor too long to
 	// use: it is served as one that nothing can serve.
 	unusableCursor bool
+
+	filter eventFilter // the event types the client is sent; nil: all
 }
 
 // streamRequestOf maps r to the stream it asks for. It fails only for a
-// cursor that no browser sends (errBadCursor).
+// cursor that no browser sends (errBadCursor) or a filter that is not one
+// (errBadFilter).
 func (h *Handler) streamRequestOf(r *http.Request) (streamRequest, error) {
-	query, rawCursor, hasCursor := h.filterQuery(r.URL.RawQuery)
+	q := h.filterQuery(r.URL.RawQuery)
+	rawCursor, hasCursor := q.cursor, q.hasCursor
 	if header := r.Header.Get("Last-Event-ID"); header != "" {
 		rawCursor, hasCursor = header, true // the header is the newer cursor
 	}
 	path := r.URL.EscapedPath()
 	key := path
-	if query != "" {
-		key += "?" + query
+	if q.kept != "" {
+		key += "?" + q.kept
 	}
 	sr := streamRequest{
 		key:         key,
 		label:       key,
-		upstreamURL: h.upstreamURL(r.URL, query),
+		upstreamURL: h.upstreamURL(r.URL, q.kept),
 		headerUp:    h.cfg.headerUp,
 	}
 	if hasCursor && rawCursor != "" {
@@ -96,6 +146,13 @@ func (h *Handler) streamRequestOf(r *http.Request) (streamRequest, error) {
 			return sr, err
 		}
 		sr.cursor, sr.hasCursor, sr.unusableCursor = cursor, usable, !usable
+	}
+	if q.hasFilter {
+		filter, err := parseEventFilter(q.filter)
+		if err != nil {
+			return sr, err
+		}
+		sr.filter = filter
 	}
 	if len(h.key) > 0 || h.perRequestHeaders {
 		repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -185,36 +242,54 @@ func keyDigest(value string) string {
 	return hex.EncodeToString(m.Sum(nil)[:8])
 }
 
-// filterQuery removes from a raw query the last_event_id parameter, which
-// it returns, and the parameters named in key_ignore_query. Names are
+// clientQuery is what filterQuery takes out of a request's query.
+type clientQuery struct {
+	kept      string   // what the stream key and the upstream URL keep
+	cursor    string   // the last_event_id parameter, unescaped, if hasCursor
+	hasCursor bool     //
+	filter    []string // the filter_param parameters, unescaped and unchecked, if hasFilter
+	hasFilter bool     //
+}
+
+// filterQuery removes from a raw query the parameters that are the
+// client's own, which it returns: last_event_id and the filter_param
+// parameter; and the parameters named in key_ignore_query. Names are
 // compared unescaped, so last%5Fevent%5Fid is last_event_id too.
-func (h *Handler) filterQuery(rawQuery string) (kept, cursor string, hasCursor bool) {
+func (h *Handler) filterQuery(rawQuery string) clientQuery {
 	if rawQuery == "" {
-		return "", "", false
+		return clientQuery{}
 	}
-	if len(h.KeyIgnoreQuery) == 0 && !strings.Contains(rawQuery, lastEventIDParam) && !strings.Contains(rawQuery, "%") {
-		return rawQuery, "", false
+	if len(h.KeyIgnoreQuery) == 0 && !strings.Contains(rawQuery, lastEventIDParam) && !strings.Contains(rawQuery, "%") &&
+		(h.FilterParam == "" || !strings.Contains(rawQuery, h.FilterParam)) {
+		return clientQuery{kept: rawQuery}
 	}
+	var q clientQuery
 	var parts []string
-	for _, part := range strings.Split(rawQuery, "&") {
+	for part := range strings.SplitSeq(rawQuery, "&") {
 		rawName, rawValue, _ := strings.Cut(part, "=")
 		name, err := url.QueryUnescape(rawName)
 		if err != nil {
 			parts = append(parts, part)
 			continue
 		}
-		if name == lastEventIDParam {
+		switch {
+		case name == lastEventIDParam:
 			if v, err := url.QueryUnescape(rawValue); err == nil {
-				cursor, hasCursor = v, true
+				q.cursor, q.hasCursor = v, true
 			}
-			continue
+		case name == h.FilterParam && name != "":
+			v, err := url.QueryUnescape(rawValue)
+			if err != nil {
+				v = "\x00" // a bad escape is a bad filter
+			}
+			q.filter, q.hasFilter = append(q.filter, v), true
+		case h.ignoresQueryParam(name):
+		default:
+			parts = append(parts, part)
 		}
-		if h.ignoresQueryParam(name) {
-			continue
-		}
-		parts = append(parts, part)
 	}
-	return strings.Join(parts, "&"), cursor, hasCursor
+	q.kept = strings.Join(parts, "&")
+	return q
 }
 
 // ignoresQueryParam reports whether key_ignore_query names the parameter.

@@ -3,7 +3,10 @@ package ssefanout
 // Which stream a request asks for, and what of the client is trusted.
 
 import (
+	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
@@ -165,4 +168,67 @@ func TestReplayByQueryParameterIsTheSameStream(t *testing.T) {
 	testkit.SendIDs(up, 11, 11)
 	c.ExpectIDs(t, 11, 11)
 	origin.NoNewConn(t)
+}
+
+func TestParseEventFilter(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		values []string
+		want   []string // nil: refused
+	}{
+		{"one", []string{"update"}, []string{"update"}},
+		{"list", []string{"update,price"}, []string{"update", "price"}},
+		{"spaces trimmed", []string{" update , price "}, []string{"update", "price"}},
+		{"duplicates dropped", []string{"a,a", "a,b"}, []string{"a", "b"}},
+		{"unicode", []string{"ünïcödé"}, []string{"ünïcödé"}},
+		{"inner space kept", []string{"a b"}, []string{"a b"}},
+		{"empty", []string{""}, nil},
+		{"empty item", []string{"a,,b"}, nil},
+		{"only spaces", []string{" "}, nil},
+		{"LF", []string{"a\nb"}, nil},
+		{"CR", []string{"a\rb"}, nil},
+		{"NUL", []string{"a\x00b"}, nil},
+		{"tab", []string{"a\tb"}, nil},
+		{"DEL", []string{"a\x7fb"}, nil},
+		{"not UTF-8", []string{"\xff"}, nil},
+		{"too long", []string{strings.Repeat("x", maxFilterTypeLen+1)}, nil},
+		{"longest", []string{strings.Repeat("x", maxFilterTypeLen)}, []string{strings.Repeat("x", maxFilterTypeLen)}},
+		{"too many", []string{manyTypes(maxFilterTypes + 1)}, nil},
+		{"too many over two parameters", []string{manyTypes(maxFilterTypes), "extra"}, nil},
+		{"most", []string{manyTypes(maxFilterTypes) + ",t0"}, strings.Split(manyTypes(maxFilterTypes), ",")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseEventFilter(tc.values)
+			switch {
+			case tc.want == nil && err == nil:
+				t.Fatalf("%q: accepted as %q", tc.values, got)
+			case tc.want != nil && err != nil:
+				t.Fatalf("%q: %v", tc.values, err)
+			case tc.want != nil && !slices.Equal(got, tc.want):
+				t.Fatalf("%q: got %q, want %q", tc.values, got, tc.want)
+			}
+		})
+	}
+}
+
+// manyTypes is a list of n distinct event types.
+func manyTypes(n int) string {
+	types := make([]string, n)
+	for i := range types {
+		types[i] = fmt.Sprintf("t%d", i)
+	}
+	return strings.Join(types, ",")
+}
+
+func TestFilterParamIsNoPartOfTheStream(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tfilter_param events\n}")
+	testkit.OpenClient(t, base+"/f?x=1&events=a", nil)
+	up := origin.NextConn(t)
+	if up.Path != "/f?x=1" {
+		t.Fatalf("upstream request %q, want /f?x=1", up.Path)
+	}
+	testkit.OpenClient(t, base+"/f?%65vents=b&x=1", nil) // its name escaped
+	testkit.OpenClient(t, base+"/f?x=1", nil)
+	origin.NoNewConn(t) // one stream
 }

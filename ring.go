@@ -2,8 +2,11 @@ package ssefanout
 
 import (
 	"bytes"
+	"cmp"
 	"strings"
 	"sync"
+
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
 )
 
 // This file is a stream's ring of encoded frames: the replay buffer and
@@ -12,10 +15,26 @@ import (
 // frame is one encoded block, shared by the replay buffer and every client
 // that is sent it. Nobody modifies a frame once it is published.
 type frame struct {
-	seq    uint64 // position in the stream, from 1; set by ring.push
-	id     string // the stream's last event ID after this frame
-	setsID bool   // the frame's own block had an id field
-	bytes  []byte // the wire form, written to clients as is
+	seq       uint64 // position in the stream, from 1; set by ring.push
+	id        string // the stream's last event ID after this frame
+	setsID    bool   // the frame's own block had an id field
+	carriesID bool   // bytes hold an id line: the frame sets a client's lastEventId to id
+	fires     bool   // the block has data: an EventSource fires an event for it
+	typ       string // the event type it dispatches as: "message" when it has none
+	bytes     []byte // the wire form, written to clients as is
+}
+
+// newFrame encodes ev once, as every client is sent it, with an id line
+// when withID is set.
+func newFrame(ev *sse.Event, withID bool) *frame {
+	return &frame{
+		id:        ev.ID,
+		setsID:    ev.HasID,
+		carriesID: withID,
+		fires:     ev.HasData,
+		typ:       cmp.Or(ev.Type, "message"),
+		bytes:     sse.AppendEvent(nil, ev, withID),
+	}
 }
 
 // sameEvent reports whether f and g are the same event: the same id, set

@@ -57,6 +57,7 @@ type stream struct {
 	ring     *ring        // the frames; its own lock guards it
 	signals  signals      // keepalive rounds and the origin's retry, for every client
 	lastSend atomic.Int64 // nanoseconds after started of the last frame or keepalive
+	filtered atomic.Int64 // clients with an event-type filter, which need filter rounds
 
 	// Lock order: mu, then ring.mu.
 	mu        sync.RWMutex                  // guards the fields below
@@ -147,6 +148,7 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest) *client {
 		s.idleTimer.Stop()
 		s.idleTimer = nil
 	}
+	idAt := uint64(0) // where the stream's last event ID is the one the client holds
 	switch {
 	case sr.unusableCursor:
 		s.hub.metrics.replayMisses.Inc()
@@ -157,19 +159,28 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest) *client {
 		case ok:
 			s.hub.metrics.replayHits.Inc()
 			c.cursor.Store(seq)
+			idAt = seq
 		case cfg.catchUp:
 			s.hub.metrics.replayMisses.Inc()
 			c.catchUpID = sr.cursor
 			c.catchingUp = true
-			return c // the catch-up ends with frames that carry ids
 		default:
 			s.hub.metrics.replayMisses.Inc()
 			c.staleID, c.stale = sr.cursor, true
 		}
+	default:
+		idAt = s.ring.head // it holds none, and needs none before the next id
+	}
+	if sr.filter != nil {
+		c.filter = newClientFilter(sr.filter, string(sr.cursor), idAt, &s.signals)
+		s.filtered.Add(1)
+	}
+	if c.catchingUp {
+		return c // the catch-up ends with frames that carry ids
 	}
 	if id, ok := s.ring.lastID(); ok && cfg.primeCursor {
 		c.prime = sse.AppendEvent(nil, &sse.Event{ID: id}, true)
-		c.primeAt = s.ring.head
+		c.primeAt, c.primeID = s.ring.head, id
 	}
 	return c
 }
@@ -181,6 +192,9 @@ func (s *stream) clientCountLocked() int { return len(s.clients) + s.detached }
 // writer; the last client to leave starts the idle timer.
 func (s *stream) leave(c *client, detached bool) {
 	s.hub.metrics.clients.Dec()
+	if c.filter != nil {
+		s.filtered.Add(-1)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if detached {
@@ -230,19 +244,27 @@ func (s *stream) frameOf(ev *sse.Event) *frame {
 	}
 	// Only the upstream reader pushes frames, so it may read hasIDs unlocked.
 	withID := ev.HasID || s.ring.hasIDs
-	return &frame{id: ev.ID, setsID: ev.HasID, bytes: sse.AppendEvent(nil, ev, withID)}
+	return newFrame(ev, withID)
 }
 
-// publish appends f to the ring and wakes every writer. It never blocks on
-// a client: one that breaks the lag rule is ended (client.cutIfLagging).
+// publish appends f to the ring and wakes every writer, but those of
+// filtered clients that f passes over (clientFilter.passOver). It never
+// blocks on a client: one that breaks the lag rule is ended
+// (client.cutIfLagging).
 func (s *stream) publish(f *frame) {
-	queue := uint64(s.hub.settings.Load().clientQueue)
+	cfg := s.hub.settings.Load()
+	queue := uint64(cfg.clientQueue)
+	passedOver := 0
 	s.mu.Lock()
 	s.ring.mu.Lock()
 	s.ring.push(f)
 	for c := range s.clients {
 		if c.catchingUp {
 			continue // it reads from the origin until it splices in
+		}
+		if c.filter != nil && c.filter.passOver(c, f, cfg.buffer) {
+			passedOver++
+			continue
 		}
 		if c.cutIfLagging(queue) {
 			delete(s.clients, c)
@@ -251,6 +273,7 @@ func (s *stream) publish(f *frame) {
 		c.wake()
 	}
 	s.ring.mu.Unlock()
+	s.hub.metrics.countFiltered(passedOver)
 	s.received++
 	for _, sh := range s.shards {
 		sh.wake() // its clients' lag is checked as it serves them
