@@ -33,6 +33,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    retry          <duration>
 //	    buffer         <count>
 //	    buffer_bytes   <size>
+//	    rewind         <count>
 //	    header_up      <name> <value>
 //	    client_queue   <count>
 //	    idle_close     <duration>
@@ -95,6 +96,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.Buffer = &n
+		case "rewind":
+			n, err := countArg(d, sub)
+			if err != nil {
+				return err
+			}
+			h.Rewind = n
 		case "client_queue":
 			n, err := countArg(d, sub)
 			if err != nil {

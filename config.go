@@ -173,6 +173,7 @@ func (h *Handler) validate() error {
 		"max_clients":               h.MaxClients,
 		"max_event_size":            h.MaxEventSize,
 		"retry_jitter":              h.RetryJitter,
+		"rewind":                    h.Rewind,
 		"max_catch_ups":             h.MaxCatchUps,
 		"max_catch_ups_per_handler": h.MaxCatchUpsPerHandler,
 	} {
@@ -188,6 +189,9 @@ func (h *Handler) validate() error {
 	}
 	if h.Buffer != nil && *h.Buffer > maxQueue {
 		return fmt.Errorf("buffer must be at most %d, got %d", maxQueue, *h.Buffer)
+	}
+	if buffer := h.settings().buffer; h.Rewind > buffer {
+		return fmt.Errorf("rewind must be at most buffer (%d): rewound events come from the buffer, got %d", buffer, h.Rewind)
 	}
 	if h.ClientQueue > maxQueue {
 		return fmt.Errorf("client_queue must be at most %d, got %d", maxQueue, h.ClientQueue)

@@ -68,6 +68,14 @@ type Handler struct {
 	// when the config loads.
 	HeaderUp http.Header `json:"header_up,omitempty"`
 
+	// How many of the buffer's last events a client that joins without a
+	// cursor (no Last-Event-ID) is sent first, before live ones, with no
+	// origin request: 1 sends the current state at once. Only events that
+	// fire count, and, for a client with an event-type filter, those it
+	// passes. They keep their ids, so a reconnect resumes after them. At
+	// most buffer. Default: 0, live events only.
+	Rewind int `json:"rewind,omitempty"`
+
 	// How many events a client may fall behind the stream before it is
 	// disconnected; it then reconnects and resumes from the buffer. It
 	// never slows the stream or the other clients. Default: 256.

@@ -118,6 +118,7 @@ type streamRequest struct {
 	unusableCursor bool
 
 	filter eventFilter // the event types the client is sent; nil: all
+	rewind int         // without a cursor, how many events of the buffer it is sent first
 }
 
 // streamRequestOf maps r to the stream it asks for. It fails only for a
@@ -139,6 +140,7 @@ func (h *Handler) streamRequestOf(r *http.Request) (streamRequest, error) {
 		label:       key,
 		upstreamURL: h.upstreamURL(r.URL, q.kept),
 		headerUp:    h.cfg.headerUp,
+		rewind:      h.Rewind,
 	}
 	if hasCursor && rawCursor != "" {
 		cursor, usable, err := parseCursor(rawCursor)

@@ -134,8 +134,9 @@ func (s *stream) setState(state string, err error) {
 
 // addLocked adds a joining client: it sets where the client starts, after
 // its cursor when the buffer holds it, else at the live head, with a
-// catch-up or a stale notice to come, and arms the cursor priming. s.mu
-// must be held.
+// catch-up or a stale notice to come; without a cursor, at the live head
+// or, with rewind, before the last events (rewind.go). It arms the cursor
+// priming. s.mu must be held.
 func (s *stream) addLocked(cfg *settings, sr streamRequest) *client {
 	c := newClient(s.ring, &s.signals, &s.hub.settings, s.hub.metrics)
 	s.ring.mu.RLock()
@@ -169,7 +170,12 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest) *client {
 			c.staleID, c.stale = sr.cursor, true
 		}
 	default:
-		idAt = s.ring.head // it holds none, and needs none before the next id
+		if sr.rewind > 0 {
+			seq, events := s.ring.rewindStart(sr.rewind, cfg.buffer, sr.filter)
+			c.cursor.Store(seq)
+			s.hub.metrics.eventsRewound.Add(float64(events))
+		}
+		idAt = c.cursor.Load() // it holds no id, and needs none before the next
 	}
 	if sr.filter != nil {
 		c.filter = newClientFilter(sr.filter, string(sr.cursor), idAt, &s.signals)
