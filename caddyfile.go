@@ -46,6 +46,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    key            <template...>
 //	    key_ignore_query <names...>
 //	    filter_param   <name>
+//	    cors           <origins...>
 //	    max_streams    <count>|off
 //	    max_catch_ups  <per-stream> [<per-handler>]
 //	    upstream_timeout <duration>|off
@@ -217,6 +218,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&h.StaleEvent) {
 				return d.ArgErr()
 			}
+		case "cors":
+			origins := d.RemainingArgs()
+			if len(origins) == 0 {
+				return d.ArgErr()
+			}
+			if _, err := parseCORS(origins); err != nil {
+				return d.Errf("%v", err)
+			}
+			h.CORS = append(h.CORS, origins...)
 		case "filter_param":
 			if !d.AllArgs(&h.FilterParam) {
 				return d.ArgErr()

@@ -161,6 +161,20 @@ type Handler struct {
 	// its streams. Default: 64.
 	MaxCatchUpsPerHandler int `json:"max_catch_ups_per_handler,omitempty"`
 
+	// Origins whose pages may read the streams from another origin, such
+	// as "https://app.example", as browsers write them in their Origin
+	// header. A request from one of them is answered with
+	// Access-Control-Allow-Origin set to its origin and
+	// Access-Control-Allow-Credentials: true, so that
+	// new EventSource(url, {withCredentials: true}) works there. "*" lets
+	// pages of any other origin read without credentials
+	// (Access-Control-Allow-Origin: *, which browsers never accept with
+	// credentials). Every answer then carries Vary: Origin. Cookies are
+	// still never sent upstream, except as key and header_up allow.
+	// Default: none; no CORS header is set (Caddy's header directive can
+	// set them instead).
+	CORS []string `json:"cors,omitempty"`
+
 	// How long the upstream may send nothing, not even a comment, before
 	// the connection is taken as dead and reopened. Default: 45s. A
 	// negative value turns the check off.
@@ -186,6 +200,7 @@ type Handler struct {
 	cfg               *settings     // the fields resolved to their defaults
 	gen               uint64        // when it was provisioned: a later handler's settings win
 	key               keyTemplate   // parsed Key
+	cors              *corsPolicy   // parsed CORS; nil: none
 	perRequestHeaders bool          // some header_up value has a per-request placeholder
 	poolKey           string        // this handler's registry in registries
 	reg               *registry     // shared with other configs with the same poolKey; nil until acquired
@@ -221,6 +236,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.base = base
 	h.key = parseKeyTemplate(h.Key)
+	if h.cors, err = parseCORS(h.CORS); err != nil {
+		return err
+	}
 
 	h.cfg = h.settings()
 	h.gen = generations.Add(1)
@@ -269,6 +287,9 @@ func (h *Handler) Cleanup() error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if r.Method != http.MethodGet {
 		return next.ServeHTTP(w, r)
+	}
+	if h.cors != nil {
+		h.cors.apply(w.Header(), r) // on refusals too, so that the page sees them
 	}
 	sr, err := h.streamRequestOf(r)
 	if err != nil {
