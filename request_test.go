@@ -5,6 +5,8 @@ package ssefanout
 import (
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -231,4 +233,86 @@ func TestFilterParamIsNoPartOfTheStream(t *testing.T) {
 	testkit.OpenClient(t, base+"/f?%65vents=b&x=1", nil) // its name escaped
 	testkit.OpenClient(t, base+"/f?x=1", nil)
 	origin.NoNewConn(t) // one stream
+}
+
+// The README's recipes for per-user streams read by a page, which cannot
+// set request headers on an EventSource: a query token, or a session
+// cookie, turned into the upstream's credential.
+
+func TestPerUserStreamsByQueryToken(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	accessLog := filepath.Join(t.TempDir(), "access.log")
+	base := testkit.StartCaddy(t, fmt.Sprintf(`log {
+		output file %s
+		format filter {
+			request>uri query {
+				delete token
+			}
+		}
+	}
+	sse_fanout %s {
+		key {http.request.uri.query.token}
+		key_ignore_query token
+		header_up Authorization "Bearer {http.request.uri.query.token}"
+	}`, accessLog, origin.URL()))
+	alice := testkit.OpenClient(t, base+"/me?room=1&token=alice-secret", nil)
+	upAlice := origin.NextConn(t)
+	bob := testkit.OpenClient(t, base+"/me?room=1&token=bob-secret", nil)
+	upBob := origin.NextConn(t)
+	testkit.OpenClient(t, base+"/me?token=alice-secret&room=1", nil) // alice's second tab
+	origin.NoNewConn(t)
+	for _, tc := range []struct {
+		up   *testkit.OriginConn
+		want string
+	}{{upAlice, "Bearer alice-secret"}, {upBob, "Bearer bob-secret"}} {
+		if got := tc.up.Header.Get("Authorization"); got != tc.want {
+			t.Errorf("upstream Authorization %q, want %q", got, tc.want)
+		}
+		if tc.up.Path != "/me?room=1" {
+			t.Errorf("upstream request %q: the token must not reach the origin's URL", tc.up.Path)
+		}
+	}
+	upAlice.Send("data: for alice\n\n")
+	upBob.Send("data: for bob\n\n")
+	if ev := alice.NextData(t); ev.Data != "for alice" {
+		t.Fatalf("alice got %q", ev.Data)
+	}
+	if ev := bob.NextData(t); ev.Data != "for bob" {
+		t.Fatalf("bob got %q", ev.Data)
+	}
+	registries.Range(func(_, value any) bool {
+		for _, st := range value.(*registry).statuses() {
+			if strings.Contains(st.Key, "secret") || strings.Contains(st.UpstreamURL, "secret") {
+				t.Errorf("the admin API shows the token: %+v", st)
+			}
+		}
+		return true
+	})
+	testkit.Eventually(t, "the requests to be logged", func() bool {
+		b, _ := os.ReadFile(accessLog)
+		return strings.Count(string(b), "/me?room=1") >= 3
+	})
+	if b, _ := os.ReadFile(accessLog); strings.Contains(string(b), "secret") {
+		t.Fatalf("the access log holds the token:\n%s", b)
+	}
+}
+
+func TestPerUserStreamsBySessionCookie(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+` {
+		key {http.request.cookie.session}
+		header_up Cookie "session={http.request.cookie.session}"
+	}`)
+	testkit.OpenClient(t, base+"/me", http.Header{"Cookie": {"theme=dark; session=alice-s"}})
+	upAlice := origin.NextConn(t)
+	testkit.OpenClient(t, base+"/me", http.Header{"Cookie": {"session=bob-s"}})
+	upBob := origin.NextConn(t)
+	testkit.OpenClient(t, base+"/me", http.Header{"Cookie": {"session=alice-s"}})
+	origin.NoNewConn(t)
+	if got := upAlice.Header.Get("Cookie"); got != "session=alice-s" {
+		t.Errorf("alice's upstream Cookie %q: only the session, never the client's other cookies", got)
+	}
+	if got := upBob.Header.Get("Cookie"); got != "session=bob-s" {
+		t.Errorf("bob's upstream Cookie %q", got)
+	}
 }
