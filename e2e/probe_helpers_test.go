@@ -83,6 +83,7 @@ func (w *probeWriter) Write(b []byte) (int, error) {
 
 // probeRequest is one request as Caddy received it.
 type probeRequest struct {
+	Method     string // GET, or OPTIONS for a CORS preflight
 	URI        string
 	Proto      string // HTTP/1.1, HTTP/2.0 or HTTP/3.0
 	RemoteAddr string // the client's address and port: one per connection
@@ -127,6 +128,7 @@ func (p *probe) add(r *http.Request) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.reqs = append(p.reqs, probeRequest{
+		Method:     r.Method,
 		URI:        r.RequestURI,
 		Proto:      r.Proto,
 		RemoteAddr: r.RemoteAddr,
