@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -48,8 +49,9 @@ var demoItem = regexp.MustCompile(`  (message|tick)  id=("(?:[^"\\]|\\.)*")  (.*
 
 // TestBrowserDemoPage starts the demo (examples/demo) as its command does,
 // with a faster clock, and opens its page in two browsers: each must load,
-// show live events, and count them right, and the origin must still have
-// one connection.
+// show live events, and count them right, in each of its three columns
+// (every event, ticks only, a late joiner sent the last 10 events at
+// once), plot the latency, and the origin must still have one connection.
 func TestBrowserDemoPage(t *testing.T) {
 	demo, err := demoapp.Start(demoapp.Options{
 		Listen:       fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
@@ -75,11 +77,96 @@ func TestBrowserDemoPage(t *testing.T) {
 	}
 	for i, tab := range viewers {
 		waitPage(t, tab, "live events on the demo page",
-			`+document.getElementById("count-message").textContent >= 6 && +document.getElementById("count-tick").textContent >= 2`)
+			`+document.getElementById("count-message").textContent >= 12 && +document.getElementById("count-tick").textContent >= 2`)
 		checkDemoPage(t, fmt.Sprintf("viewer %d", i+1), evalPage[demoSnapshot](t, tab, demoSnapshotJS))
+		waitPage(t, tab, "ticks in the ticks-only column", `+document.getElementById("filtered-count-tick").textContent >= 2`)
+		checkDemoColumn(t, fmt.Sprintf("viewer %d, ticks only", i+1), evalPage[demoColumnSnapshot](t, tab, demoColumnJS("filtered-")), "tick")
+		evalPage[bool](t, tab, `window.joinLate(), true`)
+		waitPage(t, tab, "the late joiner's rewind", `+document.getElementById("late-at-once").textContent >= 10`)
+		checkDemoColumn(t, fmt.Sprintf("viewer %d, late joiner", i+1), evalPage[demoColumnSnapshot](t, tab, demoColumnJS("late-")), "message", "tick")
+		if n := evalPage[int](t, tab, `document.getElementById("latency-line").getAttribute("points").split(" ").filter((p) => p).length`); n < 2 {
+			t.Errorf("viewer %d: the latency plot has %d points", i+1, n)
+		}
+		if got := evalPage[string](t, tab, `document.getElementById("sources").textContent`); got != "3" {
+			t.Errorf("viewer %d: the page shows %s EventSources, want 3", i+1, got)
+		}
 	}
 	if n := demo.Origin.Connections(); n != 1 {
-		t.Errorf("the origin has %d event-stream connections with two viewers, want 1", n)
+		t.Errorf("the origin has %d event-stream connections with two viewers of three EventSources each, want 1", n)
+	}
+	for i, tab := range viewers {
+		waitPage(t, tab, "a message after the late joins", fmt.Sprintf(`+document.getElementById("count-message").textContent >= %d`,
+			evalPage[int](t, tab, `+document.getElementById("count-message").textContent`)+1))
+		if got := evalPage[string](t, tab, `document.getElementById("origin-connections").textContent`); got != "1" {
+			t.Errorf("viewer %d: origin connections shown as %q with every column open, want 1", i+1, got)
+		}
+	}
+}
+
+// demoColumnSnapshot is what a column of the demo page other than the
+// first shows.
+type demoColumnSnapshot struct {
+	State    string   `json:"state"`
+	Messages string   `json:"messages"`
+	Ticks    string   `json:"ticks"`
+	LastID   string   `json:"lastId"`
+	Classes  []string `json:"classes"` // newest first
+	Texts    []string `json:"texts"`
+}
+
+// demoColumnJS reads the column whose element ids start with prefix.
+func demoColumnJS(prefix string) string {
+	return fmt.Sprintf(`(() => {
+	const text = (id) => document.getElementById(%[1]q + id).textContent;
+	const items = [...document.querySelectorAll("#%[1]sevents li")];
+	return {
+		state: text("state"),
+		messages: text("count-message"),
+		ticks: text("count-tick"),
+		lastId: text("last-id"),
+		classes: items.map((li) => li.className),
+		texts: items.map((li) => li.textContent),
+	};
+})()`, prefix)
+}
+
+// checkDemoColumn checks a column of the demo page: open, showing only
+// events of the given types, its counters counting what it lists, with no
+// gap or duplicate in the messages' ids and the ticks' numbers.
+func checkDemoColumn(t *testing.T, column string, s demoColumnSnapshot, types ...string) {
+	t.Helper()
+	if s.State != "1" {
+		t.Errorf("%s: readyState %s", column, s.State)
+	}
+	if len(s.Texts) >= 50 {
+		t.Fatalf("%s: the page lists %d events, its maximum: the counters cannot be checked against it", column, len(s.Texts))
+	}
+	count := map[string]int{}
+	var ns = map[string][]int{} // newest first
+	for i, text := range s.Texts {
+		m := demoItem.FindStringSubmatch(text)
+		if m == nil || m[1] != s.Classes[i] || !slices.Contains(types, m[1]) {
+			t.Fatalf("%s: list item %q (class %q), want only %v", column, text, s.Classes[i], types)
+		}
+		var payload struct {
+			N int `json:"n"`
+		}
+		if err := json.Unmarshal([]byte(m[3]), &payload); err != nil {
+			t.Fatalf("%s: list item %q: %v", column, text, err)
+		}
+		count[m[1]]++
+		ns[m[1]] = append(ns[m[1]], payload.N)
+	}
+	if s.Messages != strconv.Itoa(count["message"]) || s.Ticks != strconv.Itoa(count["tick"]) {
+		t.Errorf("%s: counters show %s messages and %s ticks, the column lists %d and %d", column, s.Messages, s.Ticks, count["message"], count["tick"])
+	}
+	for typ, n := range ns {
+		for i := 1; i < len(n); i++ {
+			if n[i] != n[i-1]-1 {
+				t.Errorf("%s: a gap or duplicate in the %s events: %v", column, typ, n)
+				break
+			}
+		}
 	}
 }
 

@@ -147,12 +147,27 @@ http://:{{.Port}} {
 	bind {{.Host}}
 {{- end}}
 
+	# A page that joins late reads /late/events: the same stream (the
+	# prefix is stripped, and both handlers have the same upstream), but
+	# it is sent the last 10 events at once, from the buffer.
+	handle_path /late/* {
+		sse_fanout http://{{.Origin}} {
+			heartbeat 15s
+			retry 2s
+			idle_close 10s
+			filter_param events
+			rewind 10
+		}
+	}
+
 	# Every EventSource on /events... shares one origin connection per
-	# path and query.
+	# path and query; ?events=tick picks the event types a page is sent,
+	# and is no part of the stream.
 	sse_fanout /events* http://{{.Origin}} {
 		heartbeat 15s
 		retry 2s
 		idle_close 10s
+		filter_param events
 	}
 
 	file_server {
