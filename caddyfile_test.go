@@ -142,6 +142,46 @@ func TestCaddyfileAdaptReplayAndSafetyOptions(t *testing.T) {
 }`)
 }
 
+func TestCaddyfileAdaptPageOptions(t *testing.T) {
+	caddytest.AssertAdapt(t, `:8080 {
+	sse_fanout http://localhost:9000 {
+		rewind 1
+		filter_param events
+		cors https://app.example
+		cors https://admin.example *
+	}
+}`, "caddyfile", `{
+	"apps": {
+		"http": {
+			"servers": {
+				"srv0": {
+					"listen": [
+						":8080"
+					],
+					"routes": [
+						{
+							"handle": [
+								{
+									"cors": [
+										"https://app.example",
+										"https://admin.example",
+										"*"
+									],
+									"filter_param": "events",
+									"handler": "sse_fanout",
+									"rewind": 1,
+									"upstream": "http://localhost:9000"
+								}
+							]
+						}
+					]
+				}
+			}
+		}
+	}
+}`)
+}
+
 func TestCaddyfileOffAndZero(t *testing.T) {
 	h := new(Handler)
 	d := caddyfile.NewTestDispenser("sse_fanout http://o {\n\theartbeat off\n\tidle_close 0\n\tretry 0\n}")
@@ -204,6 +244,8 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"zero max_catch_ups", "sse_fanout http://o {\n\tmax_catch_ups 0\n}", "bad max_catch_ups value '0'"},
 		{"max_catch_ups three args", "sse_fanout http://o {\n\tmax_catch_ups 1 2 3\n}", "wrong argument count"},
 		{"key no args", "sse_fanout http://o {\n\tkey\n}", "wrong argument count"},
+		{"negative rewind", "sse_fanout http://o {\n\trewind -1\n}", "bad rewind value '-1': want a non-negative integer, at Testfile:2"},
+		{"rewind no arg", "sse_fanout http://o {\n\trewind\n}", "wrong argument count"},
 		{"filter_param no name", "sse_fanout http://o {\n\tfilter_param\n}", "wrong argument count"},
 		{"filter_param two names", "sse_fanout http://o {\n\tfilter_param a b\n}", "wrong argument count"},
 		{"filter_param with &", "sse_fanout http://o {\n\tfilter_param a&b\n}", "bad filter_param 'a&b'"},

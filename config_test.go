@@ -76,3 +76,35 @@ func mustConfig(t *testing.T, raw []byte) *caddy.Config {
 	}
 	return &cfg
 }
+
+// TestPageOptionsAreCheckedInJSON: the checks on rewind, filter_param and
+// cors hold for a JSON config too, not only in the Caddyfile parser.
+func TestPageOptionsAreCheckedInJSON(t *testing.T) {
+	ten := 10
+	for _, tc := range []struct {
+		name string
+		h    Handler
+		want string
+	}{
+		{"negative rewind", Handler{Rewind: -1}, "rewind must not be negative"},
+		{"rewind past buffer", Handler{Buffer: &ten, Rewind: 11}, "rewind must be at most buffer (10)"},
+		{"filter_param with =", Handler{FilterParam: "a=b"}, `filter_param "a=b"`},
+		{"filter_param last_event_id", Handler{FilterParam: "last_event_id"}, "carries the cursor"},
+		{"cors not an origin", Handler{CORS: []string{"app.example"}}, "bad cors origin 'app.example'"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := tc.h
+			h.Upstream = "http://127.0.0.1:1"
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+			defer cancel()
+			err := h.Provision(ctx)
+			if err == nil {
+				err = h.Validate()
+			}
+			h.Cleanup()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
