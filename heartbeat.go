@@ -14,9 +14,10 @@ import "time"
 // A client with an event-type filter (filter.go) may be sent nothing while
 // events flow. While a stream has such clients, its timer also starts a
 // filter round every half interval: it bumps the filterRounds counter and
-// wakes the clients, and a filtered client that was sent nothing since
-// the round before is sent a keepalive (clientFilter.quietRound); so it
-// is sent something at least once per interval. The other clients send
+// wakes the filtered clients, and one that was sent nothing since the
+// round before is sent a keepalive (clientFilter.quietRound), or the
+// id-only block that keeps its lastEventId with the stream: so it is sent
+// something at least once per interval. The other clients are sent
 // nothing for a filter round.
 
 // heartbeatOffCheck is how often a stream whose heartbeat is off looks
@@ -60,7 +61,23 @@ func (s *stream) heartbeatWait(lastFilterRound *time.Duration) time.Duration {
 	if s.filtered.Load() > 0 && now-*lastFilterRound >= half {
 		*lastFilterRound = now
 		s.signals.filterRounds.Add(1)
-		s.wakeAll()
+		s.wakeFiltered()
 	}
 	return min(wait, half)
+}
+
+// wakeFiltered wakes, for a filter round, the writers of the filtered
+// clients served in their requests, and the shared writers, which look at
+// each of their clients in turn anyway.
+func (s *stream) wakeFiltered() {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for c := range s.clients {
+		if c.filter != nil {
+			c.wake()
+		}
+	}
+	for _, sh := range s.shards {
+		sh.wake()
+	}
 }
