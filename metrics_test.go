@@ -84,3 +84,54 @@ func loadWithAdmin(t *testing.T, adminPort int, sites string) {
 		testkit.WaitHandlersDone(t)
 	})
 }
+
+// TestMetricsCountFilteredAndRewoundEvents: events_filtered counts, per
+// client, the events its filter left out, whether its writer skipped them
+// or publish passed it over, and events_rewound the events rewind placed
+// before a joining client; neither counts as sent.
+func TestMetricsCountFilteredAndRewoundEvents(t *testing.T) {
+	for _, detach := range []bool{true, false} {
+		t.Run(fmt.Sprintf("detach=%v", detach), func(t *testing.T) {
+			saved := testkit.DetachInTests
+			testkit.DetachInTests = detach
+			defer func() { testkit.DetachInTests = saved }()
+			origin := testkit.NewOrigin(t)
+			base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tfilter_param events\n\trewind 3\n}")
+			witness := testkit.OpenClient(t, base+"/m", nil)
+			filtered := testkit.OpenClient(t, base+"/m?events=update", nil)
+			up := origin.NextConn(t)
+			for i := 1; i <= 10; i++ {
+				typ := "tick"
+				if i%5 == 0 {
+					typ = "update"
+				}
+				up.Send(fmt.Sprintf("event: %s\ndata: %d\nid: %d\n\n", typ, i, i))
+			}
+			for i := 1; i <= 10; i++ {
+				if ev := witness.NextData(t); ev.ID != strconv.Itoa(i) {
+					t.Fatalf("witness got %+v", ev)
+				}
+			}
+			for _, want := range []string{"5", "10"} {
+				if ev := filtered.NextData(t); ev.ID != want {
+					t.Fatalf("filtered client got %+v, want update %s", ev, want)
+				}
+			}
+			late := testkit.OpenClient(t, base+"/m", nil)
+			for _, want := range []string{"8", "9", "10"} {
+				if ev := late.NextData(t); ev.ID != want {
+					t.Fatalf("rewound client got %+v, want %s", ev, want)
+				}
+			}
+			u := origin.URL()
+			testkit.Eventually(t, "the filtered events to be counted", func() bool {
+				return counterValue(t, u, "events_filtered") == 8
+			})
+			for name, want := range map[string]float64{"events_rewound": 3, "events_sent": 10 + 2 + 3} {
+				if got := counterValue(t, u, name); got != want {
+					t.Errorf("%s = %v, want %v", name, got, want)
+				}
+			}
+		})
+	}
+}
