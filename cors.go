@@ -52,20 +52,20 @@ func parseCORS(list []string) (*corsPolicy, error) {
 // serializes it in an Origin header: the scheme and host in lower case,
 // the port only when it is not the scheme's default, and nothing else.
 func canonicalOrigin(s string) (string, error) {
-	u, err := url.Parse(s)
+	u, err := url.Parse(s) // it lowercases the scheme
 	switch {
 	case err != nil:
 		return "", errors.New("not a URL")
-	case u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "HTTP" && u.Scheme != "HTTPS":
+	case u.Scheme != "http" && u.Scheme != "https":
 		return "", errors.New("want http:// or https:// and a host, such as https://app.example")
 	case u.Host == "" || u.User != nil || u.Opaque != "":
 		return "", errors.New("want a host, and no user")
-	case u.Path != "" && u.Path != "/", u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+	case u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
 		return "", errors.New("an origin has no path, query or fragment")
-	case strings.ContainsAny(u.Host, "*"):
+	case strings.Contains(u.Host, "*"):
 		return "", errors.New("wildcards are not supported; list each origin, or * for any without credentials")
 	}
-	scheme, host, port := strings.ToLower(u.Scheme), strings.ToLower(u.Hostname()), u.Port()
+	scheme, host, port := u.Scheme, strings.ToLower(u.Hostname()), u.Port()
 	if port == map[string]string{"http": "80", "https": "443"}[scheme] {
 		port = ""
 	}

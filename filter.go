@@ -19,8 +19,8 @@ import (
 // holds that id. So the client is sent an id-only block (it fires no
 // event) with the stream's latest id when the id it holds is about to go
 // out of the buffer's reach (idStale), and at a keepalive round in place
-// of the keepalive. A frame it skips costs it nothing
-// else: no write, and, in its request goroutine, no wake-up (passOver).
+// of the keepalive. A frame it skips costs it nothing else: no write, and,
+// in its request goroutine, no wake-up (passOver).
 
 // eventFilter is the event types a client chose, validated by
 // parseEventFilter (request.go). A block without an event field is of

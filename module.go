@@ -32,8 +32,10 @@ func init() {
 // handler. A stream that has max_clients clients answers new ones with 503
 // and a Retry-After header, and so does a new stream past max_streams when
 // no idle stream can give way. A cursor (Last-Event-ID or the last_event_id
-// query parameter) that holds a control character is answered 400; a
-// response that a handler in front buffers, 500.
+// query parameter) that holds a control character is answered 400, and so
+// is an event-type filter (filter_param) that is not a list of types; a
+// response that a handler in front buffers, 500. With cors, the answer
+// carries the CORS headers its Origin calls for.
 //
 // No header of the client's request is sent upstream, since the upstream
 // connection is shared by every client of the stream: forwarding one

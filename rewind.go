@@ -14,10 +14,10 @@ package ssefanout
 // buffer holds fewer. The ring's lock must be held.
 func (r *ring) rewindStart(n, window int, filter eventFilter) (seq uint64, events int) {
 	seq = r.head
-	for s := r.head; s >= r.tail && s > 0 && r.head-s < uint64(window) && events < n; s-- {
-		f := r.get(s)
+	for at := r.head; at >= r.tail && at > 0 && r.head-at < uint64(window) && events < n; at-- {
+		f := r.get(at)
 		if f.fires && (filter == nil || filter.wants(f)) {
-			seq, events = s-1, events+1
+			seq, events = at-1, events+1
 		}
 	}
 	return seq, events
