@@ -6,7 +6,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
 
@@ -27,14 +26,10 @@ var (
 )
 
 // mayDetach reports whether r's client may be detached once its response
-// has started: HTTP/1.x without TLS, when the config allows it and the
-// server sets no hard write timeout, which a detached client would escape.
+// has started: HTTP/1.x without TLS, when the config allows it. Whether
+// it is, once the head is written, passesThrough decides.
 func (h *Handler) mayDetach(r *http.Request) bool {
-	if !h.detachable || r.ProtoMajor != 1 || r.TLS != nil {
-		return false
-	}
-	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
-	return ok && srv.WriteTimeout <= 0
+	return h.detachable && r.ProtoMajor == 1 && r.TLS == nil
 }
 
 // detach takes c's connection over from net/http and hands c to one of its
@@ -42,11 +37,8 @@ func (h *Handler) mayDetach(r *http.Request) bool {
 // was, when the response cannot be taken over: then the caller goes on
 // serving c. The response must have started with "Transfer-Encoding:
 // identity", so that net/http neither chunks it nor expects to end it, and
-// be flushed, with nothing holding it back (see responseBuffered).
+// be flushed, through a writer chain that passesThrough.
 func (h *Handler) detach(w http.ResponseWriter, s *stream, c *client) bool {
-	if w.Header().Get("Content-Encoding") != "" {
-		return false // an encoder compresses the response
-	}
 	// Caddy's wrappers are passed over: what they do (count bytes, arm
 	// deadlines) would outlive the request they belong to.
 	hj, ok := innermost(w).(http.Hijacker)
@@ -73,18 +65,6 @@ func (h *Handler) detach(w http.ResponseWriter, s *stream, c *client) bool {
 	go d.watch()
 	d.shard.wake()
 	return true
-}
-
-// innermost returns the response writer that w wraps, through every
-// layer that can be unwrapped.
-func innermost(w http.ResponseWriter) http.ResponseWriter {
-	for {
-		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			return w
-		}
-		w = u.Unwrap()
-	}
 }
 
 // watch waits for a detached client to hang up, or for its connection to

@@ -319,12 +319,13 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, s *stream,
 		return errResponseBuffered
 	}
 
-	rw := newRespWriter(w, rc, h.cfg.writeTimeout)
+	past := passesThrough(w, r)
+	rw := newRespWriter(w, rc, h.cfg.writeTimeout, past, c)
 	err := s.resume(r.Context(), c, rw, h.stop)
 	if err == nil {
 		err = rw.send(c) // the replay, in this goroutine
 	}
-	if err == nil && mayDetach && h.detach(w, s, c) {
+	if err == nil && mayDetach && past && h.detach(w, s, c) {
 		return nil // the client is served by a shared writer from now on
 	}
 	if err == nil {

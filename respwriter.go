@@ -28,9 +28,19 @@ const maxBatchWrite = 64 << 10
 const maxKeptBatchBuffer = 4 << 10
 
 // respWriter writes what a client is sent to its response.
+//
+// Where the writer chain passes the bytes through untouched
+// (passesThrough), it writes to the innermost writer, past Caddy's
+// wrappers: they would only count the bytes and move a write deadline
+// around every write and flush, which over HTTP/2 costs a message to the
+// connection's goroutine each time. A write that never completes is then
+// the stream's watchdog's to end (see client.writing). Elsewhere it writes
+// through the chain, under Caddy's write_idle_timeout or deadlines of its
+// own.
 type respWriter struct {
 	w            io.Writer
 	rc           *http.ResponseController
+	c            *client // whose writes the stream's watchdog watches, if past
 	writeTimeout time.Duration
 	deadlines    bool   // set write deadlines of our own (see ownDeadlines)
 	armed        bool   // the deadline for the current batch is set
@@ -38,8 +48,48 @@ type respWriter struct {
 	err          error  // the first write error
 }
 
-func newRespWriter(w http.ResponseWriter, rc *http.ResponseController, writeTimeout time.Duration) *respWriter {
-	return &respWriter{w: w, rc: rc, writeTimeout: writeTimeout, deadlines: ownDeadlines(w)}
+// newRespWriter returns the writer of c's response w. With past, it
+// writes past Caddy's writer chain, and arms c's watchdog hook.
+func newRespWriter(w http.ResponseWriter, rc *http.ResponseController, writeTimeout time.Duration, past bool, c *client) *respWriter {
+	if !past {
+		return &respWriter{w: w, rc: rc, writeTimeout: writeTimeout, deadlines: ownDeadlines(w)}
+	}
+	inner := innermost(w)
+	rw := &respWriter{w: inner, rc: http.NewResponseController(inner), c: c, writeTimeout: writeTimeout}
+	abort := func() {
+		// A deadline in the past ends the write in flight: net/http's
+		// HTTP/1 connection and HTTP/2 stream both allow it from another
+		// goroutine, as their own timers do.
+		_ = rw.rc.SetWriteDeadline(time.Unix(1, 0))
+	}
+	c.abort.Store(&abort)
+	return rw
+}
+
+// passesThrough reports whether nothing in w's writer chain needs the
+// response's bytes, so that they may be written past it (respWriter) or
+// the connection taken over (detach.go): no encoder compresses them, no
+// layer holds them back (see responseBuffered), and the server has no hard
+// write_timeout, which the chain enforces. It must be asked once the head
+// is written.
+func passesThrough(w http.ResponseWriter, r *http.Request) bool {
+	if w.Header().Get("Content-Encoding") != "" || responseBuffered(w) {
+		return false
+	}
+	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return ok && srv.WriteTimeout <= 0
+}
+
+// innermost returns the response writer that w wraps, through every
+// layer that can be unwrapped.
+func innermost(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
+	}
 }
 
 // ownDeadlines reports whether the client's writes need deadlines of our
@@ -134,11 +184,16 @@ func (rw *respWriter) write(b []byte) {
 }
 
 // writeOut writes what the batch gathered. Its first write sets the
-// deadline that the whole batch, flush included, must meet.
+// deadline that the whole batch, flush included, must meet, or tells the
+// watchdog that a write is in flight.
 func (rw *respWriter) writeOut() {
 	if rw.err != nil || len(rw.out) == 0 {
 		rw.out = rw.out[:0]
 		return
+	}
+	if rw.c != nil && !rw.armed {
+		rw.c.writing.Store(time.Now().UnixNano())
+		rw.armed = true
 	}
 	if !rw.armed && rw.deadlines {
 		err := rw.rc.SetWriteDeadline(time.Now().Add(rw.writeTimeout))
@@ -159,7 +214,10 @@ func (rw *respWriter) flush() {
 	if rw.err == nil {
 		rw.err = rw.rc.Flush()
 	}
-	if rw.armed {
+	if rw.armed && rw.c != nil {
+		rw.armed = false
+		rw.c.writing.Store(0)
+	} else if rw.armed {
 		rw.armed = false
 		if err := rw.rc.SetWriteDeadline(time.Time{}); err != nil && rw.err == nil {
 			rw.err = err
