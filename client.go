@@ -45,7 +45,8 @@ type client struct {
 	retryFactor float64 // scales the retry sent to this client (retry_jitter)
 
 	// Set by join, before the writer starts.
-	prime     []byte       // an id-only block to send once the frames up to primeAt are sent
+	stop      <-chan struct{} // its handler's: closed when its config is unloaded
+	prime     []byte          // an id-only block to send once the frames up to primeAt are sent
 	primeAt   uint64       //
 	staleID   clientCursor // the cursor that could not be served; "" if it was unusable
 	stale     bool         // announce staleID with a stale_event first

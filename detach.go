@@ -56,7 +56,7 @@ func (h *Handler) detach(w http.ResponseWriter, s *stream, c *client) bool {
 		s.leave(c, false)
 		return true
 	}
-	d := s.attach(c, conn, h.stop)
+	d := s.attach(c, conn)
 	if d == nil { // ended meanwhile
 		conn.Close()
 		s.leave(c, false)

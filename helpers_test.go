@@ -31,7 +31,7 @@ func newTestStream(cfg *settings) *stream {
 func addClient(s *stream) *client {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.addLocked(s.hub.settings.Load(), streamRequest{})
+	return s.addLocked(s.hub.settings.Load(), streamRequest{}, nil)
 }
 
 // counterValue reads the named metric of an upstream.

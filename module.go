@@ -238,7 +238,7 @@ func (h *Handler) Cleanup() error {
 	if h.reg == nil {
 		return nil // Provision failed before acquiring it
 	}
-	h.reg.endDetached(h.stop)
+	h.reg.endClientsOf(h.stop)
 	_, err := registries.Delete(h.poolKey)
 	return err
 }
@@ -254,7 +254,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
 	h.reg.adopt(h.cfg, h.gen) // this handler's config is running
-	s, c, err := h.reg.join(sr)
+	s, c, err := h.reg.join(sr, h.stop)
 	switch {
 	case errors.Is(err, errOriginStopped):
 		w.WriteHeader(http.StatusNoContent) // as the origin said: browsers stop
@@ -329,7 +329,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, s *stream,
 		return nil // the client is served by a shared writer from now on
 	}
 	if err == nil {
-		err = rw.serve(r.Context(), c, h.stop)
+		err = rw.serve(r.Context(), c)
 	}
 	s.leave(c, false)
 	return err

@@ -110,7 +110,7 @@ func (r *registry) Destruct() error {
 // join adds a client to the stream it asks for, opening the stream (and so
 // its upstream connection) if it has no client yet. It never waits for the
 // upstream.
-func (r *registry) join(sr streamRequest) (*stream, *client, error) {
+func (r *registry) join(sr streamRequest, stop <-chan struct{}) (*stream, *client, error) {
 	cfg := r.settings.Load()
 	s, evicted, err := r.streamFor(sr, cfg)
 	if evicted != nil {
@@ -124,7 +124,7 @@ func (r *registry) join(sr streamRequest) (*stream, *client, error) {
 	if cfg.maxClients > 0 && s.clientCountLocked() >= cfg.maxClients {
 		return nil, nil, errStreamFull
 	}
-	return s, s.addLocked(cfg, sr), nil
+	return s, s.addLocked(cfg, sr, stop), nil
 }
 
 // streamFor returns the stream sr asks for, locked, opening it if there
@@ -234,10 +234,10 @@ func (r *registry) liveStreams() []*stream {
 	return streams
 }
 
-// endDetached ends, each at a moment of its own, the detached clients that
-// the handler with this stop channel served.
-func (r *registry) endDetached(stop <-chan struct{}) {
+// endClientsOf ends, each at a moment of its own, the clients that the
+// handler with this stop channel serves.
+func (r *registry) endClientsOf(stop <-chan struct{}) {
 	for _, s := range r.liveStreams() {
-		s.endDetached(stop)
+		s.endClientsOf(stop)
 	}
 }

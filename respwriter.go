@@ -126,10 +126,13 @@ func responseBuffered(w http.ResponseWriter) bool {
 	}
 }
 
-// serve writes to the response what c is sent, as it comes, until the
-// client goes away (ctx), c is ended, or a write fails. When the handler
-// is unloaded (stop), c goes on until a moment of its own.
-func (rw *respWriter) serve(ctx context.Context, c *client, stop <-chan struct{}) error {
+// serve writes to the response what c is sent, as it comes, until c is
+// ended: when the client goes away (ctx), its stream or handler ends it,
+// or it breaks the lag rule; or until a write fails. It waits on two
+// channels only, since it wakes for every event of the stream.
+func (rw *respWriter) serve(ctx context.Context, c *client) error {
+	stopWatch := context.AfterFunc(ctx, func() { c.end(errClientGone) })
+	defer stopWatch()
 	for {
 		if err := rw.send(c); err != nil {
 			return err
@@ -137,18 +140,17 @@ func (rw *respWriter) serve(ctx context.Context, c *client, stop <-chan struct{}
 		select {
 		case <-c.wakeC:
 		case <-c.done:
-			if c.cause != errSlowClient {
+			switch c.cause {
+			case errClientGone:
+				return nil
+			case errSlowClient:
+			default:
 				// Ended at its moment: what was published before goes too.
 				if err := rw.send(c); err != nil {
 					return err
 				}
 			}
 			return c.cause
-		case <-stop:
-			stop = nil
-			c.endWithin(errHandlerStopped, nil)
-		case <-ctx.Done():
-			return nil
 		}
 	}
 }

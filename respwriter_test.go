@@ -133,12 +133,6 @@ type fanOutBench struct {
 }
 
 func newFanOutBench(tb testing.TB, n int) *fanOutBench {
-	return newFanOutBenchStop(tb, n, make(chan struct{}))
-}
-
-// newFanOutBenchStop is newFanOutBench with the given stop channel, which
-// ServeHTTP passes every client of a config (nil: none).
-func newFanOutBenchStop(tb testing.TB, n int, stop chan struct{}) *fanOutBench {
 	tb.Helper()
 	s := newTestStream(testSettings())
 	ctx, cancel := context.WithCancel(context.Background())
@@ -156,7 +150,7 @@ func newFanOutBenchStop(tb testing.TB, n int, stop chan struct{}) *fanOutBench {
 		go func() {
 			defer fb.wg.Done()
 			defer cancel()
-			if err := newRespWriter(w, rc, time.Minute, true, c).serve(ctx, c, stop); err != nil {
+			if err := newRespWriter(w, rc, time.Minute, true, c).serve(ctx, c); err != nil {
 				tb.Errorf("client writer: %v", err)
 			}
 		}()
@@ -218,17 +212,6 @@ func BenchmarkBroadcast1000(b *testing.B) {
 	})
 	b.Run("writers", func(b *testing.B) {
 		fb := newFanOutBench(b, n)
-		ev := benchEvent
-		b.ReportAllocs()
-		for b.Loop() {
-			fb.broadcast(&ev)
-		}
-		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
-	})
-	// As writers, but without the stop channel that ServeHTTP hands every
-	// client of a config: what selecting on one shared channel costs.
-	b.Run("writers-nostop", func(b *testing.B) {
-		fb := newFanOutBenchStop(b, n, nil)
 		ev := benchEvent
 		b.ReportAllocs()
 		for b.Loop() {

@@ -30,7 +30,6 @@ type detachedClient struct {
 	*client
 	conn net.Conn
 	raw  syscall.RawConn // for writes that never wait; nil where unsupported
-	stop <-chan struct{} // its handler's: closed when its config is unloaded
 
 	shard *writerShard
 	index int // its index in shard.clients; shard.mu guards it
@@ -73,21 +72,21 @@ type writerShard struct {
 // in their request goroutines to a shared writer. It returns nil if c was
 // ended meanwhile, or the stream was closed: no shared writer would ever
 // end such a client.
-func (s *stream) attach(c *client, conn net.Conn, stop <-chan struct{}) *detachedClient {
+func (s *stream) attach(c *client, conn net.Conn) *detachedClient {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.clients[c]; !ok || s.closed {
 		return nil
 	}
 	delete(s.clients, c)
-	d := &detachedClient{client: c, conn: conn, raw: rawConnOf(conn), stop: stop}
+	d := &detachedClient{client: c, conn: conn, raw: rawConnOf(conn)}
 	d.shard = s.shardForLocked()
 	d.shard.add(d)
 	s.detached++
 	s.hub.wg.Add(1) // for its watch
 	select {
-	case <-stop:
-		// Its config was unloaded while it started: endDetached has
+	case <-c.stop:
+		// Its config was unloaded while it started: endClientsOf has
 		// passed it over, so it ends here, as the others do.
 		d.endWithin(errHandlerStopped)
 	default:

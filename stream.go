@@ -135,8 +135,16 @@ func (s *stream) setState(state string, err error) {
 // its cursor when the buffer holds it, else at the live head, with a
 // catch-up or a stale notice to come, and arms the cursor priming. s.mu
 // must be held.
-func (s *stream) addLocked(cfg *settings, sr streamRequest) *client {
+func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}) *client {
 	c := newClient(s.ring, &s.signals, &s.hub.settings, s.hub.metrics)
+	c.stop = stop
+	select {
+	case <-stop:
+		// Its config was unloaded as it joined: endClientsOf has passed
+		// it over, so it ends here, as the others do.
+		c.endWithin(errHandlerStopped, nil)
+	default:
+	}
 	s.ring.mu.RLock()
 	defer s.ring.mu.RUnlock()
 	c.cursor.Store(s.ring.head)
@@ -172,6 +180,19 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest) *client {
 		c.primeAt = s.ring.head
 	}
 	return c
+}
+
+// endClientsOf ends, each at a moment of its own, the clients that the
+// handler with this stop channel serves, in their requests or detached.
+func (s *stream) endClientsOf(stop <-chan struct{}) {
+	s.mu.RLock()
+	for c := range s.clients {
+		if c.stop == stop {
+			c.endWithin(errHandlerStopped, nil)
+		}
+	}
+	s.mu.RUnlock()
+	s.endDetached(stop)
 }
 
 // clientCountLocked is how many clients the stream has. s.mu must be held.
