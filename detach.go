@@ -9,7 +9,7 @@ import (
 	"go.uber.org/zap"
 )
 
-// This file takes a plain HTTP/1 client's connection over from net/http,
+// This file takes an HTTP/1 client's connection over from net/http,
 // so that its request goroutine, with its stack and buffers, can end: a
 // shared writer (sharedwriter.go) serves it from then on, and a small
 // goroutine waits for the client to hang up.
@@ -17,8 +17,10 @@ import (
 // Only the start of a response goes through Caddy's response writer
 // chain: the headers, any replay and any catch-up. That is why a client is
 // detached only where Caddy would write its bytes as they are: on
-// HTTP/1.x without TLS, with no encoder compressing the response, no
-// handler in front holding it back, and no hard write_timeout to enforce.
+// HTTP/1.x, with no encoder compressing the response, no handler in front
+// holding it back, and no hard write_timeout to enforce. Over TLS, the
+// TLS connection is taken over, and its records written as its socket has
+// room for them (tlswrite_linux.go).
 
 var (
 	errClientGone     = errors.New("client closed the connection")
@@ -26,10 +28,10 @@ var (
 )
 
 // mayDetach reports whether r's client may be detached once its response
-// has started: HTTP/1.x without TLS, when the config allows it. Whether
-// it is, once the head is written, passesThrough decides.
+// has started: HTTP/1.x, over TLS or not, when the config allows it.
+// Whether it is, once the head is written, passesThrough decides.
 func (h *Handler) mayDetach(r *http.Request) bool {
-	return h.detachable && r.ProtoMajor == 1 && r.TLS == nil
+	return h.detachable && r.ProtoMajor == 1
 }
 
 // detach takes c's connection over from net/http and hands c to one of its
