@@ -47,7 +47,7 @@ type client struct {
 	// Set by join, before the writer starts.
 	stop      <-chan struct{} // its handler's: closed when its config is unloaded
 	prime     []byte          // an id-only block to send once the frames up to primeAt are sent
-	primeAt   uint64          //
+	primeAt   uint64          // the seq after which the priming block goes
 	staleID   clientCursor    // the cursor that could not be served; "" if it was unusable
 	stale     bool            // announce staleID with a stale_event first
 	catchUpID clientCursor    // the cursor to fetch from the origin first, if catchingUp
