@@ -161,16 +161,15 @@ type Handler struct {
 	// hard write_timeout. Default: true.
 	Detach *bool `json:"detach,omitempty"`
 
-	base              *url.URL      // parsed Upstream
-	cfg               *settings     // the fields resolved to their defaults
-	gen               uint64        // when it was provisioned: a later handler's settings win
-	key               keyTemplate   // parsed Key
-	perRequestHeaders bool          // some header_up value has a per-request placeholder
-	poolKey           string        // this handler's registry in registries
-	reg               *registry     // shared with other configs with the same poolKey; nil until acquired
-	stop              chan struct{} // closed by Cleanup, to end this config's clients
-	detachable        bool          // Detach, resolved
-	logger            *zap.Logger
+	base       *url.URL      // parsed Upstream
+	cfg        *settings     // the fields resolved to their defaults
+	gen        uint64        // when it was provisioned: a later handler's settings win
+	requests   *requestMap   // maps requests to streams
+	poolKey    string        // this handler's registry in registries
+	reg        *registry     // shared with other configs with the same poolKey; nil until acquired
+	stop       chan struct{} // closed by Cleanup, to end this config's clients
+	detachable bool          // Detach, resolved
+	logger     *zap.Logger
 }
 
 // generations numbers handlers in the order they are provisioned.
@@ -199,15 +198,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("parsing upstream %q: %w", redactURL(h.Upstream), err)
 	}
 	h.base = base
-	h.key = parseKeyTemplate(h.Key)
-
 	h.cfg = h.settings()
 	h.gen = generations.Add(1)
 	if err := h.validate(); err != nil {
 		return err
 	}
-	if err := h.checkHeaderPlaceholders(h.cfg.headerUp); err != nil {
+	perRequestHeaders, err := h.checkHeaderPlaceholders(h.cfg.headerUp)
+	if err != nil {
 		return err
+	}
+	h.requests = &requestMap{
+		base:              base,
+		key:               parseKeyTemplate(h.Key),
+		ignoreQuery:       h.KeyIgnoreQuery,
+		headerUp:          h.cfg.headerUp,
+		perRequestHeaders: perRequestHeaders,
 	}
 	h.poolKey = h.registryKey(h.cfg.headerUp)
 	value, _, err := registries.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
@@ -249,7 +254,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if r.Method != http.MethodGet {
 		return next.ServeHTTP(w, r)
 	}
-	sr, err := h.streamRequestOf(r)
+	sr, err := h.requests.streamRequestOf(r)
 	if err != nil {
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
@@ -297,7 +302,9 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, s *stream,
 	header.Set("Cache-Control", "no-cache")
 	header.Set("X-Accel-Buffering", "no") // tells a buffering proxy in front to pass events on
 	header.Del("Content-Length")
-	mayDetach := h.mayDetach(r)
+	// An HTTP/1.x client, over TLS or not, may be detached once its
+	// response has started; whether it is, passesThrough decides.
+	mayDetach := h.detachable && r.ProtoMajor == 1
 	if mayDetach {
 		// The body ends when the connection closes, as the SSE spec
 		// suggests, instead of in chunks: so once the connection is taken
@@ -325,7 +332,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, s *stream,
 	if err == nil {
 		err = rw.send(c) // the replay, in this goroutine
 	}
-	if err == nil && mayDetach && past && h.detach(w, s, c) {
+	if err == nil && mayDetach && past && detach(w, s, c) {
 		return nil // the client is served by a shared writer from now on
 	}
 	if err == nil {
