@@ -331,7 +331,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, s *stream,
 	// Whatever follows, the writer and the response it holds are not the
 	// client's once this returns: a detached client must not keep them.
 	defer c.abort.Store(nil)
-	err := s.resume(r.Context(), c, rw, h.stop)
+	err := s.resume(r.Context(), c, rw)
 	if err == nil {
 		err = rw.send(c) // the replay, in this goroutine
 	}
