@@ -94,10 +94,12 @@ type Handler struct {
 	// When false, such a client gets live events only.
 	CatchUp *bool `json:"catch_up,omitempty"`
 
-	// Whether a joining client is sent, after any replay, an "id:" line
-	// with the stream's latest event ID and no data. It fires no event but
-	// sets the browser's lastEventId, so a client that drops before the
-	// next event still resumes from there. Default: true.
+	// Whether a joining client is sent an "id:" line with the stream's
+	// latest event ID and no data. It fires no event but sets the
+	// browser's lastEventId, so a client that drops before the next event
+	// still resumes from there. A client that resumes from the buffer is
+	// not: its replay, or its own cursor, carries that id already.
+	// Default: true.
 	PrimeCursor *bool `json:"prime_cursor,omitempty"`
 
 	// An event type to send, with the client's Last-Event-ID as data, to a

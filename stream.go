@@ -165,6 +165,11 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}
 		case ok:
 			s.hub.metrics.replayHits.Inc()
 			c.cursor.Store(seq)
+			if last, _ := s.ring.lastID(); seq < s.ring.head || last == string(sr.cursor) {
+				// Its replay, or its own cursor, carries the latest id:
+				// priming would repeat it (and a tier would publish it).
+				return c
+			}
 		case cfg.catchUp:
 			s.hub.metrics.replayMisses.Inc()
 			c.catchUpID = sr.cursor
