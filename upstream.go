@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
@@ -92,7 +93,11 @@ func (s *stream) readUpstream(ctx context.Context) (stopUntil time.Time) {
 			s.logger.Info("upstream ended; reconnecting", zap.Duration("backoff", wait))
 		} else {
 			s.hub.metrics.upstreamErrors.Inc()
-			s.logger.Warn("upstream failed; reconnecting",
+			level := zap.WarnLevel
+			if errors.Is(err, errLoop) {
+				level = zap.ErrorLevel // the config's, and it will not pass
+			}
+			s.logger.Log(level, "upstream failed; reconnecting",
 				zap.String("upstream", s.upstreamLabel),
 				zap.Error(err),
 				zap.Duration("backoff", wait))
@@ -247,6 +252,7 @@ func (s *stream) openUpstream(ctx context.Context, cfg *settings, lastEventID st
 	for name, values := range s.headerUp {
 		req.Header[name] = values
 	}
+	req.Header["Via"] = append(slices.Clip(req.Header["Via"]), cfg.via) // shared with headerUp: clipped, so never written into
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Cache-Control", "no-cache")
 	if hasLastEventID {
@@ -260,6 +266,10 @@ func (s *stream) openUpstream(ctx context.Context, cfg *settings, lastEventID st
 			err = uerr.Err // its text holds the URL, and so any user name
 		}
 		return nil, fmt.Errorf("connecting upstream: %w", err)
+	}
+	if err := s.answeredFrom(resp); err != nil {
+		resp.Body.Close()
+		return nil, err
 	}
 	if resp.StatusCode == http.StatusNoContent {
 		resp.Body.Close()
