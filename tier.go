@@ -8,6 +8,9 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
+	"go.uber.org/zap"
 )
 
 // This file is what makes sse_fanout nodes tiers of one another: the Via
@@ -27,6 +30,11 @@ import (
 const (
 	// viaComment marks a Via entry as an sse_fanout node's.
 	viaComment = "(sse_fanout)"
+	// tierStaleEvent is what a tier is sent, instead of the configured
+	// stale_event, for a cursor that neither the buffer nor a catch-up
+	// could serve: the tier then serves its own client's cursor as stale,
+	// with its own stale_event, as one node would.
+	tierStaleEvent = "sse_fanout.stale"
 	// maxNodeIDLen bounds node_id.
 	maxNodeIDLen = 64
 	// maxViaMarks is how many sse_fanout markers of a Via are read.
@@ -41,6 +49,9 @@ var (
 	// errLoop refuses a request that came back to a tier it passed, and
 	// is what a tier's upstream reader reports of such a refusal.
 	errLoop = errors.New("loop detected")
+	// errTierStale ends a catch-up whose upstream tier could serve the
+	// cursor from neither its buffer nor its own upstream.
+	errTierStale = errors.New("the upstream tier could not serve the cursor")
 )
 
 // defaultNodeID is the node id of every handler of this process that sets
@@ -198,10 +209,34 @@ func (s *stream) answeredFrom(resp *http.Response) error {
 	return nil
 }
 
+// tierStale reports whether ev, from an upstream tier, says that the tier
+// could not resume the stream from its cursor. It is dropped: what the
+// tier sent meanwhile is lost, as with an origin that cannot resume.
+func (s *stream) tierStale(ev *sse.Event) bool {
+	if ev.Type != tierStaleEvent {
+		return false
+	}
+	s.logger.Warn("upstream tier could not resume the stream from its last event ID; the events in between are lost",
+		zap.String("upstream", s.upstreamLabel))
+	return true
+}
+
 // asTier marks c as another tier's upstream connection when its request
-// carried an sse_fanout marker.
+// carried an sse_fanout marker: it is sent the exact retry time (the tier
+// spreads it for its own clients) and tierStaleEvent for a cursor nothing
+// could serve. A browser that forges a marker changes only what it is
+// sent itself.
 func (c *client) asTier(via []string) {
 	if len(via) > 0 {
 		c.via = via
+		c.retryFactor = 1
 	}
+}
+
+// staleEventName is the event type that announces c's unservable cursor.
+func (c *client) staleEventName(cfg *settings) string {
+	if len(c.via) > 0 {
+		return tierStaleEvent
+	}
+	return cfg.staleEvent
 }

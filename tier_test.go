@@ -7,7 +7,9 @@ package ssefanout
 
 import (
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strings"
@@ -288,6 +290,35 @@ func TestEdgeCatchUpReachesTheOriginThroughTheShield(t *testing.T) {
 	witness.ExpectIDs(t, 21, 22)
 }
 
+func TestStaleAtTheShieldIsTheEdgesStaleEvent(t *testing.T) {
+	// The shield can serve the cursor from neither its buffer nor the
+	// origin, and names another stale event: the edge's client gets the
+	// edge's, as from one node.
+	tr := startTiers(t, "buffer 4\n\t\tclient_queue 4\n\t\tcatch_up off\n\t\tstale_event shield-stale",
+		"buffer 4\n\t\tclient_queue 4\n\t\tstale_event gone")
+	up, _ := testkit.StartStream(t, tr.origin, tr.edge+"/stale", 20)
+
+	c := testkit.OpenClient(t, tr.edge+"/stale", testkit.LastEventID("5"))
+	if ev := c.NextData(t); ev.Type != "gone" || ev.Data != "5" {
+		t.Fatalf("first event %+v, want the edge's stale event with data 5", ev)
+	}
+	testkit.SendIDs(up, 21, 22)
+	c.ExpectIDs(t, 21, 22)
+	tr.origin.NoNewConn(t)
+}
+
+func TestTiersGetTheExactRetry(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\t\tretry 1s\n\t\tretry_jitter 50\n\t}")
+	for i := 0; i < 5; i++ {
+		rc := dialRaw(t, base, "/retry", "Via: 1.1 edge-3 (sse_fanout)")
+		line, err := rc.r.ReadString('\n')
+		if err != nil || line != "retry: 1000\n" {
+			t.Fatalf("a tier's first line %q (%v), want retry: 1000: the edge spreads it for its own clients", line, err)
+		}
+	}
+}
+
 func TestNodeIDsKeepNodesApart(t *testing.T) {
 	origin := testkit.NewOrigin(t)
 	portA, portB := testkit.FreePort(t), testkit.FreePort(t)
@@ -312,4 +343,51 @@ http://127.0.0.1:%d {
 	if want := []string{"1.1 a (sse_fanout)", "1.1 b (sse_fanout)"}; !slices.Equal(nodes, want) {
 		t.Fatalf("upstream Via %q, want %q", nodes, want)
 	}
+}
+
+func TestTierStaleOnTheSharedStreamIsDropped(t *testing.T) {
+	// An upstream tier that could not resume the stream says so; the
+	// event is the tier's, not the origin's, and goes to no client. From
+	// an origin that is not sse_fanout, the same event type is an event.
+	for _, tc := range []struct {
+		name, via string
+		want      []string
+	}{
+		{"tier", "1.1 shield (sse_fanout)", []string{"eight"}},
+		{"origin", "", []string{"7", "eight"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			upstream := newFakeTier(t, tc.via, "event: "+tierStaleEvent+"\ndata: 7\n\nid: 8\ndata: eight\n\n")
+			base := testkit.StartCaddy(t, "sse_fanout "+upstream)
+			c := testkit.OpenClient(t, base+"/tierstale", testkit.LastEventID("7"))
+			for _, want := range tc.want {
+				if ev := c.NextData(t); ev.Data != want {
+					t.Fatalf("got %+v, want data %q", ev, want)
+				}
+			}
+		})
+	}
+}
+
+// newFakeTier serves body as an event stream, with the given Via (none if
+// empty), then holds the response open until the test ends. It returns
+// its URL.
+func newFakeTier(t *testing.T, via, body string) string {
+	t.Helper()
+	done := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if via != "" {
+			w.Header().Set("Via", via)
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, body)
+		http.NewResponseController(w).Flush()
+		select {
+		case <-done:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(done) })
+	return srv.URL
 }

@@ -175,6 +175,7 @@ func (s *stream) readOnce(ctx context.Context) (delivered bool, err error) {
 	s.logger.Info("upstream connected", zap.String("upstream", s.upstreamLabel))
 
 	p := sse.NewParser(body, cfg.maxEventSize)
+	fromTier := tierOf(resp.Header) != ""
 	if hasLastID {
 		p.SetLastID(lastID) // only an id the origin sent carries over
 	}
@@ -189,6 +190,9 @@ func (s *stream) readOnce(ctx context.Context) (delivered bool, err error) {
 				err = fmt.Errorf("%w: over max_event_size (%d bytes)", err, cfg.maxEventSize)
 			}
 			return delivered, err
+		}
+		if fromTier && s.tierStale(&ev) {
+			continue
 		}
 		f := s.frameOf(&ev)
 		if f == nil || s.dropResent(&rs, f) {
