@@ -18,7 +18,10 @@ import (
 	"go.uber.org/zap"
 )
 
-func TestMain(m *testing.M) { testkit.Main(m) }
+func TestMain(m *testing.M) {
+	runCaddyIfAsked() // fleet_test.go: the binary as the caddy command
+	testkit.Main(m)
+}
 
 // newTestStream returns a stream, not started, of a registry of its own
 // with the given settings.

@@ -391,3 +391,26 @@ func newFakeTier(t *testing.T, via, body string) string {
 	t.Cleanup(func() { close(done) })
 	return srv.URL
 }
+
+func TestEdgeResumeAtTheShieldAddsNoBlock(t *testing.T) {
+	// The edge's upstream goes silent and reconnects with its cursor; the
+	// shield has nothing to replay. No block reaches the edge's clients:
+	// a priming block would become a frame of the edge's stream.
+	tr := startTiers(t, "heartbeat off", "upstream_timeout 300ms")
+	c := testkit.OpenClient(t, tr.edge+"/resume", nil)
+	up := tr.origin.NextConn(t)
+	testkit.SendIDs(up, 1, 3)
+	for _, id := range []string{"1", "2", "3"} {
+		if ev := c.NextEvent(t); ev.ID != id || !ev.HasData {
+			t.Fatalf("got %+v, want event %s", ev, id)
+		}
+	}
+	testkit.Eventually(t, "the edge to reconnect to the shield", func() bool {
+		st, ok := statusOf(t, tr.shield, "/resume")
+		return ok && st.UpstreamConnect >= 2 && st.UpstreamState == stateConnected
+	})
+	testkit.SendIDs(up, 4, 4)
+	if ev := c.NextEvent(t); ev.ID != "4" || !ev.HasData {
+		t.Fatalf("got %+v, want event 4 and no block before it", ev)
+	}
+}
