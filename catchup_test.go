@@ -146,7 +146,7 @@ func TestCatchUpsAreBounded(t *testing.T) {
 	}
 }
 
-// Catch-ups of an edge behind a shield (tier_test.go starts them).
+// Catch-ups of an edge behind a shield (startTiers is in tier_test.go).
 
 func TestEdgeCatchUpIsServedFromTheShieldsBuffer(t *testing.T) {
 	tr := startTiers(t, "buffer 64", "buffer 4\n\t\tclient_queue 4")
