@@ -383,3 +383,20 @@ func TestEdgeResumeAtTheShieldAddsNoBlock(t *testing.T) {
 		t.Fatalf("got %+v, want event 4 and no block before it", ev)
 	}
 }
+
+func TestViaMarks(t *testing.T) {
+	for _, tc := range []struct {
+		values []string
+		want   []string
+	}{
+		{[]string{"1.1 edge-1 (sse_fanout)"}, []string{"edge-1"}},
+		{[]string{"1.0 fred, 1.1 a (sse_fanout)", "HTTP/2 b  (sse_fanout) , 1.1 Caddy"}, []string{"a", "b"}},
+		{[]string{"1.1 x (comment, 1.1 hidden (sse_fanout))"}, nil}, // inside another entry's comment
+		{[]string{"1.1 (sse_fanout)", "1.1 bad,name (sse_fanout)", "1.1 c (sse_fanout) extra", "1.1 d"}, nil},
+		{[]string{strings.Repeat("1.1 n (sse_fanout),", 10)}, []string{"n", "n", "n", "n"}}, // at most maxViaMarks
+	} {
+		if got := viaMarks(tc.values, maxViaMarks); !slices.Equal(got, tc.want) {
+			t.Errorf("viaMarks(%q) = %q, want %q", tc.values, got, tc.want)
+		}
+	}
+}
