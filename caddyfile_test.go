@@ -98,6 +98,7 @@ func TestCaddyfileAdaptReplayAndSafetyOptions(t *testing.T) {
 		max_catch_ups 2 16
 		upstream_timeout off
 		retry_jitter 20%
+		node_id edge-1
 	}
 }`, "caddyfile", `{
 	"apps": {
@@ -126,6 +127,7 @@ func TestCaddyfileAdaptReplayAndSafetyOptions(t *testing.T) {
 									"max_catch_ups": 2,
 									"max_catch_ups_per_handler": 16,
 									"max_streams": 100,
+									"node_id": "edge-1",
 									"prime_cursor": false,
 									"retry_jitter": 20,
 									"stale_event": "refetch",
@@ -204,6 +206,9 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"zero max_catch_ups", "sse_fanout http://o {\n\tmax_catch_ups 0\n}", "bad max_catch_ups value '0'"},
 		{"max_catch_ups three args", "sse_fanout http://o {\n\tmax_catch_ups 1 2 3\n}", "wrong argument count"},
 		{"key no args", "sse_fanout http://o {\n\tkey\n}", "wrong argument count"},
+		{"node_id no args", "sse_fanout http://o {\n\tnode_id\n}", "wrong argument count"},
+		{"bad node_id", "sse_fanout http://o {\n\tbuffer 1\n\tnode_id edge(1)\n}", "bad node_id 'edge(1)'"},
+		{"bad node_id line", "sse_fanout http://o {\n\tbuffer 1\n\tnode_id edge(1)\n}", "Testfile:3"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := new(Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))

@@ -166,7 +166,7 @@ func (s *stream) announceStale(c *client, rw *respWriter) {
 	if c.catchUpID == "" { // a failed catch-up has logged already
 		s.logger.Debug("client's Last-Event-ID is not in the buffer; sending live events")
 	}
-	name := s.hub.settings.Load().staleEvent
+	name := c.staleEventName(s.hub.settings.Load())
 	if name == "" {
 		return
 	}

@@ -55,6 +55,8 @@ type settings struct {
 	writeTimeout          time.Duration // bound on one batch of writes to a client
 	retryJitter           int           // percent by which each client's retry is spread
 	headerUp              http.Header   // sent upstream on every request
+	nodeID                string        // this node's name in Via (tier.go)
+	via                   string        // its Via entry
 	logger                *zap.Logger
 }
 
@@ -104,6 +106,8 @@ func (h *Handler) settings() *settings {
 		cfg.buffer = *h.Buffer
 	}
 	repl := caddy.NewReplacer()
+	cfg.nodeID = cmp.Or(repl.ReplaceKnown(h.NodeID, ""), defaultNodeID)
+	cfg.via = viaEntry(cfg.nodeID)
 	for name, values := range h.HeaderUp {
 		for _, v := range values {
 			cfg.headerUp.Add(name, repl.ReplaceKnown(v, ""))
@@ -195,6 +199,11 @@ func (h *Handler) validate() error {
 	}
 	if strings.ContainsAny(h.StaleEvent, "\r\n") {
 		return fmt.Errorf("stale_event %q: an event type cannot hold a line end", h.StaleEvent)
+	}
+	if h.cfg != nil {
+		if err := checkNodeID(h.cfg.nodeID); err != nil {
+			return fmt.Errorf("node_id %q: %w", h.cfg.nodeID, err)
+		}
 	}
 	if h.Retry != nil && *h.Retry < 0 {
 		return fmt.Errorf("retry must not be negative, got %v", time.Duration(*h.Retry))

@@ -31,7 +31,10 @@ func init() {
 // is silent, and the configured retry time. Other methods go to the next
 // handler. A stream that has max_clients clients answers new ones with 503
 // and a Retry-After header, and so does a new stream past max_streams when
-// no idle stream can give way. A cursor (Last-Event-ID or the last_event_id
+// no idle stream can give way. Every response carries a Via header that
+// names this node (node_id); a request whose Via shows that it already
+// passed through this node, or through the tier this handler reads from,
+// is answered 508 Loop Detected. A cursor (Last-Event-ID or the last_event_id
 // query parameter) that holds a control character is answered 400; a
 // response that a handler in front buffers, 500.
 //
@@ -94,10 +97,12 @@ type Handler struct {
 	// When false, such a client gets live events only.
 	CatchUp *bool `json:"catch_up,omitempty"`
 
-	// Whether a joining client is sent, after any replay, an "id:" line
-	// with the stream's latest event ID and no data. It fires no event but
-	// sets the browser's lastEventId, so a client that drops before the
-	// next event still resumes from there. Default: true.
+	// Whether a joining client is sent an "id:" line with the stream's
+	// latest event ID and no data. It fires no event but sets the
+	// browser's lastEventId, so a client that drops before the next event
+	// still resumes from there. A client that resumes from the buffer is
+	// not: its replay, or its own cursor, carries that id already.
+	// Default: true.
 	PrimeCursor *bool `json:"prime_cursor,omitempty"`
 
 	// An event type to send, with the client's Last-Event-ID as data, to a
@@ -160,6 +165,18 @@ type Handler struct {
 	// when an encoder compresses the response, or when the server has a
 	// hard write_timeout. Default: true.
 	Detach *bool `json:"detach,omitempty"`
+
+	// This node's name in the Via header of its responses and upstream
+	// requests, "Via: 1.1 <node_id> (sse_fanout)", by which tiers of
+	// sse_fanout recognise each other: a request that already passed
+	// through this node, or that comes from the tier this handler reads
+	// from, is refused with 508 Loop Detected, and the admin API and
+	// metrics show which streams read from another tier. An HTTP token of
+	// at most 64 characters; global placeholders such as {env.NODE} are
+	// replaced when the config loads. Default: a random name chosen when
+	// the process starts, the same for all its handlers; handlers that
+	// stand for separate tiers in one process need a node_id each.
+	NodeID string `json:"node_id,omitempty"`
 
 	base       *url.URL      // parsed Upstream
 	cfg        *settings     // the fields resolved to their defaults
@@ -254,6 +271,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if r.Method != http.MethodGet {
 		return next.ServeHTTP(w, r)
 	}
+	w.Header().Add("Via", h.cfg.via)
 	sr, err := h.requests.streamRequestOf(r)
 	if err != nil {
 		return caddyhttp.Error(http.StatusBadRequest, err)
@@ -264,6 +282,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case errors.Is(err, errOriginStopped):
 		w.WriteHeader(http.StatusNoContent) // as the origin said: browsers stop
 		return nil
+	case errors.Is(err, errLoop):
+		h.reg.metrics.refusedLoop.Inc()
+		if ce := h.logger.Check(zap.DebugLevel, "client refused"); ce != nil {
+			ce.Write(zap.String("stream", sr.label), zap.Error(err))
+		}
+		return caddyhttp.Error(http.StatusLoopDetected, err)
 	case errors.Is(err, errStreamFull), errors.Is(err, errTooManyStreams):
 		if errors.Is(err, errStreamFull) {
 			h.reg.metrics.refusedFull.Inc()

@@ -64,6 +64,10 @@ type streamRequest struct {
 	label       string      // the key as logs and the admin API show it: no secret in it
 	upstreamURL string      // where its upstream connection reads
 	headerUp    http.Header // sent upstream, if this client opens the stream
+	// via are the sse_fanout nodes the request's Via names (tier.go):
+	// client input, which decides only whether this request is refused
+	// as a loop and what this client is sent.
+	via []string
 
 	cursor    clientCursor // the cursor to resume after, if hasCursor
 	hasCursor bool
@@ -99,6 +103,7 @@ func (m *requestMap) streamRequestOf(r *http.Request) (streamRequest, error) {
 		label:       key,
 		upstreamURL: m.upstreamURL(r.URL, query),
 		headerUp:    m.headerUp,
+		via:         viaMarks(r.Header.Values("Via"), maxViaMarks),
 	}
 	if hasCursor && rawCursor != "" {
 		cursor, usable, err := parseCursor(rawCursor)
