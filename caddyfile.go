@@ -51,6 +51,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    max_catch_ups  <per-stream> [<per-handler>]
 //	    upstream_timeout <duration>|off
 //	    retry_jitter   <percent>
+//	    node_id        <name>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
@@ -214,6 +215,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("bad retry_jitter value '%s': want a percentage from 0 to 100", v)
 			}
 			h.RetryJitter = n
+		case "node_id":
+			if !d.AllArgs(&h.NodeID) {
+				return d.ArgErr()
+			}
+			if !strings.Contains(h.NodeID, "{") { // a placeholder is checked once replaced
+				if err := checkNodeID(h.NodeID); err != nil {
+					return d.Errf("bad node_id '%s': %v", h.NodeID, err)
+				}
+			}
 		case "stale_event":
 			if !d.AllArgs(&h.StaleEvent) {
 				return d.ArgErr()

@@ -98,6 +98,7 @@ func TestCaddyfileAdaptReplayAndSafetyOptions(t *testing.T) {
 		max_catch_ups 2 16
 		upstream_timeout off
 		retry_jitter 20%
+		node_id edge-1
 	}
 }`, "caddyfile", `{
 	"apps": {
@@ -126,6 +127,7 @@ func TestCaddyfileAdaptReplayAndSafetyOptions(t *testing.T) {
 									"max_catch_ups": 2,
 									"max_catch_ups_per_handler": 16,
 									"max_streams": 100,
+									"node_id": "edge-1",
 									"prime_cursor": false,
 									"retry_jitter": 20,
 									"stale_event": "refetch",
@@ -244,6 +246,9 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"zero max_catch_ups", "sse_fanout http://o {\n\tmax_catch_ups 0\n}", "bad max_catch_ups value '0'"},
 		{"max_catch_ups three args", "sse_fanout http://o {\n\tmax_catch_ups 1 2 3\n}", "wrong argument count"},
 		{"key no args", "sse_fanout http://o {\n\tkey\n}", "wrong argument count"},
+		{"node_id no args", "sse_fanout http://o {\n\tnode_id\n}", "wrong argument count"},
+		{"bad node_id", "sse_fanout http://o {\n\tbuffer 1\n\tnode_id edge(1)\n}", "bad node_id 'edge(1)'"},
+		{"bad node_id line", "sse_fanout http://o {\n\tbuffer 1\n\tnode_id edge(1)\n}", "Testfile:3"},
 		{"negative rewind", "sse_fanout http://o {\n\trewind -1\n}", "bad rewind value '-1': want a non-negative integer, at Testfile:2"},
 		{"rewind no arg", "sse_fanout http://o {\n\trewind\n}", "wrong argument count"},
 		{"filter_param no name", "sse_fanout http://o {\n\tfilter_param\n}", "wrong argument count"},

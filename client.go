@@ -45,13 +45,15 @@ type client struct {
 	retryFactor float64 // scales the retry sent to this client (retry_jitter)
 
 	// Set by join, before the writer starts.
-	filter    *clientFilter // the event types it is sent; nil: every frame
-	prime     []byte        // an id-only block to send once the frames up to primeAt are sent
-	primeAt   uint64        //
-	primeID   string        // the id prime sets
-	staleID   clientCursor  // the cursor that could not be served; "" if it was unusable
-	stale     bool          // announce staleID with a stale_event first
-	catchUpID clientCursor  // the cursor to fetch from the origin first, if catchingUp
+	stop      <-chan struct{} // its handler's: closed when its config is unloaded
+	filter    *clientFilter   // the event types it is sent; nil: every frame
+	prime     []byte          // an id-only block to send once the frames up to primeAt are sent
+	primeAt   uint64          // the seq after which the priming block goes
+	primeID   string          // the id prime sets
+	staleID   clientCursor    // the cursor that could not be served; "" if it was unusable
+	stale     bool            // announce staleID with a stale_event first
+	catchUpID clientCursor    // the cursor to fetch from the origin first, if catchingUp
+	via       []string        // the sse_fanout node it came from, if it is another tier's upstream connection (tier.go)
 
 	// joinedAt is the stream's head when the client joined or spliced in:
 	// frames up to it are its replay, which does not count as lag.
@@ -64,6 +66,13 @@ type client struct {
 	// one writer at a time.
 	sentRetry  int64  // the last retry time written; -1 before any
 	keepalives uint64 // the stream's keepalive rounds when it was last sent something
+
+	// For a writer that writes without deadlines (respWriter, past the
+	// chain): when its write in flight began, in Unix nanoseconds (0: none),
+	// and how to end that write. The stream's watchdog ends a write that
+	// takes longer than write_timeout, and ending the client ends it too.
+	writing atomic.Int64
+	abort   atomic.Pointer[func()]
 }
 
 // signals is what every client of a stream is sent besides its frames:
@@ -104,12 +113,23 @@ func (c *client) wake() {
 	}
 }
 
-// end ends the client with cause: its writer stops at its next look.
+// end ends the client with cause: its writer stops at its next look, and
+// a write of its that is in flight is ended.
 func (c *client) end(cause error) {
 	c.once.Do(func() {
 		c.cause = cause
 		close(c.done)
+		c.abortWrite()
 	})
+}
+
+// abortWrite ends the client's write in flight, if there is one and its
+// writer can end it (respWriter). It never waits: ending a write may take
+// a message to a connection's goroutine.
+func (c *client) abortWrite() {
+	if f := c.abort.Load(); f != nil && c.writing.Load() != 0 {
+		go (*f)()
+	}
 }
 
 // endWithin ends the client with cause at a random moment within

@@ -55,6 +55,8 @@ type settings struct {
 	writeTimeout          time.Duration // bound on one batch of writes to a client
 	retryJitter           int           // percent by which each client's retry is spread
 	headerUp              http.Header   // sent upstream on every request
+	nodeID                string        // this node's name in Via (tier.go)
+	via                   string        // its Via entry
 	logger                *zap.Logger
 }
 
@@ -104,6 +106,8 @@ func (h *Handler) settings() *settings {
 		cfg.buffer = *h.Buffer
 	}
 	repl := caddy.NewReplacer()
+	cfg.nodeID = cmp.Or(repl.ReplaceKnown(h.NodeID, ""), defaultNodeID)
+	cfg.via = viaEntry(cfg.nodeID)
 	for name, values := range h.HeaderUp {
 		for _, v := range values {
 			cfg.headerUp.Add(name, repl.ReplaceKnown(v, ""))
@@ -115,21 +119,22 @@ func (h *Handler) settings() *settings {
 // checkHeaderPlaceholders refuses a header_up value with a per-request
 // placeholder that the key does not hold: all clients of a stream share its
 // upstream connection, so a value that differs between them would send one
-// client's header (say, its credentials) on behalf of the others. It also
-// records whether any value has such a placeholder, to be filled per request.
-func (h *Handler) checkHeaderPlaceholders(headerUp http.Header) error {
+// client's header (say, its credentials) on behalf of the others. It
+// reports whether any value has such a placeholder, to be filled per
+// request.
+func (h *Handler) checkHeaderPlaceholders(headerUp http.Header) (perRequest bool, err error) {
 	for name, values := range headerUp {
 		for _, v := range values {
 			for _, ph := range placeholdersIn(v) {
 				if !strings.Contains(h.Key, ph) {
-					return fmt.Errorf("header_up %s %q: placeholder %s differs between requests, so it must be part of the key (add it to key, e.g. key %s), or every client of a stream would be served with the first client's %s",
+					return false, fmt.Errorf("header_up %s %q: placeholder %s differs between requests, so it must be part of the key (add it to key, e.g. key %s), or every client of a stream would be served with the first client's %s",
 						name, v, ph, ph, name)
 				}
-				h.perRequestHeaders = true
+				perRequest = true
 			}
 		}
 	}
-	return nil
+	return perRequest, nil
 }
 
 // placeholdersIn returns the {placeholders} in s.
@@ -202,6 +207,11 @@ func (h *Handler) validate() error {
 	if h.FilterParam != "" {
 		if err := checkParamName(h.FilterParam); err != nil {
 			return fmt.Errorf("filter_param %q: %v", h.FilterParam, err)
+		}
+	}
+	if h.cfg != nil {
+		if err := checkNodeID(h.cfg.nodeID); err != nil {
+			return fmt.Errorf("node_id %q: %w", h.cfg.nodeID, err)
 		}
 	}
 	if h.Retry != nil && *h.Retry < 0 {

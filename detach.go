@@ -6,11 +6,10 @@ import (
 	"os"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
 
-// This file takes a plain HTTP/1 client's connection over from net/http,
+// This file takes an HTTP/1 client's connection over from net/http,
 // so that its request goroutine, with its stack and buffers, can end: a
 // shared writer (sharedwriter.go) serves it from then on, and a small
 // goroutine waits for the client to hang up.
@@ -18,35 +17,23 @@ import (
 // Only the start of a response goes through Caddy's response writer
 // chain: the headers, any replay and any catch-up. That is why a client is
 // detached only where Caddy would write its bytes as they are: on
-// HTTP/1.x without TLS, with no encoder compressing the response, no
-// handler in front holding it back, and no hard write_timeout to enforce.
+// HTTP/1.x, with no encoder compressing the response, no handler in front
+// holding it back, and no hard write_timeout to enforce. Over TLS, the
+// TLS connection is taken over, and its records written as its socket has
+// room for them (tlswrite_linux.go).
 
 var (
 	errClientGone     = errors.New("client closed the connection")
 	errClientSentData = errors.New("client sent data after its request")
 )
 
-// mayDetach reports whether r's client may be detached once its response
-// has started: HTTP/1.x without TLS, when the config allows it and the
-// server sets no hard write timeout, which a detached client would escape.
-func (h *Handler) mayDetach(r *http.Request) bool {
-	if !h.detachable || r.ProtoMajor != 1 || r.TLS != nil {
-		return false
-	}
-	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
-	return ok && srv.WriteTimeout <= 0
-}
-
 // detach takes c's connection over from net/http and hands c to one of its
 // stream's shared writers. It reports false, leaving the response as it
 // was, when the response cannot be taken over: then the caller goes on
 // serving c. The response must have started with "Transfer-Encoding:
 // identity", so that net/http neither chunks it nor expects to end it, and
-// be flushed, with nothing holding it back (see responseBuffered).
-func (h *Handler) detach(w http.ResponseWriter, s *stream, c *client) bool {
-	if w.Header().Get("Content-Encoding") != "" {
-		return false // an encoder compresses the response
-	}
+// be flushed, through a writer chain that passesThrough.
+func detach(w http.ResponseWriter, s *stream, c *client) bool {
 	// Caddy's wrappers are passed over: what they do (count bytes, arm
 	// deadlines) would outlive the request they belong to.
 	hj, ok := innermost(w).(http.Hijacker)
@@ -55,7 +42,7 @@ func (h *Handler) detach(w http.ResponseWriter, s *stream, c *client) bool {
 	}
 	conn, brw, err := hj.Hijack()
 	if err != nil {
-		h.logger.Debug("cannot take the connection over", zap.Error(err))
+		s.logger.Debug("cannot take the connection over", zap.Error(err))
 		return false
 	}
 	if brw.Reader.Buffered() > 0 {
@@ -64,7 +51,7 @@ func (h *Handler) detach(w http.ResponseWriter, s *stream, c *client) bool {
 		s.leave(c, false)
 		return true
 	}
-	d := s.attach(c, conn, h.stop)
+	d := s.attach(c, conn)
 	if d == nil { // ended meanwhile
 		conn.Close()
 		s.leave(c, false)
@@ -73,18 +60,6 @@ func (h *Handler) detach(w http.ResponseWriter, s *stream, c *client) bool {
 	go d.watch()
 	d.shard.wake()
 	return true
-}
-
-// innermost returns the response writer that w wraps, through every
-// layer that can be unwrapped.
-func innermost(w http.ResponseWriter) http.ResponseWriter {
-	for {
-		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			return w
-		}
-		w = u.Unwrap()
-	}
 }
 
 // watch waits for a detached client to hang up, or for its connection to

@@ -131,7 +131,6 @@ func TestClientsThatAreNotDetached(t *testing.T) {
 		client    *http.Client
 		proto     string
 	}{
-		{"TLS HTTP/1.1", tlsSite, "https", tlsClient(false), "HTTP/1.1"},
 		{"HTTP/2", tlsSite, "https", tlsClient(true), "HTTP/2.0"},
 		{"encode gzip", func(port int, origin string) string {
 			return testkit.GlobalOptions() + fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tencode gzip\n\tsse_fanout %s {\n\t\tdetach on\n\t}\n}\n", port, origin)
@@ -211,4 +210,56 @@ func TestDetachedClientOutlivesServerTimeouts(t *testing.T) {
 	if ev := c.NextData(t); ev.Data != "still here" {
 		t.Fatalf("got %+v", ev)
 	}
+}
+
+// A client of HTTP/1.1 over TLS is detached too: its TLS connection is
+// taken over, and a shared writer writes its records.
+func TestTLSHTTP1ClientIsDetached(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	port := testkit.FreePort(t)
+	testkit.StartWholeCaddyfile(t, tlsSite(port, origin.URL()))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	testkit.WaitCertificate(t, addr)
+	c := testkit.OpenClient(t, "https://"+addr+"/tls", nil)
+	if c.Resp.Proto != "HTTP/1.1" {
+		t.Fatalf("got %s, want HTTP/1.1", c.Resp.Proto)
+	}
+	if te := c.Resp.TransferEncoding; len(te) != 0 {
+		t.Fatalf("Transfer-Encoding %v, want none: the body ends with the connection", te)
+	}
+	up := origin.NextConn(t)
+	testkit.Eventually(t, "the client to be detached", func() bool { return detachedClients() == 1 })
+	testkit.SendIDs(up, 1, 50)
+	c.ExpectIDs(t, 1, 50)
+	c.Close()
+	testkit.Eventually(t, "the hung-up client to leave", func() bool {
+		return detachedClients() == 0 && counterValue(t, origin.URL(), "clients") == 0
+	})
+}
+
+// A detached client keeps nothing of its request: not its response
+// writer, whose buffers would outlive the request goroutine it was
+// detached to free.
+func TestDetachedClientKeepsNoResponse(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach on\n}")
+	testkit.OpenClient(t, base+"/kept", nil)
+	origin.NextConn(t)
+	testkit.Eventually(t, "the client to be detached", func() bool { return detachedClients() == 1 })
+	registries.Range(func(_, value any) bool {
+		for _, s := range value.(*registry).liveStreams() {
+			s.mu.RLock()
+			for _, sh := range s.shards {
+				sh.mu.Lock()
+				for _, d := range sh.clients {
+					if d.abort.Load() != nil {
+						t.Error("a detached client still holds its response writer")
+					}
+				}
+				sh.mu.Unlock()
+			}
+			s.mu.RUnlock()
+		}
+		return true
+	})
 }

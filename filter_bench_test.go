@@ -71,7 +71,7 @@ func newFilterBench(tb testing.TB, n, filtered int, detached bool) *filterBench 
 		}
 		if detached {
 			server, peer := socketPair(tb)
-			d := s.attach(c, server, nil)
+			d := s.attach(c, server)
 			if d == nil {
 				tb.Fatal("attach refused")
 			}
@@ -88,7 +88,7 @@ func newFilterBench(tb testing.TB, n, filtered int, detached bool) *filterBench 
 		go func() {
 			defer fb.wg.Done()
 			defer cancel()
-			if err := newRespWriter(w, rc, time.Minute).serve(ctx, c, nil); err != nil {
+			if err := newRespWriter(w, rc, time.Minute, true, c).serve(ctx, c); err != nil {
 				tb.Errorf("client writer: %v", err)
 			}
 		}()

@@ -289,7 +289,7 @@ func TestFilterInRequestWriters(t *testing.T) {
 func addFiltered(s *stream, types ...string) *client {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.addLocked(s.hub.settings.Load(), streamRequest{filter: types})
+	return s.addLocked(s.hub.settings.Load(), streamRequest{filter: types}, nil)
 }
 
 // woken reports whether c was woken, and takes the wake-up.

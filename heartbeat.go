@@ -1,8 +1,12 @@
 package ssefanout
 
-import "time"
+import (
+	"errors"
+	"time"
+)
 
-// This file is the keepalive: one timer per stream, none per client.
+// This file is the stream's timer: the keepalive, and the watchdog of
+// writes that never complete. One timer per stream, none per client.
 //
 // Every frame goes to every client that has no filter, so a stream that
 // published nothing for the heartbeat interval has sent nothing to any of
@@ -24,7 +28,11 @@ import "time"
 // again, since a config reload may turn it on.
 const heartbeatOffCheck = time.Minute
 
-// runHeartbeat runs keepalive rounds until the stream is closed.
+// errWriteTimeout ends a client whose write took longer than write_timeout.
+var errWriteTimeout = errors.New("a write to the client took longer than write_timeout")
+
+// runHeartbeat runs keepalive rounds, and watches writes, until the stream
+// is closed.
 func (s *stream) runHeartbeat() {
 	var lastFilterRound time.Duration // since started
 	timer := time.NewTimer(s.heartbeatWait(&lastFilterRound))
@@ -35,6 +43,7 @@ func (s *stream) runHeartbeat() {
 			return
 		case <-timer.C:
 		}
+		s.endStuckWrites(s.hub.settings.Load().writeTimeout)
 		timer.Reset(s.heartbeatWait(&lastFilterRound))
 	}
 }
@@ -79,5 +88,22 @@ func (s *stream) wakeFiltered() {
 	}
 	for _, sh := range s.shards {
 		sh.wake()
+	}
+}
+
+// endStuckWrites ends the clients served in their requests whose write has
+// been in flight for longer than timeout. A writer past Caddy's chain
+// (respWriter) writes without deadlines, which over HTTP/2 would cost a
+// message to the connection's goroutine on every write: a connection that
+// takes nothing more would hold its writer for good, and this ends it.
+func (s *stream) endStuckWrites(timeout time.Duration) {
+	now := time.Now().UnixNano()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for c := range s.clients {
+		if since := c.writing.Load(); since != 0 && now-since > int64(timeout) {
+			c.end(errWriteTimeout)
+			c.abortWrite() // if it was ended before, its write was not
+		}
 	}
 }

@@ -4,6 +4,7 @@ package ssefanout
 
 import (
 	"testing"
+	"time"
 
 	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
@@ -20,5 +21,37 @@ func TestHeartbeatOnSilentStream(t *testing.T) {
 	case ev := <-c.Events:
 		t.Fatalf("a keepalive must not be an event, got %+v", ev)
 	default:
+	}
+}
+
+func TestStuckWriteIsEndedAfterWriteTimeout(t *testing.T) {
+	s := newTestStream(testSettings())
+	stuck, fresh, idle := addClient(s), addClient(s), addClient(s)
+	aborted := make(chan *client, 3)
+	for _, c := range []*client{stuck, fresh, idle} {
+		abort := func() { aborted <- c }
+		c.abort.Store(&abort)
+	}
+	stuck.writing.Store(time.Now().Add(-time.Minute).UnixNano())
+	fresh.writing.Store(time.Now().UnixNano())
+
+	s.endStuckWrites(30 * time.Second)
+	select {
+	case c := <-aborted:
+		if c != stuck {
+			t.Fatal("a write that is not stuck was ended")
+		}
+	case <-time.After(testkit.WaitTimeout):
+		t.Fatal("the stuck write was not ended")
+	}
+	if stuck.cause != errWriteTimeout {
+		t.Fatalf("the stuck client ended with %v", stuck.cause)
+	}
+	for _, c := range []*client{fresh, idle} {
+		select {
+		case <-c.done:
+			t.Fatalf("a client whose write is not stuck was ended: %v", c.cause)
+		default:
+		}
 	}
 }

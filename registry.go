@@ -36,6 +36,9 @@ type registry struct {
 	streams map[string]*stream
 	stopped map[string]time.Time // keys whose origin said 204, until when
 	closed  bool
+	// upstreamTiers are the sse_fanout nodes the upstream answered from,
+	// newest last (tier.go).
+	upstreamTiers []string
 }
 
 func newRegistry(cfg *settings, gen uint64, upstreamLabel string) *registry {
@@ -57,6 +60,9 @@ func (h *Handler) registryKey(headerUp http.Header) string {
 	var b strings.Builder
 	b.WriteString(h.Upstream)
 	fmt.Fprintf(&b, "\nkey: %s\nignore: %s", h.Key, strings.Join(h.KeyIgnoreQuery, ","))
+	if h.NodeID != "" { // another node's streams, even in this process
+		fmt.Fprintf(&b, "\nnode: %s", h.NodeID)
+	}
 	names := make([]string, 0, len(headerUp))
 	for name := range headerUp {
 		names = append(names, name)
@@ -110,7 +116,7 @@ func (r *registry) Destruct() error {
 // join adds a client to the stream it asks for, opening the stream (and so
 // its upstream connection) if it has no client yet. It never waits for the
 // upstream.
-func (r *registry) join(sr streamRequest) (*stream, *client, error) {
+func (r *registry) join(sr streamRequest, stop <-chan struct{}) (*stream, *client, error) {
 	cfg := r.settings.Load()
 	s, evicted, err := r.streamFor(sr, cfg)
 	if evicted != nil {
@@ -124,7 +130,7 @@ func (r *registry) join(sr streamRequest) (*stream, *client, error) {
 	if cfg.maxClients > 0 && s.clientCountLocked() >= cfg.maxClients {
 		return nil, nil, errStreamFull
 	}
-	return s, s.addLocked(cfg, sr), nil
+	return s, s.addLocked(cfg, sr, stop), nil
 }
 
 // streamFor returns the stream sr asks for, locked, opening it if there
@@ -135,6 +141,9 @@ func (r *registry) streamFor(sr streamRequest, cfg *settings) (s, evicted *strea
 	defer r.mu.Unlock()
 	if r.closed {
 		return nil, nil, errStreamClosed
+	}
+	if err := r.loopLocked(sr); err != nil {
+		return nil, nil, err
 	}
 	if until, ok := r.stopped[sr.key]; ok {
 		if time.Now().Before(until) {
@@ -154,6 +163,7 @@ func (r *registry) streamFor(sr streamRequest, cfg *settings) (s, evicted *strea
 	}
 	s = newStream(&r.hub, sr)
 	s.onIdle = func() { r.closeIfIdle(s) }
+	s.onTier = func(node string) { r.learnTier(s, node) }
 	r.streams[sr.key] = s
 	r.metrics.streams.Inc()
 	s.mu.Lock() // before its upstream can publish: the first client starts at 0
@@ -234,10 +244,10 @@ func (r *registry) liveStreams() []*stream {
 	return streams
 }
 
-// endDetached ends, each at a moment of its own, the detached clients that
-// the handler with this stop channel served.
-func (r *registry) endDetached(stop <-chan struct{}) {
+// endClientsOf ends, each at a moment of its own, the clients that the
+// handler with this stop channel serves.
+func (r *registry) endClientsOf(stop <-chan struct{}) {
 	for _, s := range r.liveStreams() {
-		s.endDetached(stop)
+		s.endClientsOf(stop)
 	}
 }

@@ -110,6 +110,10 @@ type streamRequest struct {
 	label       string      // the key as logs and the admin API show it: no secret in it
 	upstreamURL string      // where its upstream connection reads
 	headerUp    http.Header // sent upstream, if this client opens the stream
+	// via are the sse_fanout nodes the request's Via names (tier.go):
+	// client input, which decides only whether this request is refused
+	// as a loop and what this client is sent.
+	via []string
 
 	cursor    clientCursor // the cursor to resume after, if hasCursor
 	hasCursor bool
@@ -121,11 +125,23 @@ type streamRequest struct {
 	rewind int         // without a cursor, how many events of the buffer it is sent first
 }
 
+// requestMap maps a handler's requests to the streams they ask for. A
+// handler makes it once, when it is provisioned.
+type requestMap struct {
+	base              *url.URL    // the upstream base URL
+	key               keyTemplate // the key subdirective, parsed
+	ignoreQuery       []string    // key_ignore_query
+	headerUp          http.Header // header_up, global placeholders replaced
+	perRequestHeaders bool        // some header_up value has a per-request placeholder
+	filterParam       string      // filter_param: the parameter of a client's event-type filter
+	rewind            int         // rewind: events of the buffer a client without a cursor is sent first
+}
+
 // streamRequestOf maps r to the stream it asks for. It fails only for a
 // cursor that no browser sends (errBadCursor) or a filter that is not one
 // (errBadFilter).
-func (h *Handler) streamRequestOf(r *http.Request) (streamRequest, error) {
-	q := h.filterQuery(r.URL.RawQuery)
+func (m *requestMap) streamRequestOf(r *http.Request) (streamRequest, error) {
+	q := m.filterQuery(r.URL.RawQuery)
 	rawCursor, hasCursor := q.cursor, q.hasCursor
 	if header := r.Header.Get("Last-Event-ID"); header != "" {
 		rawCursor, hasCursor = header, true // the header is the newer cursor
@@ -138,9 +154,10 @@ func (h *Handler) streamRequestOf(r *http.Request) (streamRequest, error) {
 	sr := streamRequest{
 		key:         key,
 		label:       key,
-		upstreamURL: h.upstreamURL(r.URL, q.kept),
-		headerUp:    h.cfg.headerUp,
-		rewind:      h.Rewind,
+		upstreamURL: m.upstreamURL(r.URL, q.kept),
+		headerUp:    m.headerUp,
+		via:         viaMarks(r.Header.Values("Via"), maxViaMarks),
+		rewind:      m.rewind,
 	}
 	if hasCursor && rawCursor != "" {
 		cursor, usable, err := parseCursor(rawCursor)
@@ -156,21 +173,21 @@ func (h *Handler) streamRequestOf(r *http.Request) (streamRequest, error) {
 		}
 		sr.filter = filter
 	}
-	if len(h.key) > 0 || h.perRequestHeaders {
+	if len(m.key) > 0 || m.perRequestHeaders {
 		repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 		if repl == nil {
 			repl = caddy.NewReplacer()
 		}
-		if len(h.key) > 0 {
+		if len(m.key) > 0 {
 			// The upstream URL stays part of the key: a key may split
 			// streams, never merge two that read different URLs.
-			value := h.key.fill(repl)
+			value := m.key.fill(repl)
 			sr.key += "\n" + value
 			sr.label += " #" + keyDigest(value)
 		}
-		if h.perRequestHeaders {
-			sr.headerUp = make(http.Header, len(h.cfg.headerUp))
-			for name, values := range h.cfg.headerUp {
+		if m.perRequestHeaders {
+			sr.headerUp = make(http.Header, len(m.headerUp))
+			for name, values := range m.headerUp {
 				for _, v := range values {
 					sr.headerUp.Add(name, repl.ReplaceAll(v, ""))
 				}
@@ -257,12 +274,12 @@ type clientQuery struct {
 // client's own, which it returns: last_event_id and the filter_param
 // parameter; and the parameters named in key_ignore_query. Names are
 // compared unescaped, so last%5Fevent%5Fid is last_event_id too.
-func (h *Handler) filterQuery(rawQuery string) clientQuery {
+func (m *requestMap) filterQuery(rawQuery string) clientQuery {
 	if rawQuery == "" {
 		return clientQuery{}
 	}
-	if len(h.KeyIgnoreQuery) == 0 && !strings.Contains(rawQuery, lastEventIDParam) && !strings.Contains(rawQuery, "%") &&
-		(h.FilterParam == "" || !strings.Contains(rawQuery, h.FilterParam)) {
+	if len(m.ignoreQuery) == 0 && !strings.Contains(rawQuery, lastEventIDParam) && !strings.Contains(rawQuery, "%") &&
+		(m.filterParam == "" || !strings.Contains(rawQuery, m.filterParam)) {
 		return clientQuery{kept: rawQuery}
 	}
 	var q clientQuery
@@ -279,13 +296,13 @@ func (h *Handler) filterQuery(rawQuery string) clientQuery {
 			if v, err := url.QueryUnescape(rawValue); err == nil {
 				q.cursor, q.hasCursor = v, true
 			}
-		case name == h.FilterParam && name != "":
+		case name == m.filterParam && name != "":
 			v, err := url.QueryUnescape(rawValue)
 			if err != nil {
 				v = "\x00" // a bad escape is a bad filter
 			}
 			q.filter, q.hasFilter = append(q.filter, v), true
-		case h.ignoresQueryParam(name):
+		case m.ignoresQueryParam(name):
 		default:
 			parts = append(parts, part)
 		}
@@ -295,8 +312,8 @@ func (h *Handler) filterQuery(rawQuery string) clientQuery {
 }
 
 // ignoresQueryParam reports whether key_ignore_query names the parameter.
-func (h *Handler) ignoresQueryParam(name string) bool {
-	for _, ignored := range h.KeyIgnoreQuery {
+func (m *requestMap) ignoresQueryParam(name string) bool {
+	for _, ignored := range m.ignoreQuery {
 		if name == ignored {
 			return true
 		}
@@ -306,12 +323,12 @@ func (h *Handler) ignoresQueryParam(name string) bool {
 
 // upstreamURL is the base URL with the request's path and the given query
 // appended.
-func (h *Handler) upstreamURL(u *url.URL, query string) string {
-	target := *h.base
-	target.Path = strings.TrimSuffix(h.base.Path, "/") + u.Path
+func (m *requestMap) upstreamURL(u *url.URL, query string) string {
+	target := *m.base
+	target.Path = strings.TrimSuffix(m.base.Path, "/") + u.Path
 	target.RawPath = ""
-	if h.base.RawPath != "" || u.RawPath != "" {
-		target.RawPath = strings.TrimSuffix(h.base.EscapedPath(), "/") + u.EscapedPath()
+	if m.base.RawPath != "" || u.RawPath != "" {
+		target.RawPath = strings.TrimSuffix(m.base.EscapedPath(), "/") + u.EscapedPath()
 	}
 	target.RawQuery = query
 	return target.String()

@@ -28,9 +28,19 @@ const maxBatchWrite = 64 << 10
 const maxKeptBatchBuffer = 4 << 10
 
 // respWriter writes what a client is sent to its response.
+//
+// Where the writer chain passes the bytes through untouched
+// (passesThrough), it writes to the innermost writer, past Caddy's
+// wrappers: they would only count the bytes and move a write deadline
+// around every write and flush, which over HTTP/2 costs a message to the
+// connection's goroutine each time. A write that never completes is then
+// the stream's watchdog's to end (see client.writing). Elsewhere it writes
+// through the chain, under Caddy's write_idle_timeout or deadlines of its
+// own.
 type respWriter struct {
 	w            io.Writer
 	rc           *http.ResponseController
+	c            *client // whose writes the stream's watchdog watches, if past
 	writeTimeout time.Duration
 	deadlines    bool   // set write deadlines of our own (see ownDeadlines)
 	armed        bool   // the deadline for the current batch is set
@@ -38,8 +48,48 @@ type respWriter struct {
 	err          error  // the first write error
 }
 
-func newRespWriter(w http.ResponseWriter, rc *http.ResponseController, writeTimeout time.Duration) *respWriter {
-	return &respWriter{w: w, rc: rc, writeTimeout: writeTimeout, deadlines: ownDeadlines(w)}
+// newRespWriter returns the writer of c's response w. With past, it
+// writes past Caddy's writer chain, and arms c's watchdog hook.
+func newRespWriter(w http.ResponseWriter, rc *http.ResponseController, writeTimeout time.Duration, past bool, c *client) *respWriter {
+	if !past {
+		return &respWriter{w: w, rc: rc, writeTimeout: writeTimeout, deadlines: ownDeadlines(w)}
+	}
+	inner := innermost(w)
+	rw := &respWriter{w: inner, rc: http.NewResponseController(inner), c: c, writeTimeout: writeTimeout}
+	abort := func() {
+		// A deadline in the past ends the write in flight: net/http's
+		// HTTP/1 connection and HTTP/2 stream both allow it from another
+		// goroutine, as their own timers do.
+		_ = rw.rc.SetWriteDeadline(time.Unix(1, 0))
+	}
+	c.abort.Store(&abort)
+	return rw
+}
+
+// passesThrough reports whether nothing in w's writer chain needs the
+// response's bytes, so that they may be written past it (respWriter) or
+// the connection taken over (detach.go): no encoder compresses them, no
+// layer holds them back (see responseBuffered), and the server has no hard
+// write_timeout, which the chain enforces. It must be asked once the head
+// is written.
+func passesThrough(w http.ResponseWriter, r *http.Request) bool {
+	if w.Header().Get("Content-Encoding") != "" || responseBuffered(w) {
+		return false
+	}
+	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return ok && srv.WriteTimeout <= 0
+}
+
+// innermost returns the response writer that w wraps, through every
+// layer that can be unwrapped.
+func innermost(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
+	}
 }
 
 // ownDeadlines reports whether the client's writes need deadlines of our
@@ -76,10 +126,13 @@ func responseBuffered(w http.ResponseWriter) bool {
 	}
 }
 
-// serve writes to the response what c is sent, as it comes, until the
-// client goes away (ctx), c is ended, or a write fails. When the handler
-// is unloaded (stop), c goes on until a moment of its own.
-func (rw *respWriter) serve(ctx context.Context, c *client, stop <-chan struct{}) error {
+// serve writes to the response what c is sent, as it comes, until c is
+// ended: when the client goes away (ctx), its stream or handler ends it,
+// or it breaks the lag rule; or until a write fails. It waits on two
+// channels only, since it wakes for every event of the stream.
+func (rw *respWriter) serve(ctx context.Context, c *client) error {
+	stopWatch := context.AfterFunc(ctx, func() { c.end(errClientGone) })
+	defer stopWatch()
 	for {
 		if err := rw.send(c); err != nil {
 			return err
@@ -87,18 +140,17 @@ func (rw *respWriter) serve(ctx context.Context, c *client, stop <-chan struct{}
 		select {
 		case <-c.wakeC:
 		case <-c.done:
-			if c.cause != errSlowClient {
+			switch c.cause {
+			case errClientGone:
+				return nil
+			case errSlowClient:
+			default:
 				// Ended at its moment: what was published before goes too.
 				if err := rw.send(c); err != nil {
 					return err
 				}
 			}
 			return c.cause
-		case <-stop:
-			stop = nil
-			c.endWithin(errHandlerStopped, nil)
-		case <-ctx.Done():
-			return nil
 		}
 	}
 }
@@ -134,11 +186,16 @@ func (rw *respWriter) write(b []byte) {
 }
 
 // writeOut writes what the batch gathered. Its first write sets the
-// deadline that the whole batch, flush included, must meet.
+// deadline that the whole batch, flush included, must meet, or tells the
+// watchdog that a write is in flight.
 func (rw *respWriter) writeOut() {
 	if rw.err != nil || len(rw.out) == 0 {
 		rw.out = rw.out[:0]
 		return
+	}
+	if rw.c != nil && !rw.armed {
+		rw.c.writing.Store(time.Now().UnixNano())
+		rw.armed = true
 	}
 	if !rw.armed && rw.deadlines {
 		err := rw.rc.SetWriteDeadline(time.Now().Add(rw.writeTimeout))
@@ -159,7 +216,10 @@ func (rw *respWriter) flush() {
 	if rw.err == nil {
 		rw.err = rw.rc.Flush()
 	}
-	if rw.armed {
+	if rw.armed && rw.c != nil {
+		rw.armed = false
+		rw.c.writing.Store(0)
+	} else if rw.armed {
 		rw.armed = false
 		if err := rw.rc.SetWriteDeadline(time.Time{}); err != nil && rw.err == nil {
 			rw.err = err

@@ -4,6 +4,7 @@ package ssefanout
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -132,12 +133,6 @@ type fanOutBench struct {
 }
 
 func newFanOutBench(tb testing.TB, n int) *fanOutBench {
-	return newFanOutBenchStop(tb, n, make(chan struct{}))
-}
-
-// newFanOutBenchStop is newFanOutBench with the given stop channel, which
-// ServeHTTP passes every client of a config (nil: none).
-func newFanOutBenchStop(tb testing.TB, n int, stop chan struct{}) *fanOutBench {
 	tb.Helper()
 	s := newTestStream(testSettings())
 	ctx, cancel := context.WithCancel(context.Background())
@@ -155,7 +150,7 @@ func newFanOutBenchStop(tb testing.TB, n int, stop chan struct{}) *fanOutBench {
 		go func() {
 			defer fb.wg.Done()
 			defer cancel()
-			if err := newRespWriter(w, rc, time.Minute).serve(ctx, c, stop); err != nil {
+			if err := newRespWriter(w, rc, time.Minute, true, c).serve(ctx, c); err != nil {
 				tb.Errorf("client writer: %v", err)
 			}
 		}()
@@ -224,17 +219,6 @@ func BenchmarkBroadcast1000(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
 	})
-	// As writers, but without the stop channel that ServeHTTP hands every
-	// client of a config: what selecting on one shared channel costs.
-	b.Run("writers-nostop", func(b *testing.B) {
-		fb := newFanOutBenchStop(b, n, nil)
-		ev := benchEvent
-		b.ReportAllocs()
-		for b.Loop() {
-			fb.broadcast(&ev)
-		}
-		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
-	})
 }
 
 // TestBroadcastAllocatesNothingPerClient checks that publishing an event
@@ -260,4 +244,53 @@ func TestBroadcastAllocatesNothingPerClient(t *testing.T) {
 	if many > few+2 {
 		t.Fatalf("publishing one event allocates %.0f times with 1,000 clients and %.0f with 10: something allocates per client", many, few)
 	}
+}
+
+// TestStalledHTTP2ClientIsEndedAtOnce has an HTTP/2 client stop reading,
+// so that its stream's flow-control window (4 MiB in Go's client) closes
+// and its writer blocks in a write. When it falls client_queue events
+// behind, it is cut, and its write in flight ends with it: its request
+// leaves at once, not when some deadline fires.
+func TestStalledHTTP2ClientIsEndedAtOnce(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	port := testkit.FreePort(t)
+	testkit.StartWholeCaddyfile(t, testkit.TLSGlobalOptions("h1 h2")+fmt.Sprintf(
+		"https://127.0.0.1:%d {\n\tbind 127.0.0.1\n\ttls internal\n\tsse_fanout %s {\n\t\tclient_queue 600\n\t}\n}\n", port, origin.URL()))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	testkit.WaitCertificate(t, addr)
+	tr := &http.Transport{
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
+		ForceAttemptHTTP2: true,
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/stall", nil)
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("got %s, want HTTP/2", resp.Proto)
+	}
+	up := origin.NextConn(t)
+	payload := strings.Repeat("x", 16<<10)
+	sent := 0
+	for counterValue(t, origin.URL(), "slow_client_drops") == 0 {
+		if sent >= 2000 {
+			t.Fatal("the stalled client was never cut")
+		}
+		sent++
+		up.Send(fmt.Sprintf("id: %d\ndata: %s\n\n", sent, payload))
+		if sent%64 == 0 {
+			// Let the origin's events reach the hub before more come.
+			testkit.Eventually(t, "the events to be published", func() bool {
+				return counterValue(t, origin.URL(), "events_received") >= float64(sent-8)
+			})
+		}
+	}
+	testkit.Eventually(t, "the cut client's request to leave", func() bool {
+		return counterValue(t, origin.URL(), "clients") == 0
+	})
 }

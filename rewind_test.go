@@ -192,3 +192,4 @@ func TestRewindIsPerHandler(t *testing.T) {
 	late.ExpectIDs(t, 6, 6)
 	origin.NoNewConn(t)
 }
+

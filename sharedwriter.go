@@ -1,6 +1,7 @@
 package ssefanout
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"os"
@@ -28,9 +29,10 @@ const clientsPerShard = 256
 // connection, taken over from net/http.
 type detachedClient struct {
 	*client
-	conn net.Conn
-	raw  syscall.RawConn // for writes that never wait; nil where unsupported
-	stop <-chan struct{} // its handler's: closed when its config is unloaded
+	conn net.Conn        // what its bytes are written to: its TCP connection, or its TLS connection over it
+	tcp  net.Conn        // its TCP connection: closing it ends the client at once, whatever waits on it
+	raw  syscall.RawConn // tcp's, for writes that never wait; nil where unsupported
+	tls  *tlsRoom        // for a TLS connection, the room in its socket; nil otherwise
 
 	shard *writerShard
 	index int // its index in shard.clients; shard.mu guards it
@@ -43,16 +45,17 @@ type detachedClient struct {
 }
 
 // end ends the client with cause and closes its connection, which ends its
-// watch (detach.go).
+// watch (detach.go). The TCP connection is closed, not the TLS one, whose
+// Close would first wait to write an alert.
 func (d *detachedClient) end(cause error) {
 	d.client.end(cause)
-	d.conn.Close()
+	d.tcp.Close()
 }
 
 // endWithin ends the client and closes its connection at a moment of its
 // own (client.endWithin).
 func (d *detachedClient) endWithin(cause error) {
-	d.client.endWithin(cause, func() { d.conn.Close() })
+	d.client.endWithin(cause, func() { d.tcp.Close() })
 }
 
 // writerShard is one of a stream's shared writers.
@@ -73,21 +76,28 @@ type writerShard struct {
 // in their request goroutines to a shared writer. It returns nil if c was
 // ended meanwhile, or the stream was closed: no shared writer would ever
 // end such a client.
-func (s *stream) attach(c *client, conn net.Conn, stop <-chan struct{}) *detachedClient {
+func (s *stream) attach(c *client, conn net.Conn) *detachedClient {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.clients[c]; !ok || s.closed {
 		return nil
 	}
 	delete(s.clients, c)
-	d := &detachedClient{client: c, conn: conn, raw: rawConnOf(conn), stop: stop}
+	d := &detachedClient{client: c, conn: conn, tcp: conn}
+	if tc, ok := conn.(*tls.Conn); ok {
+		d.tcp = tc.NetConn()
+	}
+	d.raw = rawConnOf(d.tcp)
+	if d.tcp != conn && d.raw != nil {
+		d.tls = newTLSRoom(d.raw)
+	}
 	d.shard = s.shardForLocked()
 	d.shard.add(d)
 	s.detached++
 	s.hub.wg.Add(1) // for its watch
 	select {
-	case <-stop:
-		// Its config was unloaded while it started: endDetached has
+	case <-c.stop:
+		// Its config was unloaded while it started: endClientsOf has
 		// passed it over, so it ends here, as the others do.
 		d.endWithin(errHandlerStopped)
 	default:
@@ -205,29 +215,32 @@ func (sh *writerShard) serve(d *detachedClient) {
 		lagging := d.client.cutIfLagging(queue)
 		d.ring.mu.RUnlock()
 		if lagging {
-			d.conn.Close()
+			d.tcp.Close()
 		}
 		return
 	}
 	out, more, err := d.client.next(sh.out[:0], maxBatchWrite)
 	if err != nil {
-		d.conn.Close()
+		d.tcp.Close()
 		return
 	}
 	if len(out) == 0 {
 		return
 	}
 	written := 0
-	if d.raw != nil {
+	switch {
+	case d.tls != nil:
+		written, err = d.tls.write(d.conn, d.tcp, out)
+	case d.raw != nil:
 		written, err = sh.writer.write(d.raw, out)
-		switch {
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			// A deadline that the server's request handling left: the
-			// drain writes under a deadline of its own, then lifts it.
-		case err != nil:
-			d.end(err) // the client is gone
-			return
-		}
+	}
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded) && d.tls == nil:
+		// A deadline that the server's request handling left: the
+		// drain writes under a deadline of its own, then lifts it.
+	case err != nil:
+		d.end(err) // the client is gone
+		return
 	}
 	if written < len(out) || more {
 		d.pending = append([]byte(nil), out[written:]...)
@@ -259,6 +272,9 @@ func (sh *writerShard) drain(d *detachedClient) {
 	if err != nil {
 		d.end(err)
 		return
+	}
+	if d.tls != nil {
+		d.tls.forget()
 	}
 	d.draining.Store(false)
 	sh.wake() // for what was published while it drained

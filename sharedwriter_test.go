@@ -52,7 +52,7 @@ func newDetachedBench(tb testing.TB, n int) *detachedBench {
 	db.frameLen = int64(len(sse.AppendEvent(nil, &ev, true)))
 	for i := 0; i < n; i++ {
 		server, peer := socketPair(tb)
-		d := s.attach(addClient(s), server, nil)
+		d := s.attach(addClient(s), server)
 		if d == nil {
 			tb.Fatal("attach refused")
 		}
@@ -140,7 +140,7 @@ func TestNoClientAttachesToAClosedStream(t *testing.T) {
 	s.clients[c] = struct{}{} // as a join racing the close would have it
 	s.mu.Unlock()
 	server, _ := socketPair(t)
-	if s.attach(c, server, nil) != nil {
+	if s.attach(c, server) != nil {
 		t.Fatal("a client attached to a closed stream, where no shared writer would end it")
 	}
 }

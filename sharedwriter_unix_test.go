@@ -4,6 +4,7 @@ package ssefanout
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strconv"
@@ -18,16 +19,42 @@ import (
 
 // A client whose socket is full for a while is drained by a goroutine of
 // its own, then rejoins the shared writer, and misses nothing; the others
-// are not held up meanwhile.
+// are not held up meanwhile. Over TLS too, where the shared writer writes
+// a client's records only when its socket has room for them.
 func TestDetachedClientThatStallsCatchesUp(t *testing.T) {
-	origin := testkit.NewOrigin(t)
-	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach on\n\tclient_queue 4096\n\tbuffer_bytes 256MiB\n}")
+	const options = "{\n\t\tdetach on\n\t\tclient_queue 4096\n\t\tbuffer_bytes 256MiB\n\t}"
+	t.Run("plain", func(t *testing.T) {
+		origin := testkit.NewOrigin(t)
+		base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" "+options)
+		stallAndCatchUp(t, origin, base, func(conn net.Conn) net.Conn { return conn })
+	})
+	t.Run("TLS", func(t *testing.T) {
+		origin := testkit.NewOrigin(t)
+		port := testkit.FreePort(t)
+		testkit.StartWholeCaddyfile(t, testkit.TLSGlobalOptions("h1")+fmt.Sprintf(
+			"https://127.0.0.1:%d {\n\tbind 127.0.0.1\n\ttls internal\n\tsse_fanout %s %s\n}\n", port, origin.URL(), options))
+		base := fmt.Sprintf("https://127.0.0.1:%d", port)
+		testkit.WaitCertificate(t, strings.TrimPrefix(base, "https://"))
+		stallAndCatchUp(t, origin, base, func(conn net.Conn) net.Conn {
+			tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+			if err := tc.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			return tc
+		})
+	})
+}
+
+// stallAndCatchUp runs TestDetachedClientThatStallsCatchesUp against the
+// proxy at base, with wrap making the slow client's connection (TLS or
+// not) from its TCP connection.
+func stallAndCatchUp(t *testing.T, origin *testkit.Origin, base string, wrap func(net.Conn) net.Conn) {
 	fast := testkit.OpenClient(t, base+"/stall", nil)
 	up := origin.NextConn(t)
 
 	// A small receive buffer, set before the connection opens: shrunk
 	// later, it would make the kernel drop segments and back off.
-	addr := strings.TrimPrefix(base, "http://")
+	addr := base[strings.Index(base, "//")+2:]
 	dialer := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		var err error
 		rc.Control(func(fd uintptr) {
@@ -35,10 +62,11 @@ func TestDetachedClientThatStallsCatchesUp(t *testing.T) {
 		})
 		return err
 	}}
-	conn, err := dialer.Dial("tcp", addr)
+	tcp, err := dialer.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	conn := wrap(tcp)
 	defer conn.Close()
 	fmt.Fprintf(conn, "GET /stall HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
 	testkit.Eventually(t, "both clients to be detached", func() bool { return detachedClients() == 2 })

@@ -46,8 +46,9 @@ type stream struct {
 
 	hub     *hub
 	logger  *zap.Logger
-	started time.Time // the base of lastSend
-	onIdle  func()    // set by the registry: closes the stream if it is still idle
+	started time.Time    // the base of lastSend
+	onIdle  func()       // set by the registry: closes the stream if it is still idle
+	onTier  func(string) // set by the registry: notes the node the upstream answered from (tier.go)
 
 	ctx    context.Context    // ends when the stream is closed
 	cancel context.CancelFunc // ends ctx, and so the upstream requests
@@ -68,6 +69,9 @@ type stream struct {
 	feeds     map[clientCursor]*catchUpFeed // catch-ups being read, by cursor
 	fetches   int                           // catch-up fetches under way
 	closed    bool                          // close has run: no client joins or attaches
+	// upstreamTier is the sse_fanout node the upstream answered from; ""
+	// for an origin (tier.go).
+	upstreamTier string
 
 	// The upstream connection's state, for the admin API.
 	state       string    // one of the state constants
@@ -137,8 +141,17 @@ func (s *stream) setState(state string, err error) {
 // catch-up or a stale notice to come; without a cursor, at the live head
 // or, with rewind, before the last events (rewind.go). It arms the cursor
 // priming. s.mu must be held.
-func (s *stream) addLocked(cfg *settings, sr streamRequest) *client {
+func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}) *client {
 	c := newClient(s.ring, &s.signals, &s.hub.settings, s.hub.metrics)
+	c.asTier(sr.via)
+	c.stop = stop
+	select {
+	case <-stop:
+		// Its config was unloaded as it joined: endClientsOf has passed
+		// it over, so it ends here, as the others do.
+		c.endWithin(errHandlerStopped, nil)
+	default:
+	}
 	s.ring.mu.RLock()
 	defer s.ring.mu.RUnlock()
 	c.cursor.Store(s.ring.head)
@@ -149,7 +162,8 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest) *client {
 		s.idleTimer.Stop()
 		s.idleTimer = nil
 	}
-	idAt := uint64(0) // where the stream's last event ID is the one the client holds
+	idAt := uint64(0)  // where the stream's last event ID is the one the client holds
+	hasLatest := false // its replay or its own cursor carries the latest id
 	switch {
 	case sr.unusableCursor:
 		s.hub.metrics.replayMisses.Inc()
@@ -161,6 +175,11 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest) *client {
 			s.hub.metrics.replayHits.Inc()
 			c.cursor.Store(seq)
 			idAt = seq
+			if last, _ := s.ring.lastID(); seq < s.ring.head || last == string(sr.cursor) {
+				// Its replay, or its own cursor, carries the latest id:
+				// priming would repeat it (and a tier would publish it).
+				hasLatest = true
+			}
 		case cfg.catchUp:
 			s.hub.metrics.replayMisses.Inc()
 			c.catchUpID = sr.cursor
@@ -181,14 +200,27 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest) *client {
 		c.filter = newClientFilter(sr.filter, string(sr.cursor), idAt, &s.signals)
 		s.filtered.Add(1)
 	}
-	if c.catchingUp {
-		return c // the catch-up ends with frames that carry ids
+	if c.catchingUp || hasLatest {
+		return c // a catch-up ends with frames that carry ids; no priming
 	}
 	if id, ok := s.ring.lastID(); ok && cfg.primeCursor {
 		c.prime = sse.AppendEvent(nil, &sse.Event{ID: id}, true)
 		c.primeAt, c.primeID = s.ring.head, id
 	}
 	return c
+}
+
+// endClientsOf ends, each at a moment of its own, the clients that the
+// handler with this stop channel serves, in their requests or detached.
+func (s *stream) endClientsOf(stop <-chan struct{}) {
+	s.mu.RLock()
+	for c := range s.clients {
+		if c.stop == stop {
+			c.endWithin(errHandlerStopped, nil)
+		}
+	}
+	s.mu.RUnlock()
+	s.endDetached(stop)
 }
 
 // clientCountLocked is how many clients the stream has. s.mu must be held.
@@ -224,6 +256,9 @@ func (s *stream) close(cause error) {
 		s.cancel()
 		s.mu.Lock()
 		s.closed = true
+		if s.upstreamTier != "" {
+			s.hub.metrics.upstreamTierStreams.Dec()
+		}
 		close(s.done)
 		for c := range s.clients {
 			c.endWithin(cause, nil)

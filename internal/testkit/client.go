@@ -3,9 +3,11 @@ package testkit
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,6 +31,14 @@ type Client struct {
 // idle, so a test leaves nothing behind.
 var HTTPClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
+// TLSHTTPClient is HTTPClient for https URLs: HTTP/1.1 over TLS, trusting
+// any certificate (Caddy's internal CA in the tests).
+var TLSHTTPClient = &http.Client{Transport: &http.Transport{
+	DisableKeepAlives: true,
+	TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
+	TLSNextProto:      map[string]func(string, *tls.Conn) http.RoundTripper{}, // no HTTP/2
+}}
+
 // OpenClient connects to url and fails the test unless it gets a stream.
 func OpenClient(t testing.TB, url string, header http.Header) *Client {
 	t.Helper()
@@ -51,7 +61,11 @@ func DialClient(t testing.TB, url string, header http.Header) (*Client, int) {
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	resp, err := HTTPClient.Do(req)
+	hc := HTTPClient
+	if strings.HasPrefix(url, "https:") {
+		hc = TLSHTTPClient
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		cancel()
 		t.Fatalf("GET %s: %v", url, err)
