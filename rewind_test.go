@@ -5,6 +5,7 @@ package ssefanout
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -193,3 +194,17 @@ func TestRewindIsPerHandler(t *testing.T) {
 	origin.NoNewConn(t)
 }
 
+// TestRewindSparesTiers: the upstream connection of another sse_fanout
+// tier is not rewound, which would put events from before its clients
+// joined into its stream as live ones.
+func TestRewindSparesTiers(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\trewind 3\n}")
+	up, _ := testkit.StartStream(t, origin, base+"/t", 10)
+	tier := testkit.OpenClient(t, base+"/t", http.Header{"Via": {viaEntry("edge-1")}})
+	page := testkit.OpenClient(t, base+"/t", nil)
+	page.ExpectIDs(t, 8, 10)
+	testkit.SendIDs(up, 11, 11)
+	page.ExpectIDs(t, 11, 11)
+	tier.ExpectIDs(t, 11, 11) // and nothing before it
+}

@@ -189,7 +189,9 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}
 			c.staleID, c.stale = sr.cursor, true
 		}
 	default:
-		if sr.rewind > 0 {
+		// A tier's upstream connection is not rewound: that would put
+		// events from before its clients joined into its stream as live.
+		if sr.rewind > 0 && len(sr.via) == 0 {
 			seq, events := s.ring.rewindStart(sr.rewind, cfg.buffer, sr.filter)
 			c.cursor.Store(seq)
 			s.hub.metrics.eventsRewound.Add(float64(events))
