@@ -36,9 +36,8 @@ func init() {
 // passed through this node, or through the tier this handler reads from,
 // is answered 508 Loop Detected. A cursor (Last-Event-ID or the last_event_id
 // query parameter) that holds a control character is answered 400, and so
-// is an event-type filter (filter_param) that is not a list of types; a
-// response that a handler in front buffers, 500. With cors, the answer
-// carries the CORS headers its Origin calls for.
+// is a bad event-type filter (filter_param); a response that a handler in
+// front buffers, 500.
 //
 // No header of the client's request is sent upstream, since the upstream
 // connection is shared by every client of the stream: forwarding one
@@ -74,11 +73,9 @@ type Handler struct {
 	HeaderUp http.Header `json:"header_up,omitempty"`
 
 	// How many of the buffer's last events a client that joins without a
-	// cursor (no Last-Event-ID) is sent first, before live ones, with no
-	// origin request: 1 sends the current state at once. Only events that
-	// fire count, and, for a client with an event-type filter, those it
-	// passes. They keep their ids, so a reconnect resumes after them. At
-	// most buffer. Default: 0, live events only.
+	// cursor is sent first, with their ids, then live ones, with no origin
+	// request (1: the current state). Only events that fire count, and
+	// those a filtered client passes. At most buffer. Default: 0.
 	Rewind int `json:"rewind,omitempty"`
 
 	// How many events a client may fall behind the stream before it is
@@ -139,16 +136,11 @@ type Handler struct {
 	KeyIgnoreQuery []string `json:"key_ignore_query,omitempty"`
 
 	// The query parameter by which a client chooses the event types it is
-	// sent, such as "events" for "?events=update,price": a comma-separated
-	// list, "message" naming events without an event field. The client is
-	// then sent only events of those types, besides keepalives, its retry
-	// time and id-only blocks that keep its lastEventId with the stream;
-	// its replay and catch-up are filtered alike. The parameter is dropped
-	// from the stream key and the upstream URL, so filtered clients share
-	// the stream and its upstream connection. An empty list, more than 32
-	// types, a type over 128 bytes, a control character or invalid UTF-8
-	// is answered 400. Default: none; the parameter is then part of the
-	// stream, as any other.
+	// sent, such as "events" for "?events=update,price" ("message": events
+	// without a type); replay and catch-up are filtered alike. It is no
+	// part of the stream key or the upstream URL. More than 32 types, one
+	// over 128 bytes or with a control character is answered 400.
+	// Default: none; the parameter is then the stream's, as any other.
 	FilterParam string `json:"filter_param,omitempty"`
 
 	// The most streams this handler serves at once; past it, a request for
@@ -169,17 +161,11 @@ type Handler struct {
 	MaxCatchUpsPerHandler int `json:"max_catch_ups_per_handler,omitempty"`
 
 	// Origins whose pages may read the streams from another origin, such
-	// as "https://app.example", as browsers write them in their Origin
-	// header. A request from one of them is answered with
-	// Access-Control-Allow-Origin set to its origin and
-	// Access-Control-Allow-Credentials: true, so that
-	// new EventSource(url, {withCredentials: true}) works there. "*" lets
-	// pages of any other origin read without credentials
-	// (Access-Control-Allow-Origin: *, which browsers never accept with
-	// credentials). Every answer then carries Vary: Origin. Cookies are
-	// still never sent upstream, except as key and header_up allow.
-	// Default: none; no CORS header is set (Caddy's header directive can
-	// set them instead).
+	// as "https://app.example": they are answered with
+	// Access-Control-Allow-Origin set to their origin and with
+	// Access-Control-Allow-Credentials; "*" lets any other origin read
+	// without credentials. Every answer then carries Vary: Origin.
+	// Default: none.
 	CORS []string `json:"cors,omitempty"`
 
 	// How long the upstream may send nothing, not even a comment, before
