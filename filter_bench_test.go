@@ -46,7 +46,8 @@ type filterBench struct {
 	received   atomic.Int64
 	cancel     context.CancelFunc
 	peers      []net.Conn
-	wg         sync.WaitGroup
+	writers    sync.WaitGroup // in-request writers
+	wg         sync.WaitGroup // readers of detached clients
 	detached   bool
 	events     [2]sse.Event
 	publishedN int
@@ -84,9 +85,9 @@ func newFilterBench(tb testing.TB, n, filtered int, detached bool) *filterBench 
 		w := &discardResponse{header: make(http.Header), flushes: &fb.signal, done: fb.done}
 		rc := http.NewResponseController(w)
 		ctx, cancel := context.WithCancel(ctx)
-		fb.wg.Add(1)
+		fb.writers.Add(1)
 		go func() {
-			defer fb.wg.Done()
+			defer fb.writers.Done()
 			defer cancel()
 			if err := newRespWriter(w, rc, time.Minute, true, c).serve(ctx, c); err != nil {
 				tb.Errorf("client writer: %v", err)
@@ -127,9 +128,12 @@ func (fb *filterBench) broadcast() {
 	fb.delivered += int64(fb.receivers[i])
 }
 
+// close ends the bench as a server would: the requests go away (their
+// writers end), then the stream closes (its shared writers end).
 func (fb *filterBench) close() {
-	fb.s.close(errStreamClosed)
 	fb.cancel()
+	fb.writers.Wait()
+	fb.s.close(errStreamClosed)
 	for _, p := range fb.peers {
 		p.Close()
 	}
