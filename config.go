@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -55,6 +56,7 @@ type settings struct {
 	writeTimeout          time.Duration // bound on one batch of writes to a client
 	retryJitter           int           // percent by which each client's retry is spread
 	headerUp              http.Header   // sent upstream on every request
+	compress              []*encoding   // offered to clients, in order of preference; none: off
 	logger                *zap.Logger
 }
 
@@ -102,6 +104,11 @@ func (h *Handler) settings() *settings {
 	}
 	if h.Buffer != nil {
 		cfg.buffer = *h.Buffer
+	}
+	for _, name := range h.Compress {
+		if enc := encodingNamed(name); enc != nil {
+			cfg.compress = append(cfg.compress, enc)
+		}
 	}
 	repl := caddy.NewReplacer()
 	for name, values := range h.HeaderUp {
@@ -194,6 +201,14 @@ func (h *Handler) validate() error {
 	}
 	if strings.ContainsAny(h.StaleEvent, "\r\n") {
 		return fmt.Errorf("stale_event %q: an event type cannot hold a line end", h.StaleEvent)
+	}
+	for i, name := range h.Compress {
+		if encodingNamed(name) == nil {
+			return fmt.Errorf("compress: unknown encoding %q, want gzip or zstd", name)
+		}
+		if slices.Contains(h.Compress[:i], name) {
+			return fmt.Errorf("compress: %s is listed twice", name)
+		}
 	}
 	if h.Retry != nil && *h.Retry < 0 {
 		return fmt.Errorf("retry must not be negative, got %v", time.Duration(*h.Retry))

@@ -49,10 +49,16 @@ func (s *stream) heartbeatWait() time.Duration {
 	if silent < interval {
 		return interval - silent
 	}
+	s.keepaliveRound()
+	return interval
+}
+
+// keepaliveRound has every client that has nothing else to send sent a
+// keepalive.
+func (s *stream) keepaliveRound() {
 	s.signals.keepalives.Add(1)
 	s.markSent()
 	s.wakeAll()
-	return interval
 }
 
 // endStuckWrites ends the clients served in their requests whose write has

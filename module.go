@@ -161,6 +161,16 @@ type Handler struct {
 	// hard write_timeout. Default: true.
 	Detach *bool `json:"detach,omitempty"`
 
+	// The encodings to compress event streams with, in order of
+	// preference: "gzip", "zstd". A client whose Accept-Encoding allows one
+	// gets its stream compressed in it, the one with the client's highest
+	// weight, this order deciding between equal ones; every event, comment
+	// and retry line is still delivered at once. Each event is compressed
+	// once per stream, not per client. Responses get Vary: Accept-Encoding.
+	// Not done when Caddy's encode handler is in front, which then
+	// compresses. Default: none, no compression.
+	Compress []string `json:"compress,omitempty"`
+
 	base              *url.URL      // parsed Upstream
 	cfg               *settings     // the fields resolved to their defaults
 	gen               uint64        // when it was provisioned: a later handler's settings win

@@ -70,6 +70,8 @@ type streamRequest struct {
 	// unusableCursor is set when the client sent a cursor too long to
 	// use: it is served as one that nothing can serve.
 	unusableCursor bool
+
+	encoding *encoding // what its stream is compressed in; nil: none (compress.go)
 }
 
 // streamRequestOf maps r to the stream it asks for. It fails only for a

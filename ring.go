@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // This file is a stream's ring of encoded frames: the replay buffer and
@@ -12,10 +13,11 @@ import (
 // frame is one encoded block, shared by the replay buffer and every client
 // that is sent it. Nobody modifies a frame once it is published.
 type frame struct {
-	seq    uint64 // position in the stream, from 1; set by ring.push
-	id     string // the stream's last event ID after this frame
-	setsID bool   // the frame's own block had an id field
-	bytes  []byte // the wire form, written to clients as is
+	seq    uint64      // position in the stream, from 1; set by ring.push
+	id     string      // the stream's last event ID after this frame
+	setsID bool        // the frame's own block had an id field
+	bytes  []byte      // the wire form, written to clients as is
+	packs  *framePacks // its compressed forms (compresschain.go); nil when no client of its stream was compressed
 }
 
 // sameEvent reports whether f and g are the same event: the same id, set
@@ -40,6 +42,9 @@ type ring struct {
 	size     int      // bytes held
 	maxBytes int      // evict the oldest while size exceeds this (0: no byte bound)
 	hasIDs   bool     // some frame's block had an id: from then on every frame carries one
+	// late is the bytes of frames' pieces compressed on their own, made
+	// after the frames were pushed, under the read lock (framePack.aloneOf).
+	late atomic.Int64
 
 	// baseID is the last event ID before the first frame, when the stream
 	// began by resuming after it (hasBase): a client with that cursor
@@ -80,6 +85,10 @@ func (r *ring) evictOldest() {
 	}
 	r.tail++
 }
+
+// heldBytes is how many bytes the frames held take, compressed forms
+// included: what buffer_bytes bounds.
+func (r *ring) heldBytes() int { return r.size + int(r.late.Load()) }
 
 // lastID returns the stream's last event ID, and whether it has one: the
 // id of the newest frame, once the origin has sent an id. It is only ever

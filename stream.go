@@ -55,6 +55,7 @@ type stream struct {
 	once   sync.Once
 
 	ring     *ring        // the frames; its own lock guards it
+	chains   chains       // its compression, once per stream (compresschain.go)
 	signals  signals      // keepalive rounds and the origin's retry, for every client
 	lastSend atomic.Int64 // nanoseconds after started of the last frame or keepalive
 
