@@ -32,6 +32,7 @@ const closeSpread = 2 * time.Second
 type client struct {
 	ring    *ring    // the stream's frames
 	signals *signals // the stream's keepalive rounds and retry time
+	pack    *packer  // compresses what it is sent (compresschain.go); nil: sent as is
 	cfg     *atomic.Pointer[settings]
 	metrics *upstreamMetrics
 
@@ -185,9 +186,10 @@ func (c *client) next(out []byte, limit int) (_ []byte, more bool, err error) {
 		if c.prime != nil && seq > c.primeAt {
 			out = c.appendPrime(out)
 		}
-		out = append(out, f.bytes...)
+		before := len(out)
+		out = c.appendFrame(out, f)
 		n++
-		size += len(f.bytes)
+		size += len(out) - before
 	}
 	more = seq < c.ring.head
 	c.ring.mu.RUnlock()
@@ -201,7 +203,7 @@ func (c *client) next(out []byte, limit int) (_ []byte, more bool, err error) {
 	} else if len(out) == start {
 		if k := c.signals.keepalives.Load(); k != c.keepalives {
 			c.keepalives = k
-			out = append(out, sse.Keepalive...)
+			out = c.appendKeepalive(out)
 		}
 	}
 	return out, more, nil
@@ -222,6 +224,9 @@ func (c *client) appendRetry(out []byte) []byte {
 		return out
 	}
 	c.sentRetry = retry
+	if c.pack != nil {
+		return c.pack.own(out, sse.AppendRetry(nil, retry))
+	}
 	return sse.AppendRetry(out, retry)
 }
 
@@ -229,7 +234,28 @@ func (c *client) appendRetry(out []byte) []byte {
 // event ID to the stream's at join time without firing an event, so that a
 // client that drops before the next event still resumes from there.
 func (c *client) appendPrime(out []byte) []byte {
-	out = append(out, c.prime...)
+	if c.pack != nil {
+		out = c.pack.own(out, c.prime)
+	} else {
+		out = append(out, c.prime...)
+	}
 	c.prime = nil
 	return out
+}
+
+// appendFrame appends f as c is sent it: as is, or compressed in c's
+// encoding. The ring's read lock must be held.
+func (c *client) appendFrame(out []byte, f *frame) []byte {
+	if c.pack != nil {
+		return c.pack.frame(out, f)
+	}
+	return append(out, f.bytes...)
+}
+
+// appendKeepalive appends a keepalive comment.
+func (c *client) appendKeepalive(out []byte) []byte {
+	if c.pack != nil {
+		return c.pack.keepalive(out)
+	}
+	return append(out, sse.Keepalive...)
 }

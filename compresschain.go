@@ -135,7 +135,7 @@ func (cs *chains) pack(f *frame) {
 			ch.comp.restart()
 		default:
 			fp.segment = ch.segment
-			fp.chain = ch.comp.add(nil, f.bytes)
+			fp.chain = ch.comp.add(make([]byte, 0, pieceRoom(f)), f.bytes)
 			ch.frames++
 			continue
 		}
@@ -143,9 +143,13 @@ func (cs *chains) pack(f *frame) {
 		ch.frames = 1
 		ch.waiting.Store(0)
 		fp.segment, fp.first = ch.segment, true
-		fp.chain = ch.comp.add(nil, f.bytes)
+		fp.chain = ch.comp.add(make([]byte, 0, pieceRoom(f)), f.bytes)
 	}
 }
+
+// pieceRoom is room enough for most pieces of f in one allocation: an
+// event compresses to a third of its size or less, plus its block headers.
+func pieceRoom(f *frame) int { return len(f.bytes)/2 + 64 }
 
 // packer compresses what one client is sent, in its encoding: its frames
 // as pieces of the stream's chain while it follows it, else on their own,
@@ -170,6 +174,14 @@ func (cs *chains) newPacker(enc *encoding, r *ring) *packer {
 	ch := &cs.of[enc.index]
 	ch.users.Add(1)
 	return &packer{enc: enc, chain: ch, ring: r}
+}
+
+// encoding is what c's stream is compressed in; nil: none.
+func (c *client) encoding() *encoding {
+	if c.pack == nil {
+		return nil
+	}
+	return c.pack.enc
 }
 
 // release counts the client out of its chain's users.

@@ -56,6 +56,7 @@ func (s *stream) heartbeatWait() time.Duration {
 // keepaliveRound has every client that has nothing else to send sent a
 // keepalive.
 func (s *stream) keepaliveRound() {
+	s.chains.restartAll.Store(true) // a keepalive is a piece of each client's own
 	s.signals.keepalives.Add(1)
 	s.markSent()
 	s.wakeAll()

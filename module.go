@@ -263,6 +263,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
+	sr.encoding = h.encodingFor(w, r)
 	h.reg.adopt(h.cfg, h.gen) // this handler's config is running
 	s, c, err := h.reg.join(sr, h.stop)
 	switch {
@@ -307,6 +308,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, s *stream,
 	header.Set("Cache-Control", "no-cache")
 	header.Set("X-Accel-Buffering", "no") // tells a buffering proxy in front to pass events on
 	header.Del("Content-Length")
+	h.setEncodingHeaders(header, c.encoding())
 	mayDetach := h.mayDetach(r)
 	if mayDetach {
 		// The body ends when the connection closes, as the SSE spec
@@ -329,7 +331,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, s *stream,
 		return errResponseBuffered
 	}
 
-	past := passesThrough(w, r)
+	past := passesThrough(w, r, c.encoding())
 	rw := newRespWriter(w, rc, h.cfg.writeTimeout, past, c)
 	err := s.resume(r.Context(), c, rw, h.stop)
 	if err == nil {

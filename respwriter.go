@@ -41,6 +41,7 @@ type respWriter struct {
 	w            io.Writer
 	rc           *http.ResponseController
 	c            *client // whose writes the stream's watchdog watches, if past
+	pack         *packer // compresses what write is given; nil: written as is
 	writeTimeout time.Duration
 	deadlines    bool   // set write deadlines of our own (see ownDeadlines)
 	armed        bool   // the deadline for the current batch is set
@@ -52,10 +53,10 @@ type respWriter struct {
 // writes past Caddy's writer chain, and arms c's watchdog hook.
 func newRespWriter(w http.ResponseWriter, rc *http.ResponseController, writeTimeout time.Duration, past bool, c *client) *respWriter {
 	if !past {
-		return &respWriter{w: w, rc: rc, writeTimeout: writeTimeout, deadlines: ownDeadlines(w)}
+		return &respWriter{w: w, rc: rc, pack: c.pack, writeTimeout: writeTimeout, deadlines: ownDeadlines(w)}
 	}
 	inner := innermost(w)
-	rw := &respWriter{w: inner, rc: http.NewResponseController(inner), c: c, writeTimeout: writeTimeout}
+	rw := &respWriter{w: inner, rc: http.NewResponseController(inner), c: c, pack: c.pack, writeTimeout: writeTimeout}
 	abort := func() {
 		// A deadline in the past ends the write in flight: net/http's
 		// HTTP/1 connection and HTTP/2 stream both allow it from another
@@ -68,12 +69,17 @@ func newRespWriter(w http.ResponseWriter, rc *http.ResponseController, writeTime
 
 // passesThrough reports whether nothing in w's writer chain needs the
 // response's bytes, so that they may be written past it (respWriter) or
-// the connection taken over (detach.go): no encoder compresses them, no
+// the connection taken over (detach.go): no encoder compresses them (the
+// Content-Encoding, if any, is own: the one sse_fanout compresses in), no
 // layer holds them back (see responseBuffered), and the server has no hard
 // write_timeout, which the chain enforces. It must be asked once the head
 // is written.
-func passesThrough(w http.ResponseWriter, r *http.Request) bool {
-	if w.Header().Get("Content-Encoding") != "" || responseBuffered(w) {
+func passesThrough(w http.ResponseWriter, r *http.Request, own *encoding) bool {
+	ownName := ""
+	if own != nil {
+		ownName = own.name
+	}
+	if w.Header().Get("Content-Encoding") != ownName || responseBuffered(w) {
 		return false
 	}
 	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
@@ -173,13 +179,19 @@ func (rw *respWriter) send(c *client) error {
 	return rw.err
 }
 
-// write adds b to the current batch, keeping only the first error. A batch
-// goes out in one write (or one per maxBatchWrite) when it is flushed.
+// write adds b, a piece of the client's own (its catch-up, its stale
+// event), to the current batch, compressed when the client's stream is,
+// keeping only the first error. A batch goes out in one write (or one per
+// maxBatchWrite) when it is flushed.
 func (rw *respWriter) write(b []byte) {
 	if rw.err != nil {
 		return
 	}
-	rw.out = append(rw.out, b...)
+	if rw.pack != nil {
+		rw.out = rw.pack.own(rw.out, b)
+	} else {
+		rw.out = append(rw.out, b...)
+	}
 	if len(rw.out) >= maxBatchWrite {
 		rw.writeOut()
 	}

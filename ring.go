@@ -39,8 +39,8 @@ type ring struct {
 	slots    []*frame // the frame with seq n is in slots[n%len(slots)]
 	head     uint64   // seq of the newest frame; 0 before the first
 	tail     uint64   // seq of the oldest frame held; head+1 when empty
-	size     int      // bytes held
-	maxBytes int      // evict the oldest while size exceeds this (0: no byte bound)
+	size     int      // bytes of the frames held and their chain pieces (late: the rest)
+	maxBytes int      // evict the oldest while heldBytes exceeds this (0: no byte bound)
 	hasIDs   bool     // some frame's block had an id: from then on every frame carries one
 	// late is the bytes of frames' pieces compressed on their own, made
 	// after the frames were pushed, under the read lock (framePack.aloneOf).
@@ -71,8 +71,8 @@ func (r *ring) push(f *frame) {
 	}
 	r.slots[r.head%uint64(len(r.slots))] = f
 	r.hasIDs = r.hasIDs || f.setsID
-	r.size += len(f.bytes)
-	for r.maxBytes > 0 && r.size > r.maxBytes && r.tail < r.head {
+	r.size += len(f.bytes) + f.packedBytes()
+	for r.maxBytes > 0 && r.heldBytes() > r.maxBytes && r.tail < r.head {
 		r.evictOldest()
 	}
 }
@@ -80,7 +80,8 @@ func (r *ring) push(f *frame) {
 func (r *ring) evictOldest() {
 	i := r.tail % uint64(len(r.slots))
 	if f := r.slots[i]; f != nil {
-		r.size -= len(f.bytes)
+		r.size -= len(f.bytes) + f.packedBytes()
+		r.late.Add(-f.lateBytes())
 		r.slots[i] = nil
 	}
 	r.tail++

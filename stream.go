@@ -139,6 +139,7 @@ func (s *stream) setState(state string, err error) {
 func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}) *client {
 	c := newClient(s.ring, &s.signals, &s.hub.settings, s.hub.metrics)
 	c.stop = stop
+	c.pack = s.chains.newPacker(sr.encoding, s.ring)
 	select {
 	case <-stop:
 		// Its config was unloaded as it joined: endClientsOf has passed
@@ -203,6 +204,9 @@ func (s *stream) clientCountLocked() int { return len(s.clients) + s.detached }
 // writer; the last client to leave starts the idle timer.
 func (s *stream) leave(c *client, detached bool) {
 	s.hub.metrics.clients.Dec()
+	if c.pack != nil {
+		c.pack.release()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if detached {
@@ -244,7 +248,9 @@ func (s *stream) close(cause error) {
 // Only the upstream reader calls it.
 func (s *stream) frameOf(ev *sse.Event) *frame {
 	if ev.HasRetry {
-		s.signals.originRetry.Store(ev.Retry)
+		if s.signals.originRetry.Swap(ev.Retry) != ev.Retry && s.hub.settings.Load().retry < 0 {
+			s.chains.restartAll.Store(true) // each client is sent a retry line of its own
+		}
 		if !ev.HasData && !ev.HasID && ev.Type == "" {
 			s.wakeAll() // nothing to frame; clients pick up the new retry
 			return nil
@@ -255,9 +261,11 @@ func (s *stream) frameOf(ev *sse.Event) *frame {
 	return &frame{id: ev.ID, setsID: ev.HasID, bytes: sse.AppendEvent(nil, ev, withID)}
 }
 
-// publish appends f to the ring and wakes every writer. It never blocks on
-// a client: one that breaks the lag rule is ended (client.cutIfLagging).
+// publish compresses f for its stream's compressed clients, appends it to
+// the ring and wakes every writer. It never blocks on a client: one that
+// breaks the lag rule is ended (client.cutIfLagging).
 func (s *stream) publish(f *frame) {
+	s.chains.pack(f)
 	queue := uint64(s.hub.settings.Load().clientQueue)
 	s.mu.Lock()
 	s.ring.mu.Lock()
