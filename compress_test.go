@@ -79,12 +79,22 @@ var rawTransport = &http.Transport{DisableKeepAlives: true, DisableCompression: 
 // reads the body through the decoder its Content-Encoding names.
 func openWire(t *testing.T, url, accept string) *wireReader {
 	t.Helper()
+	header := http.Header{}
+	if accept != "" {
+		header.Set("Accept-Encoding", accept)
+	}
+	return openWireWith(t, url, header)
+}
+
+// openWireWith is openWire with the given request headers.
+func openWireWith(t *testing.T, url string, header http.Header) *wireReader {
+	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if accept != "" {
-		req.Header.Set("Accept-Encoding", accept)
+	for name, values := range header {
+		req.Header[name] = values
 	}
 	resp, err := rawTransport.RoundTrip(req)
 	if err != nil {
@@ -229,6 +239,10 @@ func TestCompressedStreamsDecodeToThePlainStream(t *testing.T) {
 			testkit.Eventually(t, "every client to join", func() bool {
 				return counterValue(t, origin.URL(), "clients") == float64(len(clients))
 			})
+			if detach == "on" {
+				// Compressed or not, each is served by a shared writer.
+				testkit.Eventually(t, "every client to be detached", func() bool { return detachedClients() == len(clients) })
+			}
 			everyone := func(s string) {
 				t.Helper()
 				for _, wr := range readers {
@@ -308,5 +322,36 @@ func TestEncodeInFrontCompressesOnce(t *testing.T) {
 	zs.waitFor(t, "data: once\nid: 1\n\n")
 	if n := detachedClients(); n != 1 {
 		t.Fatalf("%d clients detached, want 1: the one encode passes through as is", n)
+	}
+}
+
+// TestCompressedCatchUp has clients resume from a cursor the buffer no
+// longer holds, in each encoding and without: the catch-up the origin
+// relays is each client's own, compressed on its own, then the shared
+// stream from where the two met. Each decodes to what the plain one got.
+func TestCompressedCatchUp(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tbuffer 5\n\tclient_queue 5\n\tcompress gzip zstd\n}")
+	up, _ := testkit.StartStream(t, origin, base+"/catch", 50)
+
+	var readers []*wireReader
+	for _, accept := range []string{"identity", "gzip", "zstd"} {
+		readers = append(readers, openWireWith(t, base+"/catch", http.Header{"Accept-Encoding": {accept}, "Last-Event-ID": {"10"}}))
+	}
+	catchUp := origin.NextConn(t) // one for the three: they share it
+	testkit.SendIDs(catchUp, 11, 50)
+	catchUp.WaitClosed(t)
+	testkit.SendIDs(up, 51, 53) // within client_queue
+	for _, wr := range readers {
+		wr.waitFor(t, "data: event 53\nid: 53\n\n")
+	}
+	plain, _ := readers[0].decoded()
+	for i, wr := range readers[1:] {
+		if got, _ := wr.decoded(); got != plain {
+			t.Errorf("%s: the decoded stream differs from the plain one:\n%s", []string{"gzip", "zstd"}[i], firstDifference(got, plain))
+		}
+	}
+	if !strings.HasPrefix(plain, "data: event 11\nid: 11\n\n") {
+		t.Errorf("the plain stream begins %q, not with event 11", plain[:min(len(plain), 40)])
 	}
 }
