@@ -53,7 +53,9 @@ type streamStatus struct {
 	UpstreamState   string     `json:"upstream_state"` // connecting, connected, backoff or stopped
 	UpstreamError   string     `json:"upstream_error,omitempty"`
 	ConnectedSince  *time.Time `json:"connected_since,omitempty"`
-	UpstreamConnect int        `json:"upstream_connects"` // connections opened so far
+	UpstreamConnect int        `json:"upstream_connects"`       // connections opened so far
+	Node            string     `json:"node"`                    // this node's node_id
+	UpstreamTier    string     `json:"upstream_tier,omitempty"` // the sse_fanout node the upstream answered from; absent for an origin
 
 	// Of Clients, those sent a compressed stream, by encoding.
 	CompressedClients map[string]int64 `json:"compressed_clients,omitempty"`
@@ -109,6 +111,8 @@ func (s *stream) status() streamStatus {
 		UpstreamState:   s.state,
 		UpstreamError:   s.lastErr,
 		UpstreamConnect: s.connects,
+		Node:            s.hub.settings.Load().nodeID,
+		UpstreamTier:    s.upstreamTier,
 	}
 	for i := range s.chains.of {
 		if n := s.chains.of[i].users.Load(); n > 0 {

@@ -50,6 +50,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    upstream_timeout <duration>|off
 //	    retry_jitter   <percent>
 //	    compress       <encodings...>|off
+//	    node_id        <name>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
@@ -225,6 +226,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 			h.Compress = names
+		case "node_id":
+			if !d.AllArgs(&h.NodeID) {
+				return d.ArgErr()
+			}
+			if !strings.Contains(h.NodeID, "{") { // a placeholder is checked once replaced
+				if err := checkNodeID(h.NodeID); err != nil {
+					return d.Errf("bad node_id '%s': %v", h.NodeID, err)
+				}
+			}
 		case "stale_event":
 			if !d.AllArgs(&h.StaleEvent) {
 				return d.ArgErr()

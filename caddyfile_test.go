@@ -99,6 +99,7 @@ func TestCaddyfileAdaptReplayAndSafetyOptions(t *testing.T) {
 		max_catch_ups 2 16
 		upstream_timeout off
 		retry_jitter 20%
+		node_id edge-1
 	}
 }`, "caddyfile", `{
 	"apps": {
@@ -127,6 +128,7 @@ func TestCaddyfileAdaptReplayAndSafetyOptions(t *testing.T) {
 									"max_catch_ups": 2,
 									"max_catch_ups_per_handler": 16,
 									"max_streams": 100,
+									"node_id": "edge-1",
 									"prime_cursor": false,
 									"retry_jitter": 20,
 									"stale_event": "refetch",
@@ -228,6 +230,9 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"compress unknown", "sse_fanout http://o {\n\tbuffer 1\n\tcompress gzip br\n}", "bad compress encoding 'br': want gzip or zstd, in order of preference, or off, at Testfile:3"},
 		{"compress twice", "sse_fanout http://o {\n\tcompress zstd gzip zstd\n}", "'zstd' is listed twice, at Testfile:2"},
 		{"compress off and more", "sse_fanout http://o {\n\tcompress off gzip\n}", "bad compress encoding 'off'"},
+		{"node_id no args", "sse_fanout http://o {\n\tnode_id\n}", "wrong argument count"},
+		{"bad node_id", "sse_fanout http://o {\n\tbuffer 1\n\tnode_id edge(1)\n}", "bad node_id 'edge(1)'"},
+		{"bad node_id line", "sse_fanout http://o {\n\tbuffer 1\n\tnode_id edge(1)\n}", "Testfile:3"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := new(Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))

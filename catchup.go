@@ -39,9 +39,9 @@ var (
 // resume writes what c's cursor asks for before its frames: its catch-up
 // from the origin, then the stale_event if the cursor could not be served.
 // It fails only when c is gone or ended meanwhile.
-func (s *stream) resume(ctx context.Context, c *client, rw *respWriter, stop <-chan struct{}) error {
+func (s *stream) resume(ctx context.Context, c *client, rw *respWriter) error {
 	if c.catchUpID != "" {
-		if err := s.catchUp(ctx, c, rw, stop); err != nil {
+		if err := s.catchUp(ctx, c, rw); err != nil {
 			return err
 		}
 	}
@@ -57,14 +57,14 @@ func (s *stream) resume(ctx context.Context, c *client, rw *respWriter, stop <-c
 // stale cursor to be announced. If the catch-up ends because the client
 // left, was ended, or its config was unloaded, it returns an error and c is
 // not placed: it ends, and resumes from its cursor when it reconnects.
-func (s *stream) catchUp(ctx context.Context, c *client, rw *respWriter, stop <-chan struct{}) error {
+func (s *stream) catchUp(ctx context.Context, c *client, rw *respWriter) error {
 	ctx, cancel := context.WithTimeoutCause(ctx, catchUpTimeout, errCatchUpTooLong)
 	defer cancel()
 	// The catch-up also ends when c is ended or the config goes.
 	go func() {
 		select {
 		case <-c.done:
-		case <-stop:
+		case <-c.stop:
 		case <-ctx.Done():
 		}
 		cancel()
@@ -166,7 +166,7 @@ func (s *stream) announceStale(c *client, rw *respWriter) {
 	if c.catchUpID == "" { // a failed catch-up has logged already
 		s.logger.Debug("client's Last-Event-ID is not in the buffer; sending live events")
 	}
-	name := s.hub.settings.Load().staleEvent
+	name := c.staleEventName(s.hub.settings.Load())
 	if name == "" {
 		return
 	}

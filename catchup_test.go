@@ -145,3 +145,36 @@ func TestCatchUpsAreBounded(t *testing.T) {
 		c.ExpectIDs(t, 6, 6)
 	}
 }
+
+// Catch-ups of an edge behind a shield (startTiers is in tier_test.go).
+
+func TestEdgeCatchUpIsServedFromTheShieldsBuffer(t *testing.T) {
+	tr := startTiers(t, "buffer 64", "buffer 4\n\t\tclient_queue 4")
+	up, witness := testkit.StartStream(t, tr.origin, tr.edge+"/cu", 20)
+
+	c := testkit.OpenClient(t, tr.edge+"/cu", testkit.LastEventID("5"))
+	c.ExpectIDs(t, 6, 20) // from the shield's buffer: the origin is not asked
+	testkit.SendIDs(up, 21, 23)
+	c.ExpectIDs(t, 21, 23)
+	witness.ExpectIDs(t, 21, 23)
+	tr.origin.NoNewConn(t)
+	if n := tr.origin.Total.Load(); n != 1 {
+		t.Fatalf("origin saw %d requests, want 1", n)
+	}
+}
+
+func TestEdgeCatchUpReachesTheOriginThroughTheShield(t *testing.T) {
+	tr := startTiers(t, "buffer 4\n\t\tclient_queue 4", "buffer 4\n\t\tclient_queue 4")
+	up, witness := testkit.StartStream(t, tr.origin, tr.edge+"/deep", 20)
+
+	c := testkit.OpenClient(t, tr.edge+"/deep", testkit.LastEventID("5"))
+	catchUp := tr.origin.NextConn(t)
+	if got := catchUp.Header.Get("Last-Event-ID"); got != "5" {
+		t.Fatalf("the shield's catch-up asked with Last-Event-ID %q, want 5", got)
+	}
+	testkit.SendIDs(catchUp, 6, 20) // meets both buffers at 17
+	c.ExpectIDs(t, 6, 20)
+	testkit.SendIDs(up, 21, 22)
+	c.ExpectIDs(t, 21, 22)
+	witness.ExpectIDs(t, 21, 22)
+}

@@ -98,6 +98,7 @@ func (f *catchUpFeed) fetch(ctx context.Context) error {
 	// without an id is framed without one, so that the cursor is never
 	// written back (each reader's browser keeps it as it is).
 	p := sse.NewParser(resp.Body, cfg.maxEventSize)
+	fromTier := tierOf(resp.Header) != ""
 	hasLastID := false
 	for n := 0; n < catchUpMaxEvents; n++ {
 		ev, err := p.Next()
@@ -109,6 +110,9 @@ func (f *catchUpFeed) fetch(ctx context.Context) error {
 		}
 		if !ev.HasData && !ev.HasID && ev.Type == "" {
 			continue // retry only: a client's retry comes from the stream
+		}
+		if fromTier && ev.Type == tierStaleEvent {
+			return errTierStale // the client's cursor is stale here too
 		}
 		hasLastID = hasLastID || ev.HasID
 		fe := &feedEvent{

@@ -52,6 +52,7 @@ type client struct {
 	staleID   clientCursor    // the cursor that could not be served; "" if it was unusable
 	stale     bool            // announce staleID with a stale_event first
 	catchUpID clientCursor    // the cursor to fetch from the origin first, if catchingUp
+	via       []string        // the sse_fanout node it came from, if it is another tier's upstream connection (tier.go)
 
 	// joinedAt is the stream's head when the client joined or spliced in:
 	// frames up to it are its replay, which does not count as lag.

@@ -57,6 +57,8 @@ type settings struct {
 	retryJitter           int           // percent by which each client's retry is spread
 	headerUp              http.Header   // sent upstream on every request
 	compress              []*encoding   // offered to clients, in order of preference; none: off
+	nodeID                string        // this node's name in Via (tier.go)
+	via                   string        // its Via entry
 	logger                *zap.Logger
 }
 
@@ -111,6 +113,8 @@ func (h *Handler) settings() *settings {
 		}
 	}
 	repl := caddy.NewReplacer()
+	cfg.nodeID = cmp.Or(repl.ReplaceKnown(h.NodeID, ""), defaultNodeID)
+	cfg.via = viaEntry(cfg.nodeID)
 	for name, values := range h.HeaderUp {
 		for _, v := range values {
 			cfg.headerUp.Add(name, repl.ReplaceKnown(v, ""))
@@ -122,21 +126,22 @@ func (h *Handler) settings() *settings {
 // checkHeaderPlaceholders refuses a header_up value with a per-request
 // placeholder that the key does not hold: all clients of a stream share its
 // upstream connection, so a value that differs between them would send one
-// client's header (say, its credentials) on behalf of the others. It also
-// records whether any value has such a placeholder, to be filled per request.
-func (h *Handler) checkHeaderPlaceholders(headerUp http.Header) error {
+// client's header (say, its credentials) on behalf of the others. It
+// reports whether any value has such a placeholder, to be filled per
+// request.
+func (h *Handler) checkHeaderPlaceholders(headerUp http.Header) (perRequest bool, err error) {
 	for name, values := range headerUp {
 		for _, v := range values {
 			for _, ph := range placeholdersIn(v) {
 				if !strings.Contains(h.Key, ph) {
-					return fmt.Errorf("header_up %s %q: placeholder %s differs between requests, so it must be part of the key (add it to key, e.g. key %s), or every client of a stream would be served with the first client's %s",
+					return false, fmt.Errorf("header_up %s %q: placeholder %s differs between requests, so it must be part of the key (add it to key, e.g. key %s), or every client of a stream would be served with the first client's %s",
 						name, v, ph, ph, name)
 				}
-				h.perRequestHeaders = true
+				perRequest = true
 			}
 		}
 	}
-	return nil
+	return perRequest, nil
 }
 
 // placeholdersIn returns the {placeholders} in s.
@@ -208,6 +213,11 @@ func (h *Handler) validate() error {
 		}
 		if slices.Contains(h.Compress[:i], name) {
 			return fmt.Errorf("compress: %s is listed twice", name)
+		}
+	}
+	if h.cfg != nil {
+		if err := checkNodeID(h.cfg.nodeID); err != nil {
+			return fmt.Errorf("node_id %q: %w", h.cfg.nodeID, err)
 		}
 	}
 	if h.Retry != nil && *h.Retry < 0 {

@@ -28,20 +28,13 @@ var (
 	errClientSentData = errors.New("client sent data after its request")
 )
 
-// mayDetach reports whether r's client may be detached once its response
-// has started: HTTP/1.x, over TLS or not, when the config allows it.
-// Whether it is, once the head is written, passesThrough decides.
-func (h *Handler) mayDetach(r *http.Request) bool {
-	return h.detachable && r.ProtoMajor == 1
-}
-
 // detach takes c's connection over from net/http and hands c to one of its
 // stream's shared writers. It reports false, leaving the response as it
 // was, when the response cannot be taken over: then the caller goes on
 // serving c. The response must have started with "Transfer-Encoding:
 // identity", so that net/http neither chunks it nor expects to end it, and
 // be flushed, through a writer chain that passesThrough.
-func (h *Handler) detach(w http.ResponseWriter, s *stream, c *client) bool {
+func detach(w http.ResponseWriter, s *stream, c *client) bool {
 	// Caddy's wrappers are passed over: what they do (count bytes, arm
 	// deadlines) would outlive the request they belong to.
 	hj, ok := innermost(w).(http.Hijacker)
@@ -50,7 +43,7 @@ func (h *Handler) detach(w http.ResponseWriter, s *stream, c *client) bool {
 	}
 	conn, brw, err := hj.Hijack()
 	if err != nil {
-		h.logger.Debug("cannot take the connection over", zap.Error(err))
+		s.logger.Debug("cannot take the connection over", zap.Error(err))
 		return false
 	}
 	if brw.Reader.Buffered() > 0 {

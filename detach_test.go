@@ -236,3 +236,30 @@ func TestTLSHTTP1ClientIsDetached(t *testing.T) {
 		return detachedClients() == 0 && counterValue(t, origin.URL(), "clients") == 0
 	})
 }
+
+// A detached client keeps nothing of its request: not its response
+// writer, whose buffers would outlive the request goroutine it was
+// detached to free.
+func TestDetachedClientKeepsNoResponse(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach on\n}")
+	testkit.OpenClient(t, base+"/kept", nil)
+	origin.NextConn(t)
+	testkit.Eventually(t, "the client to be detached", func() bool { return detachedClients() == 1 })
+	registries.Range(func(_, value any) bool {
+		for _, s := range value.(*registry).liveStreams() {
+			s.mu.RLock()
+			for _, sh := range s.shards {
+				sh.mu.Lock()
+				for _, d := range sh.clients {
+					if d.abort.Load() != nil {
+						t.Error("a detached client still holds its response writer")
+					}
+				}
+				sh.mu.Unlock()
+			}
+			s.mu.RUnlock()
+		}
+		return true
+	})
+}

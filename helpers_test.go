@@ -18,7 +18,10 @@ import (
 	"go.uber.org/zap"
 )
 
-func TestMain(m *testing.M) { testkit.Main(m) }
+func TestMain(m *testing.M) {
+	runCaddyIfAsked() // fleet_test.go: the binary as the caddy command
+	testkit.Main(m)
+}
 
 // newTestStream returns a stream, not started, of a registry of its own
 // with the given settings.
@@ -39,19 +42,21 @@ func counterValue(t *testing.T, upstream string, name string) float64 {
 	t.Helper()
 	m := newUpstreamMetrics(upstream)
 	collector, ok := map[string]prometheus.Collector{
-		"clients":           m.clients,
-		"streams":           m.streams,
-		"events_received":   m.eventsReceived,
-		"events_sent":       m.eventsSent,
-		"slow_client_drops": m.slowClientDrops,
-		"upstream_connects": m.upstreamConnects,
-		"upstream_errors":   m.upstreamErrors,
-		"replay_hits":       m.replayHits,
-		"replay_misses":     m.replayMisses,
-		"catch_ups":         m.catchUps,
-		"catch_ups_refused": m.catchUpsRefused,
-		"refused_full":      m.refusedFull,
-		"refused_streams":   m.refusedStreams,
+		"clients":               m.clients,
+		"streams":               m.streams,
+		"events_received":       m.eventsReceived,
+		"events_sent":           m.eventsSent,
+		"slow_client_drops":     m.slowClientDrops,
+		"upstream_connects":     m.upstreamConnects,
+		"upstream_errors":       m.upstreamErrors,
+		"replay_hits":           m.replayHits,
+		"replay_misses":         m.replayMisses,
+		"catch_ups":             m.catchUps,
+		"catch_ups_refused":     m.catchUpsRefused,
+		"refused_full":          m.refusedFull,
+		"refused_streams":       m.refusedStreams,
+		"refused_loop":          m.refusedLoop,
+		"upstream_tier_streams": m.upstreamTierStreams,
 	}[name]
 	if !ok {
 		t.Fatalf("no metric %s", name)

@@ -28,6 +28,7 @@ var collectors = struct {
 	catchUps         *prometheus.CounterVec
 	catchUpsRefused  *prometheus.CounterVec
 	refused          *prometheus.CounterVec
+	upstreamTier     *prometheus.GaugeVec
 }{
 	clients:          newGauge("clients", "Clients connected."),
 	streams:          newGauge("streams", "Streams open, each with one upstream connection."),
@@ -44,8 +45,9 @@ var collectors = struct {
 	refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem,
 		Name: "refused_total",
-		Help: "Clients answered 503, by reason: max_clients or max_streams.",
+		Help: "Clients refused, by reason: max_clients or max_streams (503), or loop (508).",
 	}, []string{"upstream", "reason"}),
+	upstreamTier: newGauge("upstream_tier_streams", "Streams whose upstream answered as another sse_fanout tier (its Via names an sse_fanout node)."),
 }
 
 func newGauge(name, help string) *prometheus.GaugeVec {
@@ -71,6 +73,7 @@ func registerMetrics(registry *prometheus.Registry) error {
 		collectors.eventsSent, collectors.bytesSent, collectors.slowClientDrops,
 		collectors.upstreamConnects, collectors.upstreamErrors, collectors.replayHits,
 		collectors.replayMisses, collectors.catchUps, collectors.catchUpsRefused, collectors.refused,
+		collectors.upstreamTier,
 	} {
 		var already prometheus.AlreadyRegisteredError
 		if err := registry.Register(c); err != nil && !errors.As(err, &already) {
@@ -97,24 +100,29 @@ type upstreamMetrics struct {
 	catchUpsRefused  prometheus.Counter
 	refusedFull      prometheus.Counter
 	refusedStreams   prometheus.Counter
+	refusedLoop      prometheus.Counter
+	// upstreamTierStreams counts streams whose upstream is another tier.
+	upstreamTierStreams prometheus.Gauge
 }
 
 func newUpstreamMetrics(upstream string) *upstreamMetrics {
 	return &upstreamMetrics{
-		clients:          collectors.clients.WithLabelValues(upstream),
-		streams:          collectors.streams.WithLabelValues(upstream),
-		eventsReceived:   collectors.eventsReceived.WithLabelValues(upstream),
-		eventsSent:       collectors.eventsSent.WithLabelValues(upstream),
-		bytesSent:        collectors.bytesSent.WithLabelValues(upstream),
-		slowClientDrops:  collectors.slowClientDrops.WithLabelValues(upstream),
-		upstreamConnects: collectors.upstreamConnects.WithLabelValues(upstream),
-		upstreamErrors:   collectors.upstreamErrors.WithLabelValues(upstream),
-		replayHits:       collectors.replayHits.WithLabelValues(upstream),
-		replayMisses:     collectors.replayMisses.WithLabelValues(upstream),
-		catchUps:         collectors.catchUps.WithLabelValues(upstream),
-		catchUpsRefused:  collectors.catchUpsRefused.WithLabelValues(upstream),
-		refusedFull:      collectors.refused.WithLabelValues(upstream, "max_clients"),
-		refusedStreams:   collectors.refused.WithLabelValues(upstream, "max_streams"),
+		clients:             collectors.clients.WithLabelValues(upstream),
+		streams:             collectors.streams.WithLabelValues(upstream),
+		eventsReceived:      collectors.eventsReceived.WithLabelValues(upstream),
+		eventsSent:          collectors.eventsSent.WithLabelValues(upstream),
+		bytesSent:           collectors.bytesSent.WithLabelValues(upstream),
+		slowClientDrops:     collectors.slowClientDrops.WithLabelValues(upstream),
+		upstreamConnects:    collectors.upstreamConnects.WithLabelValues(upstream),
+		upstreamErrors:      collectors.upstreamErrors.WithLabelValues(upstream),
+		replayHits:          collectors.replayHits.WithLabelValues(upstream),
+		replayMisses:        collectors.replayMisses.WithLabelValues(upstream),
+		catchUps:            collectors.catchUps.WithLabelValues(upstream),
+		catchUpsRefused:     collectors.catchUpsRefused.WithLabelValues(upstream),
+		refusedFull:         collectors.refused.WithLabelValues(upstream, "max_clients"),
+		refusedStreams:      collectors.refused.WithLabelValues(upstream, "max_streams"),
+		refusedLoop:         collectors.refused.WithLabelValues(upstream, "loop"),
+		upstreamTierStreams: collectors.upstreamTier.WithLabelValues(upstream),
 	}
 }
 

@@ -31,7 +31,10 @@ func init() {
 // is silent, and the configured retry time. Other methods go to the next
 // handler. A stream that has max_clients clients answers new ones with 503
 // and a Retry-After header, and so does a new stream past max_streams when
-// no idle stream can give way. A cursor (Last-Event-ID or the last_event_id
+// no idle stream can give way. Every response carries a Via header that
+// names this node (node_id); a request whose Via shows that it already
+// passed through this node, or through the tier this handler reads from,
+// is answered 508 Loop Detected. A cursor (Last-Event-ID or the last_event_id
 // query parameter) that holds a control character is answered 400; a
 // response that a handler in front buffers, 500.
 //
@@ -94,10 +97,12 @@ type Handler struct {
 	// When false, such a client gets live events only.
 	CatchUp *bool `json:"catch_up,omitempty"`
 
-	// Whether a joining client is sent, after any replay, an "id:" line
-	// with the stream's latest event ID and no data. It fires no event but
-	// sets the browser's lastEventId, so a client that drops before the
-	// next event still resumes from there. Default: true.
+	// Whether a joining client is sent an "id:" line with the stream's
+	// latest event ID and no data. It fires no event but sets the
+	// browser's lastEventId, so a client that drops before the next event
+	// still resumes from there. A client that resumes from the buffer is
+	// not: its replay, or its own cursor, carries that id already.
+	// Default: true.
 	PrimeCursor *bool `json:"prime_cursor,omitempty"`
 
 	// An event type to send, with the client's Last-Event-ID as data, to a
@@ -171,16 +176,27 @@ type Handler struct {
 	// compresses. Default: none, no compression.
 	Compress []string `json:"compress,omitempty"`
 
-	base              *url.URL      // parsed Upstream
-	cfg               *settings     // the fields resolved to their defaults
-	gen               uint64        // when it was provisioned: a later handler's settings win
-	key               keyTemplate   // parsed Key
-	perRequestHeaders bool          // some header_up value has a per-request placeholder
-	poolKey           string        // this handler's registry in registries
-	reg               *registry     // shared with other configs with the same poolKey; nil until acquired
-	stop              chan struct{} // closed by Cleanup, to end this config's clients
-	detachable        bool          // Detach, resolved
-	logger            *zap.Logger
+	// This node's name in the Via header of its responses and upstream
+	// requests, "Via: 1.1 <node_id> (sse_fanout)", by which tiers of
+	// sse_fanout recognise each other: a request that already passed
+	// through this node, or that comes from the tier this handler reads
+	// from, is refused with 508 Loop Detected, and the admin API and
+	// metrics show which streams read from another tier. An HTTP token of
+	// at most 64 characters; global placeholders such as {env.NODE} are
+	// replaced when the config loads. Default: a random name chosen when
+	// the process starts, the same for all its handlers; handlers that
+	// stand for separate tiers in one process need a node_id each.
+	NodeID string `json:"node_id,omitempty"`
+
+	base       *url.URL      // parsed Upstream
+	cfg        *settings     // the fields resolved to their defaults
+	gen        uint64        // when it was provisioned: a later handler's settings win
+	requests   *requestMap   // maps requests to streams
+	poolKey    string        // this handler's registry in registries
+	reg        *registry     // shared with other configs with the same poolKey; nil until acquired
+	stop       chan struct{} // closed by Cleanup, to end this config's clients
+	detachable bool          // Detach, resolved
+	logger     *zap.Logger
 }
 
 // generations numbers handlers in the order they are provisioned.
@@ -209,15 +225,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("parsing upstream %q: %w", redactURL(h.Upstream), err)
 	}
 	h.base = base
-	h.key = parseKeyTemplate(h.Key)
-
 	h.cfg = h.settings()
 	h.gen = generations.Add(1)
 	if err := h.validate(); err != nil {
 		return err
 	}
-	if err := h.checkHeaderPlaceholders(h.cfg.headerUp); err != nil {
+	perRequestHeaders, err := h.checkHeaderPlaceholders(h.cfg.headerUp)
+	if err != nil {
 		return err
+	}
+	h.requests = &requestMap{
+		base:              base,
+		key:               parseKeyTemplate(h.Key),
+		ignoreQuery:       h.KeyIgnoreQuery,
+		headerUp:          h.cfg.headerUp,
+		perRequestHeaders: perRequestHeaders,
 	}
 	h.poolKey = h.registryKey(h.cfg.headerUp)
 	value, _, err := registries.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
@@ -259,7 +281,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if r.Method != http.MethodGet {
 		return next.ServeHTTP(w, r)
 	}
-	sr, err := h.streamRequestOf(r)
+	w.Header().Add("Via", h.cfg.via)
+	sr, err := h.requests.streamRequestOf(r)
 	if err != nil {
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
@@ -270,6 +293,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case errors.Is(err, errOriginStopped):
 		w.WriteHeader(http.StatusNoContent) // as the origin said: browsers stop
 		return nil
+	case errors.Is(err, errLoop):
+		h.reg.metrics.refusedLoop.Inc()
+		if ce := h.logger.Check(zap.DebugLevel, "client refused"); ce != nil {
+			ce.Write(zap.String("stream", sr.label), zap.Error(err))
+		}
+		return caddyhttp.Error(http.StatusLoopDetected, err)
 	case errors.Is(err, errStreamFull), errors.Is(err, errTooManyStreams):
 		if errors.Is(err, errStreamFull) {
 			h.reg.metrics.refusedFull.Inc()
@@ -309,7 +338,9 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, s *stream,
 	header.Set("X-Accel-Buffering", "no") // tells a buffering proxy in front to pass events on
 	header.Del("Content-Length")
 	h.setEncodingHeaders(header, c.encoding())
-	mayDetach := h.mayDetach(r)
+	// An HTTP/1.x client, over TLS or not, may be detached once its
+	// response has started; whether it is, passesThrough decides.
+	mayDetach := h.detachable && r.ProtoMajor == 1
 	if mayDetach {
 		// The body ends when the connection closes, as the SSE spec
 		// suggests, instead of in chunks: so once the connection is taken
@@ -333,11 +364,14 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, s *stream,
 
 	past := passesThrough(w, r, c.encoding())
 	rw := newRespWriter(w, rc, h.cfg.writeTimeout, past, c)
-	err := s.resume(r.Context(), c, rw, h.stop)
+	// Whatever follows, the writer and the response it holds are not the
+	// client's once this returns: a detached client must not keep them.
+	defer c.abort.Store(nil)
+	err := s.resume(r.Context(), c, rw)
 	if err == nil {
 		err = rw.send(c) // the replay, in this goroutine
 	}
-	if err == nil && mayDetach && past && h.detach(w, s, c) {
+	if err == nil && mayDetach && past && detach(w, s, c) {
 		return nil // the client is served by a shared writer from now on
 	}
 	if err == nil {

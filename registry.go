@@ -36,6 +36,9 @@ type registry struct {
 	streams map[string]*stream
 	stopped map[string]time.Time // keys whose origin said 204, until when
 	closed  bool
+	// upstreamTiers are the sse_fanout nodes the upstream answered from,
+	// newest last (tier.go).
+	upstreamTiers []string
 }
 
 func newRegistry(cfg *settings, gen uint64, upstreamLabel string) *registry {
@@ -57,6 +60,9 @@ func (h *Handler) registryKey(headerUp http.Header) string {
 	var b strings.Builder
 	b.WriteString(h.Upstream)
 	fmt.Fprintf(&b, "\nkey: %s\nignore: %s", h.Key, strings.Join(h.KeyIgnoreQuery, ","))
+	if h.NodeID != "" { // another node's streams, even in this process
+		fmt.Fprintf(&b, "\nnode: %s", h.NodeID)
+	}
 	names := make([]string, 0, len(headerUp))
 	for name := range headerUp {
 		names = append(names, name)
@@ -136,6 +142,9 @@ func (r *registry) streamFor(sr streamRequest, cfg *settings) (s, evicted *strea
 	if r.closed {
 		return nil, nil, errStreamClosed
 	}
+	if err := r.loopLocked(sr); err != nil {
+		return nil, nil, err
+	}
 	if until, ok := r.stopped[sr.key]; ok {
 		if time.Now().Before(until) {
 			return nil, nil, errOriginStopped
@@ -154,6 +163,7 @@ func (r *registry) streamFor(sr streamRequest, cfg *settings) (s, evicted *strea
 	}
 	s = newStream(&r.hub, sr)
 	s.onIdle = func() { r.closeIfIdle(s) }
+	s.onTier = func(node string) { r.learnTier(s, node) }
 	r.streams[sr.key] = s
 	r.metrics.streams.Inc()
 	s.mu.Lock() // before its upstream can publish: the first client starts at 0

@@ -64,6 +64,10 @@ type streamRequest struct {
 	label       string      // the key as logs and the admin API show it: no secret in it
 	upstreamURL string      // where its upstream connection reads
 	headerUp    http.Header // sent upstream, if this client opens the stream
+	// via are the sse_fanout nodes the request's Via names (tier.go):
+	// client input, which decides only whether this request is refused
+	// as a loop and what this client is sent.
+	via []string
 
 	cursor    clientCursor // the cursor to resume after, if hasCursor
 	hasCursor bool
@@ -74,10 +78,20 @@ type streamRequest struct {
 	encoding *encoding // what its stream is compressed in; nil: none (compress.go)
 }
 
+// requestMap maps a handler's requests to the streams they ask for. A
+// handler makes it once, when it is provisioned.
+type requestMap struct {
+	base              *url.URL    // the upstream base URL
+	key               keyTemplate // the key subdirective, parsed
+	ignoreQuery       []string    // key_ignore_query
+	headerUp          http.Header // header_up, global placeholders replaced
+	perRequestHeaders bool        // some header_up value has a per-request placeholder
+}
+
 // streamRequestOf maps r to the stream it asks for. It fails only for a
 // cursor that no browser sends (errBadCursor).
-func (h *Handler) streamRequestOf(r *http.Request) (streamRequest, error) {
-	query, rawCursor, hasCursor := h.filterQuery(r.URL.RawQuery)
+func (m *requestMap) streamRequestOf(r *http.Request) (streamRequest, error) {
+	query, rawCursor, hasCursor := m.filterQuery(r.URL.RawQuery)
 	if header := r.Header.Get("Last-Event-ID"); header != "" {
 		rawCursor, hasCursor = header, true // the header is the newer cursor
 	}
@@ -89,8 +103,9 @@ func (h *Handler) streamRequestOf(r *http.Request) (streamRequest, error) {
 	sr := streamRequest{
 		key:         key,
 		label:       key,
-		upstreamURL: h.upstreamURL(r.URL, query),
-		headerUp:    h.cfg.headerUp,
+		upstreamURL: m.upstreamURL(r.URL, query),
+		headerUp:    m.headerUp,
+		via:         viaMarks(r.Header.Values("Via"), maxViaMarks),
 	}
 	if hasCursor && rawCursor != "" {
 		cursor, usable, err := parseCursor(rawCursor)
@@ -99,21 +114,21 @@ func (h *Handler) streamRequestOf(r *http.Request) (streamRequest, error) {
 		}
 		sr.cursor, sr.hasCursor, sr.unusableCursor = cursor, usable, !usable
 	}
-	if len(h.key) > 0 || h.perRequestHeaders {
+	if len(m.key) > 0 || m.perRequestHeaders {
 		repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 		if repl == nil {
 			repl = caddy.NewReplacer()
 		}
-		if len(h.key) > 0 {
+		if len(m.key) > 0 {
 			// The upstream URL stays part of the key: a key may split
 			// streams, never merge two that read different URLs.
-			value := h.key.fill(repl)
+			value := m.key.fill(repl)
 			sr.key += "\n" + value
 			sr.label += " #" + keyDigest(value)
 		}
-		if h.perRequestHeaders {
-			sr.headerUp = make(http.Header, len(h.cfg.headerUp))
-			for name, values := range h.cfg.headerUp {
+		if m.perRequestHeaders {
+			sr.headerUp = make(http.Header, len(m.headerUp))
+			for name, values := range m.headerUp {
 				for _, v := range values {
 					sr.headerUp.Add(name, repl.ReplaceAll(v, ""))
 				}
@@ -190,11 +205,11 @@ func keyDigest(value string) string {
 // filterQuery removes from a raw query the last_event_id parameter, which
 // it returns, and the parameters named in key_ignore_query. Names are
 // compared unescaped, so last%5Fevent%5Fid is last_event_id too.
-func (h *Handler) filterQuery(rawQuery string) (kept, cursor string, hasCursor bool) {
+func (m *requestMap) filterQuery(rawQuery string) (kept, cursor string, hasCursor bool) {
 	if rawQuery == "" {
 		return "", "", false
 	}
-	if len(h.KeyIgnoreQuery) == 0 && !strings.Contains(rawQuery, lastEventIDParam) && !strings.Contains(rawQuery, "%") {
+	if len(m.ignoreQuery) == 0 && !strings.Contains(rawQuery, lastEventIDParam) && !strings.Contains(rawQuery, "%") {
 		return rawQuery, "", false
 	}
 	var parts []string
@@ -211,7 +226,7 @@ func (h *Handler) filterQuery(rawQuery string) (kept, cursor string, hasCursor b
 			}
 			continue
 		}
-		if h.ignoresQueryParam(name) {
+		if m.ignoresQueryParam(name) {
 			continue
 		}
 		parts = append(parts, part)
@@ -220,8 +235,8 @@ func (h *Handler) filterQuery(rawQuery string) (kept, cursor string, hasCursor b
 }
 
 // ignoresQueryParam reports whether key_ignore_query names the parameter.
-func (h *Handler) ignoresQueryParam(name string) bool {
-	for _, ignored := range h.KeyIgnoreQuery {
+func (m *requestMap) ignoresQueryParam(name string) bool {
+	for _, ignored := range m.ignoreQuery {
 		if name == ignored {
 			return true
 		}
@@ -231,12 +246,12 @@ func (h *Handler) ignoresQueryParam(name string) bool {
 
 // upstreamURL is the base URL with the request's path and the given query
 // appended.
-func (h *Handler) upstreamURL(u *url.URL, query string) string {
-	target := *h.base
-	target.Path = strings.TrimSuffix(h.base.Path, "/") + u.Path
+func (m *requestMap) upstreamURL(u *url.URL, query string) string {
+	target := *m.base
+	target.Path = strings.TrimSuffix(m.base.Path, "/") + u.Path
 	target.RawPath = ""
-	if h.base.RawPath != "" || u.RawPath != "" {
-		target.RawPath = strings.TrimSuffix(h.base.EscapedPath(), "/") + u.EscapedPath()
+	if m.base.RawPath != "" || u.RawPath != "" {
+		target.RawPath = strings.TrimSuffix(m.base.EscapedPath(), "/") + u.EscapedPath()
 	}
 	target.RawQuery = query
 	return target.String()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -86,32 +87,34 @@ func passesThrough(w http.ResponseWriter, r *http.Request, own *encoding) bool {
 	return ok && srv.WriteTimeout <= 0
 }
 
-// innermost returns the response writer that w wraps, through every
-// layer that can be unwrapped.
-func innermost(w http.ResponseWriter) http.ResponseWriter {
+// layers returns w and every writer it wraps, outermost first: Caddy's
+// wrappers, each with Unwrap, down to the server's own.
+func layers(w http.ResponseWriter) []http.ResponseWriter {
+	all := []http.ResponseWriter{w}
 	for {
 		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
 		if !ok {
-			return w
+			return all
 		}
 		w = u.Unwrap()
+		all = append(all, w)
 	}
+}
+
+// innermost returns the server's own writer under w's wrappers.
+func innermost(w http.ResponseWriter) http.ResponseWriter {
+	all := layers(w)
+	return all[len(all)-1]
 }
 
 // ownDeadlines reports whether the client's writes need deadlines of our
 // own: not when Caddy's write_idle_timeout (1 minute by default) already
 // bounds every write and flush of the response, which is cheaper.
 func ownDeadlines(w http.ResponseWriter) bool {
-	for {
-		if _, ok := w.(*caddyhttp.IdleTimeoutWriter); ok {
-			return false
-		}
-		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			return true
-		}
-		w = u.Unwrap()
-	}
+	return !slices.ContainsFunc(layers(w), func(w http.ResponseWriter) bool {
+		_, ok := w.(*caddyhttp.IdleTimeoutWriter)
+		return ok
+	})
 }
 
 // responseBuffered reports whether some layer of w's chain holds the
@@ -120,16 +123,10 @@ func ownDeadlines(w http.ResponseWriter) bool {
 // the response. It must be asked after the header is written, since a
 // recorder decides then.
 func responseBuffered(w http.ResponseWriter) bool {
-	for {
-		if b, ok := w.(interface{ Buffered() bool }); ok && b.Buffered() {
-			return true
-		}
-		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			return false
-		}
-		w = u.Unwrap()
-	}
+	return slices.ContainsFunc(layers(w), func(w http.ResponseWriter) bool {
+		b, ok := w.(interface{ Buffered() bool })
+		return ok && b.Buffered()
+	})
 }
 
 // serve writes to the response what c is sent, as it comes, until c is

@@ -70,7 +70,6 @@ type writerShard struct {
 	visit  []*detachedClient
 	out    []byte
 	writer nonblockingWriter
-	now    time.Time // when the current pass began
 }
 
 // attach moves c, whose connection was taken over, from the clients served
@@ -200,7 +199,6 @@ func (sh *writerShard) pass() {
 	sh.mu.Lock()
 	sh.visit = append(sh.visit[:0], sh.clients...)
 	sh.mu.Unlock()
-	sh.now = time.Now()
 	for _, d := range sh.visit {
 		sh.serve(d)
 	}
@@ -232,7 +230,7 @@ func (sh *writerShard) serve(d *detachedClient) {
 	written := 0
 	switch {
 	case d.tls != nil:
-		written, err = d.tls.write(d.conn, d.tcp, out, sh.now)
+		written, err = d.tls.write(d.conn, d.tcp, out)
 	case d.raw != nil:
 		written, err = sh.writer.write(d.raw, out)
 	}

@@ -46,8 +46,9 @@ type stream struct {
 
 	hub     *hub
 	logger  *zap.Logger
-	started time.Time // the base of lastSend
-	onIdle  func()    // set by the registry: closes the stream if it is still idle
+	started time.Time    // the base of lastSend
+	onIdle  func()       // set by the registry: closes the stream if it is still idle
+	onTier  func(string) // set by the registry: notes the node the upstream answered from (tier.go)
 
 	ctx    context.Context    // ends when the stream is closed
 	cancel context.CancelFunc // ends ctx, and so the upstream requests
@@ -68,6 +69,9 @@ type stream struct {
 	feeds     map[clientCursor]*catchUpFeed // catch-ups being read, by cursor
 	fetches   int                           // catch-up fetches under way
 	closed    bool                          // close has run: no client joins or attaches
+	// upstreamTier is the sse_fanout node the upstream answered from; ""
+	// for an origin (tier.go).
+	upstreamTier string
 
 	// The upstream connection's state, for the admin API.
 	state       string    // one of the state constants
@@ -138,6 +142,7 @@ func (s *stream) setState(state string, err error) {
 // must be held.
 func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}) *client {
 	c := newClient(s.ring, &s.signals, &s.hub.settings, s.hub.metrics)
+	c.asTier(sr.via)
 	c.stop = stop
 	c.pack = s.chains.newPacker(sr.encoding, s.ring)
 	select {
@@ -167,6 +172,11 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}
 		case ok:
 			s.hub.metrics.replayHits.Inc()
 			c.cursor.Store(seq)
+			if last, _ := s.ring.lastID(); seq < s.ring.head || last == string(sr.cursor) {
+				// Its replay, or its own cursor, carries the latest id:
+				// priming would repeat it (and a tier would publish it).
+				return c
+			}
 		case cfg.catchUp:
 			s.hub.metrics.replayMisses.Inc()
 			c.catchUpID = sr.cursor
@@ -230,6 +240,9 @@ func (s *stream) close(cause error) {
 		s.cancel()
 		s.mu.Lock()
 		s.closed = true
+		if s.upstreamTier != "" {
+			s.hub.metrics.upstreamTierStreams.Dec()
+		}
 		close(s.done)
 		for c := range s.clients {
 			c.endWithin(cause, nil)

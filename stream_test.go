@@ -201,6 +201,26 @@ func TestCursorPrimingLosesNothing(t *testing.T) {
 	again.ExpectIDs(t, 6, 8)
 }
 
+func TestResumedClientIsNotPrimedAgain(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+	up, _ := testkit.StartStream(t, origin, base+"/reprime", 5)
+
+	// Its replay, or its own cursor, already carries the latest id: a
+	// priming block would repeat it, and through a tier it would be a
+	// frame of the edge's stream that the origin never sent.
+	replayed := testkit.OpenClient(t, base+"/reprime", testkit.LastEventID("3"))
+	current := testkit.OpenClient(t, base+"/reprime", testkit.LastEventID("5"))
+	testkit.SendIDs(up, 6, 6)
+	for c, want := range map[*testkit.Client][]string{replayed: {"4", "5", "6"}, current: {"6"}} {
+		for _, id := range want {
+			if ev := c.NextEvent(t); !ev.HasData || ev.ID != id {
+				t.Fatalf("got %+v, want event %s and no id-only block", ev, id)
+			}
+		}
+	}
+}
+
 func TestCursorPrimingOff(t *testing.T) {
 	origin := testkit.NewOrigin(t)
 	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tprime_cursor off\n}")

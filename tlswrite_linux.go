@@ -46,12 +46,16 @@ func (t *tlsRoom) measureFD(fd uintptr) {
 	t.credit = max(sndbuf/2-int(queued), 0)
 }
 
+// tlsWriteGuard is how long a write that was measured not to wait may
+// wait all the same before it fails, and its client with it: a safety
+// net, so that a shared writer's pass cannot hang on one client. It is
+// renewed when less than half of it is left, not at every write.
+const tlsWriteGuard = 5 * time.Second
+
 // write writes all of b to conn, a TLS connection over tcp, if tcp's
 // socket has room for its records now, and returns len(b); otherwise it
-// writes nothing. A write deadline a second after now, renewed every half
-// second, ends a write that would wait all the same, and the client with
-// it, rather than the shared writer's pass.
-func (t *tlsRoom) write(conn, tcp net.Conn, b []byte, now time.Time) (int, error) {
+// writes nothing.
+func (t *tlsRoom) write(conn, tcp net.Conn, b []byte) (int, error) {
 	need := tlsWireSize(len(b))
 	if t.credit < need {
 		if err := t.raw.Control(t.measure); err != nil {
@@ -62,8 +66,8 @@ func (t *tlsRoom) write(conn, tcp net.Conn, b []byte, now time.Time) (int, error
 		}
 	}
 	t.credit -= need
-	if t.deadline.Sub(now) < time.Second/2 {
-		t.deadline = now.Add(time.Second)
+	if now := time.Now(); t.deadline.Sub(now) < tlsWriteGuard/2 {
+		t.deadline = now.Add(tlsWriteGuard)
 		if err := tcp.SetWriteDeadline(t.deadline); err != nil {
 			return 0, err
 		}

@@ -5,7 +5,6 @@ package ssefanout
 import (
 	"net"
 	"syscall"
-	"time"
 )
 
 // This file is the write of a TLS record that never waits, where there is
@@ -16,6 +15,6 @@ type tlsRoom struct{}
 
 func newTLSRoom(syscall.RawConn) *tlsRoom { return &tlsRoom{} }
 
-func (t *tlsRoom) write(net.Conn, net.Conn, []byte, time.Time) (int, error) { return 0, nil }
+func (t *tlsRoom) write(net.Conn, net.Conn, []byte) (int, error) { return 0, nil }
 
 func (t *tlsRoom) forget() {}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
@@ -92,7 +93,11 @@ func (s *stream) readUpstream(ctx context.Context) (stopUntil time.Time) {
 			s.logger.Info("upstream ended; reconnecting", zap.Duration("backoff", wait))
 		} else {
 			s.hub.metrics.upstreamErrors.Inc()
-			s.logger.Warn("upstream failed; reconnecting",
+			level := zap.WarnLevel
+			if errors.Is(err, errLoop) {
+				level = zap.ErrorLevel // the config's, and it will not pass
+			}
+			s.logger.Log(level, "upstream failed; reconnecting",
 				zap.String("upstream", s.upstreamLabel),
 				zap.Error(err),
 				zap.Duration("backoff", wait))
@@ -170,6 +175,7 @@ func (s *stream) readOnce(ctx context.Context) (delivered bool, err error) {
 	s.logger.Info("upstream connected", zap.String("upstream", s.upstreamLabel))
 
 	p := sse.NewParser(body, cfg.maxEventSize)
+	fromTier := tierOf(resp.Header) != ""
 	if hasLastID {
 		p.SetLastID(lastID) // only an id the origin sent carries over
 	}
@@ -184,6 +190,9 @@ func (s *stream) readOnce(ctx context.Context) (delivered bool, err error) {
 				err = fmt.Errorf("%w: over max_event_size (%d bytes)", err, cfg.maxEventSize)
 			}
 			return delivered, err
+		}
+		if fromTier && s.tierStale(&ev) {
+			continue
 		}
 		f := s.frameOf(&ev)
 		if f == nil || s.dropResent(&rs, f) {
@@ -247,6 +256,7 @@ func (s *stream) openUpstream(ctx context.Context, cfg *settings, lastEventID st
 	for name, values := range s.headerUp {
 		req.Header[name] = values
 	}
+	req.Header["Via"] = append(slices.Clip(req.Header["Via"]), cfg.via) // shared with headerUp: clipped, so never written into
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Cache-Control", "no-cache")
 	if hasLastEventID {
@@ -260,6 +270,10 @@ func (s *stream) openUpstream(ctx context.Context, cfg *settings, lastEventID st
 			err = uerr.Err // its text holds the URL, and so any user name
 		}
 		return nil, fmt.Errorf("connecting upstream: %w", err)
+	}
+	if err := s.answeredFrom(resp); err != nil {
+		resp.Body.Close()
+		return nil, err
 	}
 	if resp.StatusCode == http.StatusNoContent {
 		resp.Body.Close()
