@@ -46,7 +46,7 @@ type streamStatus struct {
 	Clients         int        `json:"clients"`
 	DetachedClients int        `json:"detached_clients"` // of Clients, those a shared writer serves
 	Buffered        int        `json:"buffered"`         // events held
-	BufferedBytes   int        `json:"buffered_bytes"`   // bytes held
+	BufferedBytes   int        `json:"buffered_bytes"`   // bytes held, compressed forms included
 	FirstID         string     `json:"first_id"`         // last event ID of the oldest event held
 	LastID          string     `json:"last_id"`          // the stream's last event ID
 	EventsReceived  uint64     `json:"events_received"`
@@ -56,6 +56,9 @@ type streamStatus struct {
 	UpstreamConnect int        `json:"upstream_connects"`       // connections opened so far
 	Node            string     `json:"node"`                    // this node's node_id
 	UpstreamTier    string     `json:"upstream_tier,omitempty"` // the sse_fanout node the upstream answered from; absent for an origin
+
+	// Of Clients, those sent a compressed stream, by encoding.
+	CompressedClients map[string]int64 `json:"compressed_clients,omitempty"`
 }
 
 func (adminStreams) handleStreams(w http.ResponseWriter, r *http.Request) error {
@@ -111,8 +114,16 @@ func (s *stream) status() streamStatus {
 		Node:            s.hub.settings.Load().nodeID,
 		UpstreamTier:    s.upstreamTier,
 	}
+	for i := range s.chains.of {
+		if n := s.chains.of[i].users.Load(); n > 0 {
+			if st.CompressedClients == nil {
+				st.CompressedClients = make(map[string]int64)
+			}
+			st.CompressedClients[encodings[i].name] = n
+		}
+	}
 	s.ring.mu.RLock()
-	st.BufferedBytes = s.ring.size
+	st.BufferedBytes = s.ring.heldBytes()
 	st.LastID, _ = s.ring.lastID()
 	if s.ring.head >= s.ring.tail {
 		st.Buffered = int(s.ring.head - s.ring.tail + 1)

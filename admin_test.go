@@ -82,3 +82,20 @@ func TestSecretsStayOutOfLogsMetricsAndAdmin(t *testing.T) {
 		}
 	}
 }
+
+func TestStatusCountsCompressedClients(t *testing.T) {
+	s := newTestStream(testSettings())
+	addClientIn(s, nil, "")
+	addClientIn(s, encZstd, "")
+	gz := addClientIn(s, encGzip, "")
+	addClientIn(s, encGzip, "")
+	publishTo(s, jsonEvent(1))
+	s.leave(gz, false)
+	st := s.status()
+	if st.Clients != 3 || len(st.CompressedClients) != 2 || st.CompressedClients["gzip"] != 1 || st.CompressedClients["zstd"] != 1 {
+		t.Fatalf("clients %d, compressed %v; want 3, of them gzip 1 and zstd 1", st.Clients, st.CompressedClients)
+	}
+	if f := s.ring.get(1); st.BufferedBytes != len(f.bytes)+f.packedBytes() {
+		t.Fatalf("buffered_bytes %d, want the frame and its compressed forms, %d", st.BufferedBytes, len(f.bytes)+f.packedBytes())
+	}
+}

@@ -2,6 +2,7 @@ package ssefanout
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -51,6 +52,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    max_catch_ups  <per-stream> [<per-handler>]
 //	    upstream_timeout <duration>|off
 //	    retry_jitter   <percent>
+//	    compress       <encodings...>|off
 //	    node_id        <name>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -215,6 +217,24 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("bad retry_jitter value '%s': want a percentage from 0 to 100", v)
 			}
 			h.RetryJitter = n
+		case "compress":
+			names := d.RemainingArgs()
+			if len(names) == 0 {
+				return d.ArgErr()
+			}
+			h.Compress = nil
+			if len(names) == 1 && names[0] == "off" {
+				continue
+			}
+			for i, name := range names {
+				if encodingNamed(name) == nil {
+					return d.Errf("bad compress encoding '%s': want gzip or zstd, in order of preference, or off", name)
+				}
+				if slices.Contains(names[:i], name) {
+					return d.Errf("bad compress encodings: '%s' is listed twice", name)
+				}
+			}
+			h.Compress = names
 		case "node_id":
 			if !d.AllArgs(&h.NodeID) {
 				return d.ArgErr()

@@ -3,6 +3,7 @@ package ssefanout
 // The sse_fanout directive: adaptation, parsing and its errors.
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -210,6 +211,25 @@ func TestCaddyfileOffAndZero(t *testing.T) {
 	}
 }
 
+func TestCaddyfileCompress(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want []string
+	}{
+		{"compress zstd gzip", []string{"zstd", "gzip"}},
+		{"compress gzip", []string{"gzip"}},
+		{"compress off", nil},
+	} {
+		h := new(Handler)
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("sse_fanout http://o {\n\t" + tc.line + "\n}")); err != nil {
+			t.Fatalf("%s: %v", tc.line, err)
+		}
+		if !slices.Equal(h.Compress, tc.want) {
+			t.Errorf("%s: compress %q, want %q", tc.line, h.Compress, tc.want)
+		}
+	}
+}
+
 func TestCaddyfileKeyOfSeveralTokens(t *testing.T) {
 	h := new(Handler)
 	d := caddyfile.NewTestDispenser("sse_fanout http://o {\n\tkey {path} {http.request.header.Authorization}\n}")
@@ -246,6 +266,10 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"zero max_catch_ups", "sse_fanout http://o {\n\tmax_catch_ups 0\n}", "bad max_catch_ups value '0'"},
 		{"max_catch_ups three args", "sse_fanout http://o {\n\tmax_catch_ups 1 2 3\n}", "wrong argument count"},
 		{"key no args", "sse_fanout http://o {\n\tkey\n}", "wrong argument count"},
+		{"compress no args", "sse_fanout http://o {\n\tcompress\n}", "wrong argument count"},
+		{"compress unknown", "sse_fanout http://o {\n\tbuffer 1\n\tcompress gzip br\n}", "bad compress encoding 'br': want gzip or zstd, in order of preference, or off, at Testfile:3"},
+		{"compress twice", "sse_fanout http://o {\n\tcompress zstd gzip zstd\n}", "'zstd' is listed twice, at Testfile:2"},
+		{"compress off and more", "sse_fanout http://o {\n\tcompress off gzip\n}", "bad compress encoding 'off'"},
 		{"node_id no args", "sse_fanout http://o {\n\tnode_id\n}", "wrong argument count"},
 		{"bad node_id", "sse_fanout http://o {\n\tbuffer 1\n\tnode_id edge(1)\n}", "bad node_id 'edge(1)'"},
 		{"bad node_id line", "sse_fanout http://o {\n\tbuffer 1\n\tnode_id edge(1)\n}", "Testfile:3"},

@@ -32,6 +32,7 @@ const closeSpread = 2 * time.Second
 type client struct {
 	ring    *ring    // the stream's frames
 	signals *signals // the stream's keepalive rounds and retry time
+	pack    *packer  // compresses what it is sent (compresschain.go); nil: sent as is
 	cfg     *atomic.Pointer[settings]
 	metrics *upstreamMetrics
 
@@ -197,9 +198,10 @@ func (c *client) next(out []byte, limit int) (_ []byte, more bool, err error) {
 			skipped++
 			continue
 		}
-		out = append(out, f.bytes...)
+		before := len(out)
+		out = c.appendFrame(out, f)
 		n++
-		size += len(f.bytes)
+		size += len(out) - before
 	}
 	more = seq < c.ring.head
 	if c.prime != nil && !more {
@@ -221,7 +223,7 @@ func (c *client) next(out []byte, limit int) (_ []byte, more bool, err error) {
 		c.metrics.countSent(n, size)
 	}
 	if quiet && len(out) == start {
-		out = append(out, sse.Keepalive...)
+		out = c.appendKeepalive(out)
 	}
 	if c.filter != nil {
 		if len(out) > start {
@@ -257,6 +259,9 @@ func (c *client) appendRetry(out []byte) []byte {
 		return out
 	}
 	c.sentRetry = retry
+	if c.pack != nil {
+		return c.pack.own(out, sse.AppendRetry(nil, retry))
+	}
 	return sse.AppendRetry(out, retry)
 }
 
@@ -264,10 +269,31 @@ func (c *client) appendRetry(out []byte) []byte {
 // event ID to the stream's at join time without firing an event, so that a
 // client that drops before the next event still resumes from there.
 func (c *client) appendPrime(out []byte) []byte {
-	out = append(out, c.prime...)
+	if c.pack != nil {
+		out = c.pack.own(out, c.prime)
+	} else {
+		out = append(out, c.prime...)
+	}
 	c.prime = nil
 	if c.filter != nil {
 		c.filter.primed(c.primeID, c.primeAt)
 	}
 	return out
+}
+
+// appendFrame appends f as c is sent it: as is, or compressed in c's
+// encoding. The ring's read lock must be held.
+func (c *client) appendFrame(out []byte, f *frame) []byte {
+	if c.pack != nil {
+		return c.pack.frame(out, f)
+	}
+	return append(out, f.bytes...)
+}
+
+// appendKeepalive appends a keepalive comment.
+func (c *client) appendKeepalive(out []byte) []byte {
+	if c.pack != nil {
+		return c.pack.keepalive(out)
+	}
+	return append(out, sse.Keepalive...)
 }

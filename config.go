@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -55,6 +56,7 @@ type settings struct {
 	writeTimeout          time.Duration // bound on one batch of writes to a client
 	retryJitter           int           // percent by which each client's retry is spread
 	headerUp              http.Header   // sent upstream on every request
+	compress              []*encoding   // offered to clients, in order of preference; none: off
 	nodeID                string        // this node's name in Via (tier.go)
 	via                   string        // its Via entry
 	logger                *zap.Logger
@@ -104,6 +106,11 @@ func (h *Handler) settings() *settings {
 	}
 	if h.Buffer != nil {
 		cfg.buffer = *h.Buffer
+	}
+	for _, name := range h.Compress {
+		if enc := encodingNamed(name); enc != nil {
+			cfg.compress = append(cfg.compress, enc)
+		}
 	}
 	repl := caddy.NewReplacer()
 	cfg.nodeID = cmp.Or(repl.ReplaceKnown(h.NodeID, ""), defaultNodeID)
@@ -207,6 +214,14 @@ func (h *Handler) validate() error {
 	if h.FilterParam != "" {
 		if err := checkParamName(h.FilterParam); err != nil {
 			return fmt.Errorf("filter_param %q: %v", h.FilterParam, err)
+		}
+	}
+	for i, name := range h.Compress {
+		if encodingNamed(name) == nil {
+			return fmt.Errorf("compress: unknown encoding %q, want gzip or zstd", name)
+		}
+		if slices.Contains(h.Compress[:i], name) {
+			return fmt.Errorf("compress: %s is listed twice", name)
 		}
 	}
 	if h.cfg != nil {

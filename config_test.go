@@ -108,3 +108,22 @@ func TestPageOptionsAreCheckedInJSON(t *testing.T) {
 		})
 	}
 }
+
+func TestValidateRejectsUnknownEncodings(t *testing.T) {
+	for _, tc := range []struct {
+		compress []string
+		want     string
+	}{
+		{[]string{"gzip", "br"}, `compress: unknown encoding "br"`},
+		{[]string{"zstd", "zstd"}, "compress: zstd is listed twice"},
+	} {
+		h := &Handler{Upstream: "http://o", Compress: tc.compress}
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+		err := h.Provision(ctx)
+		h.Cleanup()
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("compress %q: got %v, want an error containing %q", tc.compress, err, tc.want)
+		}
+	}
+}

@@ -17,7 +17,8 @@ import (
 // Only the start of a response goes through Caddy's response writer
 // chain: the headers, any replay and any catch-up. That is why a client is
 // detached only where Caddy would write its bytes as they are: on
-// HTTP/1.x, with no encoder compressing the response, no handler in front
+// HTTP/1.x, with no encoder of the chain compressing the response (our own
+// compression, compress.go, is done before the chain), no handler in front
 // holding it back, and no hard write_timeout to enforce. Over TLS, the
 // TLS connection is taken over, and its records written as its socket has
 // room for them (tlswrite_linux.go).

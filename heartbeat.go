@@ -61,9 +61,7 @@ func (s *stream) heartbeatWait(lastFilterRound *time.Duration) time.Duration {
 	now := time.Since(s.started)
 	wait := interval - (now - time.Duration(s.lastSend.Load()))
 	if wait <= 0 {
-		s.signals.keepalives.Add(1)
-		s.markSent()
-		s.wakeAll()
+		s.keepaliveRound()
 		wait = interval
 	}
 	half := max(interval/2, time.Millisecond)
@@ -89,6 +87,15 @@ func (s *stream) wakeFiltered() {
 	for _, sh := range s.shards {
 		sh.wake()
 	}
+}
+
+// keepaliveRound has every client that has nothing else to send sent a
+// keepalive.
+func (s *stream) keepaliveRound() {
+	s.chains.restartAll.Store(true) // a keepalive is a piece of each client's own
+	s.signals.keepalives.Add(1)
+	s.markSent()
+	s.wakeAll()
 }
 
 // endStuckWrites ends the clients served in their requests whose write has

@@ -36,7 +36,7 @@ var collectors = struct {
 	streams:          newGauge("streams", "Streams open, each with one upstream connection."),
 	eventsReceived:   newCounter("events_received_total", "Blocks read from upstream connections and published."),
 	eventsSent:       newCounter("events_sent_total", "Blocks written to clients; one event sent to N clients counts N."),
-	bytesSent:        newCounter("bytes_sent_total", "Bytes of events written to clients."),
+	bytesSent:        newCounter("bytes_sent_total", "Bytes of events written to clients, as sent: compressed, for a client sent a compressed stream."),
 	slowClientDrops:  newCounter("slow_client_drops_total", "Clients disconnected for falling client_queue events behind."),
 	upstreamConnects: newCounter("upstream_connects_total", "Upstream connections opened, reconnects included."),
 	upstreamErrors:   newCounter("upstream_errors_total", "Upstream connections that failed or could not be opened."),

@@ -189,6 +189,16 @@ type Handler struct {
 	// hard write_timeout. Default: true.
 	Detach *bool `json:"detach,omitempty"`
 
+	// The encodings to compress event streams with, in order of
+	// preference: "gzip", "zstd". A client whose Accept-Encoding allows one
+	// gets its stream compressed in it, the one with the client's highest
+	// weight, this order deciding between equal ones; every event, comment
+	// and retry line is still delivered at once. Each event is compressed
+	// once per stream, not per client. Responses get Vary: Accept-Encoding.
+	// Not done when Caddy's encode handler is in front, which then
+	// compresses. Default: none, no compression.
+	Compress []string `json:"compress,omitempty"`
+
 	// This node's name in the Via header of its responses and upstream
 	// requests, "Via: 1.1 <node_id> (sse_fanout)", by which tiers of
 	// sse_fanout recognise each other: a request that already passed
@@ -308,6 +318,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
+	sr.encoding = h.encodingFor(w, r)
 	h.reg.adopt(h.cfg, h.gen) // this handler's config is running
 	s, c, err := h.reg.join(sr, h.stop)
 	switch {
@@ -358,6 +369,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, s *stream,
 	header.Set("Cache-Control", "no-cache")
 	header.Set("X-Accel-Buffering", "no") // tells a buffering proxy in front to pass events on
 	header.Del("Content-Length")
+	h.setEncodingHeaders(header, c.encoding())
 	// An HTTP/1.x client, over TLS or not, may be detached once its
 	// response has started; whether it is, passesThrough decides.
 	mayDetach := h.detachable && r.ProtoMajor == 1
@@ -382,7 +394,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, s *stream,
 		return errResponseBuffered
 	}
 
-	past := passesThrough(w, r)
+	past := passesThrough(w, r, c.encoding())
 	rw := newRespWriter(w, rc, h.cfg.writeTimeout, past, c)
 	// Whatever follows, the writer and the response it holds are not the
 	// client's once this returns: a detached client must not keep them.

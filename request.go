@@ -121,8 +121,9 @@ type streamRequest struct {
 	// use: it is served as one that nothing can serve.
 	unusableCursor bool
 
-	filter eventFilter // the event types the client is sent; nil: all
-	rewind int         // without a cursor, how many events of the buffer it is sent first
+	filter   eventFilter // the event types the client is sent; nil: all
+	rewind   int         // without a cursor, how many events of the buffer it is sent first
+	encoding *encoding   // what its stream is compressed in; nil: none (compress.go)
 }
 
 // requestMap maps a handler's requests to the streams they ask for. A

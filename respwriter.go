@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -41,6 +42,7 @@ type respWriter struct {
 	w            io.Writer
 	rc           *http.ResponseController
 	c            *client // whose writes the stream's watchdog watches, if past
+	pack         *packer // compresses what write is given; nil: written as is
 	writeTimeout time.Duration
 	deadlines    bool   // set write deadlines of our own (see ownDeadlines)
 	armed        bool   // the deadline for the current batch is set
@@ -52,10 +54,10 @@ type respWriter struct {
 // writes past Caddy's writer chain, and arms c's watchdog hook.
 func newRespWriter(w http.ResponseWriter, rc *http.ResponseController, writeTimeout time.Duration, past bool, c *client) *respWriter {
 	if !past {
-		return &respWriter{w: w, rc: rc, writeTimeout: writeTimeout, deadlines: ownDeadlines(w)}
+		return &respWriter{w: w, rc: rc, pack: c.pack, writeTimeout: writeTimeout, deadlines: ownDeadlines(w)}
 	}
 	inner := innermost(w)
-	rw := &respWriter{w: inner, rc: http.NewResponseController(inner), c: c, writeTimeout: writeTimeout}
+	rw := &respWriter{w: inner, rc: http.NewResponseController(inner), c: c, pack: c.pack, writeTimeout: writeTimeout}
 	abort := func() {
 		// A deadline in the past ends the write in flight: net/http's
 		// HTTP/1 connection and HTTP/2 stream both allow it from another
@@ -68,44 +70,51 @@ func newRespWriter(w http.ResponseWriter, rc *http.ResponseController, writeTime
 
 // passesThrough reports whether nothing in w's writer chain needs the
 // response's bytes, so that they may be written past it (respWriter) or
-// the connection taken over (detach.go): no encoder compresses them, no
+// the connection taken over (detach.go): no encoder compresses them (the
+// Content-Encoding, if any, is own: the one sse_fanout compresses in), no
 // layer holds them back (see responseBuffered), and the server has no hard
 // write_timeout, which the chain enforces. It must be asked once the head
 // is written.
-func passesThrough(w http.ResponseWriter, r *http.Request) bool {
-	if w.Header().Get("Content-Encoding") != "" || responseBuffered(w) {
+func passesThrough(w http.ResponseWriter, r *http.Request, own *encoding) bool {
+	ownName := ""
+	if own != nil {
+		ownName = own.name
+	}
+	if w.Header().Get("Content-Encoding") != ownName || responseBuffered(w) {
 		return false
 	}
 	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
 	return ok && srv.WriteTimeout <= 0
 }
 
-// innermost returns the response writer that w wraps, through every
-// layer that can be unwrapped.
-func innermost(w http.ResponseWriter) http.ResponseWriter {
+// layers returns w and every writer it wraps, outermost first: Caddy's
+// wrappers, each with Unwrap, down to the server's own.
+func layers(w http.ResponseWriter) []http.ResponseWriter {
+	all := []http.ResponseWriter{w}
 	for {
 		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
 		if !ok {
-			return w
+			return all
 		}
 		w = u.Unwrap()
+		all = append(all, w)
 	}
+}
+
+// innermost returns the server's own writer under w's wrappers.
+func innermost(w http.ResponseWriter) http.ResponseWriter {
+	all := layers(w)
+	return all[len(all)-1]
 }
 
 // ownDeadlines reports whether the client's writes need deadlines of our
 // own: not when Caddy's write_idle_timeout (1 minute by default) already
 // bounds every write and flush of the response, which is cheaper.
 func ownDeadlines(w http.ResponseWriter) bool {
-	for {
-		if _, ok := w.(*caddyhttp.IdleTimeoutWriter); ok {
-			return false
-		}
-		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			return true
-		}
-		w = u.Unwrap()
-	}
+	return !slices.ContainsFunc(layers(w), func(w http.ResponseWriter) bool {
+		_, ok := w.(*caddyhttp.IdleTimeoutWriter)
+		return ok
+	})
 }
 
 // responseBuffered reports whether some layer of w's chain holds the
@@ -114,16 +123,10 @@ func ownDeadlines(w http.ResponseWriter) bool {
 // the response. It must be asked after the header is written, since a
 // recorder decides then.
 func responseBuffered(w http.ResponseWriter) bool {
-	for {
-		if b, ok := w.(interface{ Buffered() bool }); ok && b.Buffered() {
-			return true
-		}
-		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			return false
-		}
-		w = u.Unwrap()
-	}
+	return slices.ContainsFunc(layers(w), func(w http.ResponseWriter) bool {
+		b, ok := w.(interface{ Buffered() bool })
+		return ok && b.Buffered()
+	})
 }
 
 // serve writes to the response what c is sent, as it comes, until c is
@@ -173,13 +176,19 @@ func (rw *respWriter) send(c *client) error {
 	return rw.err
 }
 
-// write adds b to the current batch, keeping only the first error. A batch
-// goes out in one write (or one per maxBatchWrite) when it is flushed.
+// write adds b, a piece of the client's own (its catch-up, its stale
+// event), to the current batch, compressed when the client's stream is,
+// keeping only the first error. A batch goes out in one write (or one per
+// maxBatchWrite) when it is flushed.
 func (rw *respWriter) write(b []byte) {
 	if rw.err != nil {
 		return
 	}
-	rw.out = append(rw.out, b...)
+	if rw.pack != nil {
+		rw.out = rw.pack.own(rw.out, b)
+	} else {
+		rw.out = append(rw.out, b...)
+	}
 	if len(rw.out) >= maxBatchWrite {
 		rw.writeOut()
 	}

@@ -132,14 +132,17 @@ type fanOutBench struct {
 	wg      sync.WaitGroup
 }
 
-func newFanOutBench(tb testing.TB, n int) *fanOutBench {
+func newFanOutBench(tb testing.TB, n int) *fanOutBench { return newFanOutBenchIn(tb, n, nil) }
+
+// newFanOutBenchIn is newFanOutBench with clients compressed in enc.
+func newFanOutBenchIn(tb testing.TB, n int, enc *encoding) *fanOutBench {
 	tb.Helper()
 	s := newTestStream(testSettings())
 	ctx, cancel := context.WithCancel(context.Background())
 	fb := &fanOutBench{s: s, n: n, done: make(chan struct{}, 1), cancel: cancel}
 	clients := make([]*client, n)
 	for i := range clients {
-		clients[i] = addClient(s)
+		clients[i] = addClientIn(s, enc, "")
 	}
 	for _, c := range clients {
 		w := &discardResponse{header: make(http.Header), flushes: &fb.flushes, done: fb.done}
@@ -243,6 +246,31 @@ func TestBroadcastAllocatesNothingPerClient(t *testing.T) {
 	// allocation per client per event would show as 990.
 	if many > few+2 {
 		t.Fatalf("publishing one event allocates %.0f times with 1,000 clients and %.0f with 10: something allocates per client", many, few)
+	}
+}
+
+// TestCompressedBroadcastAllocatesNothingPerClient is
+// TestBroadcastAllocatesNothingPerClient for compressed clients: each
+// follows its stream's chain, and is sent the frame's piece of it, made
+// once for all.
+func TestCompressedBroadcastAllocatesNothingPerClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 1,000 client writers")
+	}
+	for _, enc := range encodings {
+		allocs := func(n int) float64 {
+			fb := newFanOutBenchIn(t, n, enc)
+			ev := benchEvent
+			fb.broadcast(&ev) // the first sizes each writer's buffers and begins the chain
+			a := testing.AllocsPerRun(200, func() { fb.broadcast(&ev) })
+			fb.close()
+			return a
+		}
+		few, many := allocs(10), allocs(1000)
+		t.Logf("%s: allocations per event: %.0f with 10 clients, %.0f with 1,000", enc.name, few, many)
+		if many > few+2 {
+			t.Errorf("%s: publishing one event allocates %.0f times with 1,000 clients and %.0f with 10: something allocates per client", enc.name, many, few)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
 )
@@ -15,13 +16,14 @@ import (
 // frame is one encoded block, shared by the replay buffer and every client
 // that is sent it. Nobody modifies a frame once it is published.
 type frame struct {
-	seq       uint64 // position in the stream, from 1; set by ring.push
-	id        string // the stream's last event ID after this frame
-	setsID    bool   // the frame's own block had an id field
-	carriesID bool   // bytes hold an id line: the frame sets a client's lastEventId to id
-	fires     bool   // the block has data: an EventSource fires an event for it
-	typ       string // the event type it dispatches as: "message" when it has none
-	bytes     []byte // the wire form, written to clients as is
+	seq       uint64      // position in the stream, from 1; set by ring.push
+	id        string      // the stream's last event ID after this frame
+	setsID    bool        // the frame's own block had an id field
+	carriesID bool        // bytes hold an id line: the frame sets a client's lastEventId to id
+	fires     bool        // the block has data: an EventSource fires an event for it
+	typ       string      // the event type it dispatches as: "message" when it has none
+	bytes     []byte      // the wire form, written to clients as is
+	packs     *framePacks // its compressed forms (compresschain.go); nil when no client of its stream was compressed
 }
 
 // newFrame encodes ev once, as every client is sent it, with an id line
@@ -56,9 +58,12 @@ type ring struct {
 	slots    []*frame // the frame with seq n is in slots[n%len(slots)]
 	head     uint64   // seq of the newest frame; 0 before the first
 	tail     uint64   // seq of the oldest frame held; head+1 when empty
-	size     int      // bytes held
-	maxBytes int      // evict the oldest while size exceeds this (0: no byte bound)
+	size     int      // bytes of the frames held and their chain pieces (late: the rest)
+	maxBytes int      // evict the oldest while heldBytes exceeds this (0: no byte bound)
 	hasIDs   bool     // some frame's block had an id: from then on every frame carries one
+	// late is the bytes of frames' pieces compressed on their own, made
+	// after the frames were pushed, under the read lock (framePack.aloneOf).
+	late atomic.Int64
 
 	// baseID is the last event ID before the first frame, when the stream
 	// began by resuming after it (hasBase): a client with that cursor
@@ -85,8 +90,8 @@ func (r *ring) push(f *frame) {
 	}
 	r.slots[r.head%uint64(len(r.slots))] = f
 	r.hasIDs = r.hasIDs || f.setsID
-	r.size += len(f.bytes)
-	for r.maxBytes > 0 && r.size > r.maxBytes && r.tail < r.head {
+	r.size += len(f.bytes) + f.packedBytes()
+	for r.maxBytes > 0 && r.heldBytes() > r.maxBytes && r.tail < r.head {
 		r.evictOldest()
 	}
 }
@@ -94,11 +99,16 @@ func (r *ring) push(f *frame) {
 func (r *ring) evictOldest() {
 	i := r.tail % uint64(len(r.slots))
 	if f := r.slots[i]; f != nil {
-		r.size -= len(f.bytes)
+		r.size -= len(f.bytes) + f.packedBytes()
+		r.late.Add(-f.lateBytes())
 		r.slots[i] = nil
 	}
 	r.tail++
 }
+
+// heldBytes is how many bytes the frames held take, compressed forms
+// included: what buffer_bytes bounds.
+func (r *ring) heldBytes() int { return r.size + int(r.late.Load()) }
 
 // lastID returns the stream's last event ID, and whether it has one: the
 // id of the newest frame, once the origin has sent an id. It is only ever

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
 )
@@ -17,9 +18,11 @@ import (
 type detachedBench struct {
 	s        *stream
 	n        int
-	frameLen int64        // bytes each client receives per event
-	received atomic.Int64 // bytes read by all readers together
-	target   atomic.Int64 // when received reaches it, done receives
+	frameLen int64           // bytes each client receives per event, if not compressed
+	chain    chainCompressor // compressed: the stream's chain, as each client gets it
+	head     []byte          // compressed: what a client is sent before its first piece
+	received atomic.Int64    // bytes read by all readers together
+	target   atomic.Int64    // when received reaches it, done receives
 	done     chan struct{}
 	peers    []net.Conn // the readers' ends
 	wg       sync.WaitGroup
@@ -44,15 +47,25 @@ func socketPair(tb testing.TB) (net.Conn, net.Conn) {
 	return conns[0], conns[1]
 }
 
-func newDetachedBench(tb testing.TB, n int) *detachedBench {
+func newDetachedBench(tb testing.TB, n int) *detachedBench { return newDetachedBenchIn(tb, n, nil) }
+
+// newDetachedBenchIn is newDetachedBench with clients compressed in enc,
+// which broadcast only benchEvent.
+func newDetachedBenchIn(tb testing.TB, n int, enc *encoding) *detachedBench {
 	tb.Helper()
 	s := newTestStream(testSettings())
 	db := &detachedBench{s: s, n: n, done: make(chan struct{}, 1)}
 	ev := benchEvent
 	db.frameLen = int64(len(sse.AppendEvent(nil, &ev, true)))
+	if enc != nil {
+		// Every client follows the chain from its first piece: each gets
+		// what this chain makes of the same events.
+		db.chain, db.head = enc.newChain(), enc.head
+		tb.Cleanup(db.chain.release)
+	}
 	for i := 0; i < n; i++ {
 		server, peer := socketPair(tb)
-		d := s.attach(addClient(s), server)
+		d := s.attach(addClientIn(s, enc, ""), server)
 		if d == nil {
 			tb.Fatal("attach refused")
 		}
@@ -82,17 +95,34 @@ func (db *detachedBench) read(peer net.Conn) {
 
 // broadcast publishes one event and waits until every reader has read it.
 func (db *detachedBench) broadcast(ev *sse.Event) {
-	db.target.Add(int64(db.n) * db.frameLen)
+	perClient := db.frameLen
+	if db.chain != nil {
+		perClient = int64(len(db.head) + len(db.chain.add(nil, sse.AppendEvent(nil, ev, true))))
+		db.head = nil
+	}
+	db.target.Add(int64(db.n) * perClient)
 	publishTo(db.s, ev)
 	<-db.done
 }
 
+// close hangs every client up, and closes the stream once they have all
+// left: a stream closed with clients ends them over closeSpread, and they
+// would end, and allocate, during the next measurement.
 func (db *detachedBench) close() {
-	db.s.close(errStreamClosed)
 	for _, p := range db.peers {
 		p.Close()
 	}
 	db.wg.Wait()
+	for {
+		db.s.mu.RLock()
+		left := db.s.detached
+		db.s.mu.RUnlock()
+		if left == 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	db.s.close(errStreamClosed)
 	db.s.hub.wg.Wait()
 }
 
@@ -129,6 +159,33 @@ func TestSharedWriterAllocatesNothingPerClient(t *testing.T) {
 	t.Logf("allocations per event: %.0f with 10 clients, %.0f with 1,000", few, many)
 	if many > few+2 {
 		t.Fatalf("publishing one event allocates %.0f times with 1,000 detached clients and %.0f with 10: something allocates per client", many, few)
+	}
+}
+
+// TestCompressedSharedWriterAllocatesNothingPerClient is
+// TestSharedWriterAllocatesNothingPerClient for compressed clients.
+func TestCompressedSharedWriterAllocatesNothingPerClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens 1,000 socket pairs")
+	}
+	for _, enc := range encodings {
+		allocs := func(n int) float64 {
+			db := newDetachedBenchIn(t, n, enc)
+			ev := benchEvent
+			for range 20 {
+				// The first passes size the writers' buffers, and have the
+				// runtime start the threads that the socket writes need.
+				db.broadcast(&ev)
+			}
+			a := testing.AllocsPerRun(100, func() { db.broadcast(&ev) })
+			db.close()
+			return a
+		}
+		few, many := allocs(10), allocs(1000)
+		t.Logf("%s: allocations per event: %.0f with 10 clients, %.0f with 1,000", enc.name, few, many)
+		if many > few+2 {
+			t.Errorf("%s: publishing one event allocates %.0f times with 1,000 detached clients and %.0f with 10: something allocates per client", enc.name, many, few)
+		}
 	}
 }
 

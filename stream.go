@@ -56,6 +56,7 @@ type stream struct {
 	once   sync.Once
 
 	ring     *ring        // the frames; its own lock guards it
+	chains   chains       // its compression, once per stream (compresschain.go)
 	signals  signals      // keepalive rounds and the origin's retry, for every client
 	lastSend atomic.Int64 // nanoseconds after started of the last frame or keepalive
 	filtered atomic.Int64 // clients with an event-type filter, which need filter rounds
@@ -145,6 +146,7 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}
 	c := newClient(s.ring, &s.signals, &s.hub.settings, s.hub.metrics)
 	c.asTier(sr.via)
 	c.stop = stop
+	c.pack = s.chains.newPacker(sr.encoding, s.ring)
 	select {
 	case <-stop:
 		// Its config was unloaded as it joined: endClientsOf has passed
@@ -232,6 +234,9 @@ func (s *stream) clientCountLocked() int { return len(s.clients) + s.detached }
 // writer; the last client to leave starts the idle timer.
 func (s *stream) leave(c *client, detached bool) {
 	s.hub.metrics.clients.Dec()
+	if c.pack != nil {
+		c.pack.release()
+	}
 	if c.filter != nil {
 		s.filtered.Add(-1)
 	}
@@ -279,7 +284,9 @@ func (s *stream) close(cause error) {
 // Only the upstream reader calls it.
 func (s *stream) frameOf(ev *sse.Event) *frame {
 	if ev.HasRetry {
-		s.signals.originRetry.Store(ev.Retry)
+		if s.signals.originRetry.Swap(ev.Retry) != ev.Retry && s.hub.settings.Load().retry < 0 {
+			s.chains.restartAll.Store(true) // each client is sent a retry line of its own
+		}
 		if !ev.HasData && !ev.HasID && ev.Type == "" {
 			s.wakeAll() // nothing to frame; clients pick up the new retry
 			return nil
@@ -290,11 +297,12 @@ func (s *stream) frameOf(ev *sse.Event) *frame {
 	return newFrame(ev, withID)
 }
 
-// publish appends f to the ring and wakes every writer, but those of
-// filtered clients that f passes over (clientFilter.passOver). It never
-// blocks on a client: one that breaks the lag rule is ended
-// (client.cutIfLagging).
+// publish compresses f for its stream's compressed clients, appends it to
+// the ring and wakes every writer, but those of filtered clients that f
+// passes over (clientFilter.passOver). It never blocks on a client: one
+// that breaks the lag rule is ended (client.cutIfLagging).
 func (s *stream) publish(f *frame) {
+	s.chains.pack(f)
 	cfg := s.hub.settings.Load()
 	queue := uint64(cfg.clientQueue)
 	passedOver := 0

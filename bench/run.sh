@@ -29,6 +29,16 @@
 #                  floor of Caddy's request path, with none of sse_fanout
 #   nchan          nginx + nchan, fed by sseorigin -publish over HTTP POST
 #                  (needs: apt-get install nginx libnginx-mod-nchan)
+#   sse_fanout_gzip, sse_fanout_zstd
+#                  sse_fanout with "compress gzip" (or zstd), each event
+#                  compressed once per stream; the clients accept that
+#                  encoding
+#   encode_gzip, encode_zstd
+#                  Caddy's "encode gzip" (or zstd) in front of sse_fanout:
+#                  a compressor per client; the clients accept that encoding
+# Compare them on a realistic payload, e.g.
+#   PAYLOAD=json WORKLOADS="W1 W2" SYSTEMS="sse_fanout_gzip sse_fanout encode_gzip sse_fanout_zstd" bench/run.sh
+# the table's "bytes per event" is what came over the wire per event.
 #
 # Protocols (PROTO), between the clients and the system; the origin behind
 # sse_fanout and reverse_proxy is plain HTTP/1.1 on loopback in every case:
@@ -61,6 +71,16 @@
 #                every Caddy system, e.g. $'timeouts {\nwrite_idle -1s\n}'
 #   ADMIN [off]: Caddy's admin address, e.g. 127.0.0.1:2999, to take a
 #                profile from /debug/pprof/ during a run
+#   PAYLOAD [padding]: what fills each event after its stamp: padding
+#                (x…) or json, a JSON document of an order update, about
+#                SIZE bytes, as an application would send (sseorigin
+#                -payload); with json, SIZE defaults to 1024
+#   SIZE [the workload's]: bytes per event, for every workload (not
+#                caddyfloor's, which makes its own events)
+#   ACCEPT_ENCODING [none]: the clients' Accept-Encoding (sseload
+#                -accept-encoding), for the systems that do not set their
+#                own (sse_fanout_*, encode_*), e.g. to see what sse_fanout
+#                with FANOUT_OPTIONS="compress zstd gzip" sends to gzip clients
 #
 # Everything listens on 127.0.0.1. Every process this script starts is
 # stopped by its pid, also when the script is interrupted.
@@ -80,6 +100,9 @@ PORT_BASE=${PORT_BASE:-19100}
 NGINX_WORKERS=${NGINX_WORKERS:-auto}
 PROTO=${PROTO:-h1}
 STREAMS_PER_CONN=${STREAMS_PER_CONN:-1}
+PAYLOAD=${PAYLOAD:-padding}
+SIZE=${SIZE:-}
+ACCEPT_ENCODING=${ACCEPT_ENCODING:-}
 OUT=${OUT:-$(mktemp -d /tmp/ssebench.XXXXXX)}
 mkdir -p "$OUT"
 
@@ -95,6 +118,10 @@ h1tls | h2 | h3) SCHEME=https ;;
 	exit 2
 	;;
 esac
+if [[ $PAYLOAD != padding && $PAYLOAD != json ]]; then
+	echo "PAYLOAD must be padding or json, not $PAYLOAD" >&2
+	exit 2
+fi
 if [[ $STREAMS_PER_CONN != 1 && $PROTO != h2 && $PROTO != h3 ]]; then
 	echo "STREAMS_PER_CONN needs PROTO=h2 or h3: HTTP/1.1 carries one stream per connection" >&2
 	exit 2
@@ -217,7 +244,7 @@ start_origin() { # rate size [tls]: with tls, the clients' protocol (direct)
 		tls=(-tls-cert "$CERT" -tls-key "$KEY")
 		[[ $PROTO == h3 ]] && tls+=(-h3) # its UDP socket is bound before TCP
 	fi
-	"$BIN/sseorigin" -listen "127.0.0.1:$ORIGIN_PORT" -rate "$1" -size "$2" "${tls[@]}" >>"$OUT/origin.log" 2>&1 &
+	"$BIN/sseorigin" -listen "127.0.0.1:$ORIGIN_PORT" -rate "$1" -size "$2" -payload "$PAYLOAD" "${tls[@]}" >>"$OUT/origin.log" 2>&1 &
 	origin_pid=$!
 	started+=("$origin_pid")
 	wait_port "$ORIGIN_PORT"
@@ -226,9 +253,22 @@ start_origin() { # rate size [tls]: with tls, the clients' protocol (direct)
 start_publisher() { # rate size
 	local port=$SERVER_PORT
 	[[ $PROTO != h1 ]] && port=$PUB_PORT
-	"$BIN/sseorigin" -publish "http://127.0.0.1:$port/pub" -rate "$1" -size "$2" >>"$OUT/publisher.log" 2>&1 &
+	"$BIN/sseorigin" -publish "http://127.0.0.1:$port/pub" -rate "$1" -size "$2" -payload "$PAYLOAD" >>"$OUT/publisher.log" 2>&1 &
 	publisher_pid=$!
 	started+=("$publisher_pid")
+}
+
+# fanout_directive writes the sse_fanout directive, with the subdirective
+# $1 if given, and FANOUT_OPTIONS.
+fanout_directive() {
+	if [[ -z ${1:-} && -z ${FANOUT_OPTIONS:-} ]]; then
+		echo "	sse_fanout http://127.0.0.1:$ORIGIN_PORT"
+		return
+	fi
+	echo "	sse_fanout http://127.0.0.1:$ORIGIN_PORT {"
+	[[ -n ${1:-} ]] && echo "		$1"
+	[[ -n ${FANOUT_OPTIONS:-} ]] && echo "		$FANOUT_OPTIONS"
+	echo "	}"
 }
 
 start_caddy() { # system rate size
@@ -258,13 +298,14 @@ start_caddy() { # system rate size
 		fi
 		case $1 in
 		sse_fanout)
-			if [[ -n ${FANOUT_OPTIONS:-} ]]; then
-				echo "	sse_fanout http://127.0.0.1:$ORIGIN_PORT {"
-				echo "		$FANOUT_OPTIONS"
-				echo "	}"
-			else
-				echo "	sse_fanout http://127.0.0.1:$ORIGIN_PORT"
-			fi
+			fanout_directive
+			;;
+		sse_fanout_gzip | sse_fanout_zstd)
+			fanout_directive "compress ${1#sse_fanout_}"
+			;;
+		encode_gzip | encode_zstd)
+			echo "	encode ${1#encode_}"
+			fanout_directive
 			;;
 		reverse_proxy)
 			echo "	reverse_proxy 127.0.0.1:$ORIGIN_PORT {"
@@ -381,13 +422,23 @@ workload() { # name -> clients rate size
 }
 
 run_one() { # workload system round
-	local wl=$1 sys=$2 round=$3 clients rate size url pids stats result
+	local wl=$1 sys=$2 round=$3 clients rate size url pids stats result accept=$ACCEPT_ENCODING
 	read -r clients rate size < <(workload "$wl")
 	clients=$((clients / SCALE))
+	if [[ -n $SIZE ]]; then
+		size=$SIZE
+	elif [[ $PAYLOAD == json ]]; then
+		size=1024
+	fi
 	result="$OUT/$wl.$sys.$round.json"
 	stats="http://127.0.0.1:$ORIGIN_PORT/stats"
 	case $sys in
-	sse_fanout | reverse_proxy)
+	sse_fanout_* | encode_*)
+		accept=${sys##*_} # the clients accept the system's encoding
+		;;
+	esac
+	case $sys in
+	sse_fanout | reverse_proxy | sse_fanout_gzip | sse_fanout_zstd | encode_gzip | encode_zstd)
 		start_origin "$rate" "$size"
 		start_caddy "$sys"
 		url="$SCHEME://127.0.0.1:$SERVER_PORT/events"
@@ -426,7 +477,7 @@ run_one() { # workload system round
 	local tlsflags=()
 	[[ $PROTO != h1 ]] && tlsflags=(-cacert "$CERT")
 	"$BIN/sseload" -url "$url" -proto "$PROTO" -streams-per-conn "$STREAMS_PER_CONN" "${tlsflags[@]}" \
-		-clients "$clients" -ramp "$RAMP" \
+		-clients "$clients" -ramp "$RAMP" ${accept:+-accept-encoding "$accept"} \
 		-duration "$DURATION" -warmup "$WARMUP" -pid "$pids" \
 		${stats:+-origin-stats "$stats"} \
 		-workload "$wl" -system "$sys" -round "$round" -json >"$result" 2>>"$OUT/sseload.log" &
@@ -461,7 +512,7 @@ if [[ $PROTO != h1 ]]; then
 fi
 
 echo "--- results in $OUT (PROTO=$PROTO, STREAMS_PER_CONN=$STREAMS_PER_CONN)"
-echo "| workload | system | proto | clients held | p50 latency | p99 latency | max | server CPU s per 1M deliveries | RSS per client | origin connections | lost events |"
+echo "| workload | system | proto | clients held | p50 latency | p99 latency | max | server CPU s per 1M deliveries | RSS per client | origin connections | lost events | bytes per event |"
 for wl in $WORKLOADS; do
 	for round in $(seq "$ROUNDS"); do
 		for sys in $SYSTEMS; do
@@ -478,6 +529,7 @@ done
 	echo "Code: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)${dirty:+ with uncommitted changes to: $dirty}"
 	echo "Command: PROTO=$PROTO STREAMS_PER_CONN=$STREAMS_PER_CONN ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP RAMP=$RAMP SCALE=$SCALE" \
 		"WORKLOADS=\"$WORKLOADS\" SYSTEMS=\"$SYSTEMS\"${FANOUT_OPTIONS:+ FANOUT_OPTIONS=\"$FANOUT_OPTIONS\"}" \
+		"PAYLOAD=$PAYLOAD${SIZE:+ SIZE=$SIZE}${ACCEPT_ENCODING:+ ACCEPT_ENCODING=\"$ACCEPT_ENCODING\"}" \
 		"${CADDY_SERVER_OPTIONS:+CADDY_SERVER_OPTIONS=$(printf %q "$CADDY_SERVER_OPTIONS") }bench/run.sh"
 	echo
 	"$BIN/sseload" -table -order "$SYSTEMS" "$OUT"/*.json

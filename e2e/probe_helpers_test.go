@@ -60,24 +60,25 @@ func (p *probeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	i := pr.add(r)
 	return next.ServeHTTP(&probeWriter{
 		ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w},
-		answer:                func(status int) { pr.answered(i, status) },
+		answer:                func(status int, h http.Header) { pr.answered(i, status, h.Get("Content-Encoding")) },
 	}, r)
 }
 
-// probeWriter reports the status of a response when its header is written.
+// probeWriter reports the status of a response, and its header, when its
+// header is written.
 type probeWriter struct {
 	*caddyhttp.ResponseWriterWrapper
-	answer func(status int)
+	answer func(status int, header http.Header)
 	once   sync.Once
 }
 
 func (w *probeWriter) WriteHeader(status int) {
-	w.once.Do(func() { w.answer(status) })
+	w.once.Do(func() { w.answer(status, w.Header()) })
 	w.ResponseWriterWrapper.WriteHeader(status)
 }
 
 func (w *probeWriter) Write(b []byte) (int, error) {
-	w.once.Do(func() { w.answer(http.StatusOK) })
+	w.once.Do(func() { w.answer(http.StatusOK, w.Header()) })
 	return w.ResponseWriterWrapper.Write(b)
 }
 
@@ -88,7 +89,8 @@ type probeRequest struct {
 	Proto      string // HTTP/1.1, HTTP/2.0 or HTTP/3.0
 	RemoteAddr string // the client's address and port: one per connection
 	Header     http.Header
-	Status     int // the status answered; 0 until the header is written
+	Status     int    // the status answered; 0 until the header is written
+	Encoding   string // the answer's Content-Encoding
 }
 
 // probe is what one test's sse_probe handlers recorded.
@@ -138,10 +140,10 @@ func (p *probe) add(r *http.Request) int {
 	return len(p.reqs) - 1
 }
 
-func (p *probe) answered(i, status int) {
+func (p *probe) answered(i, status int, encoding string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.reqs[i].Status = status
+	p.reqs[i].Status, p.reqs[i].Encoding = status, encoding
 	p.notifyLocked()
 }
 

@@ -18,6 +18,10 @@
 // the window it reads every -pid's RSS, and -origin-stats if given. The
 // report is text, or JSON with -json.
 //
+// -accept-encoding sends an Accept-Encoding header (such as gzip or zstd);
+// a body in gzip or zstd is decoded, and the report counts the bytes that
+// came over the wire (before decompression) per event delivered.
+//
 // -proto picks the protocol: h1 (plain HTTP/1.1, the default), h1tls
 // (HTTP/1.1 over TLS, offering only http/1.1 in ALPN), h2 (HTTP/2 over
 // TLS) or h3 (HTTP/3 over QUIC); all but h1 take an https:// URL, and a
@@ -94,6 +98,7 @@ func main() {
 	flag.Float64Var(&cfg.ramp, "ramp", 2000, "most new streams per `second`")
 	flag.StringVar(&cfg.proto, "proto", protoH1, "`protocol`: h1 (HTTP/1.1), h1tls (HTTP/1.1 over TLS), h2 (HTTP/2 over TLS) or h3 (HTTP/3)")
 	flag.IntVar(&cfg.streamsPerConn, "streams-per-conn", 1, "with -proto h2 or h3: event streams sharing one connection (the server's limit on concurrent streams must allow them)")
+	flag.StringVar(&cfg.acceptEncoding, "accept-encoding", "", "`value` of the Accept-Encoding header, such as gzip or zstd; none by default. gzip and zstd bodies are decoded")
 	flag.StringVar(&cfg.cacert, "cacert", "", "PEM `file` of the certificate (or its CA) to trust for TLS")
 	flag.BoolVar(&cfg.insecure, "insecure", false, "accept any TLS certificate (prefer -cacert)")
 	flag.DurationVar(&cfg.duration, "duration", 20*time.Second, "how long to measure")
@@ -146,6 +151,7 @@ type config struct {
 	ramp           float64
 	proto          string
 	streamsPerConn int
+	acceptEncoding string
 	cacert         string
 	insecure       bool
 	duration       time.Duration
@@ -186,6 +192,8 @@ func (cfg *config) check() error {
 		return fmt.Errorf("-streams-per-conn must be 1 to %d", maxStreamsPerConn)
 	case cfg.streamsPerConn > 1 && !multiplexed(cfg.proto):
 		return fmt.Errorf("-streams-per-conn needs -proto h2 or h3: HTTP/1.1 carries one stream per connection")
+	case strings.ContainsAny(cfg.acceptEncoding, "\r\n"):
+		return errors.New("-accept-encoding cannot hold a line end")
 	case cfg.proto == protoH1 && (cfg.cacert != "" || cfg.insecure):
 		return errors.New("-cacert and -insecure are for TLS: -proto h1 has none")
 	}
@@ -317,7 +325,9 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 		WrongProto: l.connsWrong.Load(),
 	}
 	rep.Conns.ALPN, rep.Conns.TLS = l.tlsCounts()
+	rep.Encodings = l.encodingCounts()
 	for _, c := range l.clients {
+		rep.Events.WireBytes += c.wire.Load()
 		rep.Events.Delivered += c.delivered.Load()
 		rep.Events.Lost += c.lost.Load()
 		rep.Events.Duplicate += c.dup.Load()
@@ -327,6 +337,9 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 	}
 	rep.Events.Foreign = l.foreign.Load()
 	rep.Events.PerSecond = float64(rep.Events.Delivered) / elapsed.Seconds()
+	if rep.Events.Delivered > 0 {
+		rep.Events.WirePerEvent = float64(rep.Events.WireBytes) / float64(rep.Events.Delivered)
+	}
 	rep.Latency = l.hist.summary()
 	rep.Errors = l.errorSamples()
 	for i, p := range cfg.pids {
@@ -383,10 +396,11 @@ type load struct {
 	connsWrong   atomic.Int64 // opened, but not with the protocol asked for
 	streamsWrong atomic.Int64 // responses that came in another HTTP version
 
-	errMu    sync.Mutex
-	errors   map[string]int   // a few error messages and their counts
-	alpn     map[string]int64 // TLS connections by negotiated protocol
-	tlsKinds map[string]int64 // TLS connections by version and cipher suite
+	errMu     sync.Mutex
+	errors    map[string]int   // a few error messages and their counts
+	alpn      map[string]int64 // TLS connections by negotiated protocol
+	tlsKinds  map[string]int64 // TLS connections by version and cipher suite
+	encodings map[string]int64 // responses by Content-Encoding
 }
 
 func newLoad(cfg *config) *load {
@@ -402,7 +416,11 @@ func newLoad(cfg *config) *load {
 		"Host: " + cfg.target.Host + "\r\n" +
 		"User-Agent: sseload\r\n" +
 		"Accept: text/event-stream\r\n" +
-		"Cache-Control: no-cache\r\n\r\n"
+		"Cache-Control: no-cache\r\n"
+	if cfg.acceptEncoding != "" {
+		req += "Accept-Encoding: " + cfg.acceptEncoding + "\r\n"
+	}
+	req += "\r\n"
 	cfg.target.Host = host
 	l := &load{
 		cfg:       cfg,
@@ -412,6 +430,7 @@ func newLoad(cfg *config) *load {
 		errors:    make(map[string]int),
 		alpn:      make(map[string]int64),
 		tlsKinds:  make(map[string]int64),
+		encodings: make(map[string]int64),
 	}
 	switch cfg.proto {
 	case protoH1TLS:
@@ -444,12 +463,14 @@ type client struct {
 	delivered atomic.Uint64 // events received in the window
 	lost      atomic.Uint64 // sequence numbers skipped in the window
 	dup       atomic.Uint64 // events that repeated or went back in the window
+	wire      atomic.Uint64 // bytes of its body over the wire in the window, before decoding
 
 	group *connGroup // h2 and h3: the connection the stream is on
 	first bool       // h2 and h3: the stream opens its group's connection
 
-	mu     sync.Mutex
-	closer io.Closer // ends the stream: its connection (h1, h1tls) or its body
+	mu      sync.Mutex
+	closer  io.Closer // ends the stream: its connection (h1, h1tls) or its body
+	release func()    // frees its decoder once its reader is done; nil if none
 }
 
 // setCloser records what ends c's stream, for closeAll. If ctx has ended,
@@ -494,6 +515,9 @@ func (l *load) runClient(ctx context.Context, c *client) {
 	l.connected.Add(1)
 	l.open.Add(1)
 	err = l.read(body, c)
+	if c.release != nil {
+		c.release()
+	}
 	l.open.Add(-1)
 	if ctx.Err() == nil {
 		l.ended.Add(1)
@@ -561,7 +585,7 @@ func (l *load) connect(ctx context.Context, c *client) (io.Reader, error) {
 		raw.Close()
 		return nil, fmt.Errorf("status %s", resp.Status)
 	}
-	return resp.Body, nil
+	return l.bodyOf(resp, c)
 }
 
 // closeAll closes every stream and connection, ending the readers.
@@ -590,6 +614,13 @@ func (l *load) noteError(err error) {
 	if _, ok := l.errors[msg]; ok || len(l.errors) < 10 {
 		l.errors[msg]++
 	}
+}
+
+// encodingCounts is the responses by Content-Encoding.
+func (l *load) encodingCounts() map[string]int64 {
+	l.errMu.Lock()
+	defer l.errMu.Unlock()
+	return maps.Clone(l.encodings)
 }
 
 // tlsCounts is the TLS connections by negotiated protocol, and by

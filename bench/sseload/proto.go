@@ -329,6 +329,9 @@ func (l *load) openStream(ctx context.Context, c *client) (io.Reader, error) {
 	req.Header.Set("User-Agent", "sseload")
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Cache-Control", "no-cache")
+	if l.cfg.acceptEncoding != "" {
+		req.Header.Set("Accept-Encoding", l.cfg.acceptEncoding)
+	}
 	resp, err := g.conn.RoundTrip(req)
 	if err != nil {
 		return nil, err
@@ -345,7 +348,7 @@ func (l *load) openStream(ctx context.Context, c *client) (io.Reader, error) {
 		l.streamsWrong.Add(1)
 		return nil, fmt.Errorf("response came over %s", resp.Proto)
 	}
-	return resp.Body, nil
+	return l.bodyOf(resp, c)
 }
 
 // takeDialSlot waits for one of the slots that bound the connects in

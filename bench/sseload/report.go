@@ -141,6 +141,11 @@ type eventCounts struct {
 	Lost      uint64  `json:"lost"`      // sequence numbers a client skipped
 	Duplicate uint64  `json:"duplicate"` // events a client got again, or out of order
 	Foreign   uint64  `json:"foreign"`   // data lines not in sseorigin's format
+	// WireBytes is the bytes of the clients' bodies that came over the
+	// wire in the window, before decompression; WirePerEvent is per event
+	// delivered. Absent in reports made before they were counted.
+	WireBytes    uint64  `json:"wire_bytes,omitempty"`
+	WirePerEvent float64 `json:"wire_bytes_per_event,omitempty"`
 }
 
 // report is the result of one run.
@@ -163,6 +168,9 @@ type report struct {
 	LoadCPU        float64        `json:"load_cpu_s"` // this tool's own CPU in the window
 	Origin         map[string]any `json:"origin_stats,omitempty"`
 	Errors         map[string]int `json:"errors,omitempty"` // a sample of error messages, with counts
+	// Encodings counts the responses by Content-Encoding ("identity":
+	// none); -accept-encoding asks for one.
+	Encodings map[string]int64 `json:"content_encodings,omitempty"`
 }
 
 // protoName is the report's protocol, h1 for reports older than -proto.
@@ -231,6 +239,11 @@ func (r *report) writeText(w io.Writer) {
 		e.Delivered, r.Duration, e.PerSecond, e.Lost, e.Duplicate)
 	if e.Foreign > 0 {
 		fmt.Fprintf(w, ", %d not in sseorigin's format", e.Foreign)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "wire:     %d bytes in the window, %.1f per event;", e.WireBytes, e.WirePerEvent)
+	for _, k := range slices.Sorted(maps.Keys(r.Encodings)) {
+		fmt.Fprintf(w, " %s ×%d", k, r.Encodings[k])
 	}
 	fmt.Fprintln(w)
 	lat := r.Latency

@@ -28,14 +28,16 @@ type row struct {
 	serverPerM       float64 // seconds per 1M deliveries
 	originCPU        float64
 	originPerM       float64
-	publisherPerM    float64 // a publisher's, not counted in the ratios
-	rssPerClient     float64 // KiB, server only
-	originConns      float64 // NaN: no origin stats
-	publisher        bool    // fed by a publisher, not an origin stream
-	idle             bool    // no events were delivered
-	hasOrigin        bool    // an origin process was measured
-	connsWrong       int64   // connections that did not negotiate the protocol, all rounds
-	connsFailed      int64   // connections that could not be opened, all rounds
+	publisherPerM    float64  // a publisher's, not counted in the ratios
+	rssPerClient     float64  // KiB, server only
+	wirePerEvent     float64  // bytes on the wire per event delivered; NaN: not counted
+	encodings        []string // the Content-Encodings the clients got, identity aside
+	originConns      float64  // NaN: no origin stats
+	publisher        bool     // fed by a publisher, not an origin stream
+	idle             bool     // no events were delivered
+	hasOrigin        bool     // an origin process was measured
+	connsWrong       int64    // connections that did not negotiate the protocol, all rounds
+	connsFailed      int64    // connections that could not be opened, all rounds
 }
 
 // protoKey is a run's protocol and streams per connection.
@@ -124,7 +126,7 @@ func printTable(w io.Writer, files []string, order string) error {
 	})
 
 	fmt.Fprintln(w, tableHead)
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, wl := range workloads {
 		for _, p := range protos {
 			var rows []row
@@ -143,20 +145,22 @@ func printTable(w io.Writer, files []string, order string) error {
 	fmt.Fprintln(w, "growth from before the clients connected to the end of the window, divided by the clients held (origin not")
 	fmt.Fprintln(w, "counted). An idle workload shows its CPU seconds in the window instead. The proto column is the clients'")
 	fmt.Fprintln(w, "protocol, with the streams sharing each connection after ×; \"N conns not h2\" (or h3, http/1.1) counts")
-	fmt.Fprintln(w, "connections that did not negotiate it, whose streams failed.")
+	fmt.Fprintln(w, "connections that did not negotiate it, whose streams failed. Bytes per event is what came over the wire")
+	fmt.Fprintln(w, "to the clients (after TLS and HTTP/1.1 de-chunking, before decompression) per event delivered, with the")
+	fmt.Fprintln(w, "Content-Encoding the clients got when it was not identity.")
 	return nil
 }
 
 // tableHead is the table's heading row; bench/run.sh prints it too.
-const tableHead = "| workload | system | proto | clients held | p50 latency | p99 latency | max | server CPU s per 1M deliveries | RSS per client | origin connections | lost events |"
+const tableHead = "| workload | system | proto | clients held | p50 latency | p99 latency | max | server CPU s per 1M deliveries | RSS per client | origin connections | lost events | bytes per event |"
 
 // printRows prints the rows of one workload and protocol, then the ratios
 // of the first system to each other one.
 func printRows(w io.Writer, rows []row) {
 	for _, r := range rows {
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			r.workloadCell(), r.system, r.protoCell(), r.heldCell(), r.latencyCell(r.p50), r.latencyCell(r.p99), r.latencyCell(r.max),
-			r.cpuCell(), kib(r.rssPerClient), r.originCell(), r.lostCell())
+			r.cpuCell(), kib(r.rssPerClient), r.originCell(), r.lostCell(), r.wireCell())
 	}
 	for _, b := range rows[min(1, len(rows)):] {
 		a := rows[0]
@@ -170,8 +174,9 @@ func printRows(w io.Writer, rows []row) {
 			}
 			return ratio(x, y)
 		}
-		fmt.Fprintf(w, "| %s | **%s ÷ %s** | %s | | | %s | %s | %s | %s | | |\n",
-			a.workload, a.system, b.system, a.proto, lat(a.p99, b.p99), lat(a.max, b.max), cpu, ratio(a.rssPerClient, b.rssPerClient))
+		fmt.Fprintf(w, "| %s | **%s ÷ %s** | %s | | | %s | %s | %s | %s | | | %s |\n",
+			a.workload, a.system, b.system, a.proto, lat(a.p99, b.p99), lat(a.max, b.max), cpu, ratio(a.rssPerClient, b.rssPerClient),
+			ratio(a.wirePerEvent, b.wirePerEvent))
 	}
 }
 
@@ -206,6 +211,20 @@ func summarize(workload string, proto protoKey, system string, rs []*report) row
 	r.originPerM = med(func(x *report) float64 { _, o, _ := x.costs(); return o.CPUPerMillion })
 	r.publisherPerM = med(func(x *report) float64 { _, _, p := x.costs(); return p.CPUPerMillion })
 	r.rssPerClient = med(func(x *report) float64 { s, _, _ := x.costs(); return s.RSSPerClientKiB })
+	r.wirePerEvent = med(func(x *report) float64 {
+		if x.Events.WirePerEvent == 0 {
+			return math.NaN() // not counted, or nothing delivered
+		}
+		return x.Events.WirePerEvent
+	})
+	for _, x := range rs {
+		for enc := range x.Encodings {
+			if enc != "identity" && !slices.Contains(r.encodings, enc) {
+				r.encodings = append(r.encodings, enc)
+			}
+		}
+	}
+	slices.Sort(r.encodings)
 	r.originConns = med(func(x *report) float64 {
 		if v, ok := x.Origin["connections"].(float64); ok {
 			return v
@@ -297,6 +316,18 @@ func (r row) lostCell() string {
 		return "—"
 	}
 	return fmt.Sprintf("%.0f", r.lost)
+}
+
+// wireCell is the bytes per event, with the encodings the clients got.
+func (r row) wireCell() string {
+	if math.IsNaN(r.wirePerEvent) {
+		return "—"
+	}
+	s := fmt.Sprintf("%.0f", r.wirePerEvent)
+	if len(r.encodings) > 0 {
+		s += " (" + strings.Join(r.encodings, ", ") + ")"
+	}
+	return s
 }
 
 func kib(v float64) string {

@@ -13,6 +13,12 @@
 //
 //	go run -C bench ./sseorigin -listen 127.0.0.1:9000 -rate 10 -size 256
 //
+// With -payload json, the padding is a JSON document instead: an order
+// update of a made-up shop, about -size bytes (at least its fixed part,
+// 400 to 800 bytes), whose field names repeat and whose values vary as an
+// application's do, so that compression meets what it would in
+// production (sseorigin.NewStampedJSON).
+//
 // Every path serves the stream, except /stats, which reports the number of
 // open event-stream connections as JSON. The origin takes no requests but
 // GET: with -publish it does not listen at all, and POSTs each event's data
@@ -32,6 +38,7 @@
 //	-h3       with -tls-cert, also serve HTTP/3 on the same port (UDP)
 //	-rate     events per second (default 10; 0 sends none)
 //	-size     bytes per event on the wire, id and data lines included (default 256)
+//	-payload  padding (x…, the default) or json (a JSON document after the stamp)
 //	-queue    events a connection may fall behind before it is dropped (default 1024)
 //	-history  events kept for Last-Event-ID (default 1024)
 //	-publish  URL to POST each event's data to, instead of serving
@@ -63,6 +70,7 @@ func main() {
 	addr := flag.String("listen", "127.0.0.1:9000", "`address` to listen on")
 	rate := flag.Float64("rate", 10, "events per `second`; 0 sends none")
 	size := flag.Int("size", 256, "`bytes` per event on the wire, id and data lines included")
+	payload := flag.String("payload", "padding", "what fills an event after its stamp: `padding` (x…) or json (a JSON document of -size bytes)")
 	queue := flag.Int("queue", 1024, "`events` a connection may fall behind before it is dropped")
 	history := flag.Int("history", 1024, "`events` kept for Last-Event-ID")
 	publish := flag.String("publish", "", "`URL` to POST each event's data to, instead of serving")
@@ -73,6 +81,9 @@ func main() {
 	flag.Parse()
 	if *rate < 0 || *size < 0 || *queue < 1 || *history < 0 {
 		log.Fatal("sseorigin: -rate and -size must not be negative, -queue must be at least 1, -history not negative")
+	}
+	if *payload != "padding" && *payload != "json" {
+		log.Fatal("sseorigin: -payload must be padding or json")
 	}
 	if (*certFile == "") != (*keyFile == "") || (*h3 && *certFile == "") {
 		log.Fatal("sseorigin: -tls-cert and -tls-key go together, and -h3 needs them")
@@ -86,7 +97,7 @@ func main() {
 		defer cancel()
 	}
 
-	c := clock{rate: *rate, size: *size}
+	c := clock{rate: *rate, size: *size, json: *payload == "json"}
 	if *rate > 0 {
 		c.interval = time.Duration(float64(time.Second) / *rate)
 	}
@@ -152,12 +163,17 @@ type clock struct {
 	rate     float64
 	interval time.Duration // 1/rate; 0 when rate is 0
 	size     int
+	json     bool // JSON documents instead of padding
 }
 
 // run publishes a stamped event every interval until ctx ends.
 func (c clock) run(ctx context.Context, publish func(*sseorigin.Stamped)) {
 	sseorigin.RunClock(ctx, c.interval, func(seq uint64) {
-		publish(sseorigin.NewStamped(seq, time.Now(), c.size))
+		if c.json {
+			publish(sseorigin.NewStampedJSON(seq, time.Now(), c.size))
+		} else {
+			publish(sseorigin.NewStamped(seq, time.Now(), c.size))
+		}
 	})
 }
 

@@ -4,6 +4,7 @@ package main
 // for it) and -h3 HTTP/3, on 127.0.0.1.
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -127,5 +128,26 @@ func TestServeTLSAndH3(t *testing.T) {
 		}
 		resp.Body.Close()
 		done()
+	}
+}
+
+func TestClockJSONPayload(t *testing.T) {
+	for _, json := range []bool{false, true} {
+		c := clock{rate: 1000, interval: time.Millisecond, size: 1024, json: json}
+		ctx, cancel := context.WithCancel(t.Context())
+		var got []*sseorigin.Stamped
+		c.run(ctx, func(ev *sseorigin.Stamped) {
+			got = append(got, ev)
+			if len(got) == 3 {
+				cancel()
+			}
+		})
+		for _, ev := range got {
+			wire := ev.AppendWire(nil, "/events")
+			isJSON := bytes.Contains(ev.Data(), []byte(` {"event":"order.`))
+			if isJSON != json || len(wire) > 1024 || len(wire) < 1000 {
+				t.Errorf("json %v: event %d is %d bytes: %.80q…", json, ev.Seq(), len(wire), wire)
+			}
+		}
 	}
 }

@@ -1,0 +1,240 @@
+package ssefanout
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// This file compresses each frame once per stream, not once per client.
+//
+// Pieces compressed independently lose what a per-client compressor
+// gains from the events before each one (similar JSON events compress about
+// twice as well in a stream as alone). So each stream keeps, per encoding
+// that its clients use, a chain: one compressor that compresses every frame
+// after the ones before it, as a per-client compressor would, and flushes
+// it. A frame's piece in the chain is only valid for a client whose
+// decoder holds exactly what the chain's compressor held: that client must
+// have been sent every piece of the chain's current segment, from the
+// segment's first, and nothing in between. Such a client follows the
+// chain; it is sent each frame as a piece of the chain, shared by every
+// client that follows it.
+//
+// A client that does not follow the chain (it joined mid-segment, or was
+// sent a piece of its own: its retry time, its cursor priming, a
+// keepalive, its catch-up) is sent frames compressed on their own, made
+// once per frame when a client first needs them, until the chain begins a
+// new segment: the compressor restarts, forgetting what came before, so
+// that every client can follow it from its first piece. A restart costs
+// every follower one frame compressed as if alone, so it comes when the
+// frames sent on their own since the segment began outnumber the chain's
+// clients, or a client has waited maxSegmentWait frames, or every client
+// was just sent a piece of its own (a keepalive round, a new retry time).
+
+// maxSegmentWait is the most frames a client waits, outside its stream's
+// chain, for a new segment to begin.
+const maxSegmentWait = 32
+
+// framePack is a frame's compressed forms in one encoding. The chain piece
+// is made before the frame is published, the piece on its own when a
+// client first needs it, under the ring's read lock (aloneOf).
+type framePack struct {
+	chain   []byte // the frame as a piece of its stream's chain; nil when no client used the encoding
+	segment uint64 // the chain segment it belongs to
+	first   bool   // it begins its segment
+	once    sync.Once
+	alone   []byte // the frame compressed on its own
+}
+
+// framePacks are a frame's compressed forms, by encoding.
+type framePacks [numEncodings]framePack
+
+// packedBytes is how many bytes f's chain pieces take: they count toward
+// buffer_bytes from when f is pushed.
+func (f *frame) packedBytes() int {
+	if f.packs == nil {
+		return 0
+	}
+	n := 0
+	for i := range f.packs {
+		n += len(f.packs[i].chain)
+	}
+	return n
+}
+
+// lateBytes is how many bytes f's pieces on their own take: they count
+// toward buffer_bytes from when they are made. The ring's write lock must
+// be held, so that none is being made.
+func (f *frame) lateBytes() int64 {
+	if f.packs == nil {
+		return 0
+	}
+	n := 0
+	for i := range f.packs {
+		n += len(f.packs[i].alone)
+	}
+	return int64(n)
+}
+
+// aloneOf returns f compressed on its own in enc, making it the first time.
+// The ring's read lock must be held, with f in the ring: eviction, under
+// the write lock, then counts what it made (lateBytes).
+func (fp *framePack) aloneOf(f *frame, enc *encoding, r *ring) []byte {
+	fp.once.Do(func() {
+		fp.alone = enc.alone(nil, f.bytes)
+		r.late.Add(int64(len(fp.alone)))
+	})
+	return fp.alone
+}
+
+// chains are a stream's compression: its chain per encoding.
+type chains struct {
+	// restartAll is set when every client was just sent a piece of its
+	// own, so that the next frame begins new segments, which they follow
+	// at once.
+	restartAll atomic.Bool
+	of         [numEncodings]chain
+}
+
+// chain is a stream's chain in one encoding.
+type chain struct {
+	users   atomic.Int64 // the stream's clients in this encoding
+	waiting atomic.Int64 // frames sent on their own since the segment began
+
+	// The upstream reader's, in pack.
+	comp    chainCompressor // nil while no client uses the encoding
+	segment uint64          // the current segment, from 1
+	frames  int             // frames in the current segment
+}
+
+// pack compresses f into the chain of every encoding that the stream's
+// clients use, beginning new segments as the rule above says, and releases
+// the compressor of a chain that no client uses any more. Only publish
+// calls it, before f is pushed: the chain's pieces are exactly the frames
+// its clients are sent, in their order.
+func (cs *chains) pack(f *frame) {
+	restartAll := cs.restartAll.Swap(false)
+	for i := range cs.of {
+		ch := &cs.of[i]
+		users := ch.users.Load()
+		if users == 0 {
+			if ch.comp != nil {
+				ch.comp.release()
+				ch.comp = nil
+			}
+			continue
+		}
+		if f.packs == nil {
+			f.packs = new(framePacks)
+		}
+		fp := &f.packs[i]
+		waiting := ch.waiting.Load()
+		switch {
+		case ch.comp == nil:
+			ch.comp = encodings[i].newChain()
+		case restartAll, waiting > 0 && (waiting >= users || ch.frames >= maxSegmentWait):
+			ch.comp.restart()
+		default:
+			fp.segment = ch.segment
+			fp.chain = ch.comp.add(make([]byte, 0, pieceRoom(f)), f.bytes)
+			ch.frames++
+			continue
+		}
+		ch.segment++
+		ch.frames = 1
+		ch.waiting.Store(0)
+		fp.segment, fp.first = ch.segment, true
+		fp.chain = ch.comp.add(make([]byte, 0, pieceRoom(f)), f.bytes)
+	}
+}
+
+// pieceRoom is room enough for most pieces of f in one allocation: an
+// event compresses to a third of its size or less, plus its block headers.
+func pieceRoom(f *frame) int { return len(f.bytes)/2 + 64 }
+
+// packer compresses what one client is sent, in its encoding: its frames
+// as pieces of the stream's chain while it follows it, else on their own,
+// and its own pieces on their own. Like the rest of what a client was last
+// sent, it is used by one writer at a time.
+type packer struct {
+	enc   *encoding
+	chain *chain // the stream's chain in enc
+	ring  *ring  // the stream's, whose read lock guards frames' pieces on their own
+
+	begun   bool   // enc.head was sent
+	segment uint64 // the chain segment the client follows; 0: none
+	at      uint64 // seq of the last frame it was sent of that segment
+}
+
+// newPacker returns the packer of a client of the stream in enc, counted
+// as a user of its chain until release; nil if enc is nil.
+func (cs *chains) newPacker(enc *encoding, r *ring) *packer {
+	if enc == nil {
+		return nil
+	}
+	ch := &cs.of[enc.index]
+	ch.users.Add(1)
+	return &packer{enc: enc, chain: ch, ring: r}
+}
+
+// encoding is what c's stream is compressed in; nil: none.
+func (c *client) encoding() *encoding {
+	if c.pack == nil {
+		return nil
+	}
+	return c.pack.enc
+}
+
+// release counts the client out of its chain's users.
+func (p *packer) release() { p.chain.users.Add(-1) }
+
+// frame appends f: as a piece of the chain when the client follows it (or
+// can begin to, at a segment's first piece), else compressed on its own.
+// The ring's read lock must be held, with f in the ring.
+func (p *packer) frame(out []byte, f *frame) []byte {
+	out = p.begin(out)
+	if f.packs == nil { // published while the stream had no compressed client
+		return p.own(out, f.bytes)
+	}
+	fp := &f.packs[p.enc.index]
+	if fp.chain != nil && (fp.first || fp.segment == p.segment && f.seq == p.at+1) {
+		if fp.first {
+			out = p.leave(out)
+		}
+		p.segment, p.at = fp.segment, f.seq
+		return append(out, fp.chain...)
+	}
+	out = p.leave(out)
+	p.chain.waiting.Add(1)
+	return append(out, fp.aloneOf(f, p.enc, p.ring)...)
+}
+
+// own appends a piece of the client's own, compressed on its own.
+func (p *packer) own(out, plain []byte) []byte {
+	out = p.leave(p.begin(out))
+	return p.enc.alone(out, plain)
+}
+
+// keepalive appends a ": keepalive" comment, compressed on its own.
+func (p *packer) keepalive(out []byte) []byte {
+	out = p.leave(p.begin(out))
+	return append(out, p.enc.keepalive()...)
+}
+
+// begin appends the encoding's head before the client's first piece.
+func (p *packer) begin(out []byte) []byte {
+	if p.begun {
+		return out
+	}
+	p.begun = true
+	return append(out, p.enc.head...)
+}
+
+// leave appends what ends the segment the client follows, if it follows
+// one: what comes next does not follow it.
+func (p *packer) leave(out []byte) []byte {
+	if p.segment == 0 {
+		return out
+	}
+	p.segment = 0
+	return append(out, p.enc.tail...)
+}
