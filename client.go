@@ -209,7 +209,9 @@ func (c *client) next(out []byte, limit int) (_ []byte, more bool, err error) {
 	}
 	quiet := !more && n == 0 && len(out) == start && c.keepaliveDue()
 	if c.filter != nil && !more {
-		out = c.filter.settle(out, c.ring, seq, cfg.buffer, quiet)
+		if id, send := c.filter.settle(c.ring, seq, cfg.buffer, quiet); send {
+			out = c.appendIDBlock(out, id)
+		}
 	}
 	c.ring.mu.RUnlock()
 	if seq != from {
@@ -288,6 +290,16 @@ func (c *client) appendFrame(out []byte, f *frame) []byte {
 		return c.pack.frame(out, f)
 	}
 	return append(out, f.bytes...)
+}
+
+// appendIDBlock appends an id-only block: it sets the client's
+// lastEventId to id and fires no event.
+func (c *client) appendIDBlock(out []byte, id string) []byte {
+	ev := sse.Event{ID: id}
+	if c.pack != nil {
+		return c.pack.own(out, sse.AppendEvent(nil, &ev, true))
+	}
+	return sse.AppendEvent(out, &ev, true)
 }
 
 // appendKeepalive appends a keepalive comment.

@@ -97,7 +97,8 @@ type chains struct {
 
 // chain is a stream's chain in one encoding.
 type chain struct {
-	users   atomic.Int64 // the stream's clients in this encoding
+	users   atomic.Int64 // the stream's clients in this encoding that may follow the chain
+	lone    atomic.Int64 // those that never follow it (filtered: they skip frames), and need frames on their own
 	waiting atomic.Int64 // frames sent on their own since the segment began
 
 	// The upstream reader's, in pack.
@@ -120,6 +121,9 @@ func (cs *chains) pack(f *frame) {
 			if ch.comp != nil {
 				ch.comp.release()
 				ch.comp = nil
+			}
+			if ch.lone.Load() > 0 && f.packs == nil {
+				f.packs = new(framePacks) // for its piece on its own, made when first needed
 			}
 			continue
 		}
@@ -159,6 +163,7 @@ type packer struct {
 	enc   *encoding
 	chain *chain // the stream's chain in enc
 	ring  *ring  // the stream's, whose read lock guards frames' pieces on their own
+	lone  bool   // it never follows the chain: a filtered client, which skips frames (filter.go)
 
 	begun   bool   // enc.head was sent
 	segment uint64 // the chain segment the client follows; 0: none
@@ -166,14 +171,19 @@ type packer struct {
 }
 
 // newPacker returns the packer of a client of the stream in enc, counted
-// as a user of its chain until release; nil if enc is nil.
-func (cs *chains) newPacker(enc *encoding, r *ring) *packer {
+// as a user of its chain until release, or, if lone, as one that needs
+// frames on their own; nil if enc is nil.
+func (cs *chains) newPacker(enc *encoding, r *ring, lone bool) *packer {
 	if enc == nil {
 		return nil
 	}
 	ch := &cs.of[enc.index]
-	ch.users.Add(1)
-	return &packer{enc: enc, chain: ch, ring: r}
+	if lone {
+		ch.lone.Add(1)
+	} else {
+		ch.users.Add(1)
+	}
+	return &packer{enc: enc, chain: ch, ring: r, lone: lone}
 }
 
 // encoding is what c's stream is compressed in; nil: none.
@@ -185,7 +195,13 @@ func (c *client) encoding() *encoding {
 }
 
 // release counts the client out of its chain's users.
-func (p *packer) release() { p.chain.users.Add(-1) }
+func (p *packer) release() {
+	if p.lone {
+		p.chain.lone.Add(-1)
+	} else {
+		p.chain.users.Add(-1)
+	}
+}
 
 // frame appends f: as a piece of the chain when the client follows it (or
 // can begin to, at a segment's first piece), else compressed on its own.
@@ -196,6 +212,11 @@ func (p *packer) frame(out []byte, f *frame) []byte {
 		return p.own(out, f.bytes)
 	}
 	fp := &f.packs[p.enc.index]
+	if p.lone {
+		// It skips frames, so it cannot follow the chain, and waits for
+		// no segment: its frames' pieces on their own are shared.
+		return append(out, fp.aloneOf(f, p.enc, p.ring)...)
+	}
 	if fp.chain != nil && (fp.first || fp.segment == p.segment && f.seq == p.at+1) {
 		if fp.first {
 			out = p.leave(out)

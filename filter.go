@@ -1,10 +1,6 @@
 package ssefanout
 
-import (
-	"sync/atomic"
-
-	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
-)
+import "sync/atomic"
 
 // This file is the event-type filter a client may choose (filter_param):
 // which frames the client is sent, and how its EventSource's lastEventId
@@ -97,25 +93,26 @@ func (cf *clientFilter) idStale(r *ring, buffer int) bool {
 	return r.tail > 1 && idAt < r.tail+(r.head-r.tail)/2
 }
 
-// settle appends, once the client has been handed the frames up to seq,
-// an id-only block with the stream's last event ID after seq, when the
-// client's lastEventId differs from it and is stale (idStale), or a
-// keepalive is due (force). The ring's lock must be held.
-func (cf *clientFilter) settle(out []byte, r *ring, seq uint64, buffer int, force bool) []byte {
+// settle reports, once the client has been handed the frames up to seq,
+// whether it is to be sent an id-only block (client.appendIDBlock), and
+// with which id: the stream's last event ID after seq, when the client's
+// lastEventId differs from it and is stale (idStale), or a keepalive is
+// due (force). The ring's lock must be held.
+func (cf *clientFilter) settle(r *ring, seq uint64, buffer int, force bool) (id string, send bool) {
 	f := r.get(seq)
 	if f == nil {
-		return out
+		return "", false
 	}
 	if !f.carriesID || f.id == cf.lastID {
 		cf.idAt.Store(seq) // the client's lastEventId is the stream's after seq
-		return out
+		return "", false
 	}
 	if !force && !cf.idStale(r, buffer) {
-		return out
+		return "", false
 	}
 	cf.lastID = f.id
 	cf.idAt.Store(seq)
-	return sse.AppendEvent(out, &sse.Event{ID: f.id}, true)
+	return f.id, true
 }
 
 // passOver moves the cursor of c, which has been handed every frame

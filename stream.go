@@ -146,7 +146,7 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}
 	c := newClient(s.ring, &s.signals, &s.hub.settings, s.hub.metrics)
 	c.asTier(sr.via)
 	c.stop = stop
-	c.pack = s.chains.newPacker(sr.encoding, s.ring)
+	c.pack = s.chains.newPacker(sr.encoding, s.ring, sr.filter != nil)
 	select {
 	case <-stop:
 		// Its config was unloaded as it joined: endClientsOf has passed
