@@ -30,30 +30,30 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	sse_fanout [<matcher>] <upstream-base-url> {
-//	    heartbeat      <duration>|off
-//	    retry          <duration>
-//	    buffer         <count>
-//	    buffer_bytes   <size>
-//	    rewind         <count>
-//	    header_up      <name> <value>
-//	    client_queue   <count>
-//	    idle_close     <duration>
-//	    max_clients    <count>
-//	    max_event_size <size>
-//	    catch_up       on|off
-//	    prime_cursor   on|off
-//	    detach         on|off
-//	    stale_event    <name>
-//	    key            <template...>
+//	    heartbeat        <duration>|off
+//	    retry            <duration>
+//	    retry_jitter     <percent>
+//	    buffer           <count>
+//	    buffer_bytes     <size>
+//	    rewind           <count>
+//	    filter_param     <name>
+//	    cors             <origins...>
+//	    header_up        <name> <value>
+//	    key              <template...>
 //	    key_ignore_query <names...>
-//	    filter_param   <name>
-//	    cors           <origins...>
-//	    max_streams    <count>|off
-//	    max_catch_ups  <per-stream> [<per-handler>]
+//	    client_queue     <count>
+//	    idle_close       <duration>
+//	    max_clients      <count>
+//	    max_streams      <count>|off
+//	    max_catch_ups    <per-stream> [<per-handler>]
+//	    max_event_size   <size>
 //	    upstream_timeout <duration>|off
-//	    retry_jitter   <percent>
-//	    compress       <encodings...>|off
-//	    node_id        <name>
+//	    catch_up         on|off
+//	    prime_cursor     on|off
+//	    stale_event      <name>
+//	    detach           on|off
+//	    compress         <encodings...>|off
+//	    node_id          <name>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
