@@ -64,6 +64,7 @@ type stream struct {
 	// Lock order: mu, then ring.mu.
 	mu        sync.RWMutex                  // guards the fields below
 	clients   map[*client]struct{}          // those served in their request goroutines
+	woken     []*client                     // publish's list of clients to wake, kept between events
 	shards    []*writerShard                // the shared writers of detached clients
 	detached  int                           // how many clients the shards serve
 	idleTimer *time.Timer                   // set while the stream has no client
@@ -309,6 +310,7 @@ func (s *stream) publish(f *frame) {
 	s.mu.Lock()
 	s.ring.mu.Lock()
 	s.ring.push(f)
+	woken := s.woken[:0]
 	for c := range s.clients {
 		if c.catchingUp {
 			continue // it reads from the origin until it splices in
@@ -321,9 +323,16 @@ func (s *stream) publish(f *frame) {
 			delete(s.clients, c)
 			continue
 		}
-		c.wake()
+		woken = append(woken, c)
 	}
 	s.ring.mu.Unlock()
+	// Woken only now: a writer that woke while the ring was locked for
+	// writing would park again on its read lock, a second switch per event.
+	for _, c := range woken {
+		c.wake()
+	}
+	clear(woken)
+	s.woken = woken[:0]
 	s.hub.metrics.countFiltered(passedOver)
 	s.received++
 	for _, sh := range s.shards {
