@@ -38,7 +38,7 @@ func addClient(s *stream) *client {
 }
 
 // counterValue reads the named metric of an upstream.
-func counterValue(t *testing.T, upstream string, name string) float64 {
+func counterValue(t testing.TB, upstream string, name string) float64 {
 	t.Helper()
 	m := newUpstreamMetrics(upstream)
 	collector, ok := map[string]prometheus.Collector{

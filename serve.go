@@ -14,31 +14,95 @@ import (
 
 // ServeHTTP serves a GET request as a client of its stream and hands any
 // other request to next.
+//
+// Everything before the client's live events (finding its stream, the
+// head of its response, its catch-up and replay, detaching) runs on a
+// goroutine of its own, start's, and the request goroutine only waits for
+// it, then writes the live events. A client served in its request
+// (HTTP/2, HTTP/3) keeps its request goroutine for as long as it stays,
+// and Caddy's handler chain leaves little of that goroutine's first 8 KiB
+// of stack: any deeper call of ours would double the stack, for as long
+// as the client stays (README, Where we stand). start's goroutine ends
+// with start, and its stack with it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if r.Method != http.MethodGet {
 		return next.ServeHTTP(w, r)
 	}
+	var l live
+	var err error
+	onOwnStack(func() { l, err = h.start(w, r) })
+	if l.rw == nil {
+		return err
+	}
+	err = l.rw.serve(r.Context(), l.c)
+	l.c.abort.Store(nil)
+	l.s.leave(l.c, false)
+	return h.ended(l.s, r, err)
+}
+
+// live is a client that start leaves to its request goroutine, to be
+// written its live events by rw.
+type live struct {
+	s  *stream
+	c  *client
+	rw *respWriter
+}
+
+// onOwnStack runs f on a goroutine of its own and waits for it. A panic
+// in f is raised again in the caller, as if f had run there.
+func onOwnStack(f func()) {
+	done := make(chan any, 1)
+	go func() {
+		defer func() { done <- recover() }()
+		f()
+	}()
+	if p := <-done; p != nil {
+		panic(p)
+	}
+}
+
+// start admits r as a client of its stream and sends it everything before
+// its live events. It returns the client if its request goroutine is to
+// write its live events; otherwise what ServeHTTP returns: the request was
+// refused, the client has ended, or it was detached.
+func (h *Handler) start(w http.ResponseWriter, r *http.Request) (live, error) {
+	s, c, err := h.admit(w, r)
+	if s == nil {
+		return live{}, err
+	}
+	rw, err := h.startStream(w, r, s, c)
+	if rw == nil {
+		return live{}, h.ended(s, r, err)
+	}
+	return live{s: s, c: c, rw: rw}, nil
+}
+
+// admit finds r's stream and joins it as a new client, or answers r with a
+// refusal: then it returns a nil stream, and the error for Caddy, if any.
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (*stream, *client, error) {
 	w.Header().Add("Via", h.cfg.via)
 	if h.cors != nil {
 		h.cors.apply(w.Header(), r) // on refusals too, so that the page sees them
 	}
 	sr, err := h.requests.streamRequestOf(r)
 	if err != nil {
-		return caddyhttp.Error(http.StatusBadRequest, err)
+		return nil, nil, caddyhttp.Error(http.StatusBadRequest, err)
 	}
 	sr.encoding = h.encodingFor(w, r)
 	h.reg.adopt(h.cfg, h.gen) // this handler's config is running
 	s, c, err := h.reg.join(sr, h.stop)
 	switch {
+	case err == nil:
+		return s, c, nil
 	case errors.Is(err, errOriginStopped):
 		w.WriteHeader(http.StatusNoContent) // as the origin said: browsers stop
-		return nil
+		return nil, nil, nil
 	case errors.Is(err, errLoop):
 		h.reg.metrics.refusedLoop.Inc()
 		if ce := h.logger.Check(zap.DebugLevel, "client refused"); ce != nil {
 			ce.Write(zap.String("stream", sr.label), zap.Error(err))
 		}
-		return caddyhttp.Error(http.StatusLoopDetected, err)
+		return nil, nil, caddyhttp.Error(http.StatusLoopDetected, err)
 	case errors.Is(err, errStreamFull), errors.Is(err, errTooManyStreams):
 		if errors.Is(err, errStreamFull) {
 			h.reg.metrics.refusedFull.Inc()
@@ -49,29 +113,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if ce := h.logger.Check(zap.DebugLevel, "client refused"); ce != nil {
 			ce.Write(zap.String("stream", sr.label), zap.Error(err))
 		}
-		return caddyhttp.Error(http.StatusServiceUnavailable, err)
-	case err != nil:
-		return caddyhttp.Error(http.StatusServiceUnavailable, err)
+		return nil, nil, caddyhttp.Error(http.StatusServiceUnavailable, err)
+	default:
+		return nil, nil, caddyhttp.Error(http.StatusServiceUnavailable, err)
 	}
-	err = h.serveStream(w, r, s, c)
-	switch {
-	case errors.Is(err, errResponseBuffered):
-		return caddyhttp.Error(http.StatusInternalServerError, err)
-	case errors.Is(err, errSlowClient):
-		h.logger.Warn("slow client cut", zap.String("stream", sr.label), zap.String("remote_addr", r.RemoteAddr))
-	case err != nil:
-		if ce := h.logger.Check(zap.DebugLevel, "client ended"); ce != nil {
-			ce.Write(zap.String("stream", sr.label), zap.Error(err))
-		}
-	}
-	return nil
 }
 
-// serveStream answers c's request with its event stream: the head, what its
-// cursor asks for, then its frames as they come, from this goroutine or,
-// once detached, from a shared writer. It returns why c ended, unless it
-// was detached.
-func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, s *stream, c *client) error {
+// startStream answers c's request with the start of its event stream: the
+// head, what its cursor asks for and its replay. It returns c's writer if
+// c is to be written its live events in its request. Otherwise c has left
+// s, and the error says why, unless it was detached: a shared writer
+// serves it from now on.
+func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream, c *client) (*respWriter, error) {
 	header := w.Header()
 	header.Set("Content-Type", "text/event-stream")
 	header.Set("Cache-Control", "no-cache")
@@ -92,31 +145,46 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, s *stream,
 	if err := rc.Flush(); err != nil {
 		s.leave(c, false)
 		h.logger.Error("response cannot be flushed, so events cannot stream", zap.Error(err))
-		return nil
+		return nil, nil
 	}
 	if responseBuffered(w) {
 		// The head has not reached the client, and would not before the
 		// response ends: a stream that never ends would be held in memory.
 		s.leave(c, false)
 		h.logger.Error("a handler before sse_fanout buffers the response, so events cannot stream; remove it from this route (log_append with {http.response.body}, or intercept that handles every response)")
-		return errResponseBuffered
+		return nil, errResponseBuffered
 	}
 
 	past := passesThrough(w, r, c.encoding())
 	rw := newRespWriter(w, rc, h.cfg.writeTimeout, past, c)
-	// Whatever follows, the writer and the response it holds are not the
-	// client's once this returns: a detached client must not keep them.
-	defer c.abort.Store(nil)
 	err := s.resume(r.Context(), c, rw)
 	if err == nil {
-		err = rw.send(c) // the replay, in this goroutine
+		err = rw.send(c) // the replay
 	}
-	if err == nil && mayDetach && past && detach(w, s, c) {
-		return nil // the client is served by a shared writer from now on
+	if err == nil && !(mayDetach && past && detach(w, s, c)) {
+		return rw, nil
 	}
-	if err == nil {
-		err = rw.serve(r.Context(), c)
+	// The writer and the response it holds are not the client's any
+	// more: a detached client must not keep them.
+	c.abort.Store(nil)
+	if err != nil {
+		s.leave(c, false)
 	}
-	s.leave(c, false)
-	return err
+	return nil, err
+}
+
+// ended logs why a client of s, served for r, ended, and turns that into
+// what ServeHTTP returns.
+func (h *Handler) ended(s *stream, r *http.Request, err error) error {
+	switch {
+	case errors.Is(err, errResponseBuffered):
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	case errors.Is(err, errSlowClient):
+		h.logger.Warn("slow client cut", zap.String("stream", s.label), zap.String("remote_addr", r.RemoteAddr))
+	case err != nil:
+		if ce := h.logger.Check(zap.DebugLevel, "client ended"); ce != nil {
+			ce.Write(zap.String("stream", s.label), zap.Error(err))
+		}
+	}
+	return nil
 }
