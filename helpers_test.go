@@ -4,6 +4,7 @@ package ssefanout
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -203,4 +204,27 @@ func rawDial(t *testing.T, base, path string, headers ...string) net.Conn {
 	}
 	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s\r\n", path, addr, extra.String())
 	return conn
+}
+
+// startHTTP2Caddy starts Caddy serving sse_fanout on origin over HTTPS,
+// with HTTP/2 and HTTP/1.1, and the subdirectives given (one per line,
+// none if empty). It returns the server's address and a client that speaks
+// HTTP/2 to it.
+func startHTTP2Caddy(t testing.TB, origin string, subdirectives string) (string, *http.Client) {
+	t.Helper()
+	port := testkit.FreePort(t)
+	block := ""
+	if subdirectives != "" {
+		block = " {\n\t\t" + strings.ReplaceAll(subdirectives, "\n", "\n\t\t") + "\n\t}"
+	}
+	testkit.StartWholeCaddyfile(t, testkit.TLSGlobalOptions("h1 h2")+fmt.Sprintf(
+		"https://127.0.0.1:%d {\n\tbind 127.0.0.1\n\ttls internal\n\tsse_fanout %s%s\n}\n", port, origin, block))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	testkit.WaitCertificate(t, addr)
+	tr := &http.Transport{
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
+		ForceAttemptHTTP2: true,
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return addr, &http.Client{Transport: tr}
 }

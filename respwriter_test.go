@@ -4,7 +4,6 @@ package ssefanout
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -281,20 +280,11 @@ func TestCompressedBroadcastAllocatesNothingPerClient(t *testing.T) {
 // leaves at once, not when some deadline fires.
 func TestStalledHTTP2ClientIsEndedAtOnce(t *testing.T) {
 	origin := testkit.NewOrigin(t)
-	port := testkit.FreePort(t)
-	testkit.StartWholeCaddyfile(t, testkit.TLSGlobalOptions("h1 h2")+fmt.Sprintf(
-		"https://127.0.0.1:%d {\n\tbind 127.0.0.1\n\ttls internal\n\tsse_fanout %s {\n\t\tclient_queue 600\n\t}\n}\n", port, origin.URL()))
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	testkit.WaitCertificate(t, addr)
-	tr := &http.Transport{
-		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
-		ForceAttemptHTTP2: true,
-	}
-	t.Cleanup(tr.CloseIdleConnections)
+	addr, client := startHTTP2Caddy(t, origin.URL(), "client_queue 600")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/stall", nil)
-	resp, err := (&http.Client{Transport: tr}).Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

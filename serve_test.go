@@ -3,7 +3,6 @@ package ssefanout
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"net/http"
 	"runtime"
@@ -61,17 +60,7 @@ func stackTop() []byte {
 func BenchmarkHTTP2ClientStack(b *testing.B) {
 	const n = 500
 	origin := testkit.NewOrigin(b)
-	port := testkit.FreePort(b)
-	testkit.StartWholeCaddyfile(b, testkit.TLSGlobalOptions("h1 h2")+fmt.Sprintf(
-		"https://127.0.0.1:%d {\n\tbind 127.0.0.1\n\ttls internal\n\tsse_fanout %s\n}\n", port, origin.URL()))
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	testkit.WaitCertificate(b, addr)
-	tr := &http.Transport{
-		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
-		ForceAttemptHTTP2: true,
-	}
-	b.Cleanup(tr.CloseIdleConnections)
-	client := &http.Client{Transport: tr}
+	addr, client := startHTTP2Caddy(b, origin.URL(), "")
 
 	var perClient float64
 	round := 0
