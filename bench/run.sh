@@ -77,6 +77,10 @@
 #                -payload); with json, SIZE defaults to 1024
 #   SIZE [the workload's]: bytes per event, for every workload (not
 #                caddyfloor's, which makes its own events)
+#   FLOOR_QUEUE [1024]: the events each client of direct and caddyfloor may
+#                fall behind (sseorigin -queue, sse_floor queue): a channel
+#                of that many 16-byte slots per client, which their memory
+#                per client includes; 16 makes them tighter memory floors
 #   ACCEPT_ENCODING [none]: the clients' Accept-Encoding (sseload
 #                -accept-encoding), for the systems that do not set their
 #                own (sse_fanout_*, encode_*), e.g. to see what sse_fanout
@@ -98,6 +102,8 @@ SCALE=${SCALE:-1}
 BIN=${BIN:-/tmp}
 PORT_BASE=${PORT_BASE:-19100}
 NGINX_WORKERS=${NGINX_WORKERS:-auto}
+FLOOR_QUEUE_SET=${FLOOR_QUEUE:-}
+FLOOR_QUEUE=${FLOOR_QUEUE:-1024}
 PROTO=${PROTO:-h1}
 STREAMS_PER_CONN=${STREAMS_PER_CONN:-1}
 PAYLOAD=${PAYLOAD:-padding}
@@ -237,14 +243,17 @@ make_cert() {
 		-addext "subjectAltName=IP:127.0.0.1" >>"$OUT/openssl.log" 2>&1
 }
 
-start_origin() { # rate size [tls]: with tls, the clients' protocol (direct)
+start_origin() { # rate size [direct]: with direct, it serves the clients, in their protocol, with FLOOR_QUEUE
 	port_free "$ORIGIN_PORT"
-	local tls=()
-	if [[ ${3:-} == tls && $PROTO != h1 ]]; then
-		tls=(-tls-cert "$CERT" -tls-key "$KEY")
-		[[ $PROTO == h3 ]] && tls+=(-h3) # its UDP socket is bound before TCP
+	local extra=()
+	if [[ ${3:-} == direct ]]; then
+		extra=(-queue "$FLOOR_QUEUE")
+		if [[ $PROTO != h1 ]]; then
+			extra+=(-tls-cert "$CERT" -tls-key "$KEY")
+			[[ $PROTO == h3 ]] && extra+=(-h3) # its UDP socket is bound before TCP
+		fi
 	fi
-	"$BIN/sseorigin" -listen "127.0.0.1:$ORIGIN_PORT" -rate "$1" -size "$2" -payload "$PAYLOAD" "${tls[@]}" >>"$OUT/origin.log" 2>&1 &
+	"$BIN/sseorigin" -listen "127.0.0.1:$ORIGIN_PORT" -rate "$1" -size "$2" -payload "$PAYLOAD" "${extra[@]}" >>"$OUT/origin.log" 2>&1 &
 	origin_pid=$!
 	started+=("$origin_pid")
 	wait_port "$ORIGIN_PORT"
@@ -316,6 +325,7 @@ start_caddy() { # system rate size
 			echo "	sse_floor {"
 			echo "		rate $2"
 			echo "		size $3"
+			echo "		queue $FLOOR_QUEUE"
 			echo "	}"
 			;;
 		esac
@@ -445,7 +455,7 @@ run_one() { # workload system round
 		pids="$server_pids,origin=$origin_pid"
 		;;
 	direct)
-		start_origin "$rate" "$size" tls
+		start_origin "$rate" "$size" direct
 		url="$SCHEME://127.0.0.1:$ORIGIN_PORT/events"
 		stats="$SCHEME://127.0.0.1:$ORIGIN_PORT/stats"
 		pids="server=$origin_pid"
@@ -529,7 +539,7 @@ done
 	echo "Code: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)${dirty:+ with uncommitted changes to: $dirty}"
 	echo "Command: PROTO=$PROTO STREAMS_PER_CONN=$STREAMS_PER_CONN ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP RAMP=$RAMP SCALE=$SCALE" \
 		"WORKLOADS=\"$WORKLOADS\" SYSTEMS=\"$SYSTEMS\"${FANOUT_OPTIONS:+ FANOUT_OPTIONS=\"$FANOUT_OPTIONS\"}" \
-		"PAYLOAD=$PAYLOAD${SIZE:+ SIZE=$SIZE}${ACCEPT_ENCODING:+ ACCEPT_ENCODING=\"$ACCEPT_ENCODING\"}" \
+		"PAYLOAD=$PAYLOAD${SIZE:+ SIZE=$SIZE}${FLOOR_QUEUE_SET:+ FLOOR_QUEUE=$FLOOR_QUEUE}${ACCEPT_ENCODING:+ ACCEPT_ENCODING=\"$ACCEPT_ENCODING\"}" \
 		"${CADDY_SERVER_OPTIONS:+CADDY_SERVER_OPTIONS=$(printf %q "$CADDY_SERVER_OPTIONS") }bench/run.sh"
 	echo
 	"$BIN/sseload" -table -order "$SYSTEMS" "$OUT"/*.json
