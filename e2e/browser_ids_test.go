@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -72,5 +73,139 @@ func TestBrowserResumesWithALastEventIDThatEndsInASpace(t *testing.T) {
 	}
 	if want := []string{"event 1", "event 2", "event 3", "event 4"}; !slices.Equal(seen, want) {
 		t.Errorf("the page saw %q, want %q: event 3, sent while the page was away, is lost", seen, want)
+	}
+}
+
+// TestBrowserKeepsThePrimedCursor checks in a real browser what cursor
+// priming relies on: the id-only block the proxy sends a joining client
+// sets the EventSource's last event ID without firing an event, so a
+// browser that is cut before any event resumes from there and loses
+// nothing.
+func TestBrowserKeepsThePrimedCursor(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	probe := newProbe(t, t.Name())
+	port := testkit.FreePort(t)
+	site := func(heartbeat string) string {
+		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port,
+			proxySite(t, t.Name(), origin.URL(), "retry 500ms\n\t\t\theartbeat "+heartbeat))
+	}
+	testkit.StartCaddyfile(t, site("1m"))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	up, _ := testkit.StartStream(t, origin, base+"/s/primed", 5) // ids 1..5, held in the buffer
+	tab := newBrowser(t)
+	fromBrowser := func(reqs []probeRequest) []probeRequest {
+		var out []probeRequest
+		for _, r := range reqs {
+			if strings.Contains(r.Header.Get("User-Agent"), "Chrome") && r.Status == http.StatusOK {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+
+	navigate(t, tab, recorderURL(base, nil, "/s/primed"))
+	waitPage(t, tab, "the page to open", `window.rec.some((e) => e.kind === "open")`)
+	testkit.LoadCaddyfile(t, testkit.GlobalOptions()+site("2m")) // cuts the browser before any event
+	waitPage(t, tab, "the cut", `window.rec.some((e) => e.kind === "error")`)
+	reqs := fromBrowser(probe.waitFor(t, "the browser's reconnect", func(reqs []probeRequest) bool {
+		return len(fromBrowser(reqs)) >= 2
+	}))
+	if got := reqs[1].Header.Get("Last-Event-ID"); got != "5" {
+		t.Errorf("the browser reconnected with Last-Event-ID %q, want 5: the primed cursor", got)
+	}
+	testkit.SendIDs(up, 6, 8)
+	waitPage(t, tab, "event 8", hasData("event 8"))
+	rec := pageRecord(t, tab)
+	if got := pageIDs(t, rec); !slices.Equal(got, seq(6, 8)) {
+		t.Errorf("the page saw ids %v, want 6..8: nothing before it joined, nothing twice\nrecord:\n%s", got, fmtRecord(rec))
+	}
+}
+
+// TestBrowserFirstCursorByQueryThenHeader opens the page's EventSource with
+// a last_event_id query parameter, the only cursor a browser can give on a
+// first connect. It must get the buffered events after that id; when it is
+// cut, it reconnects to the same URL, stale parameter included, with a
+// newer Last-Event-ID header, which must win: no duplicate.
+func TestBrowserFirstCursorByQueryThenHeader(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	probe := newProbe(t, t.Name())
+	port := testkit.FreePort(t)
+	site := func(heartbeat string) string {
+		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port,
+			proxySite(t, t.Name(), origin.URL(), "retry 300ms\n\t\t\theartbeat "+heartbeat))
+	}
+	testkit.StartCaddyfile(t, site("1m"))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	up, _ := testkit.StartStream(t, origin, base+"/s/query", 5)
+	tab := newBrowser(t)
+
+	navigate(t, tab, recorderURL(base, nil, "/s/query?last_event_id=3"))
+	waitPage(t, tab, "event 5", hasData("event 5"))
+	testkit.LoadCaddyfile(t, testkit.GlobalOptions()+site("2m"))
+	waitPage(t, tab, "the cut", `window.rec.some((e) => e.kind === "error")`)
+	testkit.SendIDs(up, 6, 8)
+	probe.waitFor(t, "the browser's reconnect", func(reqs []probeRequest) bool {
+		return len(reqs) >= 3 && reqs[len(reqs)-1].Status == http.StatusOK
+	})
+	testkit.SendIDs(up, 9, 10)
+	waitPage(t, tab, "event 10", hasData("event 10"))
+
+	rec := pageRecord(t, tab)
+	if got := pageIDs(t, rec); !slices.Equal(got, seq(4, 10)) {
+		t.Errorf("the page saw ids %v, want 4..10 once each\nrecord:\n%s", got, fmtRecord(rec))
+	}
+	last := probe.requests()[2]
+	if last.URI != "/s/query?last_event_id=3" || last.Header.Get("Last-Event-ID") != "5" {
+		t.Errorf("the browser reconnected to %s with Last-Event-ID %q, want the same URL with 5", last.URI, last.Header.Get("Last-Event-ID"))
+	}
+	if n := origin.Total.Load(); n != 1 {
+		t.Errorf("the origin saw %d requests, want 1", n)
+	}
+}
+
+// TestBrowserResumesWhenTheProxyLostItsBuffer reloads to a config with
+// another header_up, which makes a new registry: the proxy starts again
+// with an empty buffer, as after a restart. The browser comes back first,
+// with a Last-Event-ID the proxy no longer holds: the new stream's one
+// upstream connection must resume from it, and the page miss nothing.
+// (A client that finds the stream already open without its cursor is caught
+// up on a request of its own instead: TestCatchUpPastTheBuffer.)
+func TestBrowserResumesWhenTheProxyLostItsBuffer(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	probe := newProbe(t, t.Name())
+	port := testkit.FreePort(t)
+	site := func(generation int) string {
+		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port,
+			proxySite(t, t.Name(), origin.URL(), fmt.Sprintf("retry 300ms\n\t\t\theader_up X-Generation %d", generation)))
+	}
+	testkit.StartCaddyfile(t, site(1))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	tab := newBrowser(t)
+
+	navigate(t, tab, recorderURL(base, nil, "/s/catchup"))
+	probe.waitAnswered(t, 1)
+	first := origin.NextConn(t)
+	testkit.SendIDs(first, 1, 10)
+	waitPage(t, tab, "event 10", hasData("event 10"))
+
+	testkit.LoadCaddyfile(t, testkit.GlobalOptions()+site(2))
+	first.WaitClosed(t) // the old registry went, and its upstream connection
+	reqs := probe.waitAnswered(t, 2)
+	if got := reqs[1].Header.Get("Last-Event-ID"); got != "10" {
+		t.Fatalf("the browser reconnected with Last-Event-ID %q, want 10", got)
+	}
+	resumed := origin.NextConn(t)
+	if got := resumed.Header.Get("Last-Event-ID"); got != "10" {
+		t.Fatalf("the new stream's upstream asked with Last-Event-ID %q, want 10", got)
+	}
+	testkit.SendIDs(resumed, 11, 20)
+	waitPage(t, tab, "event 20", hasData("event 20"))
+
+	rec := pageRecord(t, tab)
+	if got := pageIDs(t, rec); !slices.Equal(got, seq(1, 20)) {
+		t.Errorf("the page saw ids %v, want 1..20 once each\nrecord:\n%s", got, fmtRecord(rec))
+	}
+	if n := origin.Total.Load(); n != 2 {
+		t.Errorf("the origin saw %d requests, want 2: one per generation, no catch-up", n)
 	}
 }
