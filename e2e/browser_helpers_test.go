@@ -189,6 +189,23 @@ func proxySite(t *testing.T, probe, origin, subdirectives string) string {
 	file_server`, probe, origin, subdirectives, browserPageDir(t))
 }
 
+// reloadableProxy starts Caddy with proxySite on a port of its own, with
+// the given sse_fanout subdirectives and a heartbeat of 1m, and returns its
+// base URL and a reload: the same site with a heartbeat of 2m, a config
+// change that ends the old config's clients, as any reload does.
+func reloadableProxy(t *testing.T, origin string, subdirectives ...string) (base string, reload func()) {
+	t.Helper()
+	port := testkit.FreePort(t)
+	site := func(heartbeat string) string {
+		subs := strings.Join(append(subdirectives, "heartbeat "+heartbeat), "\n\t\t\t")
+		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port, proxySite(t, t.Name(), origin, subs))
+	}
+	testkit.StartCaddyfile(t, site("1m"))
+	return fmt.Sprintf("http://127.0.0.1:%d", port), func() {
+		testkit.LoadCaddyfile(t, testkit.GlobalOptions()+site("2m"))
+	}
+}
+
 // directOrigin serves the recorder page and, under /s/, the test origin
 // itself, on a server of its own: the page then reads the origin without
 // the proxy, from the same web origin, as a browser pointed straight at

@@ -19,13 +19,7 @@ func resumeWithIDs(t *testing.T, ids [4]string) (header string, seen []string) {
 	t.Helper()
 	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
-	port := testkit.FreePort(t)
-	site := func(heartbeat string) string {
-		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port,
-			proxySite(t, t.Name(), origin.URL(), "retry 300ms\n\t\t\tcatch_up off\n\t\t\theartbeat "+heartbeat))
-	}
-	testkit.StartCaddyfile(t, site("1m"))
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	base, reload := reloadableProxy(t, origin.URL(), "retry 300ms", "catch_up off")
 	tab := newBrowser(t)
 
 	navigate(t, tab, recorderURL(base, nil, "/s/ids"))
@@ -35,7 +29,7 @@ func resumeWithIDs(t *testing.T, ids [4]string) (header string, seen []string) {
 	send(0)
 	send(1)
 	waitPage(t, tab, "event 2", hasData("event 2"))
-	testkit.LoadCaddyfile(t, testkit.GlobalOptions()+site("2m"))
+	reload()
 	waitPage(t, tab, "the cut", `window.rec.some((e) => e.kind === "error")`)
 	send(2) // while the page is away: into the buffer
 	reqs := probe.waitAnswered(t, 2)
@@ -84,13 +78,7 @@ func TestBrowserResumesWithALastEventIDThatEndsInASpace(t *testing.T) {
 func TestBrowserKeepsThePrimedCursor(t *testing.T) {
 	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
-	port := testkit.FreePort(t)
-	site := func(heartbeat string) string {
-		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port,
-			proxySite(t, t.Name(), origin.URL(), "retry 500ms\n\t\t\theartbeat "+heartbeat))
-	}
-	testkit.StartCaddyfile(t, site("1m"))
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	base, reload := reloadableProxy(t, origin.URL(), "retry 500ms")
 	up, _ := testkit.StartStream(t, origin, base+"/s/primed", 5) // ids 1..5, held in the buffer
 	tab := newBrowser(t)
 	fromBrowser := func(reqs []probeRequest) []probeRequest {
@@ -105,7 +93,7 @@ func TestBrowserKeepsThePrimedCursor(t *testing.T) {
 
 	navigate(t, tab, recorderURL(base, nil, "/s/primed"))
 	waitPage(t, tab, "the page to open", `window.rec.some((e) => e.kind === "open")`)
-	testkit.LoadCaddyfile(t, testkit.GlobalOptions()+site("2m")) // cuts the browser before any event
+	reload() // cuts the browser before any event
 	waitPage(t, tab, "the cut", `window.rec.some((e) => e.kind === "error")`)
 	reqs := fromBrowser(probe.waitFor(t, "the browser's reconnect", func(reqs []probeRequest) bool {
 		return len(fromBrowser(reqs)) >= 2
@@ -129,19 +117,13 @@ func TestBrowserKeepsThePrimedCursor(t *testing.T) {
 func TestBrowserFirstCursorByQueryThenHeader(t *testing.T) {
 	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
-	port := testkit.FreePort(t)
-	site := func(heartbeat string) string {
-		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port,
-			proxySite(t, t.Name(), origin.URL(), "retry 300ms\n\t\t\theartbeat "+heartbeat))
-	}
-	testkit.StartCaddyfile(t, site("1m"))
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	base, reload := reloadableProxy(t, origin.URL(), "retry 300ms")
 	up, _ := testkit.StartStream(t, origin, base+"/s/query", 5)
 	tab := newBrowser(t)
 
 	navigate(t, tab, recorderURL(base, nil, "/s/query?last_event_id=3"))
 	waitPage(t, tab, "event 5", hasData("event 5"))
-	testkit.LoadCaddyfile(t, testkit.GlobalOptions()+site("2m"))
+	reload()
 	waitPage(t, tab, "the cut", `window.rec.some((e) => e.kind === "error")`)
 	testkit.SendIDs(up, 6, 8)
 	probe.waitFor(t, "the browser's reconnect", func(reqs []probeRequest) bool {

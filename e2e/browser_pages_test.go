@@ -26,13 +26,7 @@ import (
 func TestBrowserFilteredResumesExactly(t *testing.T) {
 	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
-	port := testkit.FreePort(t)
-	site := func(heartbeat string) string {
-		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port,
-			proxySite(t, t.Name(), origin.URL(), "retry 300ms\n\t\t\tfilter_param events\n\t\t\tbuffer 8\n\t\t\tcatch_up off\n\t\t\tstale_event stale\n\t\t\theartbeat "+heartbeat))
-	}
-	testkit.StartCaddyfile(t, site("1m"))
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	base, reload := reloadableProxy(t, origin.URL(), "retry 300ms", "filter_param events", "buffer 8", "catch_up off", "stale_event stale")
 	tab := newBrowser(t)
 	navigate(t, tab, recorderURL(base, []string{"update", "tick", "stale"}, "/s/f?events=update"))
 	probe.waitAnswered(t, 1)
@@ -53,7 +47,7 @@ func TestBrowserFilteredResumesExactly(t *testing.T) {
 	send("tick", 9)   // 32..40: more than the buffer holds
 	waitPage(t, tab, "update 31", hasData("update 31"))
 
-	testkit.LoadCaddyfile(t, testkit.GlobalOptions()+site("2m")) // cuts the page
+	reload() // cuts the page
 	waitPage(t, tab, "the cut", `window.rec.some((e) => e.kind === "error")`)
 	send("tick", 1)   // 41, while the page is away
 	send("update", 1) // 42

@@ -142,13 +142,7 @@ func seq(from, to int) []int {
 func TestBrowserResumesAfterAReloadCutsIt(t *testing.T) {
 	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
-	port := testkit.FreePort(t)
-	site := func(heartbeat string) string {
-		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port,
-			proxySite(t, t.Name(), origin.URL(), "retry 500ms\n\t\t\theartbeat "+heartbeat))
-	}
-	testkit.StartCaddyfile(t, site("1m"))
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	base, reload := reloadableProxy(t, origin.URL(), "retry 500ms")
 	tab := newBrowser(t)
 
 	navigate(t, tab, recorderURL(base, nil, "/s/cut"))
@@ -159,7 +153,7 @@ func TestBrowserResumesAfterAReloadCutsIt(t *testing.T) {
 
 	// A compatible config (same upstream, so the same streams and buffers):
 	// loading it unloads the old one, which cuts its clients.
-	testkit.LoadCaddyfile(t, testkit.GlobalOptions()+site("2m"))
+	reload()
 	waitPage(t, tab, "the cut", `window.rec.some((e) => e.kind === "error")`)
 	testkit.SendIDs(up, 11, 20) // while the browser waits to reconnect: into the buffer
 	reqs := probe.waitAnswered(t, 2)
