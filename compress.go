@@ -261,41 +261,47 @@ type chainCompressor interface {
 	release()
 }
 
-// deflateChain is a chain of deflate pieces: one compressor, sync-flushed
-// after each frame.
-type deflateChain struct {
-	w   *flate.Writer
-	out appender
+// flushingWriter is a streaming compressor that can flush what it was
+// written so far as a piece of its own: flate's sync flush, zstd's block
+// flush.
+type flushingWriter interface {
+	Reset(w io.Writer)
+	Write(p []byte) (int, error)
+	Flush() error
 }
 
-func newDeflateChain() chainCompressor {
-	c := &deflateChain{w: deflateWriters.Get().(*flate.Writer)}
+// pieceChain is a chain of pieces from one streaming compressor, flushed
+// after each frame, taken from pool and given back to it.
+type pieceChain struct {
+	w    flushingWriter
+	pool *sync.Pool
+	out  appender
+}
+
+func newPieceChain(pool *sync.Pool) *pieceChain {
+	c := &pieceChain{w: pool.Get().(flushingWriter), pool: pool}
 	c.w.Reset(&c.out)
 	return c
 }
 
-func (c *deflateChain) restart() { c.w.Reset(&c.out) }
+func (c *pieceChain) restart() { c.w.Reset(&c.out) }
 
-func (c *deflateChain) add(dst, src []byte) []byte {
+func (c *pieceChain) add(dst, src []byte) []byte {
 	c.out.b = dst
-	c.w.Write(src)
+	c.w.Write(src) // an appender never fails
 	c.w.Flush()
 	dst, c.out.b = c.out.b, nil
 	return dst
 }
 
-func (c *deflateChain) release() {
-	c.w.Reset(nil)
-	deflateWriters.Put(c.w)
+func (c *pieceChain) release() {
+	c.w.Reset(io.Discard)
+	c.pool.Put(c.w)
 }
 
-// zstdChain is a chain of zstd blocks: a segment is one frame, begun by
-// its first piece (with the frame header) and never ended by the chain;
-// each client closes it as it leaves (encoding.tail).
-type zstdChain struct {
-	enc *zstd.Encoder
-	out appender
-}
+// newDeflateChain returns a chain of deflate pieces: one compressor,
+// sync-flushed after each frame.
+func newDeflateChain() chainCompressor { return newPieceChain(&deflateWriters) }
 
 // zstdChainEncoders are streaming zstd encoders of chains that ended.
 var zstdChainEncoders = sync.Pool{New: func() any {
@@ -308,23 +314,7 @@ var zstdChainEncoders = sync.Pool{New: func() any {
 	return enc
 }}
 
-func newZstdChain() chainCompressor {
-	c := &zstdChain{enc: zstdChainEncoders.Get().(*zstd.Encoder)}
-	c.enc.Reset(&c.out)
-	return c
-}
-
-func (c *zstdChain) restart() { c.enc.Reset(&c.out) }
-
-func (c *zstdChain) add(dst, src []byte) []byte {
-	c.out.b = dst
-	c.enc.Write(src)
-	c.enc.Flush()
-	dst, c.out.b = c.out.b, nil
-	return dst
-}
-
-func (c *zstdChain) release() {
-	c.enc.Reset(io.Discard)
-	zstdChainEncoders.Put(c.enc)
-}
+// newZstdChain returns a chain of zstd blocks: a segment is one frame,
+// begun by its first piece (with the frame header) and never ended by the
+// chain; each client closes it as it leaves (encoding.tail).
+func newZstdChain() chainCompressor { return newPieceChain(&zstdChainEncoders) }

@@ -135,19 +135,19 @@ func (cs *chains) pack(f *frame) {
 		switch {
 		case ch.comp == nil:
 			ch.comp = encodings[i].newChain()
+			fp.first = true
 		case restartAll, waiting > 0 && (waiting >= users || ch.frames >= maxSegmentWait):
 			ch.comp.restart()
-		default:
-			fp.segment = ch.segment
-			fp.chain = ch.comp.add(make([]byte, 0, pieceRoom(f)), f.bytes)
-			ch.frames++
-			continue
+			fp.first = true
 		}
-		ch.segment++
-		ch.frames = 1
-		ch.waiting.Store(0)
-		fp.segment, fp.first = ch.segment, true
+		if fp.first { // f begins a new segment
+			ch.segment++
+			ch.frames = 0
+			ch.waiting.Store(0)
+		}
+		fp.segment = ch.segment
 		fp.chain = ch.comp.add(make([]byte, 0, pieceRoom(f)), f.bytes)
+		ch.frames++
 	}
 }
 

@@ -132,7 +132,11 @@ func (h *Handler) settings() *settings {
 func (h *Handler) checkHeaderPlaceholders(headerUp http.Header) (perRequest bool, err error) {
 	for name, values := range headerUp {
 		for _, v := range values {
-			for _, ph := range placeholdersIn(v) {
+			for _, part := range parseKeyTemplate(v) {
+				if !part.placeholder {
+					continue
+				}
+				ph := part.text
 				if !strings.Contains(h.Key, ph) {
 					return false, fmt.Errorf("header_up %s %q: placeholder %s differs between requests, so it must be part of the key (add it to key, e.g. key %s), or every client of a stream would be served with the first client's %s",
 						name, v, ph, ph, name)
@@ -142,23 +146,6 @@ func (h *Handler) checkHeaderPlaceholders(headerUp http.Header) (perRequest bool
 		}
 	}
 	return perRequest, nil
-}
-
-// placeholdersIn returns the {placeholders} in s.
-func placeholdersIn(s string) []string {
-	var found []string
-	for {
-		i := strings.IndexByte(s, '{')
-		if i < 0 {
-			return found
-		}
-		j := strings.IndexByte(s[i:], '}')
-		if j < 0 {
-			return found
-		}
-		found = append(found, s[i:i+j+1])
-		s = s[i+j+1:]
-	}
 }
 
 // validate reports configuration errors. It does no I/O.

@@ -85,9 +85,5 @@ func (d *detachedClient) watch() {
 	}
 	d.shard.remove(d)
 	s.leave(d.client, true)
-	if d.cause == errSlowClient {
-		s.logger.Warn("slow client cut", zap.Stringer("remote_addr", d.conn.RemoteAddr()))
-	} else if ce := s.logger.Check(zap.DebugLevel, "client ended"); ce != nil {
-		ce.Write(zap.Error(d.cause))
-	}
+	s.logEnded(d.cause, d.conn.RemoteAddr().String())
 }

@@ -101,16 +101,7 @@ func newFilterBench(tb testing.TB, n, filtered int, detached bool) *filterBench 
 // read drains one detached client's socket, counting bytes.
 func (fb *filterBench) read(peer net.Conn) {
 	defer fb.wg.Done()
-	buf := make([]byte, 4096)
-	for {
-		n, err := peer.Read(buf)
-		if err != nil {
-			return
-		}
-		if fb.received.Add(int64(n)) == fb.target.Load() {
-			fb.done <- struct{}{}
-		}
-	}
+	readCounting(peer, &fb.received, &fb.target, fb.done)
 }
 
 // broadcast publishes the next event and waits until it is delivered.

@@ -198,8 +198,8 @@ func (m *requestMap) streamRequestOf(r *http.Request) (streamRequest, error) {
 	return sr, nil
 }
 
-// keyTemplate is the key subdirective, split into its literal text and
-// its placeholders.
+// keyTemplate is a template such as the key subdirective or a header_up
+// value, split into its literal text and its placeholders.
 type keyTemplate []keyPart
 
 // keyPart is a literal piece of a key template, or one placeholder.
@@ -208,7 +208,8 @@ type keyPart struct {
 	placeholder bool
 }
 
-// parseKeyTemplate splits a key template into its parts.
+// parseKeyTemplate splits a template into its parts: each {placeholder},
+// and the text between them.
 func parseKeyTemplate(s string) keyTemplate {
 	var parts keyTemplate
 	for s != "" {

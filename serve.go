@@ -37,7 +37,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	err = l.rw.serve(r.Context(), l.c)
 	l.c.abort.Store(nil)
 	l.s.leave(l.c, false)
-	return h.ended(l.s, r, err)
+	return ended(l.s, r, err)
 }
 
 // live is a client that start leaves to its request goroutine, to be
@@ -72,7 +72,7 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request) (live, error) {
 	}
 	rw, err := h.startStream(w, r, s, c)
 	if rw == nil {
-		return live{}, h.ended(s, r, err)
+		return live{}, ended(s, r, err)
 	}
 	return live{s: s, c: c, rw: rw}, nil
 }
@@ -91,6 +91,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (*stream, *clien
 	sr.encoding = h.encodingFor(w, r)
 	h.reg.adopt(h.cfg, h.gen) // this handler's config is running
 	s, c, err := h.reg.join(sr, h.stop)
+	status := http.StatusServiceUnavailable
 	switch {
 	case err == nil:
 		return s, c, nil
@@ -99,24 +100,22 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (*stream, *clien
 		return nil, nil, nil
 	case errors.Is(err, errLoop):
 		h.reg.metrics.refusedLoop.Inc()
-		if ce := h.logger.Check(zap.DebugLevel, "client refused"); ce != nil {
-			ce.Write(zap.String("stream", sr.label), zap.Error(err))
-		}
-		return nil, nil, caddyhttp.Error(http.StatusLoopDetected, err)
-	case errors.Is(err, errStreamFull), errors.Is(err, errTooManyStreams):
-		if errors.Is(err, errStreamFull) {
-			h.reg.metrics.refusedFull.Inc()
-		} else {
-			h.reg.metrics.refusedStreams.Inc()
-		}
+		status = http.StatusLoopDetected
+	case errors.Is(err, errStreamFull):
+		h.reg.metrics.refusedFull.Inc()
 		w.Header().Set("Retry-After", retryAfter())
-		if ce := h.logger.Check(zap.DebugLevel, "client refused"); ce != nil {
-			ce.Write(zap.String("stream", sr.label), zap.Error(err))
-		}
-		return nil, nil, caddyhttp.Error(http.StatusServiceUnavailable, err)
+	case errors.Is(err, errTooManyStreams):
+		h.reg.metrics.refusedStreams.Inc()
+		w.Header().Set("Retry-After", retryAfter())
 	default:
-		return nil, nil, caddyhttp.Error(http.StatusServiceUnavailable, err)
+		return nil, nil, caddyhttp.Error(status, err)
 	}
+	// What clients cause is logged at debug level, so that they cannot
+	// flood the log; the metrics count it.
+	if ce := h.logger.Check(zap.DebugLevel, "client refused"); ce != nil {
+		ce.Write(zap.String("stream", sr.label), zap.Error(err))
+	}
+	return nil, nil, caddyhttp.Error(status, err)
 }
 
 // startStream answers c's request with the start of its event stream: the
@@ -173,18 +172,14 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream,
 	return nil, err
 }
 
-// ended logs why a client of s, served for r, ended, and turns that into
-// what ServeHTTP returns.
-func (h *Handler) ended(s *stream, r *http.Request, err error) error {
+// ended logs why a client of s, served for r, ended (stream.logEnded), and
+// turns that into what ServeHTTP returns.
+func ended(s *stream, r *http.Request, err error) error {
 	switch {
 	case errors.Is(err, errResponseBuffered):
 		return caddyhttp.Error(http.StatusInternalServerError, err)
-	case errors.Is(err, errSlowClient):
-		h.logger.Warn("slow client cut", zap.String("stream", s.label), zap.String("remote_addr", r.RemoteAddr))
 	case err != nil:
-		if ce := h.logger.Check(zap.DebugLevel, "client ended"); ce != nil {
-			ce.Write(zap.String("stream", s.label), zap.Error(err))
-		}
+		s.logEnded(err, r.RemoteAddr)
 	}
 	return nil
 }

@@ -78,17 +78,24 @@ func newDetachedBenchIn(tb testing.TB, n int, enc *encoding) *detachedBench {
 	return db
 }
 
-// read drains one client's socket into a fixed buffer, counting bytes.
+// read drains one client's socket, counting bytes.
 func (db *detachedBench) read(peer net.Conn) {
 	defer db.wg.Done()
+	readCounting(peer, &db.received, &db.target, db.done)
+}
+
+// readCounting drains peer into a fixed buffer until it is closed, adding
+// the bytes it reads to received, which its fellow readers share; the
+// reader that brings received to target sends on done.
+func readCounting(peer net.Conn, received, target *atomic.Int64, done chan<- struct{}) {
 	buf := make([]byte, 4096)
 	for {
 		n, err := peer.Read(buf)
 		if err != nil {
 			return
 		}
-		if db.received.Add(int64(n)) == db.target.Load() {
-			db.done <- struct{}{}
+		if received.Add(int64(n)) == target.Load() {
+			done <- struct{}{}
 		}
 	}
 }

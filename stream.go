@@ -255,6 +255,17 @@ func (s *stream) leave(c *client, detached bool) {
 	s.idleTimer = time.AfterFunc(wait, s.onIdle)
 }
 
+// logEnded logs why a client of s ended, whichever writer served it: a
+// slow-client cut at warn, since the operator may want to know; any other
+// end at debug, since clients come and go.
+func (s *stream) logEnded(cause error, remoteAddr string) {
+	if errors.Is(cause, errSlowClient) {
+		s.logger.Warn("slow client cut", zap.String("remote_addr", remoteAddr))
+	} else if ce := s.logger.Check(zap.DebugLevel, "client ended"); ce != nil {
+		ce.Write(zap.Error(cause))
+	}
+}
+
 // close stops the upstream connection and ends every client with cause,
 // each at a moment of its own (see client.endWithin); the shared writers
 // end theirs when they see done.
