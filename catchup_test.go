@@ -81,13 +81,10 @@ func TestReloadDuringCatchUpEndsTheClient(t *testing.T) {
 	testkit.SendIDs(up, 11, 11)
 	// The client is ended, to resume with its cursor, never placed at the
 	// live head with 6 to 10 missing.
-	select {
-	case ev := <-c.Events:
+	if ev, ok := c.Poll(testkit.WaitTimeout); ok {
 		t.Fatalf("after the reload the catching-up client got %+v, want its stream ended", ev)
-	case <-c.Ended:
-	case <-time.After(testkit.WaitTimeout):
-		t.Fatal("the catching-up client was not ended")
 	}
+	c.WaitEnded(t)
 }
 
 func TestUnloadDuringCatchUpDoesNotHang(t *testing.T) {

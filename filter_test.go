@@ -207,13 +207,11 @@ func TestFilteredClientsLastEventIDKeepsUp(t *testing.T) {
 	lastID := 1
 	deadline := time.Now().Add(testkit.WaitTimeout)
 	for lastID < 27 && time.Now().Before(deadline) {
-		select {
-		case ev := <-c.Events:
+		if ev, ok := c.Poll(10 * time.Millisecond); ok {
 			if ev.HasData {
 				t.Fatalf("the filtered client fired %+v", ev)
 			}
 			lastID, _ = strconv.Atoi(ev.ID)
-		case <-time.After(10 * time.Millisecond):
 		}
 	}
 	if lastID < 27 {

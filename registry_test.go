@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
@@ -168,23 +167,15 @@ func TestReloadThroughAdminAPIKeepsUpstream(t *testing.T) {
 	testkit.SendIDs(up, 6, 8) // events keep coming while the old config lets go
 	var last string
 	for {
-		select {
-		case ev := <-c.Events:
-			if ev.HasData {
-				last = ev.ID
-			}
-			continue
-		case <-c.Ended:
-		case <-time.After(testkit.WaitTimeout):
-			t.Fatal("the old config's client was not cut")
+		ev, ok := c.Poll(testkit.WaitTimeout)
+		if !ok {
+			break
 		}
-		break
-	}
-	for len(c.Events) > 0 {
-		if ev := <-c.Events; ev.HasData {
+		if ev.HasData {
 			last = ev.ID
 		}
 	}
+	c.WaitEnded(t) // "the old config's client was not cut" otherwise
 	from, _ := strconv.Atoi(last)
 	again := testkit.OpenClient(t, base+"/reload", testkit.LastEventID(last)) // as a browser reconnects
 	testkit.SendIDs(up, 9, 10)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,14 +18,20 @@ import (
 // This file is the SSE client of the tests.
 
 // Client is an SSE client reading a proxied stream with our parser in
-// a goroutine of its own.
+// a goroutine of its own. The blocks it has read and the test has not yet
+// taken wait in a queue that grows with them and is let go by Close, so a
+// client costs memory for what it holds, not for what it might (a test
+// that cycles thousands of clients keeps each one until it ends).
 type Client struct {
 	Resp       *http.Response
-	Events     chan sse.Event
 	Keepalives chan struct{}
 	Ended      chan struct{} // closed when the reader returns
 	Err        error         // why the reader returned; read after Ended
 	cancel     context.CancelFunc
+
+	mu      sync.Mutex
+	queue   []sse.Event   // read and not yet taken, oldest first
+	arrived chan struct{} // signalled (never blocking) when queue grows
 }
 
 // HTTPClient is shared by the tests' SSE clients. It keeps no connection
@@ -77,10 +84,10 @@ func DialClient(t testing.TB, url string, header http.Header) (*Client, int) {
 	}
 	c := &Client{
 		Resp:       resp,
-		Events:     make(chan sse.Event, 100000),
 		Keepalives: make(chan struct{}, 1000),
 		Ended:      make(chan struct{}),
 		cancel:     cancel,
+		arrived:    make(chan struct{}, 1),
 	}
 	t.Cleanup(c.Close)
 	go c.read(header.Get("Last-Event-ID"))
@@ -100,15 +107,68 @@ func (c *Client) read(lastEventID string) {
 			c.Err = err
 			return
 		}
-		c.Events <- ev
+		c.mu.Lock()
+		c.queue = append(c.queue, ev)
+		c.mu.Unlock()
+		select {
+		case c.arrived <- struct{}{}:
+		default:
+		}
 	}
 }
 
-// Close disconnects the client and waits for its reader.
+// Close disconnects the client, waits for its reader and lets go of what
+// it had read and the test had not taken.
 func (c *Client) Close() {
 	c.cancel()
 	<-c.Ended
 	c.Resp.Body.Close()
+	c.mu.Lock()
+	c.queue = nil
+	c.mu.Unlock()
+}
+
+// take returns the oldest block read and not yet taken, if there is one.
+func (c *Client) take() (sse.Event, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.queue) == 0 {
+		return sse.Event{}, false
+	}
+	ev := c.queue[0]
+	c.queue[0] = sse.Event{}
+	c.queue = c.queue[1:]
+	if len(c.queue) == 0 {
+		c.queue = nil // the next append starts a small slice again
+	}
+	return ev, true
+}
+
+// Pending is how many blocks the client has read that the test has not
+// taken yet.
+func (c *Client) Pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.queue)
+}
+
+// Poll waits up to timeout for the next block. It reports false when none
+// came in that time or the stream ended with none left to take.
+func (c *Client) Poll(timeout time.Duration) (sse.Event, bool) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		if ev, ok := c.take(); ok {
+			return ev, true
+		}
+		select {
+		case <-c.arrived:
+		case <-c.Ended:
+			return c.take() // the reader's last block may have come with its end
+		case <-timer.C:
+			return c.take()
+		}
+	}
 }
 
 // NextEvent returns the next block that fires an event or moves the cursor.
@@ -125,17 +185,13 @@ func (c *Client) NextEvent(t testing.TB) sse.Event {
 // NextBlock returns the next block of any kind, retry-only ones included.
 func (c *Client) NextBlock(t testing.TB) sse.Event {
 	t.Helper()
-	select {
-	case ev := <-c.Events:
+	if ev, ok := c.Poll(WaitTimeout); ok {
 		return ev
+	}
+	select {
 	case <-c.Ended:
-		select {
-		case ev := <-c.Events:
-			return ev
-		default:
-		}
 		t.Fatalf("stream ended while waiting for an event: %v", c.Err)
-	case <-time.After(WaitTimeout):
+	default:
 		t.Fatal("no event arrived")
 	}
 	return sse.Event{}
