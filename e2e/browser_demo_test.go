@@ -54,12 +54,11 @@ var demoItem = regexp.MustCompile(`  (message|tick)  id=("(?:[^"\\]|\\.)*")  (.*
 // once), plot the latency, and the origin must still have one connection.
 func TestBrowserDemoPage(t *testing.T) {
 	demo, err := demoapp.Start(demoapp.Options{
-		Listen:       fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
-		Origin:       "127.0.0.1:0",
-		MessageEvery: 100 * time.Millisecond,
-		TickEvery:    350 * time.Millisecond,
-		GlobalOptions: fmt.Sprintf("storage file_system %s\n\tlog {\n\t\tlevel %s\n\t}",
-			testkit.Storage(), testkit.LogLevel),
+		Listen:        fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
+		Origin:        "127.0.0.1:0",
+		MessageEvery:  100 * time.Millisecond,
+		TickEvery:     350 * time.Millisecond,
+		GlobalOptions: fmt.Sprintf("storage file_system %s\n\t%s", testkit.Storage(), testkit.LogOptions()),
 	})
 	if err != nil {
 		t.Fatal(err)

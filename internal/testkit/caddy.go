@@ -77,11 +77,9 @@ func GlobalOptions() string {
 	persist_config off
 	auto_https off
 	storage file_system %s
-	log {
-		level %s
-	}
+	%s
 }
-`, storage, LogLevel)
+`, storage, LogOptions())
 }
 
 // LoadCaddyfile adapts and loads a whole Caddyfile, replacing the running
@@ -163,11 +161,9 @@ func TLSGlobalOptions(protocols string) string {
 	servers {
 		protocols %s
 	}
-	log {
-		level %s
-	}
+	%s
 }
-`, storage, protocols, LogLevel)
+`, storage, protocols, LogOptions())
 }
 
 // StartWholeCaddyfile runs Caddy in this process with a whole Caddyfile,

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -22,6 +23,25 @@ const WaitTimeout = 10 * time.Second
 
 // LogLevel is the tests' Caddy log level; SSEFANOUT_TEST_LOG=DEBUG shows more.
 var LogLevel = cmp.Or(os.Getenv("SSEFANOUT_TEST_LOG"), "ERROR")
+
+// logFile is where the tests' in-process Caddy logs, so that a passing run
+// prints nothing and a failing one prints its failures first: Main shows
+// the end of this file after them. With SSEFANOUT_TEST_LOG set, Caddy logs
+// to stderr as it goes instead.
+func logFile() string { return filepath.Join(storage, "caddy.log") }
+
+// LogOptions is the global log block of the tests' Caddy: LogLevel, to
+// logFile unless SSEFANOUT_TEST_LOG asks for stderr.
+func LogOptions() string {
+	output := "output file " + logFile()
+	if os.Getenv("SSEFANOUT_TEST_LOG") != "" {
+		output = "output stderr"
+	}
+	return fmt.Sprintf("log {\n\t\t%s\n\t\tlevel %s\n\t}", output, LogLevel)
+}
+
+// logTailLines is how much of Caddy's log a failing run shows.
+const logTailLines = 40
 
 // storage is where the tests' Caddy keeps its state, instead of the user's
 // data directory; Main makes it.
@@ -40,6 +60,9 @@ func Main(m *testing.M) {
 	}
 	storage = dir
 	code := m.Run()
+	if code != 0 {
+		printLogTail()
+	}
 	if code == 0 {
 		if leaked := leakedGoroutines(); leaked != "" {
 			fmt.Fprintf(os.Stderr, "the tests left goroutines running:\n%s\n", leaked)
@@ -48,6 +71,19 @@ func Main(m *testing.M) {
 	}
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// printLogTail writes the last lines of Caddy's log to stderr, after the
+// failures, for a run that failed.
+func printLogTail() {
+	data, err := os.ReadFile(logFile())
+	if err != nil || len(data) == 0 {
+		return
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	from := max(0, len(lines)-logTailLines)
+	fmt.Fprintf(os.Stderr, "--- the last %d of %d lines of Caddy's log (SSEFANOUT_TEST_LOG=DEBUG logs all to stderr):\n%s\n",
+		len(lines)-from, len(lines), strings.Join(lines[from:], "\n"))
 }
 
 // leakIgnored are goroutines that end on their own after the tests: the
