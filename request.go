@@ -34,10 +34,10 @@ const maxCursorLen = 1024
 
 // clientCursor is the Last-Event-ID a client sent, validated by
 // parseCursor: it holds no control character and at most maxCursorLen
-// bytes. It is only ever a lookup key for that client's own replay (and,
-// for the client that opens a stream, the Last-Event-ID of the stream's
-// first upstream request): never an id line, and never anything another
-// client is sent.
+// bytes. It is only ever a lookup key for that client's own replay, or the
+// Last-Event-ID of its own catch-up (catchup.go): never an id line, never
+// in the stream's own upstream request, and never anything another client
+// is sent.
 type clientCursor string
 
 // errBadCursor refuses a request whose cursor holds a control character.

@@ -64,12 +64,6 @@ type ring struct {
 	// late is the bytes of frames' pieces compressed on their own, made
 	// after the frames were pushed, under the read lock (framePack.aloneOf).
 	late atomic.Int64
-
-	// baseID is the last event ID before the first frame, when the stream
-	// began by resuming after it (hasBase): a client with that cursor
-	// resumes at the very start, as long as nothing has been evicted.
-	baseID  string
-	hasBase bool
 }
 
 // newRing returns a ring that holds at most count frames (at least one) and,
@@ -144,9 +138,6 @@ func (r *ring) findID(id string, window int) (uint64, bool) {
 			if f := r.get(n); f != nil && same(f.id) {
 				return n, true
 			}
-		}
-		if r.hasBase && r.tail == 1 && r.head < uint64(window) && same(r.baseID) {
-			return 0, true
 		}
 	}
 	return 0, false

@@ -29,24 +29,6 @@ func TestRingFindID(t *testing.T) {
 	}
 }
 
-func TestRingFindIDAtTheBase(t *testing.T) {
-	r := newRing(8, 0)
-	r.baseID, r.hasBase = "40", true
-	if seq, ok := r.findID("40", 4); !ok || seq != 0 {
-		t.Fatalf("an empty ring resumed after its base: got %d, %v; want 0, true", seq, ok)
-	}
-	r.push(&frame{id: "41", setsID: true, bytes: []byte("x")})
-	if seq, ok := r.findID("40", 4); !ok || seq != 0 {
-		t.Fatalf("got %d, %v; want 0, true", seq, ok)
-	}
-	for _, id := range []string{"42", "43", "44", "45"} {
-		r.push(&frame{id: id, setsID: true, bytes: []byte("x")})
-	}
-	if _, ok := r.findID("40", 4); ok {
-		t.Fatal("the base is older than the replay window now")
-	}
-}
-
 func TestRingBytesBound(t *testing.T) {
 	r := newRing(100, 10)
 	for i := 0; i < 5; i++ {

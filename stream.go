@@ -38,11 +38,6 @@ type stream struct {
 	upstreamURL   string
 	upstreamLabel string      // upstreamURL as logs and the admin API show it
 	headerUp      http.Header // sent on every upstream request
-	// openCursor is the cursor of the client that opened the stream: its
-	// upstream asks for the events after it until the origin has sent
-	// something (see readOnce). It is never any client's id line.
-	openCursor    clientCursor
-	hasOpenCursor bool
 
 	hub     *hub
 	logger  *zap.Logger
@@ -99,8 +94,6 @@ func newStream(h *hub, sr streamRequest) *stream {
 		upstreamURL:   sr.upstreamURL,
 		upstreamLabel: redactURL(sr.upstreamURL),
 		headerUp:      sr.headerUp,
-		openCursor:    sr.cursor,
-		hasOpenCursor: sr.hasCursor,
 		hub:           h,
 		logger:        cfg.logger.With(zap.String("stream", sr.label)),
 		started:       time.Now(),
@@ -108,14 +101,6 @@ func newStream(h *hub, sr streamRequest) *stream {
 		ring:          newRing(cfg.ringCapacity(), cfg.bufferBytes),
 		clients:       make(map[*client]struct{}),
 		state:         stateConnecting,
-	}
-	if sr.hasCursor {
-		// A new stream begins where its first client left off: its
-		// upstream asks for the events after that cursor, and a client
-		// that comes with the same cursor replays them from the start.
-		// After a restart, when every browser comes back with about the
-		// same cursor, this spares the origin one catch-up per client.
-		s.ring.baseID, s.ring.hasBase = string(sr.cursor), true
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.signals.originRetry.Store(-1)

@@ -151,10 +151,9 @@ func (s *stream) readOnce(ctx context.Context) (delivered bool, err error) {
 	lastID, hasLastID := s.ring.lastID()
 	fresh := s.ring.head == 0
 	s.ring.mu.RUnlock()
+	// Only an id the origin sent is ever asked for: a client's cursor is
+	// its own (its catch-up, catchup.go), never the stream's.
 	resumeID, resuming := lastID, hasLastID
-	if !hasLastID && fresh && s.hasOpenCursor {
-		resumeID, resuming = string(s.openCursor), true
-	}
 
 	cfg := s.hub.settings.Load()
 	ctx, cancel := context.WithCancelCause(ctx)

@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -319,5 +321,58 @@ func TestRedirectsLeavingTheOriginAreRefused(t *testing.T) {
 	elsewhere.Range(func(any, any) bool { found = true; return false })
 	if found {
 		t.Fatal("a redirect to another origin was followed")
+	}
+}
+
+// TestOpenersCursorNeverDecidesTheSharedStream: the client that opens a
+// stream with a cursor (here the last_event_id query parameter, as a
+// cross-site <img> could send) does not decide what the stream asks the
+// origin for. Whatever the origin answers to that cursor, the stream's own
+// request carries none, so it opens on its first attempt, and a witness and
+// later clients get the origin's events; the cursor's fate is its client's
+// alone (a catch-up of its own, refused here, so a stale cursor).
+func TestOpenersCursorNeverDecidesTheSharedStream(t *testing.T) {
+	for _, status := range []int{
+		http.StatusBadRequest, http.StatusNotFound, http.StatusGone, http.StatusNoContent,
+		http.StatusInternalServerError, http.StatusServiceUnavailable,
+	} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			origin := testkit.NewOrigin(t)
+			var refused, plain atomic.Int64
+			origin.SetAnswer(func(r *http.Request) int {
+				if r.Header.Get("Last-Event-ID") != "" {
+					refused.Add(1)
+					return status
+				}
+				plain.Add(1)
+				return 0
+			})
+			base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+
+			attacker, attackerStatus := testkit.DialClient(t, base+"/poison?last_event_id=x", nil)
+			if attackerStatus != http.StatusOK {
+				t.Fatalf("the opener with a cursor: status %d, want 200", attackerStatus)
+			}
+			witness := testkit.OpenClient(t, base+"/poison", nil)
+			up := origin.NextConn(t)
+			if got, ok := up.Header["Last-Event-Id"]; ok {
+				t.Fatalf("the stream's upstream request carried Last-Event-ID %q, the opener's cursor", got)
+			}
+			if n := plain.Load(); n != 1 {
+				t.Fatalf("the origin saw %d requests for the stream, want 1: it opens on its first attempt", n)
+			}
+			testkit.SendIDs(up, 1, 3)
+			witness.ExpectIDs(t, 1, 3)
+			attacker.Close()
+
+			later := testkit.OpenClient(t, base+"/poison", nil)
+			testkit.SendIDs(up, 4, 4)
+			for _, c := range []*testkit.Client{witness, later} {
+				c.ExpectIDs(t, 4, 4)
+			}
+			if refused.Load() > 1 {
+				t.Fatalf("the origin was asked %d times for the opener's cursor, want at most once", refused.Load())
+			}
+		})
 	}
 }

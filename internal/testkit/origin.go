@@ -30,7 +30,8 @@ type Origin struct {
 	Status atomic.Int64
 
 	mu        sync.Mutex
-	onRequest func() // if set, called on every request
+	onRequest func()                  // if set, called on every request
+	answer    func(*http.Request) int // if set, a status to answer instead of a stream
 }
 
 // OriginConn is one upstream connection as the origin sees it.
@@ -62,15 +63,31 @@ func (o *Origin) SetOnRequest(f func()) {
 	o.onRequest = f
 }
 
+// SetAnswer makes the origin ask f, for every request, for a status to
+// answer instead of a stream (an empty body); 0 serves it as Status and
+// ContentType say. A test uses it to refuse some requests only, such as
+// those that carry a Last-Event-ID.
+func (o *Origin) SetAnswer(f func(r *http.Request) int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.answer = f
+}
+
 // ServeHTTP answers a request as Status and ContentType say; a stream is
 // an OriginConn, handed to the test by NextConn.
 func (o *Origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	o.Total.Add(1)
 	o.mu.Lock()
-	hook := o.onRequest
+	hook, answer := o.onRequest, o.answer
 	o.mu.Unlock()
 	if hook != nil {
 		hook()
+	}
+	if answer != nil {
+		if st := answer(r); st != 0 {
+			w.WriteHeader(st)
+			return
+		}
 	}
 	if st := o.Status.Load(); st != 0 {
 		w.WriteHeader(int(st))
