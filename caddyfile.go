@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -48,6 +49,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    max_catch_ups    <per-stream> [<per-handler>]
 //	    max_event_size   <size>
 //	    upstream_timeout <duration>|off
+//	    upstream_backoff <floor> [<cap>]
 //	    catch_up         on|off
 //	    prime_cursor     on|off
 //	    stale_event      <name>
@@ -207,6 +209,31 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("bad upstream_timeout duration '%s': must be positive, or off", v)
 			}
 			h.UpstreamTimeout = dur
+		case "upstream_backoff":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.ArgErr()
+			}
+			var durs []caddy.Duration
+			for _, arg := range args {
+				dur, err := parseDuration(d, sub, arg)
+				if err != nil {
+					return err
+				}
+				durs = append(durs, dur)
+			}
+			h.UpstreamBackoffFloor, h.UpstreamBackoffCap = durs[0], 0
+			if len(durs) == 2 {
+				h.UpstreamBackoffCap = durs[1]
+			}
+			// Checked as written: a 0 here is no default.
+			ceiling := defaultBackoffCap
+			if len(durs) == 2 {
+				ceiling = time.Duration(durs[1])
+			}
+			if err := checkBackoff(time.Duration(durs[0]), ceiling); err != nil {
+				return d.Errf("%v", err)
+			}
 		case "retry_jitter":
 			var v string
 			if !d.AllArgs(&v) {

@@ -6,7 +6,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddytest"
 )
@@ -100,6 +102,7 @@ func TestCaddyfileAdaptReplayAndSafetyOptions(t *testing.T) {
 		upstream_timeout off
 		retry_jitter 20%
 		node_id edge-1
+		upstream_backoff 500ms 10s
 	}
 }`, "caddyfile", `{
 	"apps": {
@@ -133,6 +136,8 @@ func TestCaddyfileAdaptReplayAndSafetyOptions(t *testing.T) {
 									"retry_jitter": 20,
 									"stale_event": "refetch",
 									"upstream": "http://localhost:9000",
+									"upstream_backoff_cap": 10000000000,
+									"upstream_backoff_floor": 500000000,
 									"upstream_timeout": -1
 								}
 							]
@@ -199,6 +204,13 @@ func TestCaddyfileOffAndZero(t *testing.T) {
 	}
 	if h.Retry == nil || *h.Retry != 0 {
 		t.Errorf("retry 0 gave %v, want a set zero", h.Retry)
+	}
+	h = new(Handler)
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("sse_fanout http://o {\n\tupstream_backoff 2s\n}")); err != nil {
+		t.Fatal(err)
+	}
+	if h.UpstreamBackoffFloor != caddy.Duration(2*time.Second) || h.UpstreamBackoffCap != 0 {
+		t.Errorf("upstream_backoff 2s gave floor %v, cap %v; want 2s and the default", h.UpstreamBackoffFloor, h.UpstreamBackoffCap)
 	}
 	for _, v := range []string{"0", "off"} {
 		h := new(Handler)
@@ -278,6 +290,14 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"filter_param no name", "sse_fanout http://o {\n\tfilter_param\n}", "wrong argument count"},
 		{"filter_param two names", "sse_fanout http://o {\n\tfilter_param a b\n}", "wrong argument count"},
 		{"filter_param with &", "sse_fanout http://o {\n\tfilter_param a&b\n}", "bad filter_param 'a&b'"},
+		{"upstream_backoff no args", "sse_fanout http://o {\n\tupstream_backoff\n}", "wrong argument count"},
+		{"upstream_backoff three args", "sse_fanout http://o {\n\tupstream_backoff 1s 2s 3s\n}", "wrong argument count"},
+		{"bad upstream_backoff", "sse_fanout http://o {\n\tupstream_backoff soon\n}", "bad upstream_backoff duration 'soon'"},
+		{"upstream_backoff floor too low", "sse_fanout http://o {\n\tbuffer 1\n\tupstream_backoff 100ms\n}", "upstream_backoff floor must be at least 250ms, got 100ms, at Testfile:3"},
+		{"upstream_backoff zero floor", "sse_fanout http://o {\n\tupstream_backoff 0\n}", "upstream_backoff floor must be at least 250ms, got 0s"},
+		{"upstream_backoff zero cap", "sse_fanout http://o {\n\tupstream_backoff 1s 0\n}", "upstream_backoff cap (0s) must be at least its floor (1s)"},
+		{"upstream_backoff cap under floor", "sse_fanout http://o {\n\tupstream_backoff 2s 1s\n}", "upstream_backoff cap (1s) must be at least its floor (2s), at Testfile:2"},
+		{"upstream_backoff floor over the default cap", "sse_fanout http://o {\n\tupstream_backoff 1m\n}", "upstream_backoff cap (30s) must be at least its floor (1m0s)"},
 		{"filter_param is the cursor", "sse_fanout http://o {\n\tfilter_param last_event_id\n}", "bad filter_param 'last_event_id': last_event_id carries the cursor, at Testfile:2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

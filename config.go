@@ -26,6 +26,8 @@ const (
 	defaultMaxEventSize          = 1 << 20
 	defaultWriteTimeout          = 30 * time.Second
 	defaultUpstreamWait          = 45 * time.Second
+	defaultBackoffFloor          = time.Second
+	defaultBackoffCap            = 30 * time.Second
 	defaultMaxStreams            = 10000
 	defaultMaxCatchUps           = 8
 	defaultMaxCatchUpsPerHandler = 64
@@ -49,6 +51,8 @@ type settings struct {
 	maxCatchUps           int           // catch-ups under way per stream
 	maxCatchUpsPerHandler int           // catch-ups under way per registry
 	upstreamWait          time.Duration // upstream_timeout: the most an upstream may stay silent
+	backoffFloor          time.Duration // upstream_backoff: the shortest wait between attempts, unless the origin's retry says otherwise
+	backoffCap            time.Duration // upstream_backoff: the longest
 	maxEventSize          int           // bytes; a larger event breaks the upstream connection
 	catchUp               bool          // fetch what the buffer lacks from the origin
 	primeCursor           bool          // send joining clients the stream's latest id
@@ -101,6 +105,7 @@ func (h *Handler) settings() *settings {
 		headerUp:              make(http.Header),
 		logger:                h.logger,
 	}
+	cfg.backoffFloor, cfg.backoffCap = h.upstreamBackoff()
 	if h.Retry != nil {
 		cfg.retry = time.Duration(*h.Retry).Milliseconds()
 	}
@@ -216,8 +221,30 @@ func (h *Handler) validate() error {
 			return fmt.Errorf("node_id %q: %w", h.cfg.nodeID, err)
 		}
 	}
+	if err := checkBackoff(h.upstreamBackoff()); err != nil {
+		return err
+	}
 	if h.Retry != nil && *h.Retry < 0 {
 		return fmt.Errorf("retry must not be negative, got %v", time.Duration(*h.Retry))
+	}
+	return nil
+}
+
+// upstreamBackoff resolves upstream_backoff's floor and cap to their
+// defaults.
+func (h *Handler) upstreamBackoff() (floor, ceiling time.Duration) {
+	return cmp.Or(time.Duration(h.UpstreamBackoffFloor), defaultBackoffFloor),
+		cmp.Or(time.Duration(h.UpstreamBackoffCap), defaultBackoffCap)
+}
+
+// checkBackoff checks upstream_backoff's floor and cap, resolved to their
+// defaults.
+func checkBackoff(floor, ceiling time.Duration) error {
+	if floor < backoffMin {
+		return fmt.Errorf("upstream_backoff floor must be at least %v, got %v", backoffMin, floor)
+	}
+	if ceiling < floor {
+		return fmt.Errorf("upstream_backoff cap (%v) must be at least its floor (%v)", ceiling, floor)
 	}
 	return nil
 }

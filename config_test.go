@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -77,8 +78,8 @@ func mustConfig(t *testing.T, raw []byte) *caddy.Config {
 	return &cfg
 }
 
-// TestPageOptionsAreCheckedInJSON: the checks on rewind, filter_param and
-// cors hold for a JSON config too, not only in the Caddyfile parser.
+// TestPageOptionsAreCheckedInJSON: the checks on rewind, filter_param,
+// cors and upstream_backoff hold for a JSON config too, not only in the Caddyfile parser.
 func TestPageOptionsAreCheckedInJSON(t *testing.T) {
 	ten := 10
 	for _, tc := range []struct {
@@ -91,6 +92,10 @@ func TestPageOptionsAreCheckedInJSON(t *testing.T) {
 		{"filter_param with =", Handler{FilterParam: "a=b"}, `filter_param "a=b"`},
 		{"filter_param last_event_id", Handler{FilterParam: "last_event_id"}, "carries the cursor"},
 		{"cors not an origin", Handler{CORS: []string{"app.example"}}, "bad cors origin 'app.example'"},
+		{"upstream_backoff floor too low", Handler{UpstreamBackoffFloor: caddy.Duration(100 * time.Millisecond)}, "upstream_backoff floor must be at least 250ms, got 100ms"},
+		{"upstream_backoff negative floor", Handler{UpstreamBackoffFloor: -1}, "upstream_backoff floor must be at least 250ms"},
+		{"upstream_backoff cap under floor", Handler{UpstreamBackoffFloor: caddy.Duration(5 * time.Second), UpstreamBackoffCap: caddy.Duration(time.Second)}, "upstream_backoff cap (1s) must be at least its floor (5s)"},
+		{"upstream_backoff cap under the default floor", Handler{UpstreamBackoffCap: caddy.Duration(500 * time.Millisecond)}, "upstream_backoff cap (500ms) must be at least its floor (1s)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := tc.h

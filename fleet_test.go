@@ -218,7 +218,7 @@ func TestFleetOfProcesses(t *testing.T) {
 	}
 
 	// Every client gets the origin's exact sequence, through two tiers.
-	up.Send("retry: 100\n\n") // so that the edges retry within 250 ms when the shield goes
+	up.Send("retry: 100\n\n") // the smallest floor, so that the edges retry soon when the shield goes
 	want := testkit.SendScript(up, 50)
 	for _, e := range edges {
 		for _, c := range clients[e] {

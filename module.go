@@ -173,6 +173,19 @@ type Handler struct {
 	// negative value turns the check off.
 	UpstreamTimeout caddy.Duration `json:"upstream_timeout,omitempty"`
 
+	// The shortest wait between two attempts to reach the origin, after a
+	// failure or the end of the upstream connection, when the origin sent
+	// no retry; an origin's retry sets it instead. Never under 250ms, nor
+	// over UpstreamBackoffCap. The wait grows with how long the origin has
+	// been failing: half that time, at least twice the floor, at most the
+	// cap, jittered down by up to half, never under the floor. Default: 1s.
+	UpstreamBackoffFloor caddy.Duration `json:"upstream_backoff_floor,omitempty"`
+
+	// The longest wait between two attempts to reach the origin, and so
+	// the longest a stream's clients wait for an origin that is back.
+	// At least UpstreamBackoffFloor. Default: 30s.
+	UpstreamBackoffCap caddy.Duration `json:"upstream_backoff_cap,omitempty"`
+
 	// Spreads each client's retry time by up to this many percent around
 	// the configured one (or the origin's), so that clients cut at once do
 	// not reconnect in the same millisecond. Default: 0, exact.

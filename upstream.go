@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"mime"
 	"net"
 	"net/http"
@@ -21,16 +20,6 @@ import (
 // This file is the upstream reader: the one connection per stream to the
 // origin, read, parsed and published by one goroutine, and reconnected with
 // a backoff when it ends.
-
-const (
-	// backoffMin is the shortest wait before reconnecting, whatever the
-	// origin's retry says, so that no origin can make us loop hot.
-	backoffMin = 250 * time.Millisecond
-	// backoffDefault is the base wait when the origin sent no retry.
-	backoffDefault = time.Second
-	// backoffMax caps the exponential growth.
-	backoffMax = 30 * time.Second
-)
 
 // newUpstreamClient returns the HTTP client that streams use to reach the
 // origin. It sets no overall timeout, since a stream never ends by design,
@@ -67,13 +56,15 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 }
 
 // readUpstream keeps one connection to the origin open until ctx ends,
-// reconnecting after each end or failure with a growing, jittered backoff.
-// An origin that answers 204 stops the stream: readUpstream then returns
-// until when the stream's key must answer 204 too; otherwise the zero time.
+// reconnecting after each end or failure after a wait that grows with how
+// long the origin has been failing (backoff.go). It makes one attempt at a
+// time. An origin that answers 204 stops the stream: readUpstream then
+// returns until when the stream's key must answer 204 too; otherwise the
+// zero time.
 func (s *stream) readUpstream(ctx context.Context) (stopUntil time.Time) {
-	failures := 0
+	b := newBackoff()
 	for {
-		delivered, err := s.readOnce(ctx)
+		delivered, err := s.readOnce(ctx, b)
 		if ctx.Err() != nil {
 			return time.Time{}
 		}
@@ -83,11 +74,8 @@ func (s *stream) readUpstream(ctx context.Context) (stopUntil time.Time) {
 			s.logger.Info("origin answered 204; stopping the stream", zap.Time("until", until))
 			return until
 		}
-		if delivered {
-			failures = 0 // a healthy connection resets the backoff
-		}
-		wait := s.backoff(failures)
-		failures++
+		floor, ceiling := backoffBounds(s.hub.settings.Load(), s.signals.originRetry.Load())
+		wait := b.ended(delivered, floor, ceiling)
 		s.setState(stateBackoff, err)
 		if errors.Is(err, io.EOF) {
 			s.logger.Info("upstream ended; reconnecting", zap.Duration("backoff", wait))
@@ -124,29 +112,12 @@ func (s *stream) stopPeriod() time.Duration {
 	return max(time.Duration(retry)*time.Millisecond, time.Minute)
 }
 
-// backoff returns how long to wait after the given number of consecutive
-// failures: the origin's retry (or a default) doubled per failure, capped,
-// and jittered down by up to half so that streams do not reconnect in step.
-func (s *stream) backoff(failures int) time.Duration {
-	base := backoffDefault
-	if ms := s.signals.originRetry.Load(); ms >= 0 {
-		base = time.Duration(ms) * time.Millisecond
-	}
-	base = max(base, backoffMin)
-	wait := base
-	for i := 0; i < failures && wait < backoffMax; i++ {
-		wait *= 2
-	}
-	wait = min(wait, backoffMax)
-	return wait/2 + rand.N(wait/2+1)
-}
-
 // readOnce makes one upstream request and publishes what it reads until the
 // response ends. It reports whether at least one block was delivered. Once
 // the origin has sent ids, the request resumes after the last one, and
 // what the origin sends again that the buffer already holds is dropped
-// (see resend).
-func (s *stream) readOnce(ctx context.Context) (delivered bool, err error) {
+// (see resend). It tells b when the origin answers with a stream.
+func (s *stream) readOnce(ctx context.Context, b *backoff) (delivered bool, err error) {
 	s.ring.mu.RLock()
 	lastID, hasLastID := s.ring.lastID()
 	fresh := s.ring.head == 0
@@ -163,6 +134,7 @@ func (s *stream) readOnce(ctx context.Context) (delivered bool, err error) {
 		return false, err
 	}
 	defer resp.Body.Close()
+	b.connected()
 	s.setState(stateConnected, nil)
 	s.hub.metrics.upstreamConnects.Inc()
 	body := io.Reader(resp.Body)

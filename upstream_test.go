@@ -76,30 +76,14 @@ func TestUpstreamResumesWithLastEventIDWithoutGapOrDuplicate(t *testing.T) {
 	late.ExpectIDs(t, 16, 25)
 }
 
-func TestBackoffGrowsAndIsBounded(t *testing.T) {
-	s := newTestStream(testSettings())
-	s.signals.originRetry.Store(400)
-	for failures := 0; failures < 12; failures++ {
-		ceiling := min(400*time.Millisecond<<failures, backoffMax)
-		for i := 0; i < 50; i++ {
-			got := s.backoff(failures)
-			if got < ceiling/2 || got > ceiling {
-				t.Fatalf("backoff(%d) = %v, want within [%v, %v]", failures, got, ceiling/2, ceiling)
-			}
-		}
-	}
-	s.signals.originRetry.Store(0) // an origin cannot make us loop hot
-	if got := s.backoff(0); got < backoffMin/2 {
-		t.Fatalf("backoff with retry 0 = %v, want at least %v", got, backoffMin/2)
-	}
-}
-
+// TestUpstreamFailuresBackOff: against an origin that keeps failing, the
+// stream makes one attempt at a time, never more often than the floor.
 func TestUpstreamFailuresBackOff(t *testing.T) {
 	origin := testkit.NewOrigin(t)
 	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
 	testkit.OpenClient(t, base+"/fail", nil)
 	up := origin.NextConn(t)
-	up.Send("retry: 1\ndata: x\n\n") // the smallest base: backoffMin
+	up.Send("retry: 1\ndata: x\n\n") // the smallest floor: backoffMin
 
 	// From now on every request fails. Record when each arrives.
 	var mu sync.Mutex
@@ -122,12 +106,52 @@ func TestUpstreamFailuresBackOff(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	// Each gap is at least half the doubled wait: 250ms, 500ms, 1s, 2s.
 	for i := 1; i < 5; i++ {
-		floor := backoffMin << (i - 1) / 2
-		if gap := times[i].Sub(times[i-1]); gap < floor {
-			t.Errorf("attempt %d came %v after the one before, want at least %v", i+1, gap, floor)
+		if gap := times[i].Sub(times[i-1]); gap < backoffMin {
+			t.Errorf("attempt %d came %v after the one before, want at least the floor %v", i+1, gap, backoffMin)
 		}
+	}
+}
+
+// TestUpstreamRecoversAsFastAsTheOrigin is issue 24 through Caddy: an
+// origin that fails five times in a row, fast, then heals, serves the
+// waiting client on the next attempt, well before the old rule (the floor
+// doubled per failure, jittered down by up to half) would have tried
+// again: after five failures, at least floor*2^5/2 = 4s later.
+func TestUpstreamRecoversAsFastAsTheOrigin(t *testing.T) {
+	const floor, failures = 250 * time.Millisecond, 5
+	oldEarliest := floor << failures / 2 // 4s, within upstream_backoff's cap
+	origin := testkit.NewOrigin(t)
+	var mu sync.Mutex
+	var times []time.Time
+	origin.SetOnRequest(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		times = append(times, time.Now())
+		if len(times) > failures {
+			origin.Status.Store(0) // healed: this request gets a stream
+		}
+	})
+	origin.Status.Store(http.StatusInternalServerError)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tupstream_backoff 250ms 8s\n}")
+	c := testkit.OpenClient(t, base+"/deploy", nil)
+	up := origin.NextConn(t)
+	up.Send("data: first\n\n")
+	if ev := c.NextData(t); ev.Data != "first" {
+		t.Fatalf("got %+v", ev)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(times) != failures+1 {
+		t.Fatalf("the origin saw %d requests before the first event, want %d failures and the one it served", len(times), failures+1)
+	}
+	for i := 1; i < len(times); i++ {
+		if gap := times[i].Sub(times[i-1]); gap < floor {
+			t.Errorf("attempt %d came %v after the one before, want at least the floor %v", i+1, gap, floor)
+		}
+	}
+	if gap := times[failures].Sub(times[failures-1]); gap >= oldEarliest {
+		t.Errorf("the healed origin was asked again %v after the last failure, want sooner than the old rule's %v", gap, oldEarliest)
 	}
 }
 
