@@ -3,8 +3,6 @@ package ssefanout
 import (
 	"context"
 	"sync"
-
-	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
 )
 
 // This file is the catch-up feed: the origin's answer to one Last-Event-ID,
@@ -97,7 +95,7 @@ func (f *catchUpFeed) fetch(ctx context.Context) error {
 	// The parser's last event ID starts empty, not at the cursor: an event
 	// without an id is framed without one, so that the cursor is never
 	// written back (each reader's browser keeps it as it is).
-	p := sse.NewParser(resp.Body, cfg.maxEventSize)
+	p := newOriginParser(resp.Body, cfg)
 	fromTier := tierOf(resp.Header) != ""
 	hasLastID := false
 	for n := 0; n < catchUpMaxEvents; n++ {

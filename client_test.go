@@ -5,6 +5,7 @@ package ssefanout
 import (
 	"fmt"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -116,11 +117,12 @@ func TestSlowClientIsCutOthersKeepGoing(t *testing.T) {
 	}
 }
 
-// stalledClient sends a GET for path and never reads the answer, with a
-// receive buffer as small as the kernel allows.
-func stalledClient(t *testing.T, base, path string) {
+// stalledClient sends a GET for path, with the given header lines, and
+// never reads the answer, with a receive buffer as small as the kernel
+// allows.
+func stalledClient(t *testing.T, base, path string, headers ...string) {
 	t.Helper()
-	conn := rawDial(t, base, path)
+	conn := rawDial(t, base, path, headers...)
 	if err := conn.(*net.TCPConn).SetReadBuffer(1024); err != nil {
 		t.Fatal(err)
 	}
@@ -168,4 +170,143 @@ func TestStalledClientIsCutOthersGetEverything(t *testing.T) {
 			t.Fatalf("got %q", ev.Data)
 		}
 	}
+}
+
+// TestNeverReadingClientsCostBytesNotEvents holds issue 19's "many
+// never-reading clients with large events": what a stream holds for its
+// clients is bounded by buffer_bytes, not by the event counts (buffer,
+// client_queue), whichever writer serves them. With the defaults, 50
+// clients that never read and one that does get 400 events of 60 KiB,
+// 24 MiB in all, where the counts alone (1,280 frames in the ring) would
+// let the stream hold every one of them. Half the stalled clients join at
+// the start; half halfway through, with a Last-Event-ID 100 events back,
+// so that each has a replay of about 6 MiB, more than its socket takes,
+// to be sent. Once each of those has been handed its first frames, and at
+// every 25th event, the ring holds at most buffer_bytes (beyond the
+// newest frame), and the live heap has grown by at most the ring, one
+// batch per client in its writer (maxBatchWrite and one frame), and a
+// margin. In the end the lag rule has cut every stalled client.
+func TestNeverReadingClientsCostBytesNotEvents(t *testing.T) {
+	const (
+		stalled     = 50
+		events      = 400
+		eventSize   = 60 << 10
+		bufferBytes = defaultBufferBytes
+		replay      = 100
+		checkEvery  = 25
+	)
+	for _, detach := range []string{"off", "on"} {
+		t.Run("detach "+detach, func(t *testing.T) {
+			origin := testkit.NewOrigin(t)
+			base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach "+detach+"\n}")
+			witness := testkit.OpenClient(t, base+"/heavy", nil)
+			up := origin.NextConn(t)
+			for range stalled / 2 {
+				stalledClient(t, base, "/heavy")
+			}
+			testkit.Eventually(t, "the stalled clients to join", func() bool {
+				return counterValue(t, origin.URL(), "clients") == stalled/2+1
+			})
+
+			var before runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			payload := strings.Repeat("x", eventSize)
+			frameSize := len(fmt.Sprintf("id: %d\ndata: %s\n\n", events, payload))
+			heapBound := uint64(bufferBytes + (stalled+1)*(maxBatchWrite+frameSize) + 8<<20)
+			var peakHeld int
+			var peakGrowth int64
+			for i := 1; i <= events; i++ {
+				up.Send(fmt.Sprintf("id: %d\ndata: %s\n\n", i, payload))
+				if ev := witness.NextData(t); ev.ID != strconv.Itoa(i) {
+					t.Fatalf("the reading client got id %s, want %d", ev.ID, i)
+				}
+				if i == events/2 {
+					for range stalled - stalled/2 {
+						stalledClient(t, base, "/heavy", "Last-Event-ID: "+strconv.Itoa(i-replay))
+					}
+					testkit.Eventually(t, "the late stalled clients to join", func() bool {
+						return counterValue(t, origin.URL(), "clients")+counterValue(t, origin.URL(), "slow_client_drops") == stalled+1
+					})
+					// Ids are seqs here: each late client still on has
+					// been handed the first frames of its replay.
+					s := streamOf(t, "/heavy")
+					testkit.Eventually(t, "the late stalled clients to be handed frames", func() bool {
+						return clientsPast(s, uint64(i), uint64(i-replay))
+					})
+				}
+				if i%checkEvery != 0 {
+					continue
+				}
+				st := streamStatusOf(t, "/heavy")
+				peakHeld = max(peakHeld, st.BufferedBytes)
+				if st.BufferedBytes > bufferBytes+frameSize {
+					t.Fatalf("after %d events the ring holds %d bytes (%d events), want at most buffer_bytes %d and the newest frame",
+						i, st.BufferedBytes, st.Buffered, bufferBytes)
+				}
+				var now runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&now)
+				growth := int64(now.HeapInuse) - int64(before.HeapInuse)
+				peakGrowth = max(peakGrowth, growth)
+				if growth > int64(heapBound) {
+					t.Fatalf("after %d events (%d clients connected) the heap grew by %d MiB, want at most %d MiB",
+						i, int(counterValue(t, origin.URL(), "clients")), growth>>20, heapBound>>20)
+				}
+			}
+			// The lag rule let go of each client whose frames were evicted.
+			testkit.Eventually(t, "the stalled clients to be cut", func() bool {
+				return counterValue(t, origin.URL(), "slow_client_drops") == stalled
+			})
+			t.Logf("ring at most %d KiB; heap growth at most %d KiB (bound %d KiB); %d MiB published to %d clients",
+				peakHeld>>10, peakGrowth>>10, heapBound>>10, events*eventSize>>20, stalled+1)
+		})
+	}
+}
+
+// streamStatusOf returns the status of the live stream with the given key.
+func streamStatusOf(t *testing.T, key string) streamStatus {
+	t.Helper()
+	return streamOf(t, key).status()
+}
+
+// streamOf returns the live stream with the given key, of any registry.
+func streamOf(t *testing.T, key string) *stream {
+	t.Helper()
+	var found []*stream
+	registries.Range(func(_, value any) bool {
+		for _, s := range value.(*registry).liveStreams() {
+			if s.label == key {
+				found = append(found, s)
+			}
+		}
+		return true
+	})
+	if len(found) != 1 {
+		t.Fatalf("%d live streams with key %s, want 1", len(found), key)
+	}
+	return found[0]
+}
+
+// clientsPast reports whether every client of s that joined at seq
+// joinedAt, whichever writer serves it, has been handed frames past seq.
+func clientsPast(s *stream, joinedAt, seq uint64) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for c := range s.clients {
+		if c.joinedAt == joinedAt && c.cursor.Load() <= seq {
+			return false
+		}
+	}
+	for _, sh := range s.shards {
+		sh.mu.Lock()
+		for _, d := range sh.clients {
+			if d.joinedAt == joinedAt && d.cursor.Load() <= seq {
+				sh.mu.Unlock()
+				return false
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return true
 }

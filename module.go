@@ -92,9 +92,14 @@ type Handler struct {
 	// with Retry-After. Default: 0, unlimited.
 	MaxClients int `json:"max_clients,omitempty"`
 
-	// The largest event the origin may send, in bytes. A larger event (or
-	// a line that never ends) breaks the upstream connection with a logged
-	// error, and the stream reconnects. Default: 1 MiB.
+	// The largest event the origin may send, in bytes. An event's size is
+	// the sum of its data, event, id and retry lines as sent (name, colon
+	// and value; line ends, comments and unknown fields not counted; any
+	// line, comments included, is bounded by it too). An event of exactly
+	// this size passes; a larger one (or a line that never ends) breaks the
+	// upstream connection with a logged error, is sent to no client, and
+	// the stream reconnects. An id over 1 KiB, which no client could resume
+	// from, does the same whatever this is. Default: 1 MiB.
 	MaxEventSize int `json:"max_event_size,omitempty"`
 
 	// Whether a client whose Last-Event-ID is no longer in the buffer gets

@@ -145,7 +145,7 @@ func (s *stream) readOnce(ctx context.Context, b *backoff) (delivered bool, err 
 	}
 	s.logger.Info("upstream connected", zap.String("upstream", s.upstreamLabel))
 
-	p := sse.NewParser(body, cfg.maxEventSize)
+	p := newOriginParser(body, cfg)
 	fromTier := tierOf(resp.Header) != ""
 	if hasLastID {
 		p.SetLastID(lastID) // only an id the origin sent carries over
@@ -172,6 +172,18 @@ func (s *stream) readOnce(ctx context.Context, b *backoff) (delivered bool, err 
 		s.publish(f)
 		delivered = true
 	}
+}
+
+// newOriginParser returns the parser of an origin's answer, the shared
+// stream's and a catch-up's alike. It refuses an event over max_event_size
+// and an id over maxCursorLen: no client could resume from such an id (its
+// cursor would be refused), and it would be repeated in every later frame
+// to every client. Either ends the connection, and the event is never
+// delivered.
+func newOriginParser(r io.Reader, cfg *settings) *sse.Parser {
+	p := sse.NewParser(r, cfg.maxEventSize)
+	p.SetMaxIDLen(maxCursorLen)
+	return p
 }
 
 // resend tracks, on a reconnected upstream, whether the origin is sending

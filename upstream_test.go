@@ -59,6 +59,73 @@ func TestOversizeEventBreaksUpstreamNotClients(t *testing.T) {
 	}
 }
 
+// TestOversizeEventCountsEveryLine holds issue 19 item 4: max_event_size
+// counts the event's event and id lines too, whatever their order, so an
+// event whose data alone is under the limit breaks the upstream, no client
+// sees it, and the stream resumes after the last good event.
+func TestOversizeEventCountsEveryLine(t *testing.T) {
+	for _, tc := range []struct{ name, big string }{
+		{"data then event", "data: " + strings.Repeat("d", 40<<10) + "\nevent: " + strings.Repeat("e", 30<<10) + "\n\n"},
+		{"data, event and id of 40 KiB", "data: " + strings.Repeat("d", 40<<10) + "\nevent: " + strings.Repeat("e", 40<<10) + "\nid: " + strings.Repeat("i", 40<<10) + "\n\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			origin := testkit.NewOrigin(t)
+			base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tmax_event_size 64KiB\n}")
+			c := testkit.OpenClient(t, base+"/whole", nil)
+			up := origin.NextConn(t)
+			up.Send("id: 1\ndata: before\n\n")
+			if ev := c.NextData(t); ev.Data != "before" {
+				t.Fatalf("got %+v", ev)
+			}
+			up.Send(tc.big)
+			up.WaitClosed(t)
+
+			again := origin.NextConn(t)
+			if got := again.Header.Get("Last-Event-ID"); got != "1" {
+				t.Errorf("resumed with Last-Event-ID of %d bytes, want 1", len(got))
+			}
+			again.Send("id: 2\ndata: after\n\n")
+			// Events arrive in order: had the big one been sent, it would
+			// come first.
+			if ev := c.NextEvent(t); ev.Data != "after" || ev.ID != "2" {
+				t.Fatalf("got an event of %d bytes with a %d-byte id, want the event after the reconnect", len(ev.Data), len(ev.ID))
+			}
+		})
+	}
+}
+
+// TestOriginIDOverCursorLimitBreaksUpstream holds issue 19 item 4: an id
+// of 1024 bytes (maxCursorLen, the longest a client may resume with) is
+// delivered and resumable; one of 1025 bytes breaks the upstream like an
+// oversize event, is never delivered, and the stream resumes from the last
+// good id.
+func TestOriginIDOverCursorLimitBreaksUpstream(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+	c := testkit.OpenClient(t, base+"/ids", nil)
+	up := origin.NextConn(t)
+	atLimit := strings.Repeat("k", maxCursorLen)
+	up.Send("id: " + atLimit + "\ndata: at the limit\n\n")
+	if ev := c.NextEvent(t); ev.Data != "at the limit" || ev.ID != atLimit {
+		t.Fatalf("got data %q with a %d-byte id, want the event with its %d-byte id", ev.Data, len(ev.ID), maxCursorLen)
+	}
+	up.Send("id: " + strings.Repeat("o", maxCursorLen+1) + "\ndata: over the limit\n\n")
+	up.WaitClosed(t)
+
+	again := origin.NextConn(t)
+	if got := again.Header.Get("Last-Event-ID"); got != atLimit {
+		t.Errorf("resumed with a Last-Event-ID of %d bytes, want the %d-byte id", len(got), maxCursorLen)
+	}
+	again.Send("id: 3\ndata: after\n\n")
+	if ev := c.NextEvent(t); ev.Data != "after" {
+		t.Fatalf("got data %q with a %d-byte id, want the event after the reconnect", ev.Data, len(ev.ID))
+	}
+	late := testkit.OpenClient(t, base+"/ids", testkit.LastEventID(atLimit))
+	if ev := late.NextEvent(t); ev.Data != "after" {
+		t.Fatalf("a client resuming from the %d-byte id got %q, want the event after it", maxCursorLen, ev.Data)
+	}
+}
+
 func TestUpstreamResumesWithLastEventIDWithoutGapOrDuplicate(t *testing.T) {
 	origin := testkit.NewOrigin(t)
 	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())

@@ -3,6 +3,7 @@ package sse
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
 )
@@ -14,26 +15,45 @@ import (
 // grows past the configured maximum size.
 var ErrEventTooLarge = errors.New("sse: event or line too large")
 
+// ErrIDTooLong is returned, wrapped with the id's length and a short
+// prefix of it, by a parser given SetMaxIDLen when an id field's value is
+// longer than that.
+var ErrIDTooLong = errors.New("sse: id too long")
+
+// idPrefixLen is how much of an over-long id ErrIDTooLong's text shows:
+// enough to tell which origin sent it, not enough to fill a log.
+const idPrefixLen = 16
+
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 
 // Parser reads an event stream and returns its blocks one by one. It keeps
 // field values as the origin's bytes: a browser decodes invalid UTF-8 the
 // same way whether it reads the origin or us, so we do not touch it.
 //
+// Its size limit bounds every line and every event. A line (line end not
+// counted) may be at most maxSize bytes, comments included. An event's
+// size is the sum of the lengths of its data, event, id and retry lines
+// as sent (field name, colon and value, line ends not counted); comments
+// and fields the spec ignores are dropped as they are read and do not
+// count. An event of exactly maxSize bytes passes; one byte more is
+// ErrEventTooLarge.
+//
 // A Parser is not safe for concurrent use.
 type Parser struct {
-	r       io.Reader
-	buf     []byte
-	start   int   // first unread byte in buf
-	end     int   // one past the last byte read into buf
-	readErr error // the error that ended the reader, once seen
-	maxSize int
+	r        io.Reader
+	buf      []byte
+	start    int   // first unread byte in buf
+	end      int   // one past the last byte read into buf
+	readErr  error // the error that ended the reader, once seen
+	maxSize  int
+	maxIDLen int
 
 	started bool // the BOM check at the stream start is done
 	afterCR bool // the last line ended in CR, so a following LF belongs to it
 	scanned int  // buf[start:scanned] is known to hold no CR or LF
 
 	// The block being read, and the last-event-ID buffer that outlives it.
+	size     int // bytes of the block's counted lines so far
 	data     []byte
 	typ      string
 	hasData  bool
@@ -50,8 +70,14 @@ func NewParser(r io.Reader, maxSize int) *Parser {
 	if maxSize < size {
 		size = maxSize + 1
 	}
-	return &Parser{r: r, buf: make([]byte, size), maxSize: maxSize}
+	return &Parser{r: r, buf: make([]byte, size), maxSize: maxSize, maxIDLen: maxSize}
 }
+
+// SetMaxIDLen makes the parser refuse an id longer than n bytes: Next
+// returns an error wrapping ErrIDTooLong at that id's line, before its
+// block is returned. An id that holds a NUL is ignored, as the spec says,
+// whatever its length. Without it, an id is bounded by the size limit only.
+func (p *Parser) SetMaxIDLen(n int) { p.maxIDLen = n }
 
 // SetLastID sets the last-event-ID buffer, as if the stream had begun after
 // an event with that id. A resumed upstream connection starts from it.
@@ -92,6 +118,7 @@ func (p *Parser) dispatch() (Event, bool) {
 	if p.hasData {
 		ev.Data = string(p.data[:len(p.data)-1]) // drop the final LF
 	}
+	p.size = 0
 	p.data = p.data[:0]
 	p.typ = ""
 	p.hasData, p.hasID, p.hasRetry = false, false, false
@@ -116,20 +143,30 @@ func (p *Parser) field(line []byte) error {
 		}
 	}
 	switch string(name) {
+	case "event", "data", "id", "retry":
+		p.size += len(line)
+		if p.size > p.maxSize {
+			return ErrEventTooLarge
+		}
+	default:
+		return nil // a field the spec ignores
+	}
+	switch string(name) {
 	case "event":
 		p.typ = string(value)
 	case "data":
-		if len(p.data)+len(value)+len(p.typ) >= p.maxSize {
-			return ErrEventTooLarge
-		}
 		p.data = append(p.data, value...)
 		p.data = append(p.data, '\n')
 		p.hasData = true
 	case "id":
-		if bytes.IndexByte(value, 0) < 0 {
-			p.lastID = string(value)
-			p.hasID = true
+		if bytes.IndexByte(value, 0) >= 0 {
+			return nil // ignored, as the spec says
 		}
+		if len(value) > p.maxIDLen {
+			return fmt.Errorf("%w: %d bytes, over %d (it starts %q)", ErrIDTooLong, len(value), p.maxIDLen, value[:min(len(value), idPrefixLen)])
+		}
+		p.lastID = string(value)
+		p.hasID = true
 	case "retry":
 		if n, ok := parseRetry(value); ok {
 			p.retry, p.hasRetry = n, true

@@ -4,6 +4,8 @@ package sse
 // how a stream ends, and its limits; parse_test.go has the fields.
 
 import (
+	"errors"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -152,11 +154,68 @@ func TestParseLines(t *testing.T) {
 			maxSize: 64,
 			want:    slices.Repeat([]Event{{Data: strings.Repeat("x", 50), HasData: true}}, 100),
 		},
+		// An event's size is the bytes of its data, event, id and retry
+		// lines as sent (name, colon and value), line ends not counted: an
+		// event of exactly maxSize bytes passes, one byte more is refused.
 		{
-			name:    "event of many lines just under maxSize",
-			in:      "data: " + strings.Repeat("x", 20) + "\ndata: " + strings.Repeat("x", 20) + "\ndata: " + strings.Repeat("x", 20) + "\n\n",
+			name:    "event of many lines exactly maxSize",
+			in:      strings.Repeat("data: "+strings.Repeat("x", 10)+"\n", 4) + "\n",
 			maxSize: 64,
-			want:    []Event{{Data: strings.Repeat("x", 20) + "\n" + strings.Repeat("x", 20) + "\n" + strings.Repeat("x", 20), HasData: true}},
+			want:    []Event{{Data: strings.Repeat(strings.Repeat("x", 10)+"\n", 3) + strings.Repeat("x", 10), HasData: true}},
+		},
+		{
+			name:    "event of many lines one byte past maxSize",
+			in:      "data: ok\n\n" + strings.Repeat("data: "+strings.Repeat("x", 10)+"\n", 3) + "data: " + strings.Repeat("x", 11) + "\n\n",
+			maxSize: 64,
+			want:    []Event{{Data: "ok", HasData: true}},
+			wantErr: ErrEventTooLarge,
+		},
+		{
+			name:    "data, event and id lines exactly maxSize",
+			in:      "data: " + strings.Repeat("d", 18) + "\nevent: " + strings.Repeat("e", 13) + "\nid: " + strings.Repeat("i", 16) + "\n\n",
+			maxSize: 64,
+			want:    []Event{{Type: strings.Repeat("e", 13), Data: strings.Repeat("d", 18), HasData: true, ID: strings.Repeat("i", 16), HasID: true}},
+		},
+		{
+			name:    "one byte past maxSize in the data line",
+			in:      "data: ok\n\ndata: " + strings.Repeat("d", 19) + "\nevent: " + strings.Repeat("e", 13) + "\nid: " + strings.Repeat("i", 16) + "\n\n",
+			maxSize: 64,
+			want:    []Event{{Data: "ok", HasData: true}},
+			wantErr: ErrEventTooLarge,
+		},
+		{
+			name:    "one byte past maxSize in the event line",
+			in:      "data: ok\n\ndata: " + strings.Repeat("d", 18) + "\nevent: " + strings.Repeat("e", 14) + "\nid: " + strings.Repeat("i", 16) + "\n\n",
+			maxSize: 64,
+			want:    []Event{{Data: "ok", HasData: true}},
+			wantErr: ErrEventTooLarge,
+		},
+		{
+			name:    "one byte past maxSize in the id line",
+			in:      "data: ok\n\ndata: " + strings.Repeat("d", 18) + "\nevent: " + strings.Repeat("e", 13) + "\nid: " + strings.Repeat("i", 17) + "\n\n",
+			maxSize: 64,
+			want:    []Event{{Data: "ok", HasData: true}},
+			wantErr: ErrEventTooLarge,
+		},
+		{
+			name:    "an id-only block past maxSize",
+			in:      "data: ok\n\nid: " + strings.Repeat("i", 10) + "\nid: " + strings.Repeat("i", 10) + "\nid: " + strings.Repeat("i", 10) + "\n\n",
+			maxSize: 40,
+			want:    []Event{{Data: "ok", HasData: true}},
+			wantErr: ErrEventTooLarge,
+		},
+		{
+			name:    "a retry line counts",
+			in:      "data: ok\n\nretry: 1000\ndata: " + strings.Repeat("x", 16) + "\n\n",
+			maxSize: 32,
+			want:    []Event{{Data: "ok", HasData: true}},
+			wantErr: ErrEventTooLarge,
+		},
+		{
+			name:    "comments and unknown fields are not counted",
+			in:      "data: " + strings.Repeat("x", 26) + "\n:" + strings.Repeat("c", 31) + "\nfoo: " + strings.Repeat("f", 27) + "\n\n",
+			maxSize: 32,
+			want:    []Event{{Data: strings.Repeat("x", 26), HasData: true}},
 		},
 		{
 			name:    "event over maxSize",
@@ -190,4 +249,49 @@ func TestParseLines(t *testing.T) {
 			wantErr: ErrEventTooLarge,
 		},
 	})
+}
+
+// TestParseIDLimit checks the limit on an id: an id of exactly the limit
+// is kept, one byte more stops the parser with ErrIDTooLong before the
+// block is returned, and the error's text holds no more of the id than a
+// short prefix. An id that holds a NUL is ignored, as the spec says,
+// whatever its length.
+func TestParseIDLimit(t *testing.T) {
+	const limit = 1024
+	atLimit := strings.Repeat("k", limit)
+	overLimit := "secret-" + strings.Repeat("s", limit+1-len("secret-"))
+	withNUL := strings.Repeat("n", 2*limit) + "\x00"
+	in := "id: " + atLimit + "\ndata: a\n\n" +
+		"id: " + withNUL + "\ndata: b\n\n" +
+		"id: " + overLimit + "\ndata: c\n\n" +
+		"data: d\n\n"
+	want := []Event{
+		{Data: "a", HasData: true, ID: atLimit, HasID: true},
+		{Data: "b", HasData: true, ID: atLimit},
+	}
+	for _, mode := range readerModes {
+		r := mode.open(in, nil)
+		p := NewParser(r, 1<<20)
+		p.SetMaxIDLen(limit)
+		var got []Event
+		var err error
+		for {
+			var ev Event
+			if ev, err = p.Next(); err != nil {
+				break
+			}
+			got = append(got, ev)
+		}
+		if c, ok := r.(io.Closer); ok {
+			c.Close() // unblock the pipe writer after an early stop
+		}
+		if !errors.Is(err, ErrIDTooLong) {
+			t.Errorf("%s: error = %v, want ErrIDTooLong", mode.name, err)
+		} else if strings.Contains(err.Error(), overLimit[:32]) {
+			t.Errorf("%s: error holds more than a prefix of the id: %.80q", mode.name, err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: events differ\n got: %s\nwant: %s", mode.name, fmtEvents(got), fmtEvents(want))
+		}
+	}
 }
