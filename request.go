@@ -139,15 +139,19 @@ type requestMap struct {
 }
 
 // streamRequestOf maps r to the stream it asks for. It fails only for a
-// cursor that no browser sends (errBadCursor) or a filter that is not one
+// path that leaves the base path or could (errBadPath), a cursor that no
+// browser sends (errBadCursor) or a filter that is not one
 // (errBadFilter).
 func (m *requestMap) streamRequestOf(r *http.Request) (streamRequest, error) {
+	path, err := cleanPath(r.URL.EscapedPath())
+	if err != nil {
+		return streamRequest{}, err
+	}
 	q := m.filterQuery(r.URL.RawQuery)
 	rawCursor, hasCursor := q.cursor, q.hasCursor
 	if header := r.Header.Get("Last-Event-ID"); header != "" {
 		rawCursor, hasCursor = header, true // the header is the newer cursor
 	}
-	path := r.URL.EscapedPath()
 	key := path
 	if q.kept != "" {
 		key += "?" + q.kept
@@ -155,7 +159,7 @@ func (m *requestMap) streamRequestOf(r *http.Request) (streamRequest, error) {
 	sr := streamRequest{
 		key:         key,
 		label:       key,
-		upstreamURL: m.upstreamURL(r.URL, q.kept),
+		upstreamURL: m.upstreamURL(path, q.kept),
 		headerUp:    m.headerUp,
 		via:         viaMarks(r.Header.Values("Via"), maxViaMarks),
 		rewind:      m.rewind,
@@ -323,17 +327,104 @@ func (m *requestMap) ignoresQueryParam(name string) bool {
 	return false
 }
 
-// upstreamURL is the base URL with the request's path and the given query
-// appended.
-func (m *requestMap) upstreamURL(u *url.URL, query string) string {
+// upstreamURL is the base URL with the given escaped path (cleanPath's)
+// and query appended.
+func (m *requestMap) upstreamURL(path, query string) string {
 	target := *m.base
-	target.Path = strings.TrimSuffix(m.base.Path, "/") + u.Path
-	target.RawPath = ""
-	if m.base.RawPath != "" || u.RawPath != "" {
-		target.RawPath = strings.TrimSuffix(m.base.EscapedPath(), "/") + u.EscapedPath()
-	}
+	target.RawPath = basePath(m.base) + path
+	target.Path, _ = url.PathUnescape(target.RawPath) // both parts are valid escapes
 	target.RawQuery = query
 	return target.String()
+}
+
+// basePath is the escaped path of an upstream base URL without its
+// trailing slash: what every upstream path starts with.
+func basePath(base *url.URL) string {
+	return strings.TrimSuffix(base.EscapedPath(), "/")
+}
+
+// errBadPath refuses a request whose path leaves the upstream base path,
+// or could for some origin. The path is not echoed.
+var errBadPath = errors.New("bad request path: it leaves the upstream base path, or could")
+
+// cleanPath removes the dot segments of an escaped path (RFC 3986,
+// section 5.2.4), judged on its decoded segments, so "%2e%2e" is "..".
+// The segments it keeps stay escaped as they were: an encoded slash in
+// one stays one. It is the one rule for every path sent upstream: a
+// client's request path (appended to the base path) and a redirect's.
+//
+// It fails with errBadPath for a path that does not start with "/", one
+// whose ".." climbs above its start, and one whose dot segments some
+// origin would read otherwise: dot segments beside a segment holding an
+// encoded slash or a backslash (raw or %5c), which some origins split on,
+// so what ".." removes depends on the origin; or a segment that such a
+// split, or cutting a ";" parameter as Tomcat does, turns into a dot
+// segment ("..%2f", "..\", "..;x").
+func cleanPath(escaped string) (string, error) {
+	if escaped == "" {
+		return "", nil
+	}
+	if escaped[0] != '/' {
+		return "", errBadPath
+	}
+	if !strings.Contains(escaped, ".") && !strings.Contains(escaped, "%2e") && !strings.Contains(escaped, "%2E") {
+		return escaped, nil // no dot segment, plain or encoded
+	}
+	segments := strings.Split(escaped[1:], "/")
+	kept := make([]string, 0, len(segments))
+	dots, splits, lastDot := false, false, false
+	for _, seg := range segments {
+		decoded, err := url.PathUnescape(seg)
+		if err != nil {
+			return "", errBadPath
+		}
+		lastDot = decoded == "." || decoded == ".."
+		switch {
+		case decoded == ".":
+			dots = true
+		case decoded == "..":
+			dots = true
+			if len(kept) == 0 {
+				return "", errBadPath
+			}
+			kept = kept[:len(kept)-1]
+		case hasDotPiece(decoded):
+			return "", errBadPath
+		default:
+			splits = splits || strings.ContainsAny(decoded, `/\`)
+			kept = append(kept, seg)
+		}
+	}
+	if dots && splits {
+		return "", errBadPath
+	}
+	path := "/" + strings.Join(kept, "/")
+	if lastDot && len(kept) > 0 {
+		path += "/" // "/a/b/.." is "/a/"
+	}
+	return path, nil
+}
+
+// hasDotPiece reports whether a decoded path segment holds a dot segment
+// once split at slashes and backslashes, or cut at a ";" parameter.
+func hasDotPiece(segment string) bool {
+	for piece := range strings.FieldsFuncSeq(segment, func(r rune) bool { return r == '/' || r == '\\' }) {
+		if piece, _, _ = strings.Cut(piece, ";"); piece == "." || piece == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// withinBase reports whether an escaped path, such as a redirect's, is
+// base (an escaped path without a trailing slash) or below it, by the
+// rule of cleanPath.
+func withinBase(base, escaped string) bool {
+	path, err := cleanPath(escaped)
+	if err != nil {
+		return false
+	}
+	return base == "" || path == base || strings.HasPrefix(path, base+"/")
 }
 
 // redactURL returns a URL as logs, metrics and the admin API show it: any

@@ -3,6 +3,7 @@ package ssefanout
 // Which stream a request asks for, and what of the client is trusted.
 
 import (
+	"bufio"
 	"fmt"
 	"net/http"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
@@ -314,5 +316,138 @@ func TestPerUserStreamsBySessionCookie(t *testing.T) {
 	}
 	if got := upBob.Header.Get("Cookie"); got != "session=bob-s" {
 		t.Errorf("bob's upstream Cookie %q", got)
+	}
+}
+
+// rawStatus sends a GET for target exactly as written (no client cleans
+// or escapes it) and returns the answer's status.
+func rawStatus(t *testing.T, base, target string) int {
+	t.Helper()
+	conn := rawDial(t, base, target, "Connection: close")
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(testkit.WaitTimeout))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("GET %s: reading the answer: %v", target, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// escapingPaths are request paths that leave the base path, or could,
+// for some origin: by dot segments plain or encoded, by an encoded slash
+// or a backslash next to a dot segment, or by a path parameter on one.
+var escapingPaths = []string{
+	"/../admin/keys",
+	"/%2e%2e/admin/keys",
+	"/.%2e/admin/keys",
+	"/%2E%2E/admin/keys",
+	"/..%2fadmin/keys",
+	"/..%2Fadmin/keys",
+	"/a/../../admin/keys",
+	"/a/%2e%2e/%2e%2e/admin/keys",
+	"/a%2f..%2f..%2fadmin/keys",
+	"/a%2fb/../..",                  // two segments to an origin that decodes %2f, one to us
+	"/a%2fb/..",                     // the same: what .. removes depends on the origin
+	`/..\admin/keys`,                // a backslash is a separator to some origins
+	"/..%5cadmin/keys",              //
+	`/a\b/..`,                       //
+	"/..;/admin/keys",               // Tomcat drops ;params, then sees ..
+	"/a/..;x/../admin/keys",         //
+	"/./../admin/keys",              //
+	"/a/b/../../../admin/keys",      //
+	"/a/%2e%2e%2f%2e%2e/admin/keys", //
+}
+
+func TestRequestPathCannotLeaveTheBase(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+"/sse")
+	for _, p := range escapingPaths {
+		if status := rawStatus(t, base, p); status != http.StatusBadRequest {
+			t.Errorf("GET %s: status %d, want 400", p, status)
+		}
+	}
+	if n := origin.Total.Load(); n != 0 {
+		t.Fatalf("refused paths reached the origin: %d requests", n)
+	}
+
+	// Dot segments that stay within the base are removed, on the decoded
+	// path: the origin sees none, and the stream is the clean path's.
+	for _, tc := range []struct{ path, want string }{
+		{"/a/../b", "/sse/b"},
+		{"/a/./c/%2e%2e/d/", "/sse/a/d/"},
+		{"/e/f/..", "/sse/e/"},
+		{"/g%2Fh/i", "/sse/g%2Fh/i"}, // an encoded slash without dot segments is kept as it is
+	} {
+		testkit.OpenClient(t, base+tc.path, nil)
+		if up := origin.NextConn(t); up.Path != tc.want {
+			t.Errorf("GET %s: upstream %q, want %q", tc.path, up.Path, tc.want)
+		}
+	}
+	testkit.OpenClient(t, base+"/b", nil) // the stream of /a/../b
+	origin.NoNewConn(t)
+}
+
+func TestRequestPathBehindAPathMatcherCannotLeaveTheBase(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, fmt.Sprintf(`handle_path /strip/* {
+		sse_fanout %[1]s/api/sse
+	}
+	handle /keep/* {
+		sse_fanout %[1]s/api
+	}`, origin.URL()))
+	// Caddy's path matcher sees the cleaned path, /keep/x, and matches; the
+	// handler sees the path as sent, whose dot segments leave /api.
+	for _, p := range []string{
+		"/keep/../../keep/x",
+		"/keep/%2e%2e/%2e%2e/keep/x",
+		"/keep/a/../../../keep/x",
+	} {
+		if status := rawStatus(t, base, p); status != http.StatusBadRequest {
+			t.Errorf("GET %s: status %d, want 400", p, status)
+		}
+	}
+	if n := origin.Total.Load(); n != 0 {
+		t.Fatalf("refused paths reached the origin: %d requests", n)
+	}
+	// handle_path strips its prefix from the cleaned path, and cleans what
+	// is left (decoded), so it stays within the base.
+	for _, tc := range []struct{ path, want string }{
+		{"/strip/a/../../../strip/x", "/api/sse/x"},
+		{"/strip/a/%2e%2e/%2e%2e/%2e%2e/strip/x", "/api/sse/strip/x"},
+	} {
+		testkit.OpenClient(t, base+tc.path, nil)
+		if up := origin.NextConn(t); up.Path != tc.want {
+			t.Errorf("GET %s: upstream %q, want %q", tc.path, up.Path, tc.want)
+		}
+	}
+}
+
+func TestCleanPath(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{ // want "": refused
+		{"", ""},
+		{"/", "/"},
+		{"/a/b", "/a/b"},
+		{"/a.b/c..d/...", "/a.b/c..d/..."},
+		{"/.", "/"},
+		{"/a/..", "/"},
+		{"/a/b/..", "/a/"},
+		{"/a/./b/.", "/a/b/"},
+		{"/a//../b", "/a/b"},
+		{"/a/%2E/b", "/a/b"},
+		{"/x%2Fy", "/x%2Fy"},
+		{"/x%2Fy/.", ""},
+		{"/%5c/..", ""},
+		{"/..", ""},
+		{"*", ""},
+		{"/.;/a", ""},
+	} {
+		got, err := cleanPath(tc.in)
+		switch {
+		case tc.want == "" && tc.in != "" && err == nil:
+			t.Errorf("cleanPath(%q) = %q, want errBadPath", tc.in, got)
+		case (tc.want != "" || tc.in == "") && (err != nil || got != tc.want):
+			t.Errorf("cleanPath(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
 	}
 }
