@@ -73,7 +73,10 @@ type Handler struct {
 	// Headers sent on every upstream request, besides
 	// "Accept: text/event-stream" and "Cache-Control: no-cache". Values may
 	// use global placeholders such as {env.TOKEN}, which are replaced once
-	// when the config loads.
+	// when the config loads, and per-request placeholders that the key
+	// holds. A per-request value must be one token (no comma, semicolon,
+	// space, quote, backslash or control character; a client's header
+	// copied whole, no control character), or the request is answered 400.
 	HeaderUp http.Header `json:"header_up,omitempty"`
 
 	// How many of the buffer's last events a client that joins without a
@@ -261,9 +264,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.validate(); err != nil {
 		return err
 	}
-	perRequestHeaders, err := h.checkHeaderPlaceholders(h.cfg.headerUp)
+	perRequest, err := h.checkHeaderPlaceholders(h.cfg.headerUp)
 	if err != nil {
 		return err
+	}
+	var perRequestHeaders headerTemplates
+	if perRequest {
+		perRequestHeaders = parseHeaderTemplates(h.cfg.headerUp)
 	}
 	h.requests = &requestMap{
 		base:              base,

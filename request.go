@@ -129,13 +129,13 @@ type streamRequest struct {
 // requestMap maps a handler's requests to the streams they ask for. A
 // handler makes it once, when it is provisioned.
 type requestMap struct {
-	base              *url.URL    // the upstream base URL
-	key               keyTemplate // the key subdirective, parsed
-	ignoreQuery       []string    // key_ignore_query
-	headerUp          http.Header // header_up, global placeholders replaced
-	perRequestHeaders bool        // some header_up value has a per-request placeholder
-	filterParam       string      // filter_param: the parameter of a client's event-type filter
-	rewind            int         // rewind: events of the buffer a client without a cursor is sent first
+	base              *url.URL        // the upstream base URL
+	key               keyTemplate     // the key subdirective, parsed
+	ignoreQuery       []string        // key_ignore_query
+	headerUp          http.Header     // header_up, global placeholders replaced
+	perRequestHeaders headerTemplates // header_up parsed, if some value has a per-request placeholder; else nil
+	filterParam       string          // filter_param: the parameter of a client's event-type filter
+	rewind            int             // rewind: events of the buffer a client without a cursor is sent first
 }
 
 // streamRequestOf maps r to the stream it asks for. It fails only for a
@@ -178,7 +178,7 @@ func (m *requestMap) streamRequestOf(r *http.Request) (streamRequest, error) {
 		}
 		sr.filter = filter
 	}
-	if len(m.key) > 0 || m.perRequestHeaders {
+	if len(m.key) > 0 || m.perRequestHeaders != nil {
 		repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 		if repl == nil {
 			repl = caddy.NewReplacer()
@@ -190,16 +190,83 @@ func (m *requestMap) streamRequestOf(r *http.Request) (streamRequest, error) {
 			sr.key += "\n" + value
 			sr.label += " #" + keyDigest(value)
 		}
-		if m.perRequestHeaders {
-			sr.headerUp = make(http.Header, len(m.headerUp))
-			for name, values := range m.headerUp {
-				for _, v := range values {
-					sr.headerUp.Add(name, repl.ReplaceAll(v, ""))
-				}
+		if m.perRequestHeaders != nil {
+			if sr.headerUp, err = m.perRequestHeaders.fill(repl); err != nil {
+				return sr, err
 			}
 		}
 	}
 	return sr, nil
+}
+
+// headerTemplates are header_up values, each parsed as a template.
+type headerTemplates map[string][]keyTemplate
+
+// parseHeaderTemplates parses every value of a header as a template.
+func parseHeaderTemplates(header http.Header) headerTemplates {
+	t := make(headerTemplates, len(header))
+	for name, values := range header {
+		for _, v := range values {
+			t[name] = append(t[name], parseKeyTemplate(v))
+		}
+	}
+	return t
+}
+
+// fill returns the header for one request. It fails with
+// errBadHeaderValue if a placeholder's value does not fit (fitsHeader).
+func (t headerTemplates) fill(repl *caddy.Replacer) (http.Header, error) {
+	header := make(http.Header, len(t))
+	for name, values := range t {
+		for _, tmpl := range values {
+			var b strings.Builder
+			for _, part := range tmpl {
+				if !part.placeholder {
+					b.WriteString(part.text) // the operator's, as written
+					continue
+				}
+				value := repl.ReplaceAll(part.text, "")
+				if !fitsHeader(value, len(tmpl) == 1 && strings.HasPrefix(part.text, "{http.request.header.")) {
+					return nil, errBadHeaderValue
+				}
+				b.WriteString(value)
+			}
+			header.Add(name, b.String())
+		}
+	}
+	return header, nil
+}
+
+// errBadHeaderValue refuses a request whose value for a per-request
+// placeholder in header_up does not fit (fitsHeader). The value is not
+// echoed.
+var errBadHeaderValue = errors.New("bad request: a value it sends upstream in a header holds a comma, semicolon, space, quote, backslash or control character")
+
+// fitsHeader reports whether a client's value may stand for a placeholder
+// in a header_up value. It is the one rule for every per-request value
+// sent upstream.
+//
+// A value holds no control character (tab, CR, LF and NUL among them, and
+// DEL), which could end the header or the request. And unless it is a
+// client's header copied whole (wholeHeader: header_up X-User
+// {http.request.header.X-User}, whose structure is the client's header's),
+// it is one token: no comma, semicolon, space, double quote or backslash,
+// the bytes by which a header value has parts. So a cookie value in
+// "session={http.request.cookie.session}" can add no cookie ("abc, admin=1"
+// or "abc; admin=1"), and a token in "Bearer {http.request.header.X-Token}"
+// no credential or parameter. The operator's literal text around a
+// placeholder ("Bearer ", "session=") is not held to it.
+func fitsHeader(value string, wholeHeader bool) bool {
+	for i := 0; i < len(value); i++ {
+		switch b := value[i]; {
+		case b < ' ' || b == 0x7f:
+			return false
+		case wholeHeader:
+		case b == ',', b == ';', b == ' ', b == '"', b == '\\':
+			return false
+		}
+	}
+	return true
 }
 
 // keyTemplate is a template such as the key subdirective or a header_up

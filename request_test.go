@@ -451,3 +451,118 @@ func TestCleanPath(t *testing.T) {
 		}
 	}
 }
+
+// A per-request placeholder's value in a header_up value must be one
+// token: a comma, semicolon, space, quote, backslash or control character
+// in it could add cookies, credentials or header lines of the client's
+// choosing to the origin's request.
+
+func TestHeaderUpCookieValueCannotAddCookies(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+` {
+		key {http.request.cookie.session}
+		header_up Cookie "session={http.request.cookie.session}"
+	}`)
+	for _, cookie := range []string{
+		"session=abc, admin=1, role=superuser",
+		"session=abc,admin=1",
+		"session=abc admin=1",
+		`session="abc, admin=1"`,
+	} {
+		if _, status := testkit.DialClient(t, base+"/me", http.Header{"Cookie": {cookie}}); status != http.StatusBadRequest {
+			t.Errorf("Cookie %q: status %d, want 400", cookie, status)
+		}
+	}
+	if n := origin.Total.Load(); n != 0 {
+		t.Fatalf("refused requests reached the origin: %d", n)
+	}
+	testkit.OpenClient(t, base+"/me", http.Header{"Cookie": {"session=alice-s.1_~"}})
+	if got := origin.NextConn(t).Header.Get("Cookie"); got != "session=alice-s.1_~" {
+		t.Fatalf("upstream Cookie %q", got)
+	}
+}
+
+func TestHeaderUpAuthorizationValueIsOneToken(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+` {
+		key {http.request.header.X-Token} {http.request.uri.query.token} {http.request.uri.query.whole}
+		key_ignore_query token whole
+		header_up X-Whole {http.request.uri.query.whole}
+		header_up Authorization "Bearer {http.request.header.X-Token}"
+		header_up X-Query-Token "Bearer {http.request.uri.query.token}"
+	}`)
+	// A placeholder that is a whole header_up value is one token too, but
+	// for a client's header copied whole (TestPerUserStreams), which only
+	// holds no control character.
+	for _, tc := range []struct {
+		name   string
+		query  string
+		tokens []string
+	}{
+		{"space", "", []string{"abc def"}},
+		{"comma", "", []string{"abc,Basic YWRtaW4="}},
+		{"two headers, joined by a comma", "", []string{"abc", "def"}},
+		{"semicolon", "", []string{"abc;def"}},
+		{"quote", "", []string{`abc"def`}},
+		{"backslash", "", []string{`abc\def`}},
+		{"tab", "", []string{"abc\tdef"}},
+		{"CR LF", "?token=abc%0D%0AX-Admin:%201", nil},
+		{"LF", "?token=abc%0AX-Admin:%201", nil},
+		{"NUL", "?token=abc%00def", nil},
+		{"DEL", "?token=abc%7Fdef", nil},
+		{"space in the query", "?token=abc%20def", nil},
+		{"plus in the query", "?token=abc+def", nil}, // a space, decoded
+		{"a whole value from the query", "?whole=abc%20def", nil},
+		{"CR LF in a whole value from the query", "?whole=abc%0D%0AX-Admin:%201", nil},
+	} {
+		header := http.Header{}
+		if tc.tokens != nil {
+			header["X-Token"] = tc.tokens
+		}
+		if _, status := testkit.DialClient(t, base+"/me"+tc.query, header); status != http.StatusBadRequest {
+			t.Errorf("%s: status %d, want 400", tc.name, status)
+		}
+	}
+	if n := origin.Total.Load(); n != 0 {
+		t.Fatalf("refused requests reached the origin: %d", n)
+	}
+	// The operator's literal text around a placeholder keeps its space.
+	testkit.OpenClient(t, base+"/me?token=q.1-_~%2B/=", http.Header{"X-Token": {"h.1-_~+/="}})
+	up := origin.NextConn(t)
+	if got := up.Header.Get("Authorization"); got != "Bearer h.1-_~+/=" {
+		t.Errorf("upstream Authorization %q", got)
+	}
+	if got := up.Header.Get("X-Query-Token"); got != "Bearer q.1-_~+/=" {
+		t.Errorf("upstream X-Query-Token %q", got)
+	}
+}
+
+func TestFitsHeader(t *testing.T) {
+	for _, tc := range []struct {
+		value       string
+		wholeHeader bool
+		want        bool
+	}{
+		{"abc.DEF-1_~+/=:@!", false, true},
+		{"", false, true},
+		{"ünï", false, true},
+		{"a b", false, false},
+		{"a,b", false, false},
+		{"a;b", false, false},
+		{`a"b`, false, false},
+		{`a\b`, false, false},
+		{"a\tb", false, false},
+		{"a\r\nb", false, false},
+		{"a\x00b", false, false},
+		{"a\x7fb", false, false},
+		{"Bearer a, Basic b; c=\"d\\\"\"", true, true},
+		{"a\tb", true, false},
+		{"a\r\nX: b", true, false},
+		{"a\x00b", true, false},
+		{"a\x7fb", true, false},
+	} {
+		if got := fitsHeader(tc.value, tc.wholeHeader); got != tc.want {
+			t.Errorf("fitsHeader(%q, %v) = %v, want %v", tc.value, tc.wholeHeader, got, tc.want)
+		}
+	}
+}
