@@ -48,9 +48,9 @@ func init() {
 type Handler struct {
 	// The origin's base URL, such as "http://localhost:9000" or
 	// "https://origin.example/sse". The request path, its dot segments
-	// removed, and query are appended to its path; a request path that
-	// would leave it is answered 400, and a redirect out of it is not
-	// followed. Required.
+	// removed, and query, with the bytes a query may not hold escaped, are
+	// appended to its path; a request path that would leave it is answered
+	// 400, and a redirect out of it is not followed. Required.
 	Upstream string `json:"upstream,omitempty"`
 
 	// How long a client may be sent nothing before it is sent a

@@ -346,14 +346,15 @@ type clientQuery struct {
 // filterQuery removes from a raw query the parameters that are the
 // client's own, which it returns: last_event_id and the filter_param
 // parameter; and the parameters named in key_ignore_query. Names are
-// compared unescaped, so last%5Fevent%5Fid is last_event_id too.
+// compared unescaped, so last%5Fevent%5Fid is last_event_id too. What it
+// keeps is escaped by escapeQuery.
 func (m *requestMap) filterQuery(rawQuery string) clientQuery {
 	if rawQuery == "" {
 		return clientQuery{}
 	}
 	if len(m.ignoreQuery) == 0 && !strings.Contains(rawQuery, lastEventIDParam) && !strings.Contains(rawQuery, "%") &&
 		(m.filterParam == "" || !strings.Contains(rawQuery, m.filterParam)) {
-		return clientQuery{kept: rawQuery}
+		return clientQuery{kept: escapeQuery(rawQuery)}
 	}
 	var q clientQuery
 	var parts []string
@@ -380,8 +381,57 @@ func (m *requestMap) filterQuery(rawQuery string) clientQuery {
 			parts = append(parts, part)
 		}
 	}
-	q.kept = strings.Join(parts, "&")
+	q.kept = escapeQuery(strings.Join(parts, "&"))
 	return q
+}
+
+// escapeQuery percent-encodes the bytes of a raw query that a query may
+// not hold (RFC 3986, section 3.4): a space, which would end the request
+// target of an HTTP/1.1 request line, "#", which would start a fragment,
+// any other byte but unreserved ones, sub-delims, ":", "@", "/" and "?",
+// and a "%" not followed by two hex digits. What a query may hold is kept
+// as it is ("a+b", "%2F", the order of parameters), so a valid query is
+// returned unchanged; the stream key and the upstream URL use the result,
+// so "a=1 b" and "a=1%20b" are one stream.
+func escapeQuery(raw string) string {
+	i := 0
+	for i < len(raw) && queryByteOK(raw, i) {
+		i++
+	}
+	if i == len(raw) {
+		return raw
+	}
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	b.Grow(len(raw) + 16)
+	b.WriteString(raw[:i])
+	for ; i < len(raw); i++ {
+		if queryByteOK(raw, i) {
+			b.WriteByte(raw[i])
+		} else {
+			b.WriteByte('%')
+			b.WriteByte(hex[raw[i]>>4])
+			b.WriteByte(hex[raw[i]&15])
+		}
+	}
+	return b.String()
+}
+
+// queryByteOK reports whether raw[i] may stand in a query as it is.
+func queryByteOK(raw string, i int) bool {
+	switch c := raw[i]; {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	case c == '%':
+		return i+2 < len(raw) && isHex(raw[i+1]) && isHex(raw[i+2])
+	default:
+		return strings.IndexByte("-._~!$&'()*+,;=:@/?", c) >= 0
+	}
+}
+
+// isHex reports whether c is a hex digit.
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // ignoresQueryParam reports whether key_ignore_query names the parameter.

@@ -566,3 +566,50 @@ func TestFitsHeader(t *testing.T) {
 		}
 	}
 }
+
+func TestQueryBytesAQueryCannotHoldAreEscapedUpstream(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+	// Over HTTP/1.1, Go's server passes on what no query may hold but a
+	// space: #, quotes, brackets, braces, other bytes, a bare %.
+	for _, tc := range []struct{ target, want string }{
+		{"/q?a=1#frag&b=\"x\"<y>{z}|^`[]\\", "/q?a=1%23frag&b=%22x%22%3Cy%3E%7Bz%7D%7C%5E%60%5B%5D%5C"},
+		{"/q?a=100%&b=%zz&c=%4", "/q?a=100%25&b=%25zz&c=%254"},
+		{"/q?n=\xc3\xbc\xff", "/q?n=%C3%BC%FF"},
+		{"/q?kept=a+b%20c%2F/?:@!$'()*,;=-._~", "/q?kept=a+b%20c%2F/?:@!$'()*,;=-._~"}, // all a query may hold, as it is
+	} {
+		rc := dialRaw(t, base, tc.target)
+		if !strings.Contains(rc.status, " 200 ") {
+			t.Fatalf("GET %q: %s", tc.target, rc.status)
+		}
+		if up := origin.NextConn(t); up.Path != tc.want {
+			t.Errorf("GET %q: upstream %q, want %q", tc.target, up.Path, tc.want)
+		}
+	}
+	// The escaped query is the stream's: the same as the one sent escaped.
+	testkit.OpenClient(t, base+"/q?a=100%25&b=%25zz&c=%254", nil)
+	origin.NoNewConn(t)
+}
+
+func TestQuerySpacesOverHTTP2AreEscapedUpstream(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	addr, hc := startHTTP2Caddy(t, origin.URL(), "")
+	// An HTTP/2 :path may hold a space, which over HTTP/1.1 upstream would
+	// end the request target: "GET /events?a=1 HTTP/1.0 HTTP/1.1".
+	req, err := http.NewRequest(http.MethodGet, "https://"+addr+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.URL.Opaque, req.URL.RawQuery = "/events", "a=1 HTTP/1.0"
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
+		t.Fatalf("%s over %s, want 200 over HTTP/2", resp.Status, resp.Proto)
+	}
+	if up := origin.NextConn(t); up.Path != "/events?a=1%20HTTP/1.0" {
+		t.Fatalf("upstream %q, want /events?a=1%%20HTTP/1.0", up.Path)
+	}
+}
