@@ -140,8 +140,9 @@ type requestMap struct {
 
 // streamRequestOf maps r to the stream it asks for. It fails only for a
 // path that leaves the base path or could (errBadPath), a cursor that no
-// browser sends (errBadCursor) or a filter that is not one
-// (errBadFilter).
+// browser sends (errBadCursor), a filter that is not one (errBadFilter)
+// or a per-request header_up value that would change its header
+// (errBadHeaderValue); the caller answers each with 400.
 func (m *requestMap) streamRequestOf(r *http.Request) (streamRequest, error) {
 	path, err := cleanPath(r.URL.EscapedPath())
 	if err != nil {
