@@ -36,8 +36,10 @@ func init() {
 // passed through this node, or through the tier this handler reads from,
 // is answered 508 Loop Detected. A cursor (Last-Event-ID or the last_event_id
 // query parameter) that holds a control character is answered 400, and so
-// is a bad event-type filter (filter_param); a response that a handler in
-// front buffers, 500.
+// is a bad event-type filter (filter_param), and a request path that would
+// leave the upstream base path, or could (its dot segments are removed on
+// the decoded path; see cleanPath); a response that a handler in front
+// buffers, 500.
 //
 // No header of the client's request is sent upstream, since the upstream
 // connection is shared by every client of the stream: forwarding one
@@ -45,8 +47,10 @@ func init() {
 // Use header_up for what the origin needs.
 type Handler struct {
 	// The origin's base URL, such as "http://localhost:9000" or
-	// "https://origin.example/sse". The request path and query are appended
-	// to its path. Required.
+	// "https://origin.example/sse". The request path, its dot segments
+	// removed, and query, with the bytes a query may not hold escaped, are
+	// appended to its path; a request path that would leave it is answered
+	// 400, and a redirect out of it is not followed. Required.
 	Upstream string `json:"upstream,omitempty"`
 
 	// How long a client may be sent nothing before it is sent a
@@ -69,7 +73,10 @@ type Handler struct {
 	// Headers sent on every upstream request, besides
 	// "Accept: text/event-stream" and "Cache-Control: no-cache". Values may
 	// use global placeholders such as {env.TOKEN}, which are replaced once
-	// when the config loads.
+	// when the config loads, and per-request placeholders that the key
+	// holds. A per-request value must be one token (no comma, semicolon,
+	// space, quote, backslash or control character; a client's header
+	// copied whole, no control character), or the request is answered 400.
 	HeaderUp http.Header `json:"header_up,omitempty"`
 
 	// How many of the buffer's last events a client that joins without a
@@ -275,9 +282,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.validate(); err != nil {
 		return err
 	}
-	perRequestHeaders, err := h.checkHeaderPlaceholders(h.cfg.headerUp)
+	perRequest, err := h.checkHeaderPlaceholders(h.cfg.headerUp)
 	if err != nil {
 		return err
+	}
+	var perRequestHeaders headerTemplates
+	if perRequest {
+		perRequestHeaders = parseHeaderTemplates(h.cfg.headerUp)
 	}
 	h.requests = &requestMap{
 		base:              base,
@@ -290,7 +301,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.poolKey = h.registryKey(h.cfg.headerUp)
 	value, _, err := registries.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		return newRegistry(h.cfg, h.gen, redactURL(h.Upstream)), nil
+		return newRegistry(h.cfg, h.gen, redactURL(h.Upstream), basePath(base)), nil
 	})
 	if err != nil {
 		return fmt.Errorf("loading stream registry: %w", err)

@@ -41,14 +41,16 @@ type registry struct {
 	upstreamTiers []string
 }
 
-func newRegistry(cfg *settings, gen uint64, upstreamLabel string) *registry {
+// newRegistry returns a registry of streams read from the origin whose
+// escaped base path (without a trailing slash) is basePath.
+func newRegistry(cfg *settings, gen uint64, upstreamLabel, basePath string) *registry {
 	r := &registry{
 		streams: make(map[string]*stream),
 		stopped: make(map[string]time.Time),
 	}
 	r.upstreamLabel = upstreamLabel
 	r.metrics = newUpstreamMetrics(upstreamLabel)
-	r.upstream = newUpstreamClient()
+	r.upstream = newUpstreamClient(basePath)
 	r.settings.Store(cfg)
 	r.gen.Store(gen)
 	return r

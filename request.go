@@ -129,25 +129,30 @@ type streamRequest struct {
 // requestMap maps a handler's requests to the streams they ask for. A
 // handler makes it once, when it is provisioned.
 type requestMap struct {
-	base              *url.URL    // the upstream base URL
-	key               keyTemplate // the key subdirective, parsed
-	ignoreQuery       []string    // key_ignore_query
-	headerUp          http.Header // header_up, global placeholders replaced
-	perRequestHeaders bool        // some header_up value has a per-request placeholder
-	filterParam       string      // filter_param: the parameter of a client's event-type filter
-	rewind            int         // rewind: events of the buffer a client without a cursor is sent first
+	base              *url.URL        // the upstream base URL
+	key               keyTemplate     // the key subdirective, parsed
+	ignoreQuery       []string        // key_ignore_query
+	headerUp          http.Header     // header_up, global placeholders replaced
+	perRequestHeaders headerTemplates // header_up parsed, if some value has a per-request placeholder; else nil
+	filterParam       string          // filter_param: the parameter of a client's event-type filter
+	rewind            int             // rewind: events of the buffer a client without a cursor is sent first
 }
 
 // streamRequestOf maps r to the stream it asks for. It fails only for a
-// cursor that no browser sends (errBadCursor) or a filter that is not one
-// (errBadFilter).
+// path that leaves the base path or could (errBadPath), a cursor that no
+// browser sends (errBadCursor), a filter that is not one (errBadFilter)
+// or a per-request header_up value that would change its header
+// (errBadHeaderValue); the caller answers each with 400.
 func (m *requestMap) streamRequestOf(r *http.Request) (streamRequest, error) {
+	path, err := cleanPath(r.URL.EscapedPath())
+	if err != nil {
+		return streamRequest{}, err
+	}
 	q := m.filterQuery(r.URL.RawQuery)
 	rawCursor, hasCursor := q.cursor, q.hasCursor
 	if header := r.Header.Get("Last-Event-ID"); header != "" {
 		rawCursor, hasCursor = header, true // the header is the newer cursor
 	}
-	path := r.URL.EscapedPath()
 	key := path
 	if q.kept != "" {
 		key += "?" + q.kept
@@ -155,7 +160,7 @@ func (m *requestMap) streamRequestOf(r *http.Request) (streamRequest, error) {
 	sr := streamRequest{
 		key:         key,
 		label:       key,
-		upstreamURL: m.upstreamURL(r.URL, q.kept),
+		upstreamURL: m.upstreamURL(path, q.kept),
 		headerUp:    m.headerUp,
 		via:         viaMarks(r.Header.Values("Via"), maxViaMarks),
 		rewind:      m.rewind,
@@ -174,7 +179,7 @@ func (m *requestMap) streamRequestOf(r *http.Request) (streamRequest, error) {
 		}
 		sr.filter = filter
 	}
-	if len(m.key) > 0 || m.perRequestHeaders {
+	if len(m.key) > 0 || m.perRequestHeaders != nil {
 		repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 		if repl == nil {
 			repl = caddy.NewReplacer()
@@ -186,16 +191,83 @@ func (m *requestMap) streamRequestOf(r *http.Request) (streamRequest, error) {
 			sr.key += "\n" + value
 			sr.label += " #" + keyDigest(value)
 		}
-		if m.perRequestHeaders {
-			sr.headerUp = make(http.Header, len(m.headerUp))
-			for name, values := range m.headerUp {
-				for _, v := range values {
-					sr.headerUp.Add(name, repl.ReplaceAll(v, ""))
-				}
+		if m.perRequestHeaders != nil {
+			if sr.headerUp, err = m.perRequestHeaders.fill(repl); err != nil {
+				return sr, err
 			}
 		}
 	}
 	return sr, nil
+}
+
+// headerTemplates are header_up values, each parsed as a template.
+type headerTemplates map[string][]keyTemplate
+
+// parseHeaderTemplates parses every value of a header as a template.
+func parseHeaderTemplates(header http.Header) headerTemplates {
+	t := make(headerTemplates, len(header))
+	for name, values := range header {
+		for _, v := range values {
+			t[name] = append(t[name], parseKeyTemplate(v))
+		}
+	}
+	return t
+}
+
+// fill returns the header for one request. It fails with
+// errBadHeaderValue if a placeholder's value does not fit (fitsHeader).
+func (t headerTemplates) fill(repl *caddy.Replacer) (http.Header, error) {
+	header := make(http.Header, len(t))
+	for name, values := range t {
+		for _, tmpl := range values {
+			var b strings.Builder
+			for _, part := range tmpl {
+				if !part.placeholder {
+					b.WriteString(part.text) // the operator's, as written
+					continue
+				}
+				value := repl.ReplaceAll(part.text, "")
+				if !fitsHeader(value, len(tmpl) == 1 && strings.HasPrefix(part.text, "{http.request.header.")) {
+					return nil, errBadHeaderValue
+				}
+				b.WriteString(value)
+			}
+			header.Add(name, b.String())
+		}
+	}
+	return header, nil
+}
+
+// errBadHeaderValue refuses a request whose value for a per-request
+// placeholder in header_up does not fit (fitsHeader). The value is not
+// echoed.
+var errBadHeaderValue = errors.New("bad request: a value it sends upstream in a header holds a comma, semicolon, space, quote, backslash or control character")
+
+// fitsHeader reports whether a client's value may stand for a placeholder
+// in a header_up value. It is the one rule for every per-request value
+// sent upstream.
+//
+// A value holds no control character (tab, CR, LF and NUL among them, and
+// DEL), which could end the header or the request. And unless it is a
+// client's header copied whole (wholeHeader: header_up X-User
+// {http.request.header.X-User}, whose structure is the client's header's),
+// it is one token: no comma, semicolon, space, double quote or backslash,
+// the bytes by which a header value has parts. So a cookie value in
+// "session={http.request.cookie.session}" can add no cookie ("abc, admin=1"
+// or "abc; admin=1"), and a token in "Bearer {http.request.header.X-Token}"
+// no credential or parameter. The operator's literal text around a
+// placeholder ("Bearer ", "session=") is not held to it.
+func fitsHeader(value string, wholeHeader bool) bool {
+	for i := 0; i < len(value); i++ {
+		switch b := value[i]; {
+		case b < ' ' || b == 0x7f:
+			return false
+		case wholeHeader:
+		case b == ',', b == ';', b == ' ', b == '"', b == '\\':
+			return false
+		}
+	}
+	return true
 }
 
 // keyTemplate is a template such as the key subdirective or a header_up
@@ -275,14 +347,15 @@ type clientQuery struct {
 // filterQuery removes from a raw query the parameters that are the
 // client's own, which it returns: last_event_id and the filter_param
 // parameter; and the parameters named in key_ignore_query. Names are
-// compared unescaped, so last%5Fevent%5Fid is last_event_id too.
+// compared unescaped, so last%5Fevent%5Fid is last_event_id too. What it
+// keeps is escaped by escapeQuery.
 func (m *requestMap) filterQuery(rawQuery string) clientQuery {
 	if rawQuery == "" {
 		return clientQuery{}
 	}
 	if len(m.ignoreQuery) == 0 && !strings.Contains(rawQuery, lastEventIDParam) && !strings.Contains(rawQuery, "%") &&
 		(m.filterParam == "" || !strings.Contains(rawQuery, m.filterParam)) {
-		return clientQuery{kept: rawQuery}
+		return clientQuery{kept: escapeQuery(rawQuery)}
 	}
 	var q clientQuery
 	var parts []string
@@ -309,8 +382,57 @@ func (m *requestMap) filterQuery(rawQuery string) clientQuery {
 			parts = append(parts, part)
 		}
 	}
-	q.kept = strings.Join(parts, "&")
+	q.kept = escapeQuery(strings.Join(parts, "&"))
 	return q
+}
+
+// escapeQuery percent-encodes the bytes of a raw query that a query may
+// not hold (RFC 3986, section 3.4): a space, which would end the request
+// target of an HTTP/1.1 request line, "#", which would start a fragment,
+// any other byte but unreserved ones, sub-delims, ":", "@", "/" and "?",
+// and a "%" not followed by two hex digits. What a query may hold is kept
+// as it is ("a+b", "%2F", the order of parameters), so a valid query is
+// returned unchanged; the stream key and the upstream URL use the result,
+// so "a=1 b" and "a=1%20b" are one stream.
+func escapeQuery(raw string) string {
+	i := 0
+	for i < len(raw) && queryByteOK(raw, i) {
+		i++
+	}
+	if i == len(raw) {
+		return raw
+	}
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	b.Grow(len(raw) + 16)
+	b.WriteString(raw[:i])
+	for ; i < len(raw); i++ {
+		if queryByteOK(raw, i) {
+			b.WriteByte(raw[i])
+		} else {
+			b.WriteByte('%')
+			b.WriteByte(hex[raw[i]>>4])
+			b.WriteByte(hex[raw[i]&15])
+		}
+	}
+	return b.String()
+}
+
+// queryByteOK reports whether raw[i] may stand in a query as it is.
+func queryByteOK(raw string, i int) bool {
+	switch c := raw[i]; {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	case c == '%':
+		return i+2 < len(raw) && isHex(raw[i+1]) && isHex(raw[i+2])
+	default:
+		return strings.IndexByte("-._~!$&'()*+,;=:@/?", c) >= 0
+	}
+}
+
+// isHex reports whether c is a hex digit.
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // ignoresQueryParam reports whether key_ignore_query names the parameter.
@@ -323,17 +445,104 @@ func (m *requestMap) ignoresQueryParam(name string) bool {
 	return false
 }
 
-// upstreamURL is the base URL with the request's path and the given query
-// appended.
-func (m *requestMap) upstreamURL(u *url.URL, query string) string {
+// upstreamURL is the base URL with the given escaped path (cleanPath's)
+// and query appended.
+func (m *requestMap) upstreamURL(path, query string) string {
 	target := *m.base
-	target.Path = strings.TrimSuffix(m.base.Path, "/") + u.Path
-	target.RawPath = ""
-	if m.base.RawPath != "" || u.RawPath != "" {
-		target.RawPath = strings.TrimSuffix(m.base.EscapedPath(), "/") + u.EscapedPath()
-	}
+	target.RawPath = basePath(m.base) + path
+	target.Path, _ = url.PathUnescape(target.RawPath) // both parts are valid escapes
 	target.RawQuery = query
 	return target.String()
+}
+
+// basePath is the escaped path of an upstream base URL without its
+// trailing slash: what every upstream path starts with.
+func basePath(base *url.URL) string {
+	return strings.TrimSuffix(base.EscapedPath(), "/")
+}
+
+// errBadPath refuses a request whose path leaves the upstream base path,
+// or could for some origin. The path is not echoed.
+var errBadPath = errors.New("bad request path: it leaves the upstream base path, or could")
+
+// cleanPath removes the dot segments of an escaped path (RFC 3986,
+// section 5.2.4), judged on its decoded segments, so "%2e%2e" is "..".
+// The segments it keeps stay escaped as they were: an encoded slash in
+// one stays one. It is the one rule for every path sent upstream: a
+// client's request path (appended to the base path) and a redirect's.
+//
+// It fails with errBadPath for a path that does not start with "/", one
+// whose ".." climbs above its start, and one whose dot segments some
+// origin would read otherwise: dot segments beside a segment holding an
+// encoded slash or a backslash (raw or %5c), which some origins split on,
+// so what ".." removes depends on the origin; or a segment that such a
+// split, or cutting a ";" parameter as Tomcat does, turns into a dot
+// segment ("..%2f", "..\", "..;x").
+func cleanPath(escaped string) (string, error) {
+	if escaped == "" {
+		return "", nil
+	}
+	if escaped[0] != '/' {
+		return "", errBadPath
+	}
+	if !strings.Contains(escaped, ".") && !strings.Contains(escaped, "%2e") && !strings.Contains(escaped, "%2E") {
+		return escaped, nil // no dot segment, plain or encoded
+	}
+	segments := strings.Split(escaped[1:], "/")
+	kept := make([]string, 0, len(segments))
+	dots, splits, lastDot := false, false, false
+	for _, seg := range segments {
+		decoded, err := url.PathUnescape(seg)
+		if err != nil {
+			return "", errBadPath
+		}
+		lastDot = decoded == "." || decoded == ".."
+		switch {
+		case decoded == ".":
+			dots = true
+		case decoded == "..":
+			dots = true
+			if len(kept) == 0 {
+				return "", errBadPath
+			}
+			kept = kept[:len(kept)-1]
+		case hasDotPiece(decoded):
+			return "", errBadPath
+		default:
+			splits = splits || strings.ContainsAny(decoded, `/\`)
+			kept = append(kept, seg)
+		}
+	}
+	if dots && splits {
+		return "", errBadPath
+	}
+	path := "/" + strings.Join(kept, "/")
+	if lastDot && len(kept) > 0 {
+		path += "/" // "/a/b/.." is "/a/"
+	}
+	return path, nil
+}
+
+// hasDotPiece reports whether a decoded path segment holds a dot segment
+// once split at slashes and backslashes, or cut at a ";" parameter.
+func hasDotPiece(segment string) bool {
+	for piece := range strings.FieldsFuncSeq(segment, func(r rune) bool { return r == '/' || r == '\\' }) {
+		if piece, _, _ = strings.Cut(piece, ";"); piece == "." || piece == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// withinBase reports whether an escaped path, such as a redirect's, is
+// base (an escaped path without a trailing slash) or below it, by the
+// rule of cleanPath.
+func withinBase(base, escaped string) bool {
+	path, err := cleanPath(escaped)
+	if err != nil {
+		return false
+	}
+	return base == "" || path == base || strings.HasPrefix(path, base+"/")
 }
 
 // redactURL returns a URL as logs, metrics and the admin API show it: any

@@ -3,6 +3,7 @@ package ssefanout
 // Which stream a request asks for, and what of the client is trusted.
 
 import (
+	"bufio"
 	"fmt"
 	"net/http"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
@@ -314,5 +316,300 @@ func TestPerUserStreamsBySessionCookie(t *testing.T) {
 	}
 	if got := upBob.Header.Get("Cookie"); got != "session=bob-s" {
 		t.Errorf("bob's upstream Cookie %q", got)
+	}
+}
+
+// rawStatus sends a GET for target exactly as written (no client cleans
+// or escapes it) and returns the answer's status.
+func rawStatus(t *testing.T, base, target string) int {
+	t.Helper()
+	conn := rawDial(t, base, target, "Connection: close")
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(testkit.WaitTimeout))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("GET %s: reading the answer: %v", target, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// escapingPaths are request paths that leave the base path, or could,
+// for some origin: by dot segments plain or encoded, by an encoded slash
+// or a backslash next to a dot segment, or by a path parameter on one.
+var escapingPaths = []string{
+	"/../admin/keys",
+	"/%2e%2e/admin/keys",
+	"/.%2e/admin/keys",
+	"/%2E%2E/admin/keys",
+	"/..%2fadmin/keys",
+	"/..%2Fadmin/keys",
+	"/a/../../admin/keys",
+	"/a/%2e%2e/%2e%2e/admin/keys",
+	"/a%2f..%2f..%2fadmin/keys",
+	"/a%2fb/../..",                  // two segments to an origin that decodes %2f, one to us
+	"/a%2fb/..",                     // the same: what .. removes depends on the origin
+	`/..\admin/keys`,                // a backslash is a separator to some origins
+	"/..%5cadmin/keys",              //
+	`/a\b/..`,                       //
+	"/..;/admin/keys",               // Tomcat drops ;params, then sees ..
+	"/a/..;x/../admin/keys",         //
+	"/./../admin/keys",              //
+	"/a/b/../../../admin/keys",      //
+	"/a/%2e%2e%2f%2e%2e/admin/keys", //
+}
+
+func TestRequestPathCannotLeaveTheBase(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+"/sse")
+	for _, p := range escapingPaths {
+		if status := rawStatus(t, base, p); status != http.StatusBadRequest {
+			t.Errorf("GET %s: status %d, want 400", p, status)
+		}
+	}
+	if n := origin.Total.Load(); n != 0 {
+		t.Fatalf("refused paths reached the origin: %d requests", n)
+	}
+
+	// Dot segments that stay within the base are removed, on the decoded
+	// path: the origin sees none, and the stream is the clean path's.
+	for _, tc := range []struct{ path, want string }{
+		{"/a/../b", "/sse/b"},
+		{"/a/./c/%2e%2e/d/", "/sse/a/d/"},
+		{"/e/f/..", "/sse/e/"},
+		{"/g%2Fh/i", "/sse/g%2Fh/i"}, // an encoded slash without dot segments is kept as it is
+	} {
+		testkit.OpenClient(t, base+tc.path, nil)
+		if up := origin.NextConn(t); up.Path != tc.want {
+			t.Errorf("GET %s: upstream %q, want %q", tc.path, up.Path, tc.want)
+		}
+	}
+	testkit.OpenClient(t, base+"/b", nil) // the stream of /a/../b
+	origin.NoNewConn(t)
+}
+
+func TestRequestPathBehindAPathMatcherCannotLeaveTheBase(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, fmt.Sprintf(`handle_path /strip/* {
+		sse_fanout %[1]s/api/sse
+	}
+	handle /keep/* {
+		sse_fanout %[1]s/api
+	}`, origin.URL()))
+	// Caddy's path matcher sees the cleaned path, /keep/x, and matches; the
+	// handler sees the path as sent, whose dot segments leave /api.
+	for _, p := range []string{
+		"/keep/../../keep/x",
+		"/keep/%2e%2e/%2e%2e/keep/x",
+		"/keep/a/../../../keep/x",
+	} {
+		if status := rawStatus(t, base, p); status != http.StatusBadRequest {
+			t.Errorf("GET %s: status %d, want 400", p, status)
+		}
+	}
+	if n := origin.Total.Load(); n != 0 {
+		t.Fatalf("refused paths reached the origin: %d requests", n)
+	}
+	// handle_path strips its prefix from the cleaned path, and cleans what
+	// is left (decoded), so it stays within the base.
+	for _, tc := range []struct{ path, want string }{
+		{"/strip/a/../../../strip/x", "/api/sse/x"},
+		{"/strip/a/%2e%2e/%2e%2e/%2e%2e/strip/x", "/api/sse/strip/x"},
+	} {
+		testkit.OpenClient(t, base+tc.path, nil)
+		if up := origin.NextConn(t); up.Path != tc.want {
+			t.Errorf("GET %s: upstream %q, want %q", tc.path, up.Path, tc.want)
+		}
+	}
+}
+
+func TestCleanPath(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{ // want "": refused
+		{"", ""},
+		{"/", "/"},
+		{"/a/b", "/a/b"},
+		{"/a.b/c..d/...", "/a.b/c..d/..."},
+		{"/.", "/"},
+		{"/a/..", "/"},
+		{"/a/b/..", "/a/"},
+		{"/a/./b/.", "/a/b/"},
+		{"/a//../b", "/a/b"},
+		{"/a/%2E/b", "/a/b"},
+		{"/x%2Fy", "/x%2Fy"},
+		{"/x%2Fy/.", ""},
+		{"/%5c/..", ""},
+		{"/..", ""},
+		{"*", ""},
+		{"/.;/a", ""},
+	} {
+		got, err := cleanPath(tc.in)
+		switch {
+		case tc.want == "" && tc.in != "" && err == nil:
+			t.Errorf("cleanPath(%q) = %q, want errBadPath", tc.in, got)
+		case (tc.want != "" || tc.in == "") && (err != nil || got != tc.want):
+			t.Errorf("cleanPath(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+// A per-request placeholder's value in a header_up value must be one
+// token: a comma, semicolon, space, quote, backslash or control character
+// in it could add cookies, credentials or header lines of the client's
+// choosing to the origin's request.
+
+func TestHeaderUpCookieValueCannotAddCookies(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+` {
+		key {http.request.cookie.session}
+		header_up Cookie "session={http.request.cookie.session}"
+	}`)
+	for _, cookie := range []string{
+		"session=abc, admin=1, role=superuser",
+		"session=abc,admin=1",
+		"session=abc admin=1",
+		`session="abc, admin=1"`,
+	} {
+		if _, status := testkit.DialClient(t, base+"/me", http.Header{"Cookie": {cookie}}); status != http.StatusBadRequest {
+			t.Errorf("Cookie %q: status %d, want 400", cookie, status)
+		}
+	}
+	if n := origin.Total.Load(); n != 0 {
+		t.Fatalf("refused requests reached the origin: %d", n)
+	}
+	testkit.OpenClient(t, base+"/me", http.Header{"Cookie": {"session=alice-s.1_~"}})
+	if got := origin.NextConn(t).Header.Get("Cookie"); got != "session=alice-s.1_~" {
+		t.Fatalf("upstream Cookie %q", got)
+	}
+}
+
+func TestHeaderUpAuthorizationValueIsOneToken(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+` {
+		key {http.request.header.X-Token} {http.request.uri.query.token} {http.request.uri.query.whole}
+		key_ignore_query token whole
+		header_up X-Whole {http.request.uri.query.whole}
+		header_up Authorization "Bearer {http.request.header.X-Token}"
+		header_up X-Query-Token "Bearer {http.request.uri.query.token}"
+	}`)
+	// A placeholder that is a whole header_up value is one token too, but
+	// for a client's header copied whole (TestPerUserStreams), which only
+	// holds no control character.
+	for _, tc := range []struct {
+		name   string
+		query  string
+		tokens []string
+	}{
+		{"space", "", []string{"abc def"}},
+		{"comma", "", []string{"abc,Basic YWRtaW4="}},
+		{"two headers, joined by a comma", "", []string{"abc", "def"}},
+		{"semicolon", "", []string{"abc;def"}},
+		{"quote", "", []string{`abc"def`}},
+		{"backslash", "", []string{`abc\def`}},
+		{"tab", "", []string{"abc\tdef"}},
+		{"CR LF", "?token=abc%0D%0AX-Admin:%201", nil},
+		{"LF", "?token=abc%0AX-Admin:%201", nil},
+		{"NUL", "?token=abc%00def", nil},
+		{"DEL", "?token=abc%7Fdef", nil},
+		{"space in the query", "?token=abc%20def", nil},
+		{"plus in the query", "?token=abc+def", nil}, // a space, decoded
+		{"a whole value from the query", "?whole=abc%20def", nil},
+		{"CR LF in a whole value from the query", "?whole=abc%0D%0AX-Admin:%201", nil},
+	} {
+		header := http.Header{}
+		if tc.tokens != nil {
+			header["X-Token"] = tc.tokens
+		}
+		if _, status := testkit.DialClient(t, base+"/me"+tc.query, header); status != http.StatusBadRequest {
+			t.Errorf("%s: status %d, want 400", tc.name, status)
+		}
+	}
+	if n := origin.Total.Load(); n != 0 {
+		t.Fatalf("refused requests reached the origin: %d", n)
+	}
+	// The operator's literal text around a placeholder keeps its space.
+	testkit.OpenClient(t, base+"/me?token=q.1-_~%2B/=", http.Header{"X-Token": {"h.1-_~+/="}})
+	up := origin.NextConn(t)
+	if got := up.Header.Get("Authorization"); got != "Bearer h.1-_~+/=" {
+		t.Errorf("upstream Authorization %q", got)
+	}
+	if got := up.Header.Get("X-Query-Token"); got != "Bearer q.1-_~+/=" {
+		t.Errorf("upstream X-Query-Token %q", got)
+	}
+}
+
+func TestFitsHeader(t *testing.T) {
+	for _, tc := range []struct {
+		value       string
+		wholeHeader bool
+		want        bool
+	}{
+		{"abc.DEF-1_~+/=:@!", false, true},
+		{"", false, true},
+		{"ünï", false, true},
+		{"a b", false, false},
+		{"a,b", false, false},
+		{"a;b", false, false},
+		{`a"b`, false, false},
+		{`a\b`, false, false},
+		{"a\tb", false, false},
+		{"a\r\nb", false, false},
+		{"a\x00b", false, false},
+		{"a\x7fb", false, false},
+		{"Bearer a, Basic b; c=\"d\\\"\"", true, true},
+		{"a\tb", true, false},
+		{"a\r\nX: b", true, false},
+		{"a\x00b", true, false},
+		{"a\x7fb", true, false},
+	} {
+		if got := fitsHeader(tc.value, tc.wholeHeader); got != tc.want {
+			t.Errorf("fitsHeader(%q, %v) = %v, want %v", tc.value, tc.wholeHeader, got, tc.want)
+		}
+	}
+}
+
+func TestQueryBytesAQueryCannotHoldAreEscapedUpstream(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+	// Over HTTP/1.1, Go's server passes on what no query may hold but a
+	// space: #, quotes, brackets, braces, other bytes, a bare %.
+	for _, tc := range []struct{ target, want string }{
+		{"/q?a=1#frag&b=\"x\"<y>{z}|^`[]\\", "/q?a=1%23frag&b=%22x%22%3Cy%3E%7Bz%7D%7C%5E%60%5B%5D%5C"},
+		{"/q?a=100%&b=%zz&c=%4", "/q?a=100%25&b=%25zz&c=%254"},
+		{"/q?n=\xc3\xbc\xff", "/q?n=%C3%BC%FF"},
+		{"/q?kept=a+b%20c%2F/?:@!$'()*,;=-._~", "/q?kept=a+b%20c%2F/?:@!$'()*,;=-._~"}, // all a query may hold, as it is
+	} {
+		rc := dialRaw(t, base, tc.target)
+		if !strings.Contains(rc.status, " 200 ") {
+			t.Fatalf("GET %q: %s", tc.target, rc.status)
+		}
+		if up := origin.NextConn(t); up.Path != tc.want {
+			t.Errorf("GET %q: upstream %q, want %q", tc.target, up.Path, tc.want)
+		}
+	}
+	// The escaped query is the stream's: the same as the one sent escaped.
+	testkit.OpenClient(t, base+"/q?a=100%25&b=%25zz&c=%254", nil)
+	origin.NoNewConn(t)
+}
+
+func TestQuerySpacesOverHTTP2AreEscapedUpstream(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	addr, hc := startHTTP2Caddy(t, origin.URL(), "")
+	// An HTTP/2 :path may hold a space, which over HTTP/1.1 upstream would
+	// end the request target: "GET /events?a=1 HTTP/1.0 HTTP/1.1".
+	req, err := http.NewRequest(http.MethodGet, "https://"+addr+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.URL.Opaque, req.URL.RawQuery = "/events", "a=1 HTTP/1.0"
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
+		t.Fatalf("%s over %s, want 200 over HTTP/2", resp.Status, resp.Proto)
+	}
+	if up := origin.NextConn(t); up.Path != "/events?a=1%20HTTP/1.0" {
+		t.Fatalf("upstream %q, want /events?a=1%%20HTTP/1.0", up.Path)
 	}
 }

@@ -22,9 +22,10 @@ import (
 // a backoff when it ends.
 
 // newUpstreamClient returns the HTTP client that streams use to reach the
-// origin. It sets no overall timeout, since a stream never ends by design,
-// but bounds each step of opening a connection.
-func newUpstreamClient() *http.Client {
+// origin at the escaped base path basePath. It sets no overall timeout,
+// since a stream never ends by design, but bounds each step of opening a
+// connection.
+func newUpstreamClient(basePath string) *http.Client {
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	return &http.Client{
 		Transport: &http.Transport{
@@ -36,21 +37,27 @@ func newUpstreamClient() *http.Client {
 			IdleConnTimeout:       90 * time.Second,
 			MaxIdleConnsPerHost:   16,
 		},
-		CheckRedirect: checkRedirect,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			return checkRedirect(basePath, req, via)
+		},
 	}
 }
 
-// checkRedirect follows a redirect only within the origin: the same
-// scheme, host and port. Elsewhere, the upstream request's header_up
-// values and Last-Event-ID would go to a host the config never named, and
-// an https origin could be downgraded to http.
-func checkRedirect(req *http.Request, via []*http.Request) error {
+// checkRedirect follows a redirect only within the origin (the same
+// scheme, host and port) and within its base path, by the rule that holds
+// request paths (withinBase). Elsewhere, the upstream request's header_up
+// values and Last-Event-ID would go to a host or a path the config never
+// named, and an https origin could be downgraded to http.
+func checkRedirect(basePath string, req *http.Request, via []*http.Request) error {
 	if len(via) >= 10 {
 		return errors.New("stopped after 10 redirects")
 	}
 	from := via[0].URL
 	if req.URL.Scheme != from.Scheme || req.URL.Host != from.Host {
 		return fmt.Errorf("origin redirected to %s://%s; only redirects within the origin are followed", req.URL.Scheme, req.URL.Host)
+	}
+	if !withinBase(basePath, req.URL.EscapedPath()) {
+		return errors.New("origin redirected out of the upstream base path; only redirects within it are followed")
 	}
 	return nil
 }

@@ -467,3 +467,58 @@ func TestOpenersCursorNeverDecidesTheSharedStream(t *testing.T) {
 		})
 	}
 }
+
+func TestRedirectsLeavingTheBasePathAreRefused(t *testing.T) {
+	for _, tc := range []struct{ name, location string }{
+		{"to another path", "/admin/keys"},
+		{"by dot segments", "/sse/../admin/keys"},
+		{"by encoded dot segments", "/sse/%2e%2e/admin/keys"},
+		{"by an encoded slash", "/sse/..%2fadmin/keys"},
+		{"to a sibling of the base", "/ssex/admin/keys"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var outside sync.Map // paths requested outside /sse/
+			origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if !strings.HasPrefix(r.URL.Path, "/sse/") || strings.Contains(r.URL.Path, "..") {
+					outside.Store(r.URL.RequestURI(), r.Header.Get("X-Secret"))
+					http.NotFound(w, r)
+					return
+				}
+				http.Redirect(w, r, tc.location, http.StatusFound)
+			}))
+			t.Cleanup(origin.Close)
+			base := testkit.StartCaddy(t, "sse_fanout "+origin.URL+"/sse {\n\theader_up X-Secret s3cret\n}")
+			c := testkit.OpenClient(t, base+"/r", nil)
+			// The refusal, or the 404 of a followed redirect, counts as an
+			// upstream error once the redirect was dealt with.
+			testkit.Eventually(t, "the upstream error", func() bool { return counterValue(t, origin.URL+"/sse", "upstream_errors") >= 1 })
+			c.Close()
+			outside.Range(func(path, secret any) bool {
+				t.Errorf("a redirect out of the base path was followed to %s, with X-Secret %q", path, secret)
+				return true
+			})
+		})
+	}
+}
+
+func TestRedirectsWithinTheBasePathAreFollowed(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/sse/r" {
+			http.Redirect(w, r, "/sse/moved/../there", http.StatusFound)
+			return
+		}
+		origin.ServeHTTP(w, r)
+	}))
+	t.Cleanup(redirect.Close)
+	base := testkit.StartCaddy(t, "sse_fanout "+redirect.URL+"/sse")
+	c := testkit.OpenClient(t, base+"/r", nil)
+	up := origin.NextConn(t)
+	if up.Path != "/sse/there" {
+		t.Fatalf("the redirect was followed to %q, want /sse/there", up.Path)
+	}
+	up.Send("data: moved\n\n")
+	if ev := c.NextData(t); ev.Data != "moved" {
+		t.Fatalf("got %+v", ev)
+	}
+}
