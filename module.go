@@ -37,7 +37,9 @@ func init() {
 // is answered 508 Loop Detected. A cursor (Last-Event-ID or the last_event_id
 // query parameter) that holds a control character is answered 400, and so
 // is a bad event-type filter (filter_param); a response that a handler in
-// front buffers, 500.
+// front buffers, 500. Each refusal has a short text/plain body that says
+// why, and none is returned to Caddy as an error: Caddy would log the
+// request with its URI, and so any token in its query.
 //
 // No header of the client's request is sent upstream, since the upstream
 // connection is shared by every client of the stream: forwarding one

@@ -40,7 +40,14 @@ func StartCaddy(t testing.TB, siteBody string) string {
 // the tests' global options. The test's cleanup stops it.
 func StartCaddyfile(t testing.TB, sites string) {
 	t.Helper()
-	LoadCaddyfile(t, GlobalOptions()+sites)
+	StartCaddyfileWith(t, GlobalOptions(), sites)
+}
+
+// StartCaddyfileWith is StartCaddyfile under the given global options,
+// such as GlobalOptionsLoggingTo's.
+func StartCaddyfileWith(t testing.TB, global, sites string) {
+	t.Helper()
+	LoadCaddyfile(t, global+sites)
 	t.Cleanup(func() {
 		if err := caddy.Stop(); err != nil {
 			t.Errorf("stopping caddy: %v", err)
@@ -72,16 +79,30 @@ func WaitHandlersDone(t testing.TB) {
 // GlobalOptions keeps the tests' Caddy off the admin port, out of the
 // user's data directory and quiet.
 func GlobalOptions() string {
+	return globalOptions(fmt.Sprintf("level %s", LogLevel))
+}
+
+// GlobalOptionsLoggingTo are GlobalOptions under which Caddy writes every
+// log line of its default log, at every level from debug up, as JSON to
+// the file at path: what a test reads to check what is logged. A site's
+// own access log (its log directive) still goes where the site says.
+func GlobalOptionsLoggingTo(path string) string {
+	return globalOptions(fmt.Sprintf("output file %s {\n\t\t\troll_disabled\n\t\t}\n\t\tformat json\n\t\tlevel DEBUG", path))
+}
+
+// globalOptions are the tests' global options with the given body of the
+// default log.
+func globalOptions(log string) string {
 	return fmt.Sprintf(`{
 	admin off
 	persist_config off
 	auto_https off
 	storage file_system %s
 	log {
-		level %s
+		%s
 	}
 }
-`, storage, LogLevel)
+`, storage, log)
 }
 
 // LoadCaddyfile adapts and loads a whole Caddyfile, replacing the running
