@@ -94,10 +94,13 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (*stream, *clien
 	status := http.StatusBadRequest
 	if err == nil {
 		sr.encoding = h.encodingFor(w, r)
-		h.reg.adopt(h.cfg, h.gen) // this handler's config is running
+		if !h.adopted.Load() {
+			h.reg.adopt(h.stop, h.cfg) // this handler's config is running
+			h.adopted.Store(true)
+		}
 		var s *stream
 		var c *client
-		if s, c, err = h.reg.join(sr, h.stop); err == nil {
+		if s, c, err = h.reg.join(sr, h.cfg, h.stop); err == nil {
 			return s, c
 		}
 		status = http.StatusServiceUnavailable
