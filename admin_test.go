@@ -23,8 +23,7 @@ func TestSecretsStayOutOfLogsMetricsAndAdmin(t *testing.T) {
 
 	logFile := filepath.Join(t.TempDir(), "caddy.log")
 	adminPort, port := testkit.FreePort(t), testkit.FreePort(t)
-	global := strings.Replace(testkit.GlobalOptions(), "admin off", fmt.Sprintf("admin 127.0.0.1:%d", adminPort), 1)
-	global = strings.Replace(global, "log {\n\t\tlevel "+testkit.LogLevel, "log {\n\t\toutput file "+logFile+" {\n\t\t\troll_disabled\n\t\t}\n\t\tformat json\n\t\tlevel DEBUG", 1)
+	global := strings.Replace(testkit.GlobalOptionsLoggingTo(logFile), "admin off", fmt.Sprintf("admin 127.0.0.1:%d", adminPort), 1)
 	testkit.LoadCaddyfile(t, global+fmt.Sprintf(`http://127.0.0.1:%d {
 	bind 127.0.0.1
 	sse_fanout %s {

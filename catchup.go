@@ -118,7 +118,7 @@ func (s *stream) catchUp(ctx context.Context, c *client, rw *respWriter) error {
 // or ctx ends. It keeps lastSent at the last event ID the client has been
 // taken past, and counts in relayed the events it was taken past.
 func (s *stream) relay(ctx context.Context, c *client, rw *respWriter, lastSent *string) (met bool, relayed int, err error) {
-	feed := s.catchUpFeedFor(c.catchUpID)
+	feed := s.catchUpFeedFor(c.catchUpID, c.cfg)
 	if feed == nil {
 		s.hub.metrics.catchUpsRefused.Inc()
 		return false, 0, errCatchUpRefused
@@ -174,7 +174,7 @@ func (s *stream) announceStale(c *client, rw *respWriter) {
 	if c.catchUpID == "" { // a failed catch-up has logged already
 		s.logger.Debug("client's Last-Event-ID is not in the buffer; sending live events")
 	}
-	name := c.staleEventName(s.hub.settings.Load())
+	name := c.staleEventName()
 	if name == "" {
 		return
 	}

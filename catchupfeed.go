@@ -36,10 +36,11 @@ type catchUpFeed struct {
 }
 
 // catchUpFeedFor returns the feed of the events after the cursor id,
-// starting its fetch if no client is reading one, and counts the caller as
-// a reader until it calls leave. It returns nil when starting one would
-// pass max_catch_ups for the stream or max_catch_ups_per_handler.
-func (s *stream) catchUpFeedFor(id clientCursor) *catchUpFeed {
+// starting its fetch if no client is reading one, and counts the caller,
+// a client served by cfg, as a reader until it calls leave. It returns nil
+// when starting one would pass cfg's max_catch_ups for the stream or
+// max_catch_ups_per_handler.
+func (s *stream) catchUpFeedFor(id clientCursor, cfg *settings) *catchUpFeed {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if f := s.feeds[id]; f != nil {
@@ -53,7 +54,6 @@ func (s *stream) catchUpFeedFor(id clientCursor) *catchUpFeed {
 			return f
 		}
 	}
-	cfg := s.hub.settings.Load()
 	if s.fetches >= cfg.maxCatchUps || s.hub.catchUps.Load() >= int64(cfg.maxCatchUpsPerHandler) {
 		return nil
 	}

@@ -30,10 +30,10 @@ const closeSpread = 2 * time.Second
 // nothing but a wake-up signal, and the client's writer copies its frames
 // out of the stream's ring (next).
 type client struct {
-	ring    *ring    // the stream's frames
-	signals *signals // the stream's keepalive rounds and retry time
-	pack    *packer  // compresses what it is sent (compresschain.go); nil: sent as is
-	cfg     *atomic.Pointer[settings]
+	ring    *ring     // the stream's frames
+	signals *signals  // the stream's keepalive rounds and retry time
+	pack    *packer   // compresses what it is sent (compresschain.go); nil: sent as is
+	cfg     *settings // its handler's: what serves it (see settings)
 	metrics *upstreamMetrics
 
 	cursor atomic.Uint64 // seq of the last frame handed to the writer
@@ -84,8 +84,7 @@ type signals struct {
 	originRetry  atomic.Int64  // the origin's latest retry in ms; -1 before any
 }
 
-func newClient(r *ring, sig *signals, cfg *atomic.Pointer[settings], metrics *upstreamMetrics) *client {
-	settings := cfg.Load()
+func newClient(r *ring, sig *signals, cfg *settings, metrics *upstreamMetrics) *client {
 	c := &client{
 		ring:        r,
 		signals:     sig,
@@ -93,13 +92,13 @@ func newClient(r *ring, sig *signals, cfg *atomic.Pointer[settings], metrics *up
 		metrics:     metrics,
 		wakeC:       make(chan struct{}, 1),
 		done:        make(chan struct{}),
-		retry:       settings.retry,
+		retry:       cfg.retry,
 		retryFactor: 1,
 		sentRetry:   -1,
 		keepalives:  sig.keepalives.Load(),
 	}
-	if settings.retryJitter > 0 {
-		spread := float64(settings.retryJitter) / 100
+	if cfg.retryJitter > 0 {
+		spread := float64(cfg.retryJitter) / 100
 		c.retryFactor = 1 - spread + 2*spread*rand.Float64()
 	}
 	return c
@@ -178,7 +177,7 @@ func (c *client) cutIfLagging(queue uint64) bool {
 func (c *client) next(out []byte, limit int) (_ []byte, more bool, err error) {
 	start := len(out)
 	out = c.appendRetry(out)
-	cfg := c.cfg.Load()
+	cfg := c.cfg
 	queue := uint64(cfg.clientQueue)
 	n, size, skipped := 0, 0, 0
 	c.ring.mu.RLock()

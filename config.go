@@ -37,8 +37,17 @@ const (
 	maxQueue = 1 << 20
 )
 
-// settings are a handler's tunables, resolved to their defaults. A registry
-// holds the latest ones; a config reload replaces them.
+// settings are a handler's tunables, resolved to their defaults. Each
+// handler has its own, and its clients are served by them: max_clients
+// (counted per handler), retry, retry_jitter, catch_up, max_catch_ups,
+// prime_cursor, stale_event, write_timeout. The fields that shape a stream
+// itself (buffer, buffer_bytes, client_queue, max_event_size), bound its
+// registry (max_streams, max_catch_ups_per_handler) or are sent upstream
+// (header_up, node_id) are part of the registry key (registryKey), so the
+// handlers that share a registry agree on them. The rest, which each
+// stream has one of (heartbeat, idle_close, upstream_timeout, and whether
+// the origin's retry passes through), the hub's settings hold as
+// sharedSettings chooses them over the handlers in use.
 type settings struct {
 	heartbeat             time.Duration // keepalive after this much silence; <= 0: off
 	retry                 int64         // retry sent to clients, in ms; < 0: the origin's passes through
@@ -46,7 +55,7 @@ type settings struct {
 	bufferBytes           int           // bytes kept for replay and lagging clients
 	clientQueue           int           // frames a client may fall behind before it is cut
 	idleClose             time.Duration // upstream kept this long after the last client left
-	maxClients            int           // per stream; 0: unlimited
+	maxClients            int           // per stream and handler; 0: unlimited
 	maxStreams            int           // per registry; < 0: unlimited
 	maxCatchUps           int           // catch-ups under way per stream
 	maxCatchUpsPerHandler int           // catch-ups under way per registry
@@ -64,6 +73,40 @@ type settings struct {
 	nodeID                string        // this node's name in Via (tier.go)
 	via                   string        // its Via entry
 	logger                *zap.Logger
+}
+
+// sharedSettings are the settings of a registry's hub: those of the
+// handlers in use (never empty), which agree on everything in the registry
+// key, with what each stream has one of chosen over them all, in whatever
+// order they were provisioned: the shortest heartbeat, so that no handler's
+// clients wait longer than their own for a keepalive; the longest
+// idle_close and upstream_timeout (off counts as longest), so that no
+// handler's streams close or reconnect sooner than its own would; and a
+// retry that passes the origin's through if any handler's does, else the
+// longest. Per-client fields are a handler's own (see settings), and
+// never read from here.
+func sharedSettings(users map[<-chan struct{}]*settings) *settings {
+	var shared *settings
+	for _, cfg := range users {
+		if shared == nil {
+			copied := *cfg
+			shared = &copied
+			continue
+		}
+		if cfg.heartbeat > 0 && (shared.heartbeat <= 0 || cfg.heartbeat < shared.heartbeat) {
+			shared.heartbeat = cfg.heartbeat
+		}
+		if cfg.idleClose > shared.idleClose {
+			shared.idleClose = cfg.idleClose
+		}
+		if shared.upstreamWait > 0 && (cfg.upstreamWait <= 0 || cfg.upstreamWait > shared.upstreamWait) {
+			shared.upstreamWait = cfg.upstreamWait
+		}
+		if shared.retry >= 0 && (cfg.retry < 0 || cfg.retry > shared.retry) {
+			shared.retry = cfg.retry
+		}
+	}
+	return shared
 }
 
 // ringCapacity is how many frames a stream keeps: a client placed as far

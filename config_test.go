@@ -132,3 +132,42 @@ func TestValidateRejectsUnknownEncodings(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedSettingsAreChosenOverEveryHandler: what a shared stream has one
+// of is chosen over the handlers that share it, the same whatever order
+// they come in; what is a client's own is not chosen at all.
+func TestSharedSettingsAreChosenOverEveryHandler(t *testing.T) {
+	a := &settings{heartbeat: 20 * time.Second, idleClose: 10 * time.Second, upstreamWait: 45 * time.Second, retry: 2000, maxClients: 1}
+	b := &settings{heartbeat: 15 * time.Second, idleClose: -1, upstreamWait: -1, retry: -1}
+	c := &settings{heartbeat: -1, idleClose: 30 * time.Second, upstreamWait: 60 * time.Second, retry: 5000}
+	for _, tc := range []struct {
+		name  string
+		users []*settings
+		want  settings
+	}{
+		{"one", []*settings{a}, *a},
+		{"a and b", []*settings{a, b}, settings{heartbeat: 15 * time.Second, idleClose: 10 * time.Second, upstreamWait: -1, retry: -1}},
+		{"a and c", []*settings{a, c}, settings{heartbeat: 20 * time.Second, idleClose: 30 * time.Second, upstreamWait: 60 * time.Second, retry: 5000}},
+		{"all", []*settings{a, b, c}, settings{heartbeat: 15 * time.Second, idleClose: 30 * time.Second, upstreamWait: -1, retry: -1}},
+		{"heartbeats off", []*settings{c, {heartbeat: -1, idleClose: 5 * time.Second, upstreamWait: 45 * time.Second}}, settings{heartbeat: -1, idleClose: 30 * time.Second, upstreamWait: 60 * time.Second, retry: 5000}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for range 20 { // map order differs between runs
+				users := make(map[<-chan struct{}]*settings)
+				for _, cfg := range tc.users {
+					users[make(chan struct{})] = cfg
+				}
+				got := sharedSettings(users)
+				if got.heartbeat != tc.want.heartbeat || got.idleClose != tc.want.idleClose || got.upstreamWait != tc.want.upstreamWait || got.retry != tc.want.retry {
+					t.Fatalf("heartbeat %v, idle_close %v, upstream_timeout %v, retry %d; want %v, %v, %v, %d",
+						got.heartbeat, got.idleClose, got.upstreamWait, got.retry, tc.want.heartbeat, tc.want.idleClose, tc.want.upstreamWait, tc.want.retry)
+				}
+				for _, cfg := range tc.users {
+					if got == cfg {
+						t.Fatal("the shared settings are a handler's own")
+					}
+				}
+			}
+		})
+	}
+}

@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 // newTestStream returns a stream, not started, of a registry of its own
 // with the given settings.
 func newTestStream(cfg *settings) *stream {
-	r := newRegistry(cfg, 0, "test", "")
+	r := newRegistry(cfg, "test", "")
 	return newStream(&r.hub, streamRequest{key: "/t", label: "/t", upstreamURL: "http://127.0.0.1:1/t"})
 }
 

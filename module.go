@@ -39,12 +39,22 @@ func init() {
 // is a bad event-type filter (filter_param), and a request path that would
 // leave the upstream base path, or could (its dot segments are removed on
 // the decoded path; see cleanPath); a response that a handler in front
-// buffers, 500.
+// buffers, 500. Each refusal has a short text/plain body that says why,
+// and none is returned to Caddy as an error: Caddy would log the request
+// with its URI, and so any token in its query.
 //
 // No header of the client's request is sent upstream, since the upstream
 // connection is shared by every client of the stream: forwarding one
 // client's cookies or credentials would show its stream to the others.
 // Use header_up for what the origin needs.
+//
+// Handlers with the same upstream, header_up, key, key_ignore_query,
+// node_id and stream-shaping settings (buffer, buffer_bytes, client_queue,
+// max_event_size, max_streams, the per-handler max_catch_ups) share their
+// streams, in one config and across a reload that keeps them. Each serves
+// its own clients by its own settings; what a stream has one of
+// (heartbeat, idle_close, upstream_timeout) is chosen over the handlers
+// whose config is running, whatever order Caddy provisions them in.
 type Handler struct {
 	// The origin's base URL, such as "http://localhost:9000" or
 	// "https://origin.example/sse". The request path, its dot segments
@@ -95,8 +105,9 @@ type Handler struct {
 	// Default: 30s. A negative value closes it at once.
 	IdleClose caddy.Duration `json:"idle_close,omitempty"`
 
-	// The most clients one stream may have; past it, new clients get 503
-	// with Retry-After. Default: 0, unlimited.
+	// The most clients of this handler one stream may have; past it, new
+	// clients get 503 with Retry-After. Another handler that shares the
+	// stream counts its own. Default: 0, unlimited.
 	MaxClients int `json:"max_clients,omitempty"`
 
 	// The largest event the origin may send, in bytes. An event's size is
@@ -155,7 +166,8 @@ type Handler struct {
 	// Default: none; the parameter is then the stream's, as any other.
 	FilterParam string `json:"filter_param,omitempty"`
 
-	// The most streams this handler serves at once; past it, a request for
+	// The most streams this handler, with the handlers that share its
+	// streams, serves at once; past it, a request for
 	// a new stream gets 503 with Retry-After, unless a stream without
 	// clients (one waiting out idle_close) can give way to it. It protects
 	// the origin and the proxy from clients that invent query strings.
@@ -237,8 +249,8 @@ type Handler struct {
 	NodeID string `json:"node_id,omitempty"`
 
 	base       *url.URL      // parsed Upstream
-	cfg        *settings     // the fields resolved to their defaults
-	gen        uint64        // when it was provisioned: a later handler's settings win
+	cfg        *settings     // the fields resolved to their defaults: what serves this handler's clients
+	adopted    *atomic.Bool  // cfg counts among its registry's settings in use (registry.adopt)
 	requests   *requestMap   // maps requests to streams
 	cors       *corsPolicy   // parsed CORS; nil: none
 	poolKey    string        // this handler's registry in registries
@@ -247,9 +259,6 @@ type Handler struct {
 	detachable bool          // Detach, resolved
 	logger     *zap.Logger
 }
-
-// generations numbers handlers in the order they are provisioned.
-var generations atomic.Uint64
 
 // CaddyModule returns the Caddy module information.
 func (Handler) CaddyModule() caddy.ModuleInfo {
@@ -263,6 +272,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.stop = make(chan struct{})
+	h.adopted = new(atomic.Bool)
 	h.detachable = h.Detach == nil || *h.Detach
 
 	base, err := url.Parse(h.Upstream)
@@ -278,7 +288,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.cfg = h.settings()
-	h.gen = generations.Add(1)
 	if err := h.validate(); err != nil {
 		return err
 	}
@@ -299,9 +308,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		filterParam:       h.FilterParam,
 		rewind:            h.Rewind,
 	}
-	h.poolKey = h.registryKey(h.cfg.headerUp)
+	h.poolKey = h.registryKey(h.cfg)
 	value, _, err := registries.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		return newRegistry(h.cfg, h.gen, redactURL(h.Upstream), basePath(base)), nil
+		return newRegistry(h.cfg, redactURL(h.Upstream), basePath(base)), nil
 	})
 	if err != nil {
 		return fmt.Errorf("loading stream registry: %w", err)
@@ -310,9 +319,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
-	// The settings of a registry that is already in use change only when
-	// this handler serves its first request, that is, once its config is
-	// running (adopt): a reload that fails must not change them.
+	// This handler's clients are served by its own settings. The settings
+	// a registry's streams share count this handler's only once it serves
+	// its first request, that is, once its config is running (adopt): a
+	// reload that fails must not change them.
 	return nil
 }
 
@@ -328,6 +338,7 @@ func (h *Handler) Cleanup() error {
 	if h.reg == nil {
 		return nil // Provision failed before acquiring it
 	}
+	h.reg.release(h.stop)
 	h.reg.endClientsOf(h.stop)
 	_, err := registries.Delete(h.poolKey)
 	return err

@@ -3,11 +3,9 @@ package ssefanout
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -30,12 +28,15 @@ var registries = caddy.NewUsagePool()
 // registry maps stream keys to live streams. Its hub holds what they share.
 type registry struct {
 	hub
-	gen atomic.Uint64 // the generation of the handler whose settings apply
 
 	mu      sync.Mutex
 	streams map[string]*stream
 	stopped map[string]time.Time // keys whose origin said 204, until when
 	closed  bool
+	// users are the settings of the handlers whose config is running and
+	// that use the registry, by their stop channels (adopt): the hub's
+	// shared settings are chosen from them.
+	users map[<-chan struct{}]*settings
 	// upstreamTiers are the sse_fanout nodes the upstream answered from,
 	// newest last (tier.go).
 	upstreamTiers []string
@@ -43,55 +44,80 @@ type registry struct {
 
 // newRegistry returns a registry of streams read from the origin whose
 // escaped base path (without a trailing slash) is basePath.
-func newRegistry(cfg *settings, gen uint64, upstreamLabel, basePath string) *registry {
+func newRegistry(cfg *settings, upstreamLabel, basePath string) *registry {
 	r := &registry{
 		streams: make(map[string]*stream),
 		stopped: make(map[string]time.Time),
+		users:   make(map[<-chan struct{}]*settings),
 	}
 	r.upstreamLabel = upstreamLabel
 	r.metrics = newUpstreamMetrics(upstreamLabel)
 	r.upstream = newUpstreamClient(basePath)
 	r.settings.Store(cfg)
-	r.gen.Store(gen)
 	return r
 }
 
-// registryKey identifies what makes streams shareable across configs: the
-// origin, what is sent to it, and what decides the streams.
-func (h *Handler) registryKey(headerUp http.Header) string {
+// registryKey identifies what makes streams shareable between handlers,
+// in one config or across a reload: the origin, what is sent to it, what
+// decides the streams, and the settings that shape a stream itself (its
+// ring, its lag rule, its parser) or bound the registry as a whole. Two
+// handlers that differ in any of them never share a stream; a reload that
+// changes one opens new streams. What is left out is either a client's
+// own (its handler's, see settings) or chosen over every handler that
+// shares the registry (sharedSettings).
+func (h *Handler) registryKey(cfg *settings) string {
 	var b strings.Builder
 	b.WriteString(h.Upstream)
 	fmt.Fprintf(&b, "\nkey: %s\nignore: %s", h.Key, strings.Join(h.KeyIgnoreQuery, ","))
 	if h.NodeID != "" { // another node's streams, even in this process
 		fmt.Fprintf(&b, "\nnode: %s", h.NodeID)
 	}
-	names := make([]string, 0, len(headerUp))
-	for name := range headerUp {
+	fmt.Fprintf(&b, "\nbuffer: %d %d\nclient_queue: %d\nmax_event_size: %d\nmax_streams: %d\nmax_catch_ups_per_handler: %d",
+		cfg.buffer, cfg.bufferBytes, cfg.clientQueue, cfg.maxEventSize, cfg.maxStreams, cfg.maxCatchUpsPerHandler)
+	names := make([]string, 0, len(cfg.headerUp))
+	for name := range cfg.headerUp {
 		names = append(names, name)
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		for _, v := range headerUp[name] {
+		for _, v := range cfg.headerUp[name] {
 			fmt.Fprintf(&b, "\n%s: %s", name, v)
 		}
 	}
 	return b.String()
 }
 
-// adopt makes cfg the registry's settings, unless a handler provisioned
-// later than gen already supplied them. A handler calls it as it serves a
-// request, which proves that its config is running: Caddy provisions a new
-// config while the old one still serves, and a reload that fails later on
-// must leave the running settings alone.
-func (r *registry) adopt(cfg *settings, gen uint64) {
-	if r.gen.Load() >= gen {
-		return
-	}
+// adopt counts cfg, the settings of the handler with the stop channel, as
+// in use, and chooses the hub's shared settings again. A handler calls it
+// as it serves its first request, which proves that its config is running:
+// Caddy provisions a new config while the old one still serves, and a
+// reload that fails later on must leave the running settings alone. A
+// handler whose config was unloaded (stop closed) is not counted again.
+func (r *registry) adopt(stop <-chan struct{}, cfg *settings) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.gen.Load() < gen {
-		r.settings.Store(cfg)
-		r.gen.Store(gen)
+	select {
+	case <-stop:
+		return
+	default:
+	}
+	r.users[stop] = cfg
+	r.settings.Store(sharedSettings(r.users))
+}
+
+// release stops counting the settings of the handler with the stop
+// channel, whose config is unloaded, and chooses the hub's shared settings
+// from those left. With none left, the last ones stay, for the streams
+// that wait out idle_close.
+func (r *registry) release(stop <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.users[stop]; !ok {
+		return
+	}
+	delete(r.users, stop)
+	if len(r.users) > 0 {
+		r.settings.Store(sharedSettings(r.users))
 	}
 }
 
@@ -115,12 +141,12 @@ func (r *registry) Destruct() error {
 	return nil
 }
 
-// join adds a client to the stream it asks for, opening the stream (and so
-// its upstream connection) if it has no client yet. It never waits for the
-// upstream.
-func (r *registry) join(sr streamRequest, stop <-chan struct{}) (*stream, *client, error) {
-	cfg := r.settings.Load()
-	s, evicted, err := r.streamFor(sr, cfg)
+// join adds a client of the handler with the settings cfg and the stop
+// channel to the stream it asks for, opening the stream (and so its
+// upstream connection) if it has no client yet. It never waits for the
+// upstream. max_clients counts the handler's own clients of the stream.
+func (r *registry) join(sr streamRequest, cfg *settings, stop <-chan struct{}) (*stream, *client, error) {
+	s, evicted, err := r.streamFor(sr, r.settings.Load())
 	if evicted != nil {
 		evicted.logger.Debug("closing idle stream to make room for a new one")
 		evicted.close(errStreamClosed)
@@ -129,7 +155,7 @@ func (r *registry) join(sr streamRequest, stop <-chan struct{}) (*stream, *clien
 		return nil, nil, err
 	}
 	defer s.mu.Unlock()
-	if cfg.maxClients > 0 && s.clientCountLocked() >= cfg.maxClients {
+	if cfg.maxClients > 0 && s.handlerClients[stop] >= cfg.maxClients {
 		return nil, nil, errStreamFull
 	}
 	return s, s.addLocked(cfg, sr, stop), nil

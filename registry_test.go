@@ -185,6 +185,80 @@ func TestReloadThroughAdminAPIKeepsUpstream(t *testing.T) {
 	}
 }
 
+// TestEachHandlersSettingsHoldOverReloads: two sites read one stream of
+// one origin, and only one of them has max_clients 1. Caddy provisions
+// the servers of a config in map order, so which handler comes last
+// changes from one reload of the same Caddyfile to the next; each reload
+// must leave each handler its own settings, and the two sites their one
+// shared stream.
+func TestEachHandlersSettingsHoldOverReloads(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	adminPort, limitedPort, openPort := testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t)
+	sites := fmt.Sprintf(`http://127.0.0.1:%d {
+	bind 127.0.0.1
+	sse_fanout %s {
+		max_clients 1
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	sse_fanout %s
+}
+`, limitedPort, origin.URL(), openPort, origin.URL())
+	loadWithAdmin(t, adminPort, sites)
+	global := strings.Replace(testkit.GlobalOptions(), "admin off", fmt.Sprintf("admin 127.0.0.1:%d", adminPort), 1)
+	cfg := testkit.AdaptCaddyfile(t, global+sites)
+	limited := fmt.Sprintf("http://127.0.0.1:%d/shared", limitedPort)
+	open := fmt.Sprintf("http://127.0.0.1:%d/shared", openPort)
+	for round := range 10 {
+		if round > 0 {
+			reloadThroughAdmin(t, adminPort, cfg)
+		}
+		var clients []*testkit.Client
+		c, status := testkit.DialClient(t, limited, nil)
+		if status != http.StatusOK {
+			t.Fatalf("reload %d: the limited site's first client got %d", round, status)
+		}
+		clients = append(clients, c)
+		if _, status := testkit.DialClient(t, limited, nil); status != http.StatusServiceUnavailable {
+			t.Fatalf("reload %d: the limited site's second client got %d, want 503 (max_clients 1)", round, status)
+		}
+		for i := range 3 {
+			c, status := testkit.DialClient(t, open, nil)
+			if status != http.StatusOK {
+				t.Fatalf("reload %d: the other site's client %d got %d, want 200 (no max_clients)", round, i+1, status)
+			}
+			clients = append(clients, c)
+		}
+		for _, c := range clients {
+			c.Close()
+		}
+	}
+	if n := origin.Total.Load(); n != 1 {
+		t.Fatalf("origin saw %d requests, want 1: both sites share one stream, over every reload", n)
+	}
+}
+
+// reloadThroughAdmin loads cfg through the admin API as `caddy reload
+// --force` does: even when it is the running config.
+func reloadThroughAdmin(t *testing.T, adminPort int, cfg []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/load", adminPort), bytes.NewReader(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Cache-Control", "must-revalidate")
+	resp, err := testkit.HTTPClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("reload: status %d", resp.StatusCode)
+	}
+}
+
 func TestReloadWithNewUpstreamClosesTheOldHub(t *testing.T) {
 	oldOrigin, newOrigin := testkit.NewOrigin(t), testkit.NewOrigin(t)
 	port := testkit.FreePort(t)
@@ -199,7 +273,8 @@ func TestReloadWithNewUpstreamClosesTheOldHub(t *testing.T) {
 	testkit.LoadCaddyfile(t, testkit.GlobalOptions()+site(newOrigin.URL()))
 	oldUp.WaitClosed(t) // the old hub is unused, so it is closed
 	c.WaitEnded(t)
-	oldKey := (&Handler{Upstream: oldOrigin.URL()}).registryKey(http.Header{})
+	old := &Handler{Upstream: oldOrigin.URL()}
+	oldKey := old.registryKey(old.settings())
 	if _, ok := registries.References(oldKey); ok {
 		t.Error("the old registry is still in the pool")
 	}

@@ -6,6 +6,7 @@ package ssefanout
 
 import (
 	"errors"
+	"io"
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -29,15 +30,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return next.ServeHTTP(w, r)
 	}
 	var l live
-	var err error
-	onOwnStack(func() { l, err = h.start(w, r) })
+	onOwnStack(func() { l = h.start(w, r) })
 	if l.rw == nil {
-		return err
+		return nil
 	}
-	err = l.rw.serve(r.Context(), l.c)
+	err := l.rw.serve(r.Context(), l.c)
 	l.c.abort.Store(nil)
 	l.s.leave(l.c, false)
-	return ended(l.s, r, err)
+	ended(l.s, r, err)
+	return nil
 }
 
 // live is a client that start leaves to its request goroutine, to be
@@ -63,59 +64,92 @@ func onOwnStack(f func()) {
 
 // start admits r as a client of its stream and sends it everything before
 // its live events. It returns the client if its request goroutine is to
-// write its live events; otherwise what ServeHTTP returns: the request was
-// refused, the client has ended, or it was detached.
-func (h *Handler) start(w http.ResponseWriter, r *http.Request) (live, error) {
-	s, c, err := h.admit(w, r)
+// write its live events; otherwise none: the request was refused, the
+// client has ended, or it was detached.
+//
+// Nothing of a GET request returns an error to Caddy, which would log the
+// request with its URI, a query token and all: a refusal is answered by
+// refuse, and why a client ended is logged by ended.
+func (h *Handler) start(w http.ResponseWriter, r *http.Request) live {
+	s, c := h.admit(w, r)
 	if s == nil {
-		return live{}, err
+		return live{}
 	}
 	rw, err := h.startStream(w, r, s, c)
 	if rw == nil {
-		return live{}, ended(s, r, err)
+		ended(s, r, err)
+		return live{}
 	}
-	return live{s: s, c: c, rw: rw}, nil
+	return live{s: s, c: c, rw: rw}
 }
 
 // admit finds r's stream and joins it as a new client, or answers r with a
-// refusal: then it returns a nil stream, and the error for Caddy, if any.
-func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (*stream, *client, error) {
+// refusal and returns a nil stream.
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (*stream, *client) {
 	w.Header().Add("Via", h.cfg.via)
 	if h.cors != nil {
 		h.cors.apply(w.Header(), r) // on refusals too, so that the page sees them
 	}
 	sr, err := h.requests.streamRequestOf(r)
-	if err != nil {
-		return nil, nil, caddyhttp.Error(http.StatusBadRequest, err)
-	}
-	sr.encoding = h.encodingFor(w, r)
-	h.reg.adopt(h.cfg, h.gen) // this handler's config is running
-	s, c, err := h.reg.join(sr, h.stop)
-	status := http.StatusServiceUnavailable
-	switch {
-	case err == nil:
-		return s, c, nil
-	case errors.Is(err, errOriginStopped):
-		w.WriteHeader(http.StatusNoContent) // as the origin said: browsers stop
-		return nil, nil, nil
-	case errors.Is(err, errLoop):
-		h.reg.metrics.refusedLoop.Inc()
-		status = http.StatusLoopDetected
-	case errors.Is(err, errStreamFull):
-		h.reg.metrics.refusedFull.Inc()
-		w.Header().Set("Retry-After", retryAfter())
-	case errors.Is(err, errTooManyStreams):
-		h.reg.metrics.refusedStreams.Inc()
-		w.Header().Set("Retry-After", retryAfter())
-	default:
-		return nil, nil, caddyhttp.Error(status, err)
+	status := http.StatusBadRequest
+	if err == nil {
+		sr.encoding = h.encodingFor(w, r)
+		if !h.adopted.Load() {
+			h.reg.adopt(h.stop, h.cfg) // this handler's config is running
+			h.adopted.Store(true)
+		}
+		var s *stream
+		var c *client
+		if s, c, err = h.reg.join(sr, h.cfg, h.stop); err == nil {
+			return s, c
+		}
+		status = http.StatusServiceUnavailable
+		switch {
+		case errors.Is(err, errOriginStopped):
+			w.WriteHeader(http.StatusNoContent) // as the origin said: browsers stop
+			return nil, nil
+		case errors.Is(err, errLoop):
+			h.reg.metrics.refusedLoop.Inc()
+			status = http.StatusLoopDetected
+		case errors.Is(err, errStreamFull):
+			h.reg.metrics.refusedFull.Inc()
+		case errors.Is(err, errTooManyStreams):
+			h.reg.metrics.refusedStreams.Inc()
+		}
 	}
 	// What clients cause is logged at debug level, so that they cannot
-	// flood the log; the metrics count it.
+	// flood the log; the metrics count it. The stream shows as its label,
+	// never as the request's URI.
 	if ce := h.logger.Check(zap.DebugLevel, "client refused"); ce != nil {
-		ce.Write(zap.String("stream", sr.label), zap.Error(err))
+		ce.Write(zap.String("stream", sr.label), zap.Int("status", status), zap.Error(err))
 	}
-	return nil, nil, caddyhttp.Error(status, err)
+	refuse(w, status, err.Error())
+	return nil, nil
+}
+
+// refuse answers a request that the handler does not serve as a client
+// with status and a short text that says why. Every refusal goes through
+// it, and the handler then returns nil to Caddy: a handler error would
+// make Caddy log the request, with its URI (a query token and all), on
+// its error log. A 503 says when to come back. The reason must hold
+// nothing the client sent.
+//
+// A refusal may come after the head of the event stream went to a layer
+// in front that buffers it (startStream): the headers are still this
+// response's, and become a refusal's; the status is the one that layer
+// already holds.
+func refuse(w http.ResponseWriter, status int, reason string) {
+	header := w.Header()
+	for _, name := range []string{"Cache-Control", "Content-Encoding", "Content-Length", "Transfer-Encoding", "X-Accel-Buffering"} {
+		header.Del(name) // an event stream's, set before a late refusal
+	}
+	header.Set("Content-Type", "text/plain; charset=utf-8")
+	header.Set("X-Content-Type-Options", "nosniff")
+	if status == http.StatusServiceUnavailable {
+		header.Set("Retry-After", retryAfter())
+	}
+	w.WriteHeader(status)
+	io.WriteString(w, reason+"\n")
 }
 
 // startStream answers c's request with the start of its event stream: the
@@ -151,7 +185,8 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream,
 		// response ends: a stream that never ends would be held in memory.
 		s.leave(c, false)
 		h.logger.Error("a handler before sse_fanout buffers the response, so events cannot stream; remove it from this route (log_append with {http.response.body}, or intercept that handles every response)")
-		return nil, errResponseBuffered
+		refuse(w, http.StatusInternalServerError, errResponseBuffered.Error()+", so events cannot stream")
+		return nil, nil
 	}
 
 	past := passesThrough(w, r, c.encoding())
@@ -172,14 +207,10 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream,
 	return nil, err
 }
 
-// ended logs why a client of s, served for r, ended (stream.logEnded), and
-// turns that into what ServeHTTP returns.
-func ended(s *stream, r *http.Request, err error) error {
-	switch {
-	case errors.Is(err, errResponseBuffered):
-		return caddyhttp.Error(http.StatusInternalServerError, err)
-	case err != nil:
+// ended logs why a client of s, served for r, ended, if it did
+// (stream.logEnded).
+func ended(s *stream, r *http.Request, err error) {
+	if err != nil {
 		s.logEnded(err, r.RemoteAddr)
 	}
-	return nil
 }

@@ -57,15 +57,19 @@ type stream struct {
 	filtered atomic.Int64 // clients with an event-type filter, which need filter rounds
 
 	// Lock order: mu, then ring.mu.
-	mu        sync.RWMutex                  // guards the fields below
-	clients   map[*client]struct{}          // those served in their request goroutines
-	woken     []*client                     // publish's list of clients to wake, kept between events
-	shards    []*writerShard                // the shared writers of detached clients
-	detached  int                           // how many clients the shards serve
-	idleTimer *time.Timer                   // set while the stream has no client
-	feeds     map[clientCursor]*catchUpFeed // catch-ups being read, by cursor
-	fetches   int                           // catch-up fetches under way
-	closed    bool                          // close has run: no client joins or attaches
+	mu      sync.RWMutex         // guards the fields below
+	clients map[*client]struct{} // those served in their request goroutines
+	// handlerClients counts the clients, served in their requests or
+	// detached, of each handler, by its stop channel: max_clients counts
+	// a handler's own.
+	handlerClients map[<-chan struct{}]int
+	woken          []*client                     // publish's list of clients to wake, kept between events
+	shards         []*writerShard                // the shared writers of detached clients
+	detached       int                           // how many clients the shards serve
+	idleTimer      *time.Timer                   // set while the stream has no client
+	feeds          map[clientCursor]*catchUpFeed // catch-ups being read, by cursor
+	fetches        int                           // catch-up fetches under way
+	closed         bool                          // close has run: no client joins or attaches
 	// upstreamTier is the sse_fanout node the upstream answered from; ""
 	// for an origin (tier.go).
 	upstreamTier string
@@ -89,18 +93,19 @@ const (
 func newStream(h *hub, sr streamRequest) *stream {
 	cfg := h.settings.Load()
 	s := &stream{
-		key:           sr.key,
-		label:         sr.label,
-		upstreamURL:   sr.upstreamURL,
-		upstreamLabel: redactURL(sr.upstreamURL),
-		headerUp:      sr.headerUp,
-		hub:           h,
-		logger:        cfg.logger.With(zap.String("stream", sr.label)),
-		started:       time.Now(),
-		done:          make(chan struct{}),
-		ring:          newRing(cfg.ringCapacity(), cfg.bufferBytes),
-		clients:       make(map[*client]struct{}),
-		state:         stateConnecting,
+		key:            sr.key,
+		label:          sr.label,
+		upstreamURL:    sr.upstreamURL,
+		upstreamLabel:  redactURL(sr.upstreamURL),
+		headerUp:       sr.headerUp,
+		hub:            h,
+		logger:         cfg.logger.With(zap.String("stream", sr.label)),
+		started:        time.Now(),
+		done:           make(chan struct{}),
+		ring:           newRing(cfg.ringCapacity(), cfg.bufferBytes),
+		clients:        make(map[*client]struct{}),
+		handlerClients: make(map[<-chan struct{}]int),
+		state:          stateConnecting,
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.signals.originRetry.Store(-1)
@@ -123,15 +128,17 @@ func (s *stream) setState(state string, err error) {
 	}
 }
 
-// addLocked adds a joining client: it sets where the client starts, after
-// its cursor when the buffer holds it, else at the live head, with a
-// catch-up or a stale notice to come; without a cursor, at the live head
-// or, with rewind, before the last events (rewind.go). It arms the cursor
-// priming. s.mu must be held.
+// addLocked adds a joining client of the handler with the settings cfg
+// and the stop channel, and serves it by cfg: it sets where the client
+// starts, after its cursor when the buffer holds it, else at the live
+// head, with a catch-up or a stale notice to come; without a cursor, at
+// the live head or, with rewind, before the last events (rewind.go). It
+// arms the cursor priming. s.mu must be held.
 func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}) *client {
-	c := newClient(s.ring, &s.signals, &s.hub.settings, s.hub.metrics)
+	c := newClient(s.ring, &s.signals, cfg, s.hub.metrics)
 	c.asTier(sr.via)
 	c.stop = stop
+	s.handlerClients[stop]++
 	c.pack = s.chains.newPacker(sr.encoding, s.ring, sr.filter != nil)
 	select {
 	case <-stop:
@@ -232,6 +239,9 @@ func (s *stream) leave(c *client, detached bool) {
 		s.detached--
 	} else {
 		delete(s.clients, c)
+	}
+	if s.handlerClients[c.stop]--; s.handlerClients[c.stop] <= 0 {
+		delete(s.handlerClients, c.stop)
 	}
 	if s.clientCountLocked() > 0 || s.idleTimer != nil || s.closed {
 		return

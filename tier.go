@@ -234,9 +234,9 @@ func (c *client) asTier(via []string) {
 }
 
 // staleEventName is the event type that announces c's unservable cursor.
-func (c *client) staleEventName(cfg *settings) string {
+func (c *client) staleEventName() string {
 	if len(c.via) > 0 {
 		return tierStaleEvent
 	}
-	return cfg.staleEvent
+	return c.cfg.staleEvent
 }

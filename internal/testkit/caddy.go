@@ -40,7 +40,14 @@ func StartCaddy(t testing.TB, siteBody string) string {
 // the tests' global options. The test's cleanup stops it.
 func StartCaddyfile(t testing.TB, sites string) {
 	t.Helper()
-	LoadCaddyfile(t, GlobalOptions()+sites)
+	StartCaddyfileWith(t, GlobalOptions(), sites)
+}
+
+// StartCaddyfileWith is StartCaddyfile under the given global options,
+// such as GlobalOptionsLoggingTo's.
+func StartCaddyfileWith(t testing.TB, global, sites string) {
+	t.Helper()
+	LoadCaddyfile(t, global+sites)
 	t.Cleanup(func() {
 		if err := caddy.Stop(); err != nil {
 			t.Errorf("stopping caddy: %v", err)
@@ -72,6 +79,19 @@ func WaitHandlersDone(t testing.TB) {
 // GlobalOptions keeps the tests' Caddy off the admin port, out of the
 // user's data directory and quiet.
 func GlobalOptions() string {
+	return globalOptions(LogOptions())
+}
+
+// GlobalOptionsLoggingTo are GlobalOptions under which Caddy writes every
+// log line of its default log, at every level from debug up, as JSON to
+// the file at path: what a test reads to check what is logged. A site's
+// own access log (its log directive) still goes where the site says.
+func GlobalOptionsLoggingTo(path string) string {
+	return globalOptions(fmt.Sprintf("log {\n\t\toutput file %s {\n\t\t\troll_disabled\n\t\t}\n\t\tformat json\n\t\tlevel DEBUG\n\t}", path))
+}
+
+// globalOptions are the tests' global options with the given log block.
+func globalOptions(logBlock string) string {
 	return fmt.Sprintf(`{
 	admin off
 	persist_config off
@@ -79,7 +99,7 @@ func GlobalOptions() string {
 	storage file_system %s
 	%s
 }
-`, storage, LogOptions())
+`, storage, logBlock)
 }
 
 // LoadCaddyfile adapts and loads a whole Caddyfile, replacing the running
