@@ -237,13 +237,14 @@ func TestOddOrigins(t *testing.T) {
 			sends("data: x1\n\n", "data: x2\n\n"),
 			sends("data: y1\n\n", "data: y2\n\n"),
 		}, []seenEvent{{"", "x1", ""}, {"", "x2", ""}, {"", "y1", ""}, {"", "y2", ""}}},
-		{"not an event stream, then one", "", []func(http.ResponseWriter, *http.Request){
+		{"a stream, then not an event stream, then one again", "", []func(http.ResponseWriter, *http.Request){
+			sends("id: 0\ndata: before\n\n"),
 			func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Type", "text/html")
 				io.WriteString(w, "data: <p>not a stream</p>\n\n")
 			},
 			sends("id: 1\ndata: ok\n\n"),
-		}, []seenEvent{{"", "ok", "1"}}},
+		}, []seenEvent{{"", "before", "0"}, {"", "ok", "1"}}},
 		{"a redirect within the origin", "", []func(http.ResponseWriter, *http.Request){
 			func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/moved", http.StatusFound) },
 			sends("id: 1\ndata: moved\n\n"),

@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -228,21 +229,60 @@ func TestFleetOfProcesses(t *testing.T) {
 		}
 	}
 
-	// The shield dies and comes back: the edges resume from their cursor,
-	// the origin sees one request resuming from it, and the clients, who
-	// stayed connected to their edges, miss nothing and see nothing twice.
+	// The shield dies and comes back: the edges resume from their cursor.
+	// The restarted shield opens the stream for its live events, and
+	// serves the edges' cursor by a catch-up from the origin, at most one
+	// per edge; the clients, who stayed connected to their edges, miss
+	// nothing and see nothing twice.
 	shield.kill(t)
 	up.WaitClosed(t)
 	shield = startNode(t, "shield (restarted)", shieldPort, origin.URL())
-	resumed := origin.NextConn(t)
-	if got := resumed.Header.Get("Last-Event-ID"); got != "n50" {
-		t.Fatalf("the restarted shield asked the origin with Last-Event-ID %q, want n50", got)
+	live := make(chan *testkit.OriginConn, 1)
+	published, stop := make(chan struct{}), make(chan struct{})
+	var catchUps atomic.Int64
+	var badCursor atomic.Value
+	var serving sync.WaitGroup
+	serving.Add(1)
+	go func() { // every request of the restarted shield
+		defer serving.Done()
+		for conn := origin.NextConnOr(stop); conn != nil; conn = origin.NextConnOr(stop) {
+			cursor := conn.Header.Get("Last-Event-ID")
+			if cursor == "" {
+				live <- conn
+				continue
+			}
+			catchUps.Add(1)
+			if cursor != "n50" {
+				badCursor.Store(cursor)
+			}
+			select { // the origin's answer to n50: what the live stream sent since
+			case <-published:
+				testkit.SendIDs(conn, 51, 70)
+			case <-stop:
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); serving.Wait() }()
+	var resumed *testkit.OriginConn
+	select {
+	case resumed = <-live:
+	case <-time.After(testkit.WaitTimeout):
+		t.Fatal("the restarted shield did not open the stream")
 	}
 	testkit.SendIDs(resumed, 51, 70)
+	shield.waitStream(t, "/live", "the live events", func(st streamStatus) bool { return st.LastID == "70" })
+	close(published)
 	for _, e := range edges {
 		for _, c := range clients[e] {
 			c.ExpectIDs(t, 51, 70)
 		}
+	}
+	if n := catchUps.Load(); n < 1 || n > int64(len(edges)) {
+		t.Fatalf("the restarted shield made %d catch-ups, want one per edge at most", n)
+	}
+	if bad, _ := badCursor.Load().(string); bad != "" {
+		t.Fatalf("a catch-up asked the origin with Last-Event-ID %q, want n50", bad)
 	}
 
 	// An edge dies: its clients move to the other edge with their cursor
@@ -267,8 +307,8 @@ func TestFleetOfProcesses(t *testing.T) {
 		c.ExpectIDs(t, 81, 85)
 	}
 	origin.NoNewConn(t)
-	if n := origin.Total.Load(); n != 2 {
-		t.Fatalf("origin saw %d requests, want 2: one, and one resumed after the shield's restart", n)
+	if n, want := origin.Total.Load(), 2+catchUps.Load(); n != want {
+		t.Fatalf("origin saw %d requests, want %d: one, one after the shield's restart, and its catch-ups", n, want)
 	}
 	if st := alive.waitStream(t, "/live", "the restarted shield as its upstream", func(st streamStatus) bool { return st.UpstreamTier != shieldStream.Node }); !nodeIDPattern.MatchString(st.UpstreamTier) {
 		t.Errorf("upstream_tier %q after the shield's restart, want its new random name", st.UpstreamTier)

@@ -69,10 +69,23 @@ func TestMaxClientsAnswers503WithRetryAfter(t *testing.T) {
 	testkit.OpenClient(t, base+"/other", nil) // the limit is per stream
 }
 
-func TestClientIsAnsweredWhileOriginIsDown(t *testing.T) {
+// TestClientOfALiveStreamIsAnsweredWhileOriginIsDown: once a stream has
+// been live, a client that joins while its origin is down is answered with
+// the stream, and gets keepalives until the origin is back. (A stream that
+// has never been live answers with the origin's refusal instead:
+// TestNeverLiveStreamAnswersWithTheOriginsRefusal.)
+func TestClientOfALiveStreamIsAnsweredWhileOriginIsDown(t *testing.T) {
 	origin := testkit.NewOrigin(t)
-	origin.Status.Store(http.StatusInternalServerError)
 	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\theartbeat 50ms\n}")
+	first := testkit.OpenClient(t, base+"/down", nil)
+	before := origin.NextConn(t)
+	before.Send("data: before\n\n")
+	if ev := first.NextEvent(t); ev.Data != "before" {
+		t.Fatalf("got %+v", ev)
+	}
+	origin.Status.Store(http.StatusInternalServerError)
+	close(before.End)
+	testkit.Eventually(t, "the origin to fail", func() bool { return counterValue(t, origin.URL(), "upstream_errors") >= 1 })
 	c := testkit.OpenClient(t, base+"/down", nil) // answered although the origin fails
 	c.WaitKeepalive(t)
 	origin.Status.Store(0)

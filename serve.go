@@ -7,7 +7,10 @@ package ssefanout
 import (
 	"errors"
 	"io"
+	"math"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -74,6 +77,20 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request) live {
 	s, c := h.admit(w, r)
 	if s == nil {
 		return live{}
+	}
+	// A tier below (an sse_fanout node reading from this one) is answered
+	// at once, as before the stream was ever live: a loop of tiers is
+	// found from their answers (tier.go), which a tier waiting for its
+	// upstream's first answer would never give.
+	if len(c.via) == 0 {
+		if ref := s.awaitOpen(r.Context()); ref != nil {
+			s.leave(c, false)
+			if ce := h.logger.Check(zap.DebugLevel, "client refused: the stream has never been live"); ce != nil {
+				ce.Write(zap.String("stream", s.label), zap.Int("status", ref.status))
+			}
+			refuseAsOrigin(w, ref)
+			return live{}
+		}
 	}
 	rw, err := h.startStream(w, r, s, c)
 	if rw == nil {
@@ -145,11 +162,28 @@ func refuse(w http.ResponseWriter, status int, reason string) {
 	}
 	header.Set("Content-Type", "text/plain; charset=utf-8")
 	header.Set("X-Content-Type-Options", "nosniff")
-	if status == http.StatusServiceUnavailable {
+	if status == http.StatusServiceUnavailable && header.Get("Retry-After") == "" {
 		header.Set("Retry-After", retryAfter())
 	}
 	w.WriteHeader(status)
 	io.WriteString(w, reason+"\n")
+}
+
+// refuseAsOrigin answers a client of a stream that has never been live with
+// what the origin answered the stream's request with (refusalOf): 204 as
+// it is, so that a browser stops as it would at the origin; otherwise a
+// refusal that says when the stream tries the origin again, if it may
+// pass.
+func refuseAsOrigin(w http.ResponseWriter, ref *originRefusal) {
+	if ref.status == http.StatusNoContent {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if !ref.retryAt.IsZero() {
+		seconds := int(math.Ceil(time.Until(ref.retryAt).Seconds()))
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, seconds)))
+	}
+	refuse(w, ref.status, ref.reason)
 }
 
 // startStream answers c's request with the start of its event stream: the

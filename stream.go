@@ -74,6 +74,14 @@ type stream struct {
 	// for an origin (tier.go).
 	upstreamTier string
 
+	// Until the origin first answers with an event stream (live), what it
+	// answered the stream's own request with instead is what its clients
+	// are answered (awaitOpen): refusal, once the first attempt has
+	// failed, which closes answered.
+	live     bool
+	answered chan struct{} // closed at the first attempt's outcome
+	refusal  *originRefusal
+
 	// The upstream connection's state, for the admin API.
 	state       string    // one of the state constants
 	lastErr     string    // why the last connection failed
@@ -106,6 +114,7 @@ func newStream(h *hub, sr streamRequest) *stream {
 		clients:        make(map[*client]struct{}),
 		handlerClients: make(map[<-chan struct{}]int),
 		state:          stateConnecting,
+		answered:       make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.signals.originRetry.Store(-1)
@@ -121,6 +130,8 @@ func (s *stream) setState(state string, err error) {
 	case stateConnected:
 		s.connectedAt = time.Now()
 		s.connects++
+		s.live, s.refusal = true, nil
+		s.answerOnce()
 	case stateBackoff, stateStopped:
 		if err != nil {
 			s.lastErr = err.Error()
@@ -284,6 +295,60 @@ func (s *stream) close(cause error) {
 		}
 		s.mu.Unlock()
 	})
+}
+
+// refused records, for a stream that has never been live, what the origin
+// answered its request with, for awaitOpen to answer clients with.
+func (s *stream) refused(ref *originRefusal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.live {
+		s.refusal = ref
+		s.answerOnce()
+	}
+}
+
+// answerOnce closes answered if it is still open. s.mu must be held.
+func (s *stream) answerOnce() {
+	select {
+	case <-s.answered:
+	default:
+		close(s.answered)
+	}
+}
+
+// firstAnswerWait bounds how long a client of a stream that has never been
+// live waits for the origin's first answer before it is served as any
+// client is: an origin that takes longer to answer a stream's request with
+// its head is one that is slow, not one that refused.
+const firstAnswerWait = 10 * time.Second
+
+// awaitOpen returns, for a stream that has never been live, what the origin
+// refused the stream's own request with, waiting for its first answer if
+// it has not come yet (bounded by firstAnswerWait and ctx); nil once the
+// stream has been live, or if no refusal came in that time. A client's own
+// cursor plays no part in it: only the stream's request does.
+func (s *stream) awaitOpen(ctx context.Context) *originRefusal {
+	s.mu.RLock()
+	live := s.live
+	s.mu.RUnlock()
+	if live {
+		return nil
+	}
+	timer := time.NewTimer(firstAnswerWait)
+	defer timer.Stop()
+	select {
+	case <-s.answered:
+	case <-s.done:
+	case <-ctx.Done():
+	case <-timer.C:
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.live {
+		return nil
+	}
+	return s.refusal
 }
 
 // frameOf encodes ev once, as every client of the stream is sent it, and

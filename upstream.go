@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
@@ -76,6 +78,7 @@ func (s *stream) readUpstream(ctx context.Context) (stopUntil time.Time) {
 			return time.Time{}
 		}
 		if errors.Is(err, errOriginStopped) {
+			s.refused(&originRefusal{status: http.StatusNoContent})
 			s.setState(stateStopped, err)
 			until := time.Now().Add(s.stopPeriod())
 			s.logger.Info("origin answered 204; stopping the stream", zap.Time("until", until))
@@ -83,6 +86,7 @@ func (s *stream) readUpstream(ctx context.Context) (stopUntil time.Time) {
 		}
 		floor, ceiling := backoffBounds(s.hub.settings.Load(), s.signals.originRetry.Load())
 		wait := b.ended(delivered, floor, ceiling)
+		s.refused(refusalOf(err, time.Now().Add(wait)))
 		s.setState(stateBackoff, err)
 		if errors.Is(err, io.EOF) {
 			s.logger.Info("upstream ended; reconnecting", zap.Duration("backoff", wait))
@@ -271,11 +275,11 @@ func (s *stream) openUpstream(ctx context.Context, cfg *settings, lastEventID st
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
-		return nil, fmt.Errorf("origin answered %s", resp.Status)
+		return nil, &originStatusError{code: resp.StatusCode}
 	}
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
 		resp.Body.Close()
-		return nil, fmt.Errorf("origin answered Content-Type %q, not text/event-stream", resp.Header.Get("Content-Type"))
+		return nil, fmt.Errorf("%w: origin answered Content-Type %q", errNotEventStream, resp.Header.Get("Content-Type"))
 	}
 	return resp, nil
 }
@@ -310,3 +314,52 @@ func (w *silenceWatchdog) Read(p []byte) (int, error) {
 }
 
 func (w *silenceWatchdog) stop() { w.timer.Stop() }
+
+// originStatusError is an origin's answer with a status other than 200
+// or 204. It shows the status with its standard text, not the origin's
+// reason phrase, which goes nowhere.
+type originStatusError struct{ code int }
+
+func (e *originStatusError) Error() string { return "origin answered " + e.status() }
+
+// status is the status code and its standard text, such as "404 Not Found".
+func (e *originStatusError) status() string {
+	return strings.TrimSpace(strconv.Itoa(e.code) + " " + http.StatusText(e.code))
+}
+
+// errNotEventStream is an origin's 200 answer that is not an event stream.
+var errNotEventStream = errors.New("not text/event-stream")
+
+// originRefusal is what the clients of a stream that has never been live
+// are answered instead of an event stream, from the origin's answer to the
+// stream's own request: what reverse_proxy would answer them.
+type originRefusal struct {
+	status  int       // the status clients get
+	reason  string    // a short text that says why; nothing the origin sent but its status
+	retryAt time.Time // when the stream tries the origin again; zero: no Retry-After
+}
+
+// refusalOf maps why an attempt to open the stream failed to what its
+// clients are answered while it has never been live: an origin's 4xx is
+// passed through; its 503 stays 503; any other status, a network error or
+// an answer that is not an event stream is 502. Those that may pass (5xx,
+// 429) say when to come back: when the stream tries again.
+func refusalOf(err error, next time.Time) *originRefusal {
+	var se *originStatusError
+	switch {
+	case errors.As(err, &se) && se.code >= 400 && se.code < 500:
+		ref := &originRefusal{status: se.code, reason: "the origin answered the stream's request with " + se.status()}
+		if se.code == http.StatusTooManyRequests {
+			ref.retryAt = next
+		}
+		return ref
+	case errors.As(err, &se) && se.code == http.StatusServiceUnavailable:
+		return &originRefusal{status: se.code, reason: "the origin is unavailable (" + se.status() + ")", retryAt: next}
+	case errors.As(err, &se):
+		return &originRefusal{status: http.StatusBadGateway, reason: "the origin answered the stream's request with " + se.status(), retryAt: next}
+	case errors.Is(err, errNotEventStream):
+		return &originRefusal{status: http.StatusBadGateway, reason: "the origin did not answer with an event stream", retryAt: next}
+	default:
+		return &originRefusal{status: http.StatusBadGateway, reason: "the origin could not be reached", retryAt: next}
+	}
+}

@@ -3,6 +3,7 @@ package ssefanout
 // The upstream reader: requests, resumes, resends, backoff, broken origins.
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -189,6 +190,15 @@ func TestUpstreamRecoversAsFastAsTheOrigin(t *testing.T) {
 	const floor, failures = 250 * time.Millisecond, 5
 	oldEarliest := floor << failures / 2 // 4s, within upstream_backoff's cap
 	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tupstream_backoff 250ms 8s\n}")
+	c := testkit.OpenClient(t, base+"/deploy", nil)
+	before := origin.NextConn(t)
+	before.Send("data: before\n\n")
+	if ev := c.NextData(t); ev.Data != "before" {
+		t.Fatalf("got %+v", ev)
+	}
+
+	// The origin restarts: it fails five times, fast, then serves.
 	var mu sync.Mutex
 	var times []time.Time
 	origin.SetOnRequest(func() {
@@ -200,8 +210,7 @@ func TestUpstreamRecoversAsFastAsTheOrigin(t *testing.T) {
 		}
 	})
 	origin.Status.Store(http.StatusInternalServerError)
-	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tupstream_backoff 250ms 8s\n}")
-	c := testkit.OpenClient(t, base+"/deploy", nil)
+	close(before.End)
 	up := origin.NextConn(t)
 	up.Send("data: first\n\n")
 	if ev := c.NextData(t); ev.Data != "first" {
@@ -310,17 +319,6 @@ func TestBrokenOrigins(t *testing.T) {
 	}
 }
 
-func TestConnectFailureKeepsClients(t *testing.T) {
-	dead := fmt.Sprintf("http://127.0.0.1:%d", testkit.FreePort(t)) // nothing listens there
-	base := testkit.StartCaddy(t, "sse_fanout "+dead+" {\n\theartbeat 50ms\n}")
-	c := testkit.OpenClient(t, base+"/nowhere", nil)
-	c.WaitKeepalive(t)
-	c.WaitKeepalive(t)
-	testkit.Eventually(t, "an upstream error to be counted", func() bool {
-		return counterValue(t, dead, "upstream_errors") >= 1
-	})
-}
-
 func TestOriginThatReusesIDsKeepsFlowing(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -402,9 +400,8 @@ func TestRedirectsLeavingTheOriginAreRefused(t *testing.T) {
 	// Same host: the redirect server and the origin share 127.0.0.1 but not
 	// a port, so both count as other origins.
 	base := testkit.StartCaddy(t, "sse_fanout "+redirect.URL+" {\n\theader_up X-Secret s3cret\n}")
-	c := testkit.OpenClient(t, base+"/away", nil)
+	expectRefusal(t, base+"/away", http.StatusBadGateway, true) // the stream never opened
 	testkit.Eventually(t, "the upstream error", func() bool { return counterValue(t, redirect.URL, "upstream_errors") >= 1 })
-	c.Close()
 	if _, ok := elsewhere.Load("s3cret"); ok {
 		t.Fatal("header_up was sent to another origin through a redirect")
 	}
@@ -488,11 +485,9 @@ func TestRedirectsLeavingTheBasePathAreRefused(t *testing.T) {
 			}))
 			t.Cleanup(origin.Close)
 			base := testkit.StartCaddy(t, "sse_fanout "+origin.URL+"/sse {\n\theader_up X-Secret s3cret\n}")
-			c := testkit.OpenClient(t, base+"/r", nil)
-			// The refusal, or the 404 of a followed redirect, counts as an
-			// upstream error once the redirect was dealt with.
+			// The stream never opens: a refused redirect is a failed attempt.
+			expectRefusal(t, base+"/r", http.StatusBadGateway, true)
 			testkit.Eventually(t, "the upstream error", func() bool { return counterValue(t, origin.URL+"/sse", "upstream_errors") >= 1 })
-			c.Close()
 			outside.Range(func(path, secret any) bool {
 				t.Errorf("a redirect out of the base path was followed to %s, with X-Secret %q", path, secret)
 				return true
@@ -520,5 +515,92 @@ func TestRedirectsWithinTheBasePathAreFollowed(t *testing.T) {
 	up.Send("data: moved\n\n")
 	if ev := c.NextData(t); ev.Data != "moved" {
 		t.Fatalf("got %+v", ev)
+	}
+}
+
+// TestNeverLiveStreamAnswersWithTheOriginsRefusal: while a stream has never
+// been live, its clients get the origin's answer to the stream's own
+// request by its class, as reverse_proxy would answer them: a 4xx passed
+// through, a 503 as 503, another 5xx, a network error or an answer that is
+// not an event stream as 502; the 5xx with Retry-After. Never 200 and
+// keepalives for a stream that is not there. Once the origin answers with
+// a stream, clients are served.
+func TestNeverLiveStreamAnswersWithTheOriginsRefusal(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		break_     func(o *testkit.Origin)
+		want       int
+		retryAfter bool
+	}{
+		{"404", func(o *testkit.Origin) { o.Status.Store(http.StatusNotFound) }, http.StatusNotFound, false},
+		{"401", func(o *testkit.Origin) { o.Status.Store(http.StatusUnauthorized) }, http.StatusUnauthorized, false},
+		{"403", func(o *testkit.Origin) { o.Status.Store(http.StatusForbidden) }, http.StatusForbidden, false},
+		{"429", func(o *testkit.Origin) { o.Status.Store(http.StatusTooManyRequests) }, http.StatusTooManyRequests, true},
+		{"html", func(o *testkit.Origin) { o.ContentType.Store("text/html") }, http.StatusBadGateway, true},
+		{"500", func(o *testkit.Origin) { o.Status.Store(http.StatusInternalServerError) }, http.StatusBadGateway, true},
+		{"503", func(o *testkit.Origin) { o.Status.Store(http.StatusServiceUnavailable) }, http.StatusServiceUnavailable, true},
+		{"204", func(o *testkit.Origin) { o.Status.Store(http.StatusNoContent) }, http.StatusNoContent, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			origin := testkit.NewOrigin(t)
+			tc.break_(origin)
+			base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+			for i := 0; i < 2; i++ { // the first client waits for the answer; the next is given it
+				expectRefusal(t, base+"/refused", tc.want, tc.retryAfter)
+			}
+			if n := origin.Total.Load(); n != 1 {
+				t.Fatalf("the origin saw %d requests, want 1: one for the stream, none per client", n)
+			}
+			if tc.want == http.StatusNoContent {
+				return
+			}
+			origin.Status.Store(0)
+			origin.ContentType.Store("")
+			testkit.Eventually(t, "a client to be served once the origin heals", func() bool {
+				c, status := testkit.DialClient(t, base+"/refused", nil)
+				if c != nil {
+					c.Close()
+				}
+				return status == http.StatusOK
+			})
+		})
+	}
+	t.Run("network error", func(t *testing.T) {
+		dead := fmt.Sprintf("http://127.0.0.1:%d", testkit.FreePort(t)) // nothing listens there
+		base := testkit.StartCaddy(t, "sse_fanout "+dead)
+		expectRefusal(t, base+"/nowhere", http.StatusBadGateway, true)
+		testkit.Eventually(t, "an upstream error to be counted", func() bool {
+			return counterValue(t, dead, "upstream_errors") >= 1
+		})
+	})
+}
+
+// expectRefusal asks for url and fails unless the answer has the status
+// want, a short text/plain body, and Retry-After if retryAfter.
+func expectRefusal(t *testing.T, url string, want int, retryAfter bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.WaitTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := testkit.HTTPClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != want {
+		t.Fatalf("status %d, want %d", resp.StatusCode, want) // a stream's body would not end
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if want == http.StatusNoContent {
+		return
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") || len(body) == 0 || len(body) > 200 {
+		t.Errorf("Content-Type %q, body %q: want a short text/plain reason", ct, body)
+	}
+	if got := resp.Header.Get("Retry-After") != ""; got != retryAfter {
+		t.Errorf("Retry-After %q, want one: %v", resp.Header.Get("Retry-After"), retryAfter)
 	}
 }

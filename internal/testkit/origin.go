@@ -140,6 +140,18 @@ func (o *Origin) NextConn(t testing.TB) *OriginConn {
 	}
 }
 
+// NextConnOr waits for the origin's next SSE connection until done is
+// closed, and then returns nil: for a goroutine of a test that serves
+// connections as they come, which must not call t.Fatal.
+func (o *Origin) NextConnOr(done <-chan struct{}) *OriginConn {
+	select {
+	case c := <-o.conns:
+		return c
+	case <-done:
+		return nil
+	}
+}
+
 // NoNewConn fails if the origin has a connection the test has not taken.
 func (o *Origin) NoNewConn(t testing.TB) {
 	t.Helper()
