@@ -194,37 +194,59 @@ func TestReloadThroughAdminAPIKeepsUpstream(t *testing.T) {
 func TestEachHandlersSettingsHoldOverReloads(t *testing.T) {
 	origin := testkit.NewOrigin(t)
 	adminPort, limitedPort, openPort := testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t)
-	sites := fmt.Sprintf(`http://127.0.0.1:%d {
+	// Each round's config differs from the last only in a response header
+	// (X-Round), so that the test can tell a request that the server of
+	// the config being stopped still took (Caddy's servers share their
+	// listener across a reload, and stop in the background) from one the
+	// new config served; sse_fanout's settings stay the same.
+	sites := func(round int) string {
+		return fmt.Sprintf(`http://127.0.0.1:%d {
 	bind 127.0.0.1
+	header X-Round %d
 	sse_fanout %s {
 		max_clients 1
 	}
 }
 http://127.0.0.1:%d {
 	bind 127.0.0.1
+	header X-Round %d
 	sse_fanout %s
 }
-`, limitedPort, origin.URL(), openPort, origin.URL())
-	loadWithAdmin(t, adminPort, sites)
+`, limitedPort, round, origin.URL(), openPort, round, origin.URL())
+	}
+	loadWithAdmin(t, adminPort, sites(0))
 	global := strings.Replace(testkit.GlobalOptions(), "admin off", fmt.Sprintf("admin 127.0.0.1:%d", adminPort), 1)
-	cfg := testkit.AdaptCaddyfile(t, global+sites)
 	limited := fmt.Sprintf("http://127.0.0.1:%d/shared", limitedPort)
 	open := fmt.Sprintf("http://127.0.0.1:%d/shared", openPort)
 	for round := range 10 {
 		if round > 0 {
-			reloadThroughAdmin(t, adminPort, cfg)
+			reloadThroughAdmin(t, adminPort, testkit.AdaptCaddyfile(t, global+sites(round)))
+		}
+		// dial opens a client of this round's config: one the stopping
+		// config answered is closed and asked again, as a browser would.
+		dial := func(url string) (*testkit.Client, int) {
+			for try := 0; try < 100; try++ {
+				c, status := testkit.DialClient(t, url, nil)
+				if c != nil && c.Resp.Header.Get("X-Round") != strconv.Itoa(round) {
+					c.Close()
+					continue
+				}
+				return c, status
+			}
+			t.Fatalf("reload %d: the old config still answered after 100 requests", round)
+			return nil, 0
 		}
 		var clients []*testkit.Client
-		c, status := testkit.DialClient(t, limited, nil)
+		c, status := dial(limited)
 		if status != http.StatusOK {
 			t.Fatalf("reload %d: the limited site's first client got %d", round, status)
 		}
 		clients = append(clients, c)
-		if _, status := testkit.DialClient(t, limited, nil); status != http.StatusServiceUnavailable {
+		if _, status := dial(limited); status != http.StatusServiceUnavailable {
 			t.Fatalf("reload %d: the limited site's second client got %d, want 503 (max_clients 1)", round, status)
 		}
 		for i := range 3 {
-			c, status := testkit.DialClient(t, open, nil)
+			c, status := dial(open)
 			if status != http.StatusOK {
 				t.Fatalf("reload %d: the other site's client %d got %d, want 200 (no max_clients)", round, i+1, status)
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -33,6 +34,10 @@ type Client struct {
 	queue   []sse.Event   // read and not yet taken, oldest first
 	arrived chan struct{} // signalled (never blocking) when queue grows
 }
+
+// reloadRetries bounds how often DialClient asks again when a connection
+// closes unanswered, as one the old config's server took during a reload.
+const reloadRetries = 3
 
 // HTTPClient is shared by the tests' SSE clients. It keeps no connection
 // idle, so a test leaves nothing behind.
@@ -73,6 +78,12 @@ func DialClient(t testing.TB, url string, header http.Header) (*Client, int) {
 		hc = TLSHTTPClient
 	}
 	resp, err := hc.Do(req)
+	for try := 1; err != nil && errors.Is(err, io.EOF) && try < reloadRetries; try++ {
+		// A connection accepted by the server of a config that a reload
+		// is stopping is closed unanswered (Caddy's servers share their
+		// listener across a reload); a browser asks again, and so do we.
+		resp, err = hc.Do(req)
+	}
 	if err != nil {
 		cancel()
 		t.Fatalf("GET %s: %v", url, err)
