@@ -50,14 +50,17 @@ func detach(w http.ResponseWriter, s *stream, c *client) bool {
 		c.end(errClientSentData) // an EventSource sends nothing more
 		conn.Close()
 		s.leave(c, false)
+		s.logEnded(c, errClientSentData, false)
 		return true
 	}
 	d := s.attach(c, conn)
 	if d == nil { // ended meanwhile
 		conn.Close()
 		s.leave(c, false)
+		s.logEnded(c, c.cause, false)
 		return true
 	}
+	s.logStarted(c, true) // before its watch, which logs its end
 	go d.watch()
 	d.shard.wake()
 	return true
@@ -85,5 +88,5 @@ func (d *detachedClient) watch() {
 	}
 	d.shard.remove(d)
 	s.leave(d.client, true)
-	s.logEnded(d.cause, d.conn.RemoteAddr().String())
+	s.logEnded(d.client, d.cause, true)
 }

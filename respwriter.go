@@ -43,6 +43,7 @@ type respWriter struct {
 	rc           *http.ResponseController
 	c            *client // whose writes the stream's watchdog watches, if past
 	pack         *packer // compresses what write is given; nil: written as is
+	sent         *sentCount
 	writeTimeout time.Duration
 	deadlines    bool   // set write deadlines of our own (see ownDeadlines)
 	armed        bool   // the deadline for the current batch is set
@@ -54,10 +55,10 @@ type respWriter struct {
 // writes past Caddy's writer chain, and arms c's watchdog hook.
 func newRespWriter(w http.ResponseWriter, rc *http.ResponseController, writeTimeout time.Duration, past bool, c *client) *respWriter {
 	if !past {
-		return &respWriter{w: w, rc: rc, pack: c.pack, writeTimeout: writeTimeout, deadlines: ownDeadlines(w)}
+		return &respWriter{w: w, rc: rc, pack: c.pack, sent: &c.sent, writeTimeout: writeTimeout, deadlines: ownDeadlines(w)}
 	}
 	inner := innermost(w)
-	rw := &respWriter{w: inner, rc: http.NewResponseController(inner), c: c, pack: c.pack, writeTimeout: writeTimeout}
+	rw := &respWriter{w: inner, rc: http.NewResponseController(inner), c: c, pack: c.pack, sent: &c.sent, writeTimeout: writeTimeout}
 	abort := func() {
 		// A deadline in the past ends the write in flight: net/http's
 		// HTTP/1 connection and HTTP/2 stream both allow it from another
@@ -213,7 +214,9 @@ func (rw *respWriter) writeOut() {
 		}
 		rw.armed = err == nil
 	}
-	_, rw.err = rw.w.Write(rw.out)
+	n, err := rw.w.Write(rw.out)
+	rw.sent.bytes.Add(int64(n))
+	rw.err = err
 	rw.out = rw.out[:0]
 }
 
