@@ -54,10 +54,16 @@ func detach(w http.ResponseWriter, s *stream, c *client) bool {
 		return true
 	}
 	d := s.attach(c, conn)
-	if d == nil { // ended meanwhile
+	if d == nil { // ended meanwhile, or its stream closed
 		conn.Close()
 		s.leave(c, false)
-		s.logEnded(c, c.cause, false)
+		cause := errStreamClosed
+		select {
+		case <-c.done:
+			cause = c.cause
+		default: // ended at a moment of its own, to come (client.endWithin)
+		}
+		s.logEnded(c, cause, false)
 		return true
 	}
 	s.logStarted(c, true) // before its watch, which logs its end
