@@ -291,6 +291,19 @@ func (c *client) appendRetry(out []byte) []byte {
 	return sse.AppendRetry(out, retry)
 }
 
+// appendOpening appends the first bytes of c's body: the retry time, if
+// c has one to be sent (next would send it first), else sse.Opening.
+func (c *client) appendOpening(out []byte) []byte {
+	start := len(out)
+	if out = c.appendRetry(out); len(out) > start {
+		return out
+	}
+	if c.pack != nil {
+		return c.pack.own(out, []byte(sse.Opening))
+	}
+	return append(out, sse.Opening...)
+}
+
 // appendPrime appends the cursor priming block: it sets the client's last
 // event ID to the stream's at join time without firing an event, so that a
 // client that drops before the next event still resumes from there.

@@ -159,6 +159,19 @@ func (rw *respWriter) serve(ctx context.Context, c *client) error {
 	}
 }
 
+// open writes and flushes the first bytes of c's body (client.appendOpening)
+// right after its head, whatever follows. A proxy in front that holds a
+// response's head until its first body bytes (an HTTP/2 proxy that waits
+// for a DATA frame) would otherwise hold the head of a quiet stream, or
+// one whose catch-up takes a while, until its first event; and Firefox
+// fires an EventSource's open only at the first body byte. Neither a
+// retry time nor a comment is an event: what a page sees is the same.
+func (rw *respWriter) open(c *client) error {
+	rw.out = c.appendOpening(rw.out)
+	rw.flush()
+	return rw.err
+}
+
 // send writes, in one flush, what c is to be sent next (client.next).
 func (rw *respWriter) send(c *client) error {
 	wrote := false

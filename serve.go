@@ -157,7 +157,8 @@ func refuse(w http.ResponseWriter, status int, reason string) {
 }
 
 // startStream answers c's request with the start of its event stream: the
-// head, what its cursor asks for and its replay. It returns c's writer if
+// head and, at once, the first bytes of the body (respWriter.open), what
+// its cursor asks for and its replay. It returns c's writer if
 // c is to be written its live events in its request. Otherwise c has left
 // s, and the error says why, unless it was detached: a shared writer
 // serves it from now on.
@@ -196,7 +197,10 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream,
 
 	past := passesThrough(w, r, c.encoding())
 	rw := newRespWriter(w, rc, h.cfg.writeTimeout, past, c)
-	err := s.resume(r.Context(), c, rw)
+	err := rw.open(c)
+	if err == nil {
+		err = s.resume(r.Context(), c, rw)
+	}
 	if err == nil {
 		err = rw.send(c) // the replay
 	}

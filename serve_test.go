@@ -7,12 +7,16 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
 	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
 
@@ -370,4 +374,98 @@ func logLines(t *testing.T, path, msg string) []map[string]any {
 		}
 	}
 	return lines
+}
+
+// The first bytes of an event stream's body go out with its head, before
+// the origin has sent anything: a proxy that holds a response's head
+// until its first body bytes (as HTTP/2 proxies do, waiting for a DATA
+// frame) would otherwise hold a quiet stream's head, and a browser that
+// fires open at the first body byte would not know it is connected.
+// Each test reads the first bytes through a proxy that speaks HTTP/2 to
+// Caddy while the origin has sent nothing, then an event.
+
+func TestFirstBytesPassCaddysReverseProxyOverHTTP2(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	back, front := testkit.FreePort(t), testkit.FreePort(t)
+	testkit.StartCaddyfileWith(t, h2cGlobalOptions(logFile), fmt.Sprintf(`http://127.0.0.1:%d {
+	bind 127.0.0.1
+	sse_fanout %s
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	reverse_proxy h2c://127.0.0.1:%d
+}
+`, back, origin.URL(), front, back))
+	firstBytesBeforeEvents(t, fmt.Sprintf("http://127.0.0.1:%d/hop", front), origin, logFile)
+}
+
+func TestFirstBytesPassHTTPUtilReverseProxyOverHTTP2(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	back := testkit.FreePort(t)
+	testkit.StartCaddyfileWith(t, h2cGlobalOptions(logFile), fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tsse_fanout %s\n}\n", back, origin.URL()))
+	target, err := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", back))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	protocols := new(http.Protocols)
+	protocols.SetUnencryptedHTTP2(true) // HTTP/2 with prior knowledge, as h2c
+	transport := &http.Transport{Protocols: protocols}
+	t.Cleanup(transport.CloseIdleConnections)
+	proxy.Transport = transport
+	srv := httptest.NewServer(proxy)
+	t.Cleanup(srv.Close)
+	firstBytesBeforeEvents(t, srv.URL+"/hop", origin, logFile)
+}
+
+// h2cGlobalOptions are the tests' global options, logging to logFile, with
+// HTTP/2 over cleartext (h2c) served besides HTTP/1.1.
+func h2cGlobalOptions(logFile string) string {
+	return strings.Replace(testkit.GlobalOptionsLoggingTo(logFile), "\tadmin off\n", "\tadmin off\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n", 1)
+}
+
+// firstBytesBeforeEvents opens url, a proxy in front of sse_fanout, and
+// fails unless the body's first bytes, a comment, arrive while the origin
+// has sent nothing, and the origin's first event follows them as sent.
+// It checks in sse_fanout's log that the proxy came over HTTP/2.
+func firstBytesBeforeEvents(t *testing.T, url string, origin *testkit.Origin, logFile string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.WaitTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := testkit.HTTPClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	up := origin.NextConn(t) // sends nothing until told
+	br := bufio.NewReader(resp.Body)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		t.Fatalf("no body bytes came before the origin sent anything: %v", err)
+	}
+	if !strings.HasPrefix(line, ":") {
+		t.Fatalf("the body begins with %q, want a comment", line)
+	}
+	var started []map[string]any
+	testkit.Eventually(t, "the client's start to be logged", func() bool {
+		started = logLines(t, logFile, "client started")
+		return len(started) > 0
+	})
+	if len(started) != 1 || started[0]["proto"] != "HTTP/2.0" {
+		t.Fatalf("client started lines %v; want one, of an HTTP/2.0 client", started)
+	}
+	up.Send("id: 1\ndata: first\n\n")
+	ev, err := sse.NewParser(br, 1<<10).Next()
+	if err != nil || ev.ID != "1" || ev.Data != "first" {
+		t.Fatalf("after the first bytes got %+v (%v), want the event with id 1", ev, err)
+	}
 }
