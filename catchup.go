@@ -108,6 +108,7 @@ func (s *stream) catchUp(ctx context.Context, c *client, rw *respWriter) error {
 	}
 	if relayed == 0 {
 		c.staleID, c.stale = c.catchUpID, true
+		c.resumed = cursorStale
 	}
 	return nil
 }
@@ -138,6 +139,7 @@ func (s *stream) relay(ctx context.Context, c *client, rw *respWriter, lastSent 
 			if rw.err != nil {
 				return false, relayed, rw.err
 			}
+			c.sent.events.Add(1)
 			if c.filter != nil && fe.hasLastID {
 				c.filter.lastID = fe.id
 			}
@@ -181,4 +183,7 @@ func (s *stream) announceStale(c *client, rw *respWriter) {
 	// The cursor is the client's own, and parseCursor let no line end in.
 	rw.write(sse.AppendEvent(nil, &sse.Event{Type: name, Data: string(c.staleID), HasData: true}, false))
 	rw.flush()
+	if rw.err == nil {
+		c.sent.events.Add(1)
+	}
 }

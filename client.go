@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
+	"go.uber.org/zap"
 )
 
 // This file is the client: its cursor into the stream's ring, and next,
@@ -55,6 +56,13 @@ type client struct {
 	stale     bool            // announce staleID with a stale_event first
 	catchUpID clientCursor    // the cursor to fetch from the origin first, if catchingUp
 	via       []string        // the sse_fanout node it came from, if it is another tier's upstream connection (tier.go)
+	resumed   string          // what its cursor got, for its log lines: one of the cursor constants
+
+	// For its log lines (stream.logStarted, logEnded): who it is, set
+	// before its writer starts, when it joined, and what it was sent.
+	peer   []zap.Field
+	joined time.Time
+	sent   sentCount
 
 	// joinedAt is the stream's head when the client joined or spliced in:
 	// frames up to it are its replay, which does not count as lag.
@@ -74,6 +82,21 @@ type client struct {
 	// takes longer than write_timeout, and ending the client ends it too.
 	writing atomic.Int64
 	abort   atomic.Pointer[func()]
+}
+
+// What a client's cursor got, as its log lines say.
+const (
+	cursorNone    = "none"     // it sent none
+	cursorReplay  = "replay"   // the buffer held it
+	cursorCatchUp = "catch-up" // the origin was asked from it (catchup.go)
+	cursorStale   = "stale"    // nothing could serve it
+)
+
+// sentCount counts what was written to a client, by whichever writer
+// served it; the line that logs its end reads it.
+type sentCount struct {
+	events atomic.Int64 // events, its catch-up and stale event included
+	bytes  atomic.Int64 // bytes of its body, as written
 }
 
 // signals is what every client of a stream is sent besides its frames:
@@ -96,6 +119,7 @@ func newClient(r *ring, sig *signals, cfg *settings, metrics *upstreamMetrics) *
 		retryFactor: 1,
 		sentRetry:   -1,
 		keepalives:  sig.keepalives.Load(),
+		joined:      time.Now(),
 	}
 	if cfg.retryJitter > 0 {
 		spread := float64(cfg.retryJitter) / 100
@@ -222,6 +246,7 @@ func (c *client) next(out []byte, limit int) (_ []byte, more bool, err error) {
 	if n > 0 {
 		c.keepalives = c.signals.keepalives.Load() // frames count as activity
 		c.metrics.countSent(n, size)
+		c.sent.events.Add(int64(n))
 	}
 	if quiet && len(out) == start {
 		out = c.appendKeepalive(out)
@@ -264,6 +289,19 @@ func (c *client) appendRetry(out []byte) []byte {
 		return c.pack.own(out, sse.AppendRetry(nil, retry))
 	}
 	return sse.AppendRetry(out, retry)
+}
+
+// appendOpening appends the first bytes of c's body: the retry time, if
+// c has one to be sent (next would send it first), else sse.Opening.
+func (c *client) appendOpening(out []byte) []byte {
+	start := len(out)
+	if out = c.appendRetry(out); len(out) > start {
+		return out
+	}
+	if c.pack != nil {
+		return c.pack.own(out, []byte(sse.Opening))
+	}
+	return append(out, sse.Opening...)
 }
 
 // appendPrime appends the cursor priming block: it sets the client's last

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
 	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
 
@@ -351,7 +352,8 @@ func TestCompressedCatchUp(t *testing.T) {
 			t.Errorf("%s: the decoded stream differs from the plain one:\n%s", []string{"gzip", "zstd"}[i], firstDifference(got, plain))
 		}
 	}
-	if !strings.HasPrefix(plain, "data: event 11\nid: 11\n\n") {
-		t.Errorf("the plain stream begins %q, not with event 11", plain[:min(len(plain), 40)])
+	// The opening comment goes with the head, before the catch-up.
+	if !strings.HasPrefix(plain, sse.Opening+"data: event 11\nid: 11\n\n") {
+		t.Errorf("the plain stream begins %q, not with the opening and event 11", plain[:min(len(plain), 40)])
 	}
 }

@@ -50,14 +50,23 @@ func detach(w http.ResponseWriter, s *stream, c *client) bool {
 		c.end(errClientSentData) // an EventSource sends nothing more
 		conn.Close()
 		s.leave(c, false)
+		s.logEnded(c, errClientSentData, false)
 		return true
 	}
 	d := s.attach(c, conn)
-	if d == nil { // ended meanwhile
+	if d == nil { // ended meanwhile, or its stream closed
 		conn.Close()
 		s.leave(c, false)
+		cause := errStreamClosed
+		select {
+		case <-c.done:
+			cause = c.cause
+		default: // ended at a moment of its own, to come (client.endWithin)
+		}
+		s.logEnded(c, cause, false)
 		return true
 	}
+	s.logStarted(c, true) // before its watch, which logs its end
 	go d.watch()
 	d.shard.wake()
 	return true
@@ -85,5 +94,5 @@ func (d *detachedClient) watch() {
 	}
 	d.shard.remove(d)
 	s.leave(d.client, true)
-	s.logEnded(d.cause, d.conn.RemoteAddr().String())
+	s.logEnded(d.client, d.cause, true)
 }

@@ -43,6 +43,7 @@ type respWriter struct {
 	rc           *http.ResponseController
 	c            *client // whose writes the stream's watchdog watches, if past
 	pack         *packer // compresses what write is given; nil: written as is
+	sent         *sentCount
 	writeTimeout time.Duration
 	deadlines    bool   // set write deadlines of our own (see ownDeadlines)
 	armed        bool   // the deadline for the current batch is set
@@ -54,10 +55,10 @@ type respWriter struct {
 // writes past Caddy's writer chain, and arms c's watchdog hook.
 func newRespWriter(w http.ResponseWriter, rc *http.ResponseController, writeTimeout time.Duration, past bool, c *client) *respWriter {
 	if !past {
-		return &respWriter{w: w, rc: rc, pack: c.pack, writeTimeout: writeTimeout, deadlines: ownDeadlines(w)}
+		return &respWriter{w: w, rc: rc, pack: c.pack, sent: &c.sent, writeTimeout: writeTimeout, deadlines: ownDeadlines(w)}
 	}
 	inner := innermost(w)
-	rw := &respWriter{w: inner, rc: http.NewResponseController(inner), c: c, pack: c.pack, writeTimeout: writeTimeout}
+	rw := &respWriter{w: inner, rc: http.NewResponseController(inner), c: c, pack: c.pack, sent: &c.sent, writeTimeout: writeTimeout}
 	abort := func() {
 		// A deadline in the past ends the write in flight: net/http's
 		// HTTP/1 connection and HTTP/2 stream both allow it from another
@@ -158,6 +159,19 @@ func (rw *respWriter) serve(ctx context.Context, c *client) error {
 	}
 }
 
+// open writes and flushes the first bytes of c's body (client.appendOpening)
+// right after its head, whatever follows. A proxy in front that holds a
+// response's head until its first body bytes (an HTTP/2 proxy that waits
+// for a DATA frame) would otherwise hold the head of a quiet stream, or
+// one whose catch-up takes a while, until its first event; and Firefox
+// fires an EventSource's open only at the first body byte. Neither a
+// retry time nor a comment is an event: what a page sees is the same.
+func (rw *respWriter) open(c *client) error {
+	rw.out = c.appendOpening(rw.out)
+	rw.flush()
+	return rw.err
+}
+
 // send writes, in one flush, what c is to be sent next (client.next).
 func (rw *respWriter) send(c *client) error {
 	wrote := false
@@ -213,7 +227,9 @@ func (rw *respWriter) writeOut() {
 		}
 		rw.armed = err == nil
 	}
-	_, rw.err = rw.w.Write(rw.out)
+	n, err := rw.w.Write(rw.out)
+	rw.sent.bytes.Add(int64(n))
+	rw.err = err
 	rw.out = rw.out[:0]
 }
 

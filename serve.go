@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -40,7 +41,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	err := l.rw.serve(r.Context(), l.c)
 	l.c.abort.Store(nil)
 	l.s.leave(l.c, false)
-	ended(l.s, r, err)
+	if err == nil {
+		err = errClientGone // serve's nil: it hung up
+	}
+	ended(l.s, l.c, err)
 	return nil
 }
 
@@ -94,7 +98,7 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request) live {
 	}
 	rw, err := h.startStream(w, r, s, c)
 	if rw == nil {
-		ended(s, r, err)
+		ended(s, c, err)
 		return live{}
 	}
 	return live{s: s, c: c, rw: rw}
@@ -187,11 +191,13 @@ func refuseAsOrigin(w http.ResponseWriter, ref *originRefusal) {
 }
 
 // startStream answers c's request with the start of its event stream: the
-// head, what its cursor asks for and its replay. It returns c's writer if
+// head and, at once, the first bytes of the body (respWriter.open), what
+// its cursor asks for and its replay. It returns c's writer if
 // c is to be written its live events in its request. Otherwise c has left
 // s, and the error says why, unless it was detached: a shared writer
 // serves it from now on.
 func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream, c *client) (*respWriter, error) {
+	c.peer = peerFields(r)
 	header := w.Header()
 	header.Set("Content-Type", "text/event-stream")
 	header.Set("Cache-Control", "no-cache")
@@ -225,11 +231,15 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream,
 
 	past := passesThrough(w, r, c.encoding())
 	rw := newRespWriter(w, rc, h.cfg.writeTimeout, past, c)
-	err := s.resume(r.Context(), c, rw)
+	err := rw.open(c)
+	if err == nil {
+		err = s.resume(r.Context(), c, rw)
+	}
 	if err == nil {
 		err = rw.send(c) // the replay
 	}
 	if err == nil && !(mayDetach && past && detach(w, s, c)) {
+		s.logStarted(c, false)
 		return rw, nil
 	}
 	// The writer and the response it holds are not the client's any
@@ -241,10 +251,27 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream,
 	return nil, err
 }
 
-// ended logs why a client of s, served for r, ended, if it did
-// (stream.logEnded).
-func ended(s *stream, r *http.Request, err error) {
+// ended logs why c, a client of s served in its request, ended, if it
+// did (stream.logEnded).
+func ended(s *stream, c *client, err error) {
 	if err != nil {
-		s.logEnded(err, r.RemoteAddr)
+		s.logEnded(c, err, false)
 	}
+}
+
+// peerFields name r's client in its log lines (stream.logStarted), as
+// Caddy's access log names them (caddyhttp.LoggableHTTPRequest): its
+// address, the client IP Caddy found behind trusted proxies, and its
+// protocol. Nothing else of the request, whose URI, headers and cookies
+// may hold credentials.
+func peerFields(r *http.Request) []zap.Field {
+	ip, port, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		ip, port = r.RemoteAddr, ""
+	}
+	fields := []zap.Field{zap.String("remote_ip", ip), zap.String("remote_port", port)}
+	if clientIP, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok {
+		fields = append(fields, zap.String("client_ip", clientIP))
+	}
+	return append(fields, zap.String("proto", r.Proto))
 }

@@ -3,15 +3,20 @@ package ssefanout
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
 	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
 
@@ -237,4 +242,230 @@ func BenchmarkHTTP2ClientStack(b *testing.B) {
 		})
 	}
 	b.ReportMetric(perClient, "stack-B/client")
+}
+
+// TestClientLifeIsLoggedAtDebug: at debug level, each client's start and
+// end are logged, with its stream, its address and protocol, whether it
+// was detached and what its cursor got, then why it ended, how long it
+// stayed and what it was sent, under the names Caddy's access log uses;
+// none of the credentials the client sent appears in any line.
+func TestClientLifeIsLoggedAtDebug(t *testing.T) {
+	secrets := []string{"SECRET1", "SECRET2", "SECRET3"}
+	credentials := http.Header{
+		"Authorization": {"Bearer " + secrets[1]},
+		"Cookie":        {"s=" + secrets[2]},
+	}
+	origin := testkit.NewOrigin(t)
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	port := testkit.FreePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	testkit.StartCaddyfileWith(t, testkit.GlobalOptionsLoggingTo(logFile), fmt.Sprintf(`%s {
+	bind 127.0.0.1
+	route /in/* {
+		sse_fanout %s {
+			key_ignore_query token
+			detach off
+		}
+	}
+	route /out/* {
+		sse_fanout %s {
+			key_ignore_query token
+			detach on
+		}
+	}
+}
+`, base, origin.URL(), origin.URL()))
+	token := "?token=" + secrets[0]
+
+	in := testkit.OpenClient(t, base+"/in/a"+token, credentials)
+	up := origin.NextConn(t)
+	testkit.SendIDs(up, 1, 1)
+	in.ExpectIDs(t, 1, 1)
+
+	first := testkit.OpenClient(t, base+"/out/b"+token, credentials)
+	up = origin.NextConn(t)
+	testkit.SendIDs(up, 1, 3)
+	first.ExpectIDs(t, 1, 3)
+	header := credentials.Clone()
+	header.Set("Last-Event-ID", "1")
+	replayed := testkit.OpenClient(t, base+"/out/b"+token, header)
+	replayed.ExpectIDs(t, 2, 3)
+	testkit.Eventually(t, "the clients to be detached", func() bool { return detachedClients() == 2 })
+
+	in.Close()
+	first.Close()
+	replayed.Close()
+	var started, ended []map[string]any
+	testkit.Eventually(t, "three clients to end in the log", func() bool {
+		started, ended = logLines(t, logFile, "client started"), logLines(t, logFile, "client ended")
+		return len(ended) == 3
+	})
+	if len(started) != 3 {
+		t.Fatalf("%d client started lines, want 3: %v", len(started), started)
+	}
+	want := []struct {
+		stream   string
+		detached bool
+		cursor   string
+		events   float64
+	}{
+		{"/in/a", false, "none", 1},
+		{"/out/b", true, "none", 3},
+		{"/out/b", true, "replay", 2},
+	}
+	find := func(lines []map[string]any, stream string, detached bool, cursor string) map[string]any {
+		for _, l := range lines {
+			if l["stream"] == stream && l["detached"] == detached && l["cursor"] == cursor {
+				return l
+			}
+		}
+		return nil
+	}
+	for _, w := range want {
+		name := fmt.Sprintf("%s detached=%v cursor=%s", w.stream, w.detached, w.cursor)
+		for _, l := range []map[string]any{find(started, w.stream, w.detached, w.cursor), find(ended, w.stream, w.detached, w.cursor)} {
+			if l == nil {
+				t.Errorf("%s: no start or end line; started %v, ended %v", name, started, ended)
+				continue
+			}
+			if l["level"] != "debug" || l["remote_ip"] != "127.0.0.1" || l["remote_port"] == "" || l["remote_port"] == nil || l["proto"] != "HTTP/1.1" {
+				t.Errorf("%s: line %v; want level debug, remote_ip, remote_port, proto", name, l)
+			}
+		}
+		l := find(ended, w.stream, w.detached, w.cursor)
+		if l == nil {
+			continue
+		}
+		if l["reason"] != errClientGone.Error() || l["events"] != w.events {
+			t.Errorf("%s: ended %v; want reason %q and %v events", name, l, errClientGone, w.events)
+		}
+		if d, ok := l["duration"].(float64); !ok || d <= 0 {
+			t.Errorf("%s: duration %v, want a positive number", name, l["duration"])
+		}
+		if size, ok := l["size"].(float64); !ok || size < w.events*float64(len("id: 1\ndata: event 1\n\n")) {
+			t.Errorf("%s: size %v, want the bytes of its %v events at least", name, l["size"], w.events)
+		}
+	}
+	b, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		for _, secret := range secrets {
+			if strings.Contains(line, secret) {
+				t.Errorf("the log holds %s:\n%s", secret, line)
+			}
+		}
+	}
+}
+
+// logLines returns the lines of the JSON log at path whose message is msg.
+func logLines(t *testing.T, path, msg string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var lines []map[string]any
+	for line := range strings.Lines(string(b)) {
+		var l map[string]any
+		if json.Unmarshal([]byte(line), &l) == nil && l["msg"] == msg {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+// The first bytes of an event stream's body go out with its head, before
+// the origin has sent anything: a proxy that holds a response's head
+// until its first body bytes (as HTTP/2 proxies do, waiting for a DATA
+// frame) would otherwise hold a quiet stream's head, and a browser that
+// fires open at the first body byte would not know it is connected.
+// Each test reads the first bytes through a proxy that speaks HTTP/2 to
+// Caddy while the origin has sent nothing, then an event.
+
+func TestFirstBytesPassCaddysReverseProxyOverHTTP2(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	back, front := testkit.FreePort(t), testkit.FreePort(t)
+	testkit.StartCaddyfileWith(t, h2cGlobalOptions(logFile), fmt.Sprintf(`http://127.0.0.1:%d {
+	bind 127.0.0.1
+	sse_fanout %s
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	reverse_proxy h2c://127.0.0.1:%d
+}
+`, back, origin.URL(), front, back))
+	firstBytesBeforeEvents(t, fmt.Sprintf("http://127.0.0.1:%d/hop", front), origin, logFile)
+}
+
+func TestFirstBytesPassHTTPUtilReverseProxyOverHTTP2(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	back := testkit.FreePort(t)
+	testkit.StartCaddyfileWith(t, h2cGlobalOptions(logFile), fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tsse_fanout %s\n}\n", back, origin.URL()))
+	target, err := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", back))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	protocols := new(http.Protocols)
+	protocols.SetUnencryptedHTTP2(true) // HTTP/2 with prior knowledge, as h2c
+	transport := &http.Transport{Protocols: protocols}
+	t.Cleanup(transport.CloseIdleConnections)
+	proxy.Transport = transport
+	srv := httptest.NewServer(proxy)
+	t.Cleanup(srv.Close)
+	firstBytesBeforeEvents(t, srv.URL+"/hop", origin, logFile)
+}
+
+// h2cGlobalOptions are the tests' global options, logging to logFile, with
+// HTTP/2 over cleartext (h2c) served besides HTTP/1.1.
+func h2cGlobalOptions(logFile string) string {
+	return strings.Replace(testkit.GlobalOptionsLoggingTo(logFile), "\tadmin off\n", "\tadmin off\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n", 1)
+}
+
+// firstBytesBeforeEvents opens url, a proxy in front of sse_fanout, and
+// fails unless the body's first bytes, a comment, arrive while the origin
+// has sent nothing, and the origin's first event follows them as sent.
+// It checks in sse_fanout's log that the proxy came over HTTP/2.
+func firstBytesBeforeEvents(t *testing.T, url string, origin *testkit.Origin, logFile string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.WaitTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := testkit.HTTPClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	up := origin.NextConn(t) // sends nothing until told
+	br := bufio.NewReader(resp.Body)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		t.Fatalf("no body bytes came before the origin sent anything: %v", err)
+	}
+	if !strings.HasPrefix(line, ":") {
+		t.Fatalf("the body begins with %q, want a comment", line)
+	}
+	var started []map[string]any
+	testkit.Eventually(t, "the client's start to be logged", func() bool {
+		started = logLines(t, logFile, "client started")
+		return len(started) > 0
+	})
+	if len(started) != 1 || started[0]["proto"] != "HTTP/2.0" {
+		t.Fatalf("client started lines %v; want one, of an HTTP/2.0 client", started)
+	}
+	up.Send("id: 1\ndata: first\n\n")
+	ev, err := sse.NewParser(br, 1<<10).Next()
+	if err != nil || ev.ID != "1" || ev.Data != "first" {
+		t.Fatalf("after the first bytes got %+v (%v), want the event with id 1", ev, err)
+	}
 }

@@ -234,6 +234,7 @@ func (sh *writerShard) serve(d *detachedClient) {
 	case d.raw != nil:
 		written, err = sh.writer.write(d.raw, out)
 	}
+	d.sent.bytes.Add(int64(written))
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded) && d.tls == nil:
 		// A deadline that the server's request handling left: the
@@ -289,7 +290,9 @@ func (sh *writerShard) writeBlocking(d *detachedClient, b []byte) error {
 	if err := d.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
 		return err
 	}
-	if _, err := d.conn.Write(b); err != nil {
+	n, err := d.conn.Write(b)
+	d.sent.bytes.Add(int64(n))
+	if err != nil {
 		return err
 	}
 	return d.conn.SetWriteDeadline(time.Time{})

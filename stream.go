@@ -170,15 +170,18 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}
 	}
 	idAt := uint64(0)  // where the stream's last event ID is the one the client holds
 	hasLatest := false // its replay or its own cursor carries the latest id
+	c.resumed = cursorNone
 	switch {
 	case sr.unusableCursor:
 		s.hub.metrics.replayMisses.Inc()
 		c.stale = true // announced with no data: the cursor is not echoed
+		c.resumed = cursorStale
 	case sr.hasCursor:
 		seq, ok := s.ring.findID(string(sr.cursor), cfg.buffer)
 		switch {
 		case ok:
 			s.hub.metrics.replayHits.Inc()
+			c.resumed = cursorReplay
 			c.cursor.Store(seq)
 			idAt = seq
 			if last, _ := s.ring.lastID(); seq < s.ring.head || last == string(sr.cursor) {
@@ -190,9 +193,11 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}
 			s.hub.metrics.replayMisses.Inc()
 			c.catchUpID = sr.cursor
 			c.catchingUp = true
+			c.resumed = cursorCatchUp
 		default:
 			s.hub.metrics.replayMisses.Inc()
 			c.staleID, c.stale = sr.cursor, true
+			c.resumed = cursorStale
 		}
 	default:
 		// A tier's upstream connection is not rewound: that would put
@@ -261,14 +266,36 @@ func (s *stream) leave(c *client, detached bool) {
 	s.idleTimer = time.AfterFunc(wait, s.onIdle)
 }
 
-// logEnded logs why a client of s ended, whichever writer served it: a
-// slow-client cut at warn, since the operator may want to know; any other
-// end at debug, since clients come and go.
-func (s *stream) logEnded(cause error, remoteAddr string) {
+// logStarted logs, at debug level, since clients come and go, that c
+// started: who it is (client.peer), whether it was detached, and what its
+// cursor got. It is logged once c's writer is chosen, after its catch-up
+// and replay.
+func (s *stream) logStarted(c *client, detached bool) {
+	if ce := s.logger.Check(zap.DebugLevel, "client started"); ce != nil {
+		ce.Write(append(c.peer[:len(c.peer):len(c.peer)],
+			zap.Bool("detached", detached),
+			zap.String("cursor", c.resumed))...)
+	}
+}
+
+// logEnded logs why a client of s ended, whichever writer served it, with
+// who it is, how long it stayed and what it was sent: a slow-client cut
+// at warn, since the operator may want to know; any other end at debug,
+// since clients come and go. duration and size are named as in Caddy's
+// access log, which logs a detached client as it is detached.
+func (s *stream) logEnded(c *client, cause error, detached bool) {
+	level, msg := zap.DebugLevel, "client ended"
 	if errors.Is(cause, errSlowClient) {
-		s.logger.Warn("slow client cut", zap.String("remote_addr", remoteAddr))
-	} else if ce := s.logger.Check(zap.DebugLevel, "client ended"); ce != nil {
-		ce.Write(zap.Error(cause))
+		level, msg = zap.WarnLevel, "slow client cut"
+	}
+	if ce := s.logger.Check(level, msg); ce != nil {
+		ce.Write(append(c.peer[:len(c.peer):len(c.peer)],
+			zap.Bool("detached", detached),
+			zap.String("cursor", c.resumed),
+			zap.NamedError("reason", cause),
+			zap.Duration("duration", time.Since(c.joined)),
+			zap.Int64("events", c.sent.events.Load()),
+			zap.Int64("size", c.sent.bytes.Load()))...)
 	}
 }
 

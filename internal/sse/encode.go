@@ -12,6 +12,10 @@ import (
 // fires nothing in an EventSource.
 const Keepalive = ": keepalive\n\n"
 
+// Opening is a comment that begins a stream's body when nothing else is
+// ready to: it fires nothing in an EventSource, and is not a Keepalive.
+const Opening = ": ok\n\n"
+
 // AppendEvent appends the wire form of ev to dst so that an EventSource
 // reading it sees exactly ev: its type, its data, and, when withID is set,
 // its last event ID. A block without data is written without data lines:
