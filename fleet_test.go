@@ -255,12 +255,15 @@ func TestFleetOfProcesses(t *testing.T) {
 			if cursor != "n50" {
 				badCursor.Store(cursor)
 			}
-			select { // the origin's answer to n50: what the live stream sent since
-			case <-published:
-				testkit.SendIDs(conn, 51, 70)
-			case <-stop:
-				return
-			}
+			serving.Add(1)
+			go func() { // the origin's answer to n50: what the live stream sent since
+				defer serving.Done()
+				select {
+				case <-published:
+					testkit.SendIDs(conn, 51, 70)
+				case <-stop:
+				}
+			}()
 		}
 	}()
 	defer func() { close(stop); serving.Wait() }()

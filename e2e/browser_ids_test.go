@@ -176,18 +176,30 @@ func TestBrowserResumesWhenTheProxyLostItsBuffer(t *testing.T) {
 	if got := reqs[1].Header.Get("Last-Event-ID"); got != "10" {
 		t.Fatalf("the browser reconnected with Last-Event-ID %q, want 10", got)
 	}
-	resumed := origin.NextConn(t)
-	if got := resumed.Header.Get("Last-Event-ID"); got != "10" {
-		t.Fatalf("the new stream's upstream asked with Last-Event-ID %q, want 10", got)
+	// The new stream asks the origin for its live events; the browser's
+	// cursor, which the new buffer lacks, is served by a catch-up of its
+	// own, which meets the stream where the two hold the same event.
+	live, catchUp := origin.NextConn(t), origin.NextConn(t)
+	if live.Header.Get("Last-Event-ID") != "" {
+		live, catchUp = catchUp, live
 	}
-	testkit.SendIDs(resumed, 11, 20)
+	if got, ok := live.Header["Last-Event-Id"]; ok {
+		t.Fatalf("the new stream's upstream asked with Last-Event-ID %q, want none", got)
+	}
+	if got := catchUp.Header.Get("Last-Event-ID"); got != "10" {
+		t.Fatalf("the browser's catch-up asked with Last-Event-ID %q, want 10", got)
+	}
+	witness := testkit.OpenClient(t, base+"/s/catchup", nil)
+	testkit.SendIDs(live, 11, 20)
+	witness.ExpectIDs(t, 11, 20) // the new buffer holds them
+	testkit.SendIDs(catchUp, 11, 20)
 	waitPage(t, tab, "event 20", hasData("event 20"))
 
 	rec := pageRecord(t, tab)
 	if got := pageIDs(t, rec); !slices.Equal(got, seq(1, 20)) {
 		t.Errorf("the page saw ids %v, want 1..20 once each\nrecord:\n%s", got, fmtRecord(rec))
 	}
-	if n := origin.Total.Load(); n != 2 {
-		t.Errorf("the origin saw %d requests, want 2: one per generation, no catch-up", n)
+	if n := origin.Total.Load(); n != 3 {
+		t.Errorf("the origin saw %d requests, want 3: one per generation, and the browser's catch-up", n)
 	}
 }
