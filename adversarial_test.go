@@ -6,9 +6,13 @@ package ssefanout
 // catch-ups and goroutines stay within their bounds.
 
 import (
+	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -21,6 +25,8 @@ import (
 
 	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
 	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // hostileConfig bounds what clients can make the proxy do, small enough
@@ -428,4 +434,298 @@ func (o *fuzzOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case <-r.Context().Done():
 	case <-time.After(testkit.WaitTimeout):
 	}
+}
+
+// TestHTTP2StreamFloods opens thousands of streams on one HTTP/2
+// connection, against a stream a witness reads over HTTP/1.1. Go's HTTP/2
+// server, which Caddy uses (golang.org/x/net/http2 with its defaults),
+// advertises SETTINGS_MAX_CONCURRENT_STREAMS 250 and runs at most that many
+// handlers per connection: a stream past it is refused with RST_STREAM, and
+// a client that resets streams faster than their handlers end has them
+// queued, up to 4×250, then its connection closed with ENHANCE_YOUR_CALM.
+// The proxy must hold its side: never more clients than the server lets
+// handlers run, every client gone with its stream, goroutines and heap
+// back where they were, and the witness served throughout by one upstream
+// connection.
+func TestHTTP2StreamFloods(t *testing.T) {
+	const streams = 4000 // HEADERS frames sent on the one connection
+	openAndReset := func(t *testing.T, c *h2Conn, n int, path func(id uint32) string) {
+		sent := 0
+		for id := uint32(1); sent < n; id += 2 {
+			if c.open(id, path(id)) != nil || c.reset(id) != nil {
+				break // the server closed the connection
+			}
+			sent++
+		}
+		c.sync() // the server has acted on every reset
+		code, calmed := c.goAway.Load().(http2.ErrCode)
+		t.Logf("%d streams opened and reset; GOAWAY %v (%v)", sent, calmed, code)
+		if sent < n && !calmed {
+			t.Fatalf("the connection failed after %d streams without a GOAWAY", sent)
+		}
+	}
+	for _, tc := range []struct {
+		name       string
+		options    string
+		maxStreams int // the handler's max_streams
+		flood      func(t *testing.T, c *h2Conn, maxStreams uint32, upstream string)
+	}{
+		{"rapid open and reset", "", defaultMaxStreams, func(t *testing.T, c *h2Conn, _ uint32, _ string) {
+			openAndReset(t, c, streams, func(uint32) string { return "/flood" })
+		}},
+		// Each reset stream asks for a stream of its own: max_streams
+		// bounds how many the origin serves at once. (The origin's
+		// NextConn queue holds 1000, so this flood stays under it.)
+		{"rapid open and reset on distinct paths", "max_streams 20\nidle_close 0", 20, func(t *testing.T, c *h2Conn, _ uint32, _ string) {
+			openAndReset(t, c, 600, func(id uint32) string { return "/flood?n=" + strconv.Itoa(int(id)) })
+		}},
+		{"thousands of streams held open", "", defaultMaxStreams, func(t *testing.T, c *h2Conn, maxStreams uint32, upstream string) {
+			for i := range uint32(streams) {
+				if err := c.open(2*i+1, "/flood"); err != nil {
+					t.Fatalf("opening stream %d: %v", i, err)
+				}
+			}
+			testkit.Eventually(t, "the server to answer or refuse every stream", func() bool {
+				return c.responses.Load()+c.resets.Load() == streams
+			})
+			if got := c.responses.Load(); got != int64(maxStreams) {
+				t.Fatalf("%d streams answered, want SETTINGS_MAX_CONCURRENT_STREAMS %d", got, maxStreams)
+			}
+			testkit.Eventually(t, "the answered streams to join", func() bool {
+				return counterValue(t, upstream, "clients") == float64(maxStreams)+1
+			})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			origin := testkit.NewOrigin(t)
+			var witnessConns atomic.Int64 // upstream requests for the witness's stream
+			origin.SetAnswer(func(r *http.Request) int {
+				if r.URL.RequestURI() == "/flood" {
+					witnessConns.Add(1)
+				}
+				return 0
+			})
+			addr, _ := startHTTP2Caddy(t, origin.URL(), tc.options)
+			witness := testkit.OpenClient(t, "https://"+addr+"/flood", nil)
+			up := origin.NextConn(t)
+			testkit.SendIDs(up, 1, 2)
+			witness.ExpectIDs(t, 1, 2)
+			var before runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			goroutines := runtime.NumGoroutine()
+
+			c, maxStreams := dialH2(t, addr)
+			if maxStreams != 250 {
+				t.Errorf("the server advertises %d concurrent streams; this test and the README say 250", maxStreams)
+			}
+			// Watch the stream's clients and the handler's streams while
+			// the flood runs.
+			var peakClients, peakStreams atomic.Int64
+			stop, watched := make(chan struct{}), make(chan struct{})
+			go func() {
+				defer close(watched)
+				for {
+					peakClients.Store(max(peakClients.Load(), int64(counterValue(t, origin.URL(), "clients"))))
+					peakStreams.Store(max(peakStreams.Load(), int64(openStreams())))
+					select {
+					case <-stop:
+						return
+					case <-time.After(time.Millisecond):
+					}
+				}
+			}()
+			tc.flood(t, c, maxStreams, origin.URL())
+			var during runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&during)
+			t.Logf("after the flood, with the connection open: %d clients, %d goroutines more, heap in use %+d KiB",
+				int(counterValue(t, origin.URL(), "clients")), runtime.NumGoroutine()-goroutines, (int64(during.HeapInuse)-int64(before.HeapInuse))>>10)
+			c.close()
+			testkit.Eventually(t, "the flood's clients and streams to leave", func() bool {
+				return counterValue(t, origin.URL(), "clients") == 1 && openStreams() == 1
+			})
+			close(stop)
+			<-watched
+			t.Logf("at most %d clients and %d streams at once (the witness's included); the origin saw %d requests",
+				peakClients.Load(), peakStreams.Load(), origin.Total.Load())
+			if peakClients.Load() > int64(maxStreams)+1 {
+				t.Fatalf("%d clients at once, want at most %d HTTP/2 streams and the witness", peakClients.Load(), maxStreams)
+			}
+			if peakStreams.Load() > int64(tc.maxStreams) {
+				t.Fatalf("%d streams at once, want at most max_streams %d", peakStreams.Load(), tc.maxStreams)
+			}
+
+			testkit.SendIDs(up, 3, 5)
+			witness.ExpectIDs(t, 3, 5)
+			if n := witnessConns.Load(); n != 1 {
+				t.Fatalf("%d upstream requests for the witness's stream, want 1", n)
+			}
+			drained := 0
+			testkit.Eventually(t, "the origin's other connections to be let go", func() bool {
+				drained += origin.Drain()
+				return int64(drained) == origin.Total.Load()-1
+			})
+			testkit.Eventually(t, "goroutines to come back", func() bool {
+				return runtime.NumGoroutine() <= goroutines+4
+			})
+			var after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			growth := int64(after.HeapInuse) - int64(before.HeapInuse)
+			t.Logf("heap in use grew by %d KiB", growth>>10)
+			if growth > 16<<20 {
+				t.Fatalf("the heap grew by %d MiB after the flood, want at most 16 MiB", growth>>20)
+			}
+		})
+	}
+}
+
+// h2Conn is one HTTP/2 connection to Caddy over TLS, spoken frame by frame
+// with x/net/http2's Framer, as an attacker would: streams opened and reset
+// at will, whatever the server advertised. A goroutine of its own reads
+// what the server sends and keeps count.
+type h2Conn struct {
+	t    *testing.T
+	conn *tls.Conn
+	base string // the :authority
+
+	wmu  sync.Mutex // one writer at a time, headers encoded in wire order
+	fr   *http2.Framer
+	hbuf bytes.Buffer
+	enc  *hpack.Encoder
+
+	settings   chan uint32   // the server's SETTINGS_MAX_CONCURRENT_STREAMS, once
+	pings      chan [8]byte  // the server's PING acknowledgements
+	readerDone chan struct{} // closed when the reader returns
+	responses  atomic.Int64  // HEADERS frames the server answered with
+	resets     atomic.Int64  // RST_STREAM frames the server sent
+	goAway     atomic.Value  // the GOAWAY's http2.ErrCode, if one came
+}
+
+// dialH2 opens an HTTP/2 connection to addr, sends the preface and a
+// window big enough that the server never waits on flow control, and waits
+// for the server's SETTINGS.
+func dialH2(t *testing.T, addr string) (*h2Conn, uint32) {
+	t.Helper()
+	dialer := &net.Dialer{Timeout: testkit.WaitTimeout}
+	conn, err := tls.DialWithDialer(dialer, "tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
+		conn.Close()
+		t.Fatalf("negotiated %q, want h2", p)
+	}
+	conn.SetDeadline(time.Now().Add(3 * testkit.WaitTimeout)) // nothing here outlives the test
+	c := &h2Conn{t: t, conn: conn, base: addr, settings: make(chan uint32, 1), pings: make(chan [8]byte, 1), readerDone: make(chan struct{})}
+	c.fr = http2.NewFramer(conn, conn)
+	c.enc = hpack.NewEncoder(&c.hbuf)
+	t.Cleanup(c.close)
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	c.write(func() error {
+		return c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	})
+	c.write(func() error { return c.fr.WriteWindowUpdate(0, 1<<31-1-65535) })
+	go c.read()
+	select {
+	case n := <-c.settings:
+		return c, n
+	case <-time.After(testkit.WaitTimeout):
+		t.Fatal("the server sent no SETTINGS")
+		return nil, 0
+	}
+}
+
+// write runs one framer write under the write lock; a write error means
+// the server closed the connection, which the caller learns from the reader.
+func (c *h2Conn) write(f func() error) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return f()
+}
+
+// open sends a GET for path on stream id, with END_STREAM.
+func (c *h2Conn) open(id uint32, path string) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.hbuf.Reset()
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", c.base}, {":path", path}, {"accept", "text/event-stream"}} {
+		c.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	return c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndStream: true, EndHeaders: true})
+}
+
+// reset sends RST_STREAM CANCEL on stream id.
+func (c *h2Conn) reset(id uint32) error {
+	return c.write(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeCancel) })
+}
+
+// read counts the server's frames until the connection ends, acknowledging
+// its SETTINGS and PINGs.
+func (c *h2Conn) read() {
+	defer close(c.readerDone)
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if f.IsAck() {
+				continue
+			}
+			n, ok := f.Value(http2.SettingMaxConcurrentStreams)
+			if !ok {
+				n = math.MaxUint32 // unlimited, as the spec says
+			}
+			select {
+			case c.settings <- n:
+			default:
+			}
+			c.write(c.fr.WriteSettingsAck)
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				c.write(func() error { return c.fr.WritePing(true, f.Data) })
+				continue
+			}
+			select {
+			case c.pings <- f.Data:
+			default:
+			}
+		case *http2.HeadersFrame:
+			c.responses.Add(1)
+		case *http2.RSTStreamFrame:
+			c.resets.Add(1)
+		case *http2.GoAwayFrame:
+			c.goAway.Store(f.ErrCode)
+		}
+	}
+}
+
+// sync waits until the server has acknowledged a PING sent after every
+// frame so far: it has read and acted on them all, in order. It reports
+// false if the connection ended first.
+func (c *h2Conn) sync() bool {
+	data := [8]byte{'s', 'y', 'n', 'c'}
+	if c.write(func() error { return c.fr.WritePing(false, data) }) != nil {
+		return false
+	}
+	select {
+	case got := <-c.pings:
+		return got == data
+	case <-c.readerDone:
+		return false
+	case <-time.After(testkit.WaitTimeout):
+		c.t.Fatal("the server did not acknowledge a PING")
+		return false
+	}
+}
+
+// close ends the connection and waits for the reader.
+func (c *h2Conn) close() {
+	c.conn.Close()
+	<-c.readerDone
 }
