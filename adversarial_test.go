@@ -6,6 +6,7 @@ package ssefanout
 // catch-ups and goroutines stay within their bounds.
 
 import (
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -245,6 +246,27 @@ func TestOddOrigins(t *testing.T) {
 			},
 			sends("id: 1\ndata: ok\n\n"),
 		}, []seenEvent{{"", "ok", "1"}}},
+		{"gzip, which the proxy asks for", "", []func(http.ResponseWriter, *http.Request){
+			func(w http.ResponseWriter, r *http.Request) {
+				if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+					sends("id: 1\ndata: not asked for gzip\n\n")(w, r)
+					return
+				}
+				w.Header().Set("Content-Type", "text/event-stream")
+				w.Header().Set("Content-Encoding", "gzip")
+				zw := gzip.NewWriter(w)
+				io.WriteString(zw, "id: 1\ndata: unzipped\n\n")
+				zw.Close()
+			},
+		}, []seenEvent{{"", "unzipped", "1"}}},
+		{"an encoding it was not asked for, then none", "", []func(http.ResponseWriter, *http.Request){
+			func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				w.Header().Set("Content-Encoding", "br") // bytes the proxy would read as text
+				io.WriteString(w, "id: 1\ndata: read as text\n\n")
+			},
+			sends("id: 2\ndata: plain\n\n"),
+		}, []seenEvent{{"", "plain", "2"}}},
 		{"a redirect within the origin", "", []func(http.ResponseWriter, *http.Request){
 			func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/moved", http.StatusFound) },
 			sends("id: 1\ndata: moved\n\n"),

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
@@ -276,6 +277,13 @@ func (s *stream) openUpstream(ctx context.Context, cfg *settings, lastEventID st
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
 		resp.Body.Close()
 		return nil, fmt.Errorf("origin answered Content-Type %q, not text/event-stream", resp.Header.Get("Content-Type"))
+	}
+	// The transport asks for gzip and decodes it (the header is then gone);
+	// a body in any other coding would be read as text and its bytes sent
+	// to clients as events, so it is refused as a wrong Content-Type is.
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		resp.Body.Close()
+		return nil, fmt.Errorf("origin answered Content-Encoding %q, which was not asked for", ce)
 	}
 	return resp, nil
 }
