@@ -259,14 +259,15 @@ func TestOddOrigins(t *testing.T) {
 				zw.Close()
 			},
 		}, []seenEvent{{"", "unzipped", "1"}}},
-		{"an encoding it was not asked for, then none", "", []func(http.ResponseWriter, *http.Request){
+		{"a stream, then an encoding it was not asked for, then none", "", []func(http.ResponseWriter, *http.Request){
+			sends("id: 0\ndata: before\n\n"),
 			func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Type", "text/event-stream")
 				w.Header().Set("Content-Encoding", "br") // bytes the proxy would read as text
 				io.WriteString(w, "id: 1\ndata: read as text\n\n")
 			},
 			sends("id: 2\ndata: plain\n\n"),
-		}, []seenEvent{{"", "plain", "2"}}},
+		}, []seenEvent{{"", "before", "0"}, {"", "plain", "2"}}},
 		{"a redirect within the origin", "", []func(http.ResponseWriter, *http.Request){
 			func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/moved", http.StatusFound) },
 			sends("id: 1\ndata: moved\n\n"),
