@@ -6,6 +6,7 @@ package ssefanout
 // catch-ups and goroutines stay within their bounds.
 
 import (
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
 	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
+	"golang.org/x/net/http2"
 )
 
 // hostileConfig bounds what clients can make the proxy do, small enough
@@ -245,6 +247,28 @@ func TestOddOrigins(t *testing.T) {
 			},
 			sends("id: 1\ndata: ok\n\n"),
 		}, []seenEvent{{"", "before", "0"}, {"", "ok", "1"}}},
+		{"gzip, which the proxy asks for", "", []func(http.ResponseWriter, *http.Request){
+			func(w http.ResponseWriter, r *http.Request) {
+				if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+					sends("id: 1\ndata: not asked for gzip\n\n")(w, r)
+					return
+				}
+				w.Header().Set("Content-Type", "text/event-stream")
+				w.Header().Set("Content-Encoding", "gzip")
+				zw := gzip.NewWriter(w)
+				io.WriteString(zw, "id: 1\ndata: unzipped\n\n")
+				zw.Close()
+			},
+		}, []seenEvent{{"", "unzipped", "1"}}},
+		{"a stream, then an encoding it was not asked for, then none", "", []func(http.ResponseWriter, *http.Request){
+			sends("id: 0\ndata: before\n\n"),
+			func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				w.Header().Set("Content-Encoding", "br") // bytes the proxy would read as text
+				io.WriteString(w, "id: 1\ndata: read as text\n\n")
+			},
+			sends("id: 2\ndata: plain\n\n"),
+		}, []seenEvent{{"", "before", "0"}, {"", "plain", "2"}}},
 		{"a redirect within the origin", "", []func(http.ResponseWriter, *http.Request){
 			func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/moved", http.StatusFound) },
 			sends("id: 1\ndata: moved\n\n"),
@@ -428,5 +452,150 @@ func (o *fuzzOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	select {
 	case <-r.Context().Done():
 	case <-time.After(testkit.WaitTimeout):
+	}
+}
+
+// TestHTTP2StreamFloods opens thousands of streams on one HTTP/2
+// connection, against a stream a witness reads over HTTP/1.1. Go's HTTP/2
+// server, which Caddy uses (golang.org/x/net/http2 with its defaults),
+// advertises SETTINGS_MAX_CONCURRENT_STREAMS 250 and runs at most that many
+// handlers per connection: a stream past it is refused with RST_STREAM, and
+// a client that resets streams faster than their handlers end has them
+// queued, up to 4×250, then its connection closed with ENHANCE_YOUR_CALM.
+// The proxy must hold its side: never more clients than the server lets
+// handlers run, every client gone with its stream, goroutines and heap
+// back where they were, and the witness served throughout by one upstream
+// connection.
+func TestHTTP2StreamFloods(t *testing.T) {
+	const streams = 4000 // HEADERS frames sent on the one connection
+	openAndReset := func(t *testing.T, c *h2Conn, n int, path func(id uint32) string) {
+		sent := 0
+		for id := uint32(1); sent < n; id += 2 {
+			if c.open(id, path(id)) != nil || c.reset(id) != nil {
+				break // the server closed the connection
+			}
+			sent++
+		}
+		c.sync() // the server has acted on every reset
+		code, calmed := c.goAway.Load().(http2.ErrCode)
+		t.Logf("%d streams opened and reset; GOAWAY %v (%v)", sent, calmed, code)
+		if sent < n && !calmed {
+			t.Fatalf("the connection failed after %d streams without a GOAWAY", sent)
+		}
+	}
+	for _, tc := range []struct {
+		name       string
+		options    string
+		maxStreams int // the handler's max_streams
+		flood      func(t *testing.T, c *h2Conn, maxStreams uint32, upstream string)
+	}{
+		{"rapid open and reset", "", defaultMaxStreams, func(t *testing.T, c *h2Conn, _ uint32, _ string) {
+			openAndReset(t, c, streams, func(uint32) string { return "/flood" })
+		}},
+		// Each reset stream asks for a stream of its own: max_streams
+		// bounds how many the origin serves at once. (The origin's
+		// NextConn queue holds 1000, so this flood stays under it.)
+		{"rapid open and reset on distinct paths", "max_streams 20\nidle_close 0", 20, func(t *testing.T, c *h2Conn, _ uint32, _ string) {
+			openAndReset(t, c, 600, func(id uint32) string { return "/flood?n=" + strconv.Itoa(int(id)) })
+		}},
+		{"thousands of streams held open", "", defaultMaxStreams, func(t *testing.T, c *h2Conn, maxStreams uint32, upstream string) {
+			for i := range uint32(streams) {
+				if err := c.open(2*i+1, "/flood"); err != nil {
+					t.Fatalf("opening stream %d: %v", i, err)
+				}
+			}
+			testkit.Eventually(t, "the server to answer or refuse every stream", func() bool {
+				return c.responses.Load()+c.resets.Load() == streams
+			})
+			if got := c.responses.Load(); got != int64(maxStreams) {
+				t.Fatalf("%d streams answered, want SETTINGS_MAX_CONCURRENT_STREAMS %d", got, maxStreams)
+			}
+			testkit.Eventually(t, "the answered streams to join", func() bool {
+				return counterValue(t, upstream, "clients") == float64(maxStreams)+1
+			})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			origin := testkit.NewOrigin(t)
+			var witnessConns atomic.Int64 // upstream requests for the witness's stream
+			origin.SetAnswer(func(r *http.Request) int {
+				if r.URL.RequestURI() == "/flood" {
+					witnessConns.Add(1)
+				}
+				return 0
+			})
+			addr, _ := startHTTP2Caddy(t, origin.URL(), tc.options)
+			witness := testkit.OpenClient(t, "https://"+addr+"/flood", nil)
+			up := origin.NextConn(t)
+			testkit.SendIDs(up, 1, 2)
+			witness.ExpectIDs(t, 1, 2)
+			var before runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			goroutines := runtime.NumGoroutine()
+
+			c, maxStreams := dialH2(t, addr)
+			if maxStreams != 250 {
+				t.Errorf("the server advertises %d concurrent streams; this test and the README say 250", maxStreams)
+			}
+			// Watch the stream's clients and the handler's streams while
+			// the flood runs.
+			var peakClients, peakStreams atomic.Int64
+			stop, watched := make(chan struct{}), make(chan struct{})
+			go func() {
+				defer close(watched)
+				for {
+					peakClients.Store(max(peakClients.Load(), int64(counterValue(t, origin.URL(), "clients"))))
+					peakStreams.Store(max(peakStreams.Load(), int64(openStreams())))
+					select {
+					case <-stop:
+						return
+					case <-time.After(time.Millisecond):
+					}
+				}
+			}()
+			tc.flood(t, c, maxStreams, origin.URL())
+			var during runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&during)
+			t.Logf("after the flood, with the connection open: %d clients, %d goroutines more, heap in use %+d KiB",
+				int(counterValue(t, origin.URL(), "clients")), runtime.NumGoroutine()-goroutines, (int64(during.HeapInuse)-int64(before.HeapInuse))>>10)
+			c.close()
+			testkit.Eventually(t, "the flood's clients and streams to leave", func() bool {
+				return counterValue(t, origin.URL(), "clients") == 1 && openStreams() == 1
+			})
+			close(stop)
+			<-watched
+			t.Logf("at most %d clients and %d streams at once (the witness's included); the origin saw %d requests",
+				peakClients.Load(), peakStreams.Load(), origin.Total.Load())
+			if peakClients.Load() > int64(maxStreams)+1 {
+				t.Fatalf("%d clients at once, want at most %d HTTP/2 streams and the witness", peakClients.Load(), maxStreams)
+			}
+			if peakStreams.Load() > int64(tc.maxStreams) {
+				t.Fatalf("%d streams at once, want at most max_streams %d", peakStreams.Load(), tc.maxStreams)
+			}
+
+			testkit.SendIDs(up, 3, 5)
+			witness.ExpectIDs(t, 3, 5)
+			if n := witnessConns.Load(); n != 1 {
+				t.Fatalf("%d upstream requests for the witness's stream, want 1", n)
+			}
+			drained := 0
+			testkit.Eventually(t, "the origin's other connections to be let go", func() bool {
+				drained += origin.Drain()
+				return int64(drained) == origin.Total.Load()-1
+			})
+			testkit.Eventually(t, "goroutines to come back", func() bool {
+				return runtime.NumGoroutine() <= goroutines+4
+			})
+			var after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			growth := int64(after.HeapInuse) - int64(before.HeapInuse)
+			t.Logf("heap in use grew by %d KiB", growth>>10)
+			if growth > 16<<20 {
+				t.Fatalf("the heap grew by %d MiB after the flood, want at most 16 MiB", growth>>20)
+			}
+		})
 	}
 }

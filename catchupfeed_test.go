@@ -3,8 +3,13 @@ package ssefanout
 // Catch-up requests shared by the clients with the same cursor.
 
 import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
 	"testing"
 
+	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
 	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
 
@@ -78,4 +83,195 @@ func TestCatchUpStopsWhenItsLastClientLeaves(t *testing.T) {
 	second.Close()
 	catchUp.WaitClosed(t) // nobody reads it any more
 	testkit.Eventually(t, "the feed to be forgotten", func() bool { return feedReaders("10") == 0 })
+}
+
+// TestCatchUpsAtThePerHandlerLimit sends crowds of clients with distinct
+// cursors that no buffer holds to three streams of one handler whose
+// per-handler max_catch_ups (3) is below the sum of the per-stream ones
+// (2 each). The origin counts the catch-up requests it holds at once:
+// never more than either limit allows. The clients past them are served as
+// stale cursors at once, and each stream's witness sees every event.
+func TestCatchUpsAtThePerHandlerLimit(t *testing.T) {
+	const (
+		perStream, perHandler = 2, 3
+		crowd                 = 10 // clients per stream, each with a cursor of its own
+	)
+	paths := []string{"/a", "/b", "/c"}
+	origin := testkit.NewOrigin(t)
+	var (
+		mu              sync.Mutex
+		inFlight, peak  int
+		perPath, peakOf = map[string]int{}, map[string]int{}
+		heldIDs         []string              // the cursors the origin was asked for
+		hold            = make(chan struct{}) // closed: the origin answers catch-ups at once
+	)
+	origin.SetAnswer(func(r *http.Request) int {
+		if r.Header.Get("Last-Event-ID") == "" {
+			return 0 // a stream's own request
+		}
+		mu.Lock()
+		inFlight++
+		perPath[r.URL.Path]++
+		heldIDs = append(heldIDs, r.Header.Get("Last-Event-ID"))
+		peak = max(peak, inFlight)
+		peakOf[r.URL.Path] = max(peakOf[r.URL.Path], perPath[r.URL.Path])
+		mu.Unlock()
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+		}
+		// Counted out before the proxy can learn the answer.
+		mu.Lock()
+		inFlight--
+		perPath[r.URL.Path]--
+		mu.Unlock()
+		return http.StatusNotFound // the origin cannot resume from it
+	})
+	inFlightNow := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return inFlight
+	}
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+fmt.Sprintf(
+		" {\n\tbuffer 4\n\tclient_queue 4\n\tmax_catch_ups %d %d\n\tstale_event stale\n}", perStream, perHandler))
+	ups := map[string]*testkit.OriginConn{}
+	witnesses := map[string]*testkit.Client{}
+	for _, p := range paths {
+		ups[p], witnesses[p] = testkit.StartStream(t, origin, base+p, 5)
+	}
+	next := 6 // the next id each stream sends
+	sendAll := func() {
+		for _, p := range paths {
+			testkit.SendIDs(ups[p], next, next)
+		}
+		for _, p := range paths {
+			witnesses[p].ExpectIDs(t, next, next)
+		}
+		next++
+	}
+	goroutines := goroutinesButHTTPClientConns()
+
+	// A crowd at once, while the origin holds every catch-up open.
+	type crowdClient struct {
+		c      *testkit.Client
+		cursor string
+	}
+	var held []crowdClient
+	for _, p := range paths { // /a reaches its own limit, /b the handler's
+		for i := range crowd {
+			cursor := fmt.Sprintf("gone-%s-%d", p[1:], i)
+			held = append(held, crowdClient{testkit.OpenClient(t, base+p, testkit.LastEventID(cursor)), cursor})
+		}
+	}
+	testkit.Eventually(t, "the clients past the limit to be refused a catch-up", func() bool {
+		return counterValue(t, origin.URL(), "catch_ups_refused") == float64(len(held)-perHandler)
+	})
+	if n := inFlightNow(); n != perHandler {
+		t.Fatalf("%d catch-ups held at the origin, want max_catch_ups per handler %d", n, perHandler)
+	}
+	sendAll() // the streams flow while the catch-ups are held
+	expectStale := func(cc crowdClient) {
+		t.Helper()
+		if ev := cc.c.NextData(t); ev.Type != "stale" || ev.Data != cc.cursor {
+			t.Fatalf("cursor %s: got %+v, want the stale event", cc.cursor, ev)
+		}
+	}
+	mu.Lock()
+	caughtUp := map[string]bool{}
+	for _, id := range heldIDs {
+		caughtUp[id] = true
+	}
+	mu.Unlock()
+	for _, cc := range held {
+		if !caughtUp[cc.cursor] {
+			expectStale(cc) // at once, and then the live events
+			cc.c.ExpectIDs(t, next-1, next-1)
+		}
+	}
+
+	// Crowds that come and go while catch-ups start and end: the origin
+	// answers each at once, and the limit holds at every moment.
+	close(hold)
+	for _, cc := range held {
+		if caughtUp[cc.cursor] {
+			expectStale(cc) // the origin could not resume from it either
+		}
+	}
+	errs := make(chan error, len(paths)*crowd)
+	var wg sync.WaitGroup
+	for _, p := range paths {
+		for i := range crowd {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- staleCursorClient(base+p, fmt.Sprintf("churn-%s-%d", p[1:], i))
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	sendAll()
+
+	mu.Lock()
+	t.Logf("at most %d catch-ups at the origin at once (per stream: %v); %v counted, %v refused",
+		peak, peakOf, counterValue(t, origin.URL(), "catch_ups"), counterValue(t, origin.URL(), "catch_ups_refused"))
+	if peak > perHandler {
+		t.Errorf("%d catch-ups at the origin at once, want at most %d", peak, perHandler)
+	}
+	for p, n := range peakOf {
+		if n > perStream {
+			t.Errorf("%d catch-ups for %s at once, want at most %d", n, p, perStream)
+		}
+	}
+	mu.Unlock()
+
+	for _, cc := range held {
+		cc.c.Close()
+	}
+	testkit.Eventually(t, "goroutines to come back", func() bool {
+		return goroutinesButHTTPClientConns() <= goroutines+4
+	})
+	testkit.Eventually(t, "every catch-up to be forgotten", func() bool {
+		return inFlightNow() == 0 && counterValue(t, origin.URL(), "clients") == float64(len(paths))
+	})
+	sendAll()
+}
+
+// staleCursorClient connects to url with the given Last-Event-ID and
+// reads until it is told the cursor is stale, then leaves. It returns an
+// error for anything else.
+func staleCursorClient(url, cursor string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.WaitTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Last-Event-ID", cursor)
+	resp, err := testkit.HTTPClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("cursor %s: status %d", cursor, resp.StatusCode)
+	}
+	p := sse.NewParser(resp.Body, 1<<20)
+	for {
+		ev, err := p.Next()
+		if err != nil {
+			return fmt.Errorf("cursor %s: no stale event: %w", cursor, err)
+		}
+		if ev.HasData {
+			if ev.Type != "stale" || ev.Data != cursor {
+				return fmt.Errorf("cursor %s: got %+v, want the stale event", cursor, ev)
+			}
+			return nil
+		}
+	}
 }

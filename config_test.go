@@ -79,7 +79,7 @@ func mustConfig(t *testing.T, raw []byte) *caddy.Config {
 }
 
 // TestPageOptionsAreCheckedInJSON: the checks on rewind, filter_param,
-// cors and upstream_backoff hold for a JSON config too, not only in the Caddyfile parser.
+// cors, stale_event and upstream_backoff hold for a JSON config too, not only in the Caddyfile parser.
 func TestPageOptionsAreCheckedInJSON(t *testing.T) {
 	ten := 10
 	for _, tc := range []struct {
@@ -91,6 +91,7 @@ func TestPageOptionsAreCheckedInJSON(t *testing.T) {
 		{"rewind past buffer", Handler{Buffer: &ten, Rewind: 11}, "rewind must be at most buffer (10)"},
 		{"filter_param with =", Handler{FilterParam: "a=b"}, `filter_param "a=b"`},
 		{"filter_param last_event_id", Handler{FilterParam: "last_event_id"}, "carries the cursor"},
+		{"stale_event with a line end", Handler{StaleEvent: "stale\ndata: x"}, "an event type cannot hold a line end"},
 		{"cors not an origin", Handler{CORS: []string{"app.example"}}, "bad cors origin 'app.example'"},
 		{"upstream_backoff floor too low", Handler{UpstreamBackoffFloor: caddy.Duration(100 * time.Millisecond)}, "upstream_backoff floor must be at least 250ms, got 100ms"},
 		{"upstream_backoff negative floor", Handler{UpstreamBackoffFloor: -1}, "upstream_backoff floor must be at least 250ms"},

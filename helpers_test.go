@@ -4,11 +4,17 @@ package ssefanout
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"fmt"
+	"io"
+	"math"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +23,8 @@ import (
 	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
 	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 	"go.uber.org/zap"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 func TestMain(m *testing.M) {
@@ -212,12 +220,19 @@ func rawDial(t *testing.T, base, path string, headers ...string) net.Conn {
 // HTTP/2 to it.
 func startHTTP2Caddy(t testing.TB, origin string, subdirectives string) (string, *http.Client) {
 	t.Helper()
+	return startHTTP2CaddyWith(t, testkit.TLSGlobalOptions("h1 h2"), origin, subdirectives)
+}
+
+// startHTTP2CaddyWith is startHTTP2Caddy under the given global options,
+// such as TLSGlobalOptionsLoggingTo's; their protocols must include h2.
+func startHTTP2CaddyWith(t testing.TB, global, origin string, subdirectives string) (string, *http.Client) {
+	t.Helper()
 	port := testkit.FreePort(t)
 	block := ""
 	if subdirectives != "" {
 		block = " {\n\t\t" + strings.ReplaceAll(subdirectives, "\n", "\n\t\t") + "\n\t}"
 	}
-	testkit.StartWholeCaddyfile(t, testkit.TLSGlobalOptions("h1 h2")+fmt.Sprintf(
+	testkit.StartWholeCaddyfile(t, global+fmt.Sprintf(
 		"https://127.0.0.1:%d {\n\tbind 127.0.0.1\n\ttls internal\n\tsse_fanout %s%s\n}\n", port, origin, block))
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	testkit.WaitCertificate(t, addr)
@@ -227,4 +242,169 @@ func startHTTP2Caddy(t testing.TB, origin string, subdirectives string) (string,
 	}
 	t.Cleanup(tr.CloseIdleConnections)
 	return addr, &http.Client{Transport: tr}
+}
+
+// goroutinesButHTTPClientConns counts the goroutines but the read and
+// write loops of HTTP client connections: the proxy's upstream transport
+// keeps up to 16 idle connections per origin (upstream.go) after answers
+// such as a refused catch-up's, and closes them on its own time.
+func goroutinesButHTTPClientConns() int {
+	buf := make([]byte, 4<<20)
+	n := runtime.Stack(buf, true)
+	count := 0
+	for _, g := range bytes.Split(buf[:n], []byte("\n\n")) {
+		if !bytes.Contains(g, []byte("net/http.(*persistConn)")) {
+			count++
+		}
+	}
+	return count
+}
+
+// h2Conn is one HTTP/2 connection to Caddy over TLS, spoken frame by frame
+// with x/net/http2's Framer, as an attacker would: streams opened and reset
+// at will, whatever the server advertised. A goroutine of its own reads
+// what the server sends and keeps count.
+type h2Conn struct {
+	t    *testing.T
+	conn *tls.Conn
+	base string // the :authority
+
+	wmu  sync.Mutex // one writer at a time, headers encoded in wire order
+	fr   *http2.Framer
+	hbuf bytes.Buffer
+	enc  *hpack.Encoder
+
+	settings   chan uint32   // the server's SETTINGS_MAX_CONCURRENT_STREAMS, once
+	pings      chan [8]byte  // the server's PING acknowledgements
+	readerDone chan struct{} // closed when the reader returns
+	responses  atomic.Int64  // HEADERS frames the server answered with
+	resets     atomic.Int64  // RST_STREAM frames the server sent
+	goAway     atomic.Value  // the GOAWAY's http2.ErrCode, if one came
+}
+
+// dialH2 opens an HTTP/2 connection to addr, sends the preface and a
+// window big enough that the server never waits on flow control, and waits
+// for the server's SETTINGS.
+func dialH2(t *testing.T, addr string) (*h2Conn, uint32) {
+	t.Helper()
+	dialer := &net.Dialer{Timeout: testkit.WaitTimeout}
+	conn, err := tls.DialWithDialer(dialer, "tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
+		conn.Close()
+		t.Fatalf("negotiated %q, want h2", p)
+	}
+	conn.SetDeadline(time.Now().Add(3 * testkit.WaitTimeout)) // nothing here outlives the test
+	c := &h2Conn{t: t, conn: conn, base: addr, settings: make(chan uint32, 1), pings: make(chan [8]byte, 1), readerDone: make(chan struct{})}
+	c.fr = http2.NewFramer(conn, conn)
+	c.enc = hpack.NewEncoder(&c.hbuf)
+	t.Cleanup(c.close)
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	c.write(func() error {
+		return c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	})
+	c.write(func() error { return c.fr.WriteWindowUpdate(0, 1<<31-1-65535) })
+	go c.read()
+	select {
+	case n := <-c.settings:
+		return c, n
+	case <-time.After(testkit.WaitTimeout):
+		t.Fatal("the server sent no SETTINGS")
+		return nil, 0
+	}
+}
+
+// write runs one framer write under the write lock; a write error means
+// the server closed the connection, which the caller learns from the reader.
+func (c *h2Conn) write(f func() error) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return f()
+}
+
+// open sends a GET for path on stream id, with END_STREAM.
+func (c *h2Conn) open(id uint32, path string) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.hbuf.Reset()
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", c.base}, {":path", path}, {"accept", "text/event-stream"}} {
+		c.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	return c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndStream: true, EndHeaders: true})
+}
+
+// reset sends RST_STREAM CANCEL on stream id.
+func (c *h2Conn) reset(id uint32) error {
+	return c.write(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeCancel) })
+}
+
+// read counts the server's frames until the connection ends, acknowledging
+// its SETTINGS and PINGs.
+func (c *h2Conn) read() {
+	defer close(c.readerDone)
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if f.IsAck() {
+				continue
+			}
+			n, ok := f.Value(http2.SettingMaxConcurrentStreams)
+			if !ok {
+				n = math.MaxUint32 // unlimited, as the spec says
+			}
+			select {
+			case c.settings <- n:
+			default:
+			}
+			c.write(c.fr.WriteSettingsAck)
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				c.write(func() error { return c.fr.WritePing(true, f.Data) })
+				continue
+			}
+			select {
+			case c.pings <- f.Data:
+			default:
+			}
+		case *http2.HeadersFrame:
+			c.responses.Add(1)
+		case *http2.RSTStreamFrame:
+			c.resets.Add(1)
+		case *http2.GoAwayFrame:
+			c.goAway.Store(f.ErrCode)
+		}
+	}
+}
+
+// sync waits until the server has acknowledged a PING sent after every
+// frame so far: it has read and acted on them all, in order. It reports
+// false if the connection ended first.
+func (c *h2Conn) sync() bool {
+	data := [8]byte{'s', 'y', 'n', 'c'}
+	if c.write(func() error { return c.fr.WritePing(false, data) }) != nil {
+		return false
+	}
+	select {
+	case got := <-c.pings:
+		return got == data
+	case <-c.readerDone:
+		return false
+	case <-time.After(testkit.WaitTimeout):
+		c.t.Fatal("the server did not acknowledge a PING")
+		return false
+	}
+}
+
+// close ends the connection and waits for the reader.
+func (c *h2Conn) close() {
+	c.conn.Close()
+	<-c.readerDone
 }

@@ -217,6 +217,12 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream,
 	rc := http.NewResponseController(w)
 	if err := rc.Flush(); err != nil {
 		s.leave(c, false)
+		if !errors.Is(err, http.ErrNotSupported) {
+			// The client left as its response started (an HTTP/2 stream
+			// reset, a closed connection): its own affair, logged where
+			// every client's end is, so that clients cannot flood the log.
+			return nil, err
+		}
 		h.logger.Error("response cannot be flushed, so events cannot stream", zap.Error(err))
 		return nil, nil
 	}

@@ -141,6 +141,54 @@ func TestRefusalsSayWhyAndLogNoSecret(t *testing.T) {
 	}
 }
 
+// TestResetStreamsLogNoErrors: an HTTP/2 client that resets its stream as
+// its response starts has left; that is no error of the server's, and a
+// client that opens and resets streams by the thousand on one connection
+// must not write a line per stream into the error log. What a client's
+// leaving costs is logged at debug level, as for any other client.
+func TestResetStreamsLogNoErrors(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	addr, _ := startHTTP2CaddyWith(t, testkit.TLSGlobalOptionsLoggingTo("h1 h2", logFile), origin.URL(), "")
+	witness := testkit.OpenClient(t, "https://"+addr+"/reset", nil)
+	up := origin.NextConn(t)
+	testkit.SendIDs(up, 1, 1)
+	witness.ExpectIDs(t, 1, 1)
+
+	c, _ := dialH2(t, addr)
+	for id := uint32(1); id < 2*1000; id += 2 {
+		if c.open(id, "/reset") != nil || c.reset(id) != nil {
+			t.Fatalf("the server closed the connection at stream %d", id)
+		}
+	}
+	if !c.sync() {
+		t.Fatal("the server closed the connection")
+	}
+	c.close()
+	testkit.Eventually(t, "the reset streams' clients to leave", func() bool {
+		return counterValue(t, origin.URL(), "clients") == 1
+	})
+	testkit.SendIDs(up, 2, 2)
+	witness.ExpectIDs(t, 2, 2)
+
+	b, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errorLines := 0
+	for line := range strings.Lines(string(b)) {
+		if strings.Contains(line, `"level":"error"`) {
+			if errorLines == 0 {
+				t.Errorf("a reset stream was logged as an error:\n%s", line)
+			}
+			errorLines++
+		}
+	}
+	if errorLines > 0 {
+		t.Errorf("%d error lines for 1000 streams opened and reset", errorLines)
+	}
+}
+
 // TestOnOwnStackRaisesPanicsInTheCaller: a panic on start's goroutine
 // reaches the request goroutine, where net/http recovers it, instead of
 // ending the process.

@@ -281,6 +281,13 @@ func (s *stream) openUpstream(ctx context.Context, cfg *settings, lastEventID st
 		resp.Body.Close()
 		return nil, fmt.Errorf("%w: origin answered Content-Type %q", errNotEventStream, resp.Header.Get("Content-Type"))
 	}
+	// The transport asks for gzip and decodes it (the header is then gone);
+	// a body in any other coding would be read as text and its bytes sent
+	// to clients as events, so it is refused as a wrong Content-Type is.
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		resp.Body.Close()
+		return nil, fmt.Errorf("origin answered Content-Encoding %q, which was not asked for", ce)
+	}
 	return resp, nil
 }
 

@@ -87,7 +87,12 @@ func GlobalOptions() string {
 // the file at path: what a test reads to check what is logged. A site's
 // own access log (its log directive) still goes where the site says.
 func GlobalOptionsLoggingTo(path string) string {
-	return globalOptions(fmt.Sprintf("log {\n\t\toutput file %s {\n\t\t\troll_disabled\n\t\t}\n\t\tformat json\n\t\tlevel DEBUG\n\t}", path))
+	return globalOptions(logTo(path))
+}
+
+// logTo is the global log block of GlobalOptionsLoggingTo.
+func logTo(path string) string {
+	return fmt.Sprintf("log {\n\t\toutput file %s {\n\t\t\troll_disabled\n\t\t}\n\t\tformat json\n\t\tlevel DEBUG\n\t}", path)
 }
 
 // globalOptions are the tests' global options with the given log block.
@@ -171,6 +176,18 @@ func withDetachOff(t testing.TB, cfg []byte) []byte {
 // the system's trust store. protocols is the servers' protocol list, such
 // as "h1 h2".
 func TLSGlobalOptions(protocols string) string {
+	return tlsGlobalOptions(protocols, LogOptions())
+}
+
+// TLSGlobalOptionsLoggingTo are TLSGlobalOptions under which Caddy logs as
+// under GlobalOptionsLoggingTo.
+func TLSGlobalOptionsLoggingTo(protocols, path string) string {
+	return tlsGlobalOptions(protocols, logTo(path))
+}
+
+// tlsGlobalOptions are the TLS tests' global options with the given log
+// block.
+func tlsGlobalOptions(protocols, logBlock string) string {
 	return fmt.Sprintf(`{
 	admin off
 	persist_config off
@@ -183,7 +200,7 @@ func TLSGlobalOptions(protocols string) string {
 	}
 	%s
 }
-`, storage, protocols, LogOptions())
+`, storage, protocols, logBlock)
 }
 
 // StartWholeCaddyfile runs Caddy in this process with a whole Caddyfile,

@@ -162,6 +162,19 @@ func (o *Origin) NoNewConn(t testing.TB) {
 	}
 }
 
+// Drain lets go of every connection the test has not taken, and returns
+// how many there were: a test that has the proxy open many streams and
+// takes none keeps each one's write queue otherwise.
+func (o *Origin) Drain() int {
+	for n := 0; ; n++ {
+		select {
+		case <-o.conns:
+		default:
+			return n
+		}
+	}
+}
+
 // Send has the origin write s on the connection.
 func (c *OriginConn) Send(s string) { c.out <- s }
 
