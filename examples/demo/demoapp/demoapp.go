@@ -237,7 +237,9 @@ func (d *Demo) Err() <-chan error { return d.serveErr }
 func (d *Demo) Close() error {
 	var errs []error
 	if d.caddy {
+		// Once the admin API is stopped, a reload still under way fails.
 		stopAdmin(d.stopCfg)
+		reloads.Wait()
 		if err := caddy.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stopping Caddy: %w", err))
 		}
@@ -290,6 +292,12 @@ http://:{{.Port}} {
 		retry 2s
 		idle_close 10s
 		filter_param events
+	}
+
+	# The page's window on the proxy: /demo/stats, its numbers as the
+	# admin API has them, and /demo/reload, a reload through the admin API.
+	route /demo/* {
+		sse_fanout_demo {{.Admin}}
 	}
 
 	file_server {
