@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,10 +53,19 @@ var demoItem = regexp.MustCompile(`  (message|tick)  id=("(?:[^"\\]|\\.)*")  (.*
 // show live events, and count them right, in each of its three columns
 // (every event, ticks only, a late joiner sent the last 10 events at
 // once), plot the latency, and the origin must still have one connection.
+// Each page must then show what the proxy reports on its admin API (its
+// clients, the events and bytes it sent, its origin connection, the
+// events it rewound) and plot it; and after the reload button cuts every
+// client, each column of each page must resume, from the proxy's buffer,
+// over the same origin connection, with no gap and no duplicate in the
+// events its cursor covers (the messages, which have ids; the ticks in the
+// ticks-only column) and no tick twice. (A tick has no id: one sent as the
+// client was cut, after its last message, may be missed.)
 func TestBrowserDemoPage(t *testing.T) {
 	demo, err := demoapp.Start(demoapp.Options{
 		Listen:        fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
 		Origin:        "127.0.0.1:0",
+		Admin:         "127.0.0.1:0",
 		MessageEvery:  100 * time.Millisecond,
 		TickEvery:     350 * time.Millisecond,
 		GlobalOptions: fmt.Sprintf("storage file_system %s\n\t%s", testkit.Storage(), testkit.LogOptions()),
@@ -100,7 +110,92 @@ func TestBrowserDemoPage(t *testing.T) {
 			t.Errorf("viewer %d: origin connections shown as %q with every column open, want 1", i+1, got)
 		}
 	}
+
+	// What the proxy knows, as the page reads it from the admin API. The
+	// counters are the process's, summed over upstreams: other tests in
+	// this process may have added to them, so they are checked from below.
+	for i, tab := range viewers {
+		waitPage(t, tab, "the proxy's numbers with every column open",
+			`document.getElementById("proxy-streams").textContent.startsWith("/events6connected1") &&
+			document.querySelectorAll("#proxy-line-sent, #proxy-line-clients").length === 2 &&
+			[...document.querySelectorAll("#proxy-line-sent, #proxy-line-clients")].every((l) => l.getAttribute("points").split(" ").filter((p) => p).length >= 2)`)
+		p := evalPage[demoProxySnapshot](t, tab, demoProxyJS)
+		if p.Admin != demo.AdminURL || p.Error != "" {
+			t.Errorf("viewer %d: the page reads the admin API at %q (error %q), want %s", i+1, p.Admin, p.Error, demo.AdminURL)
+		}
+		for _, c := range []struct {
+			name, shown string
+			min         int
+		}{
+			{"clients", p.Clients, 6}, // two viewers of three EventSources
+			{"events sent", p.EventsSent, 1},
+			{"bytes sent", p.BytesSent, 1},
+			{"events rewound", p.Rewound, 20}, // two late joiners sent 10 each
+		} {
+			if n, err := strconv.Atoi(c.shown); err != nil || n < c.min {
+				t.Errorf("viewer %d: the proxy's %s shown as %q, want at least %d", i+1, c.name, c.shown, c.min)
+			}
+		}
+		if p.OriginConnections != "1" {
+			t.Errorf("viewer %d: the proxy's origin connections shown as %q, want 1", i+1, p.OriginConnections)
+		}
+	}
+
+	// The reload button cuts every client; each column comes back with its
+	// Last-Event-ID and is sent what it missed from the buffer.
+	replays := evalPage[int](t, viewers[0], `+document.getElementById("proxy-replay-hits").textContent`)
+	evalPage[bool](t, viewers[0], `document.getElementById("reload").click(), true`)
+	for i, tab := range viewers {
+		for _, col := range []struct{ prefix, typ string }{{"", "message"}, {"filtered-", "tick"}, {"late-", "message"}} {
+			id := func(name string) string { return fmt.Sprintf("document.getElementById(%q)", col.prefix+name) }
+			waitPage(t, tab, fmt.Sprintf("column %q reconnected", col.prefix),
+				fmt.Sprintf(`+%s.textContent >= 1 && %s.textContent === "1"`, id("reconnects"), id("state")))
+			count := evalPage[int](t, tab, "+"+id("count-"+col.typ)+".textContent")
+			waitPage(t, tab, fmt.Sprintf("a live %s in column %q after it resumed", col.typ, col.prefix),
+				fmt.Sprintf(`+%s.textContent > %d`, id("count-"+col.typ), count))
+			gaps, dups := evalPage[string](t, tab, id("gaps")+".textContent"), evalPage[string](t, tab, id("duplicates")+".textContent")
+			if col.prefix != "filtered-" {
+				if d := evalPage[string](t, tab, id("other-duplicates")+".textContent"); d != "0" {
+					dups += " (and " + d + " ticks)"
+				}
+			}
+			if gaps != "0" || dups != "0" {
+				t.Errorf("viewer %d, column %q: %s gaps and %s duplicates shown after the reload, want 0; its events, newest first:\n%s",
+					i+1, col.prefix, gaps, dups, strings.Join(evalPage[demoColumnSnapshot](t, tab, demoColumnJS(col.prefix)).Texts, "\n"))
+			}
+		}
+		waitPage(t, tab, "the reload and the resumed clients in the proxy's numbers", fmt.Sprintf(
+			`+document.getElementById("proxy-reloads").textContent >= 1 && +document.getElementById("proxy-replay-hits").textContent >= %d &&
+			document.getElementById("proxy-streams").textContent.startsWith("/events6connected1")`, replays+6))
+	}
+	if n := demo.Origin.Connections(); n != 1 {
+		t.Errorf("the origin has %d event-stream connections after the reload, want 1: the reload keeps the stream", n)
+	}
 }
+
+// demoProxySnapshot is what the demo page shows of the proxy.
+type demoProxySnapshot struct {
+	Admin             string `json:"admin"`
+	Error             string `json:"error"`
+	Clients           string `json:"clients"`
+	OriginConnections string `json:"originConnections"`
+	EventsSent        string `json:"eventsSent"`
+	BytesSent         string `json:"bytesSent"`
+	Rewound           string `json:"rewound"`
+}
+
+const demoProxyJS = `(() => {
+	const text = (id) => document.getElementById(id).textContent;
+	return {
+		admin: text("proxy-admin"),
+		error: text("proxy-error"),
+		clients: text("proxy-clients"),
+		originConnections: text("proxy-origin-connections"),
+		eventsSent: text("proxy-events-sent"),
+		bytesSent: text("proxy-bytes-sent"),
+		rewound: text("proxy-rewound"),
+	};
+})()`
 
 // demoColumnSnapshot is what a column of the demo page other than the
 // first shows.

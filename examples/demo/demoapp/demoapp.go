@@ -12,12 +12,14 @@ import (
 	"bytes"
 	"context"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log"
 	"net"
 	"net/http"
+	"strconv"
 	"text/template"
 	"time"
 
@@ -32,12 +34,17 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 )
 
-// Options says where the demo listens and how fast its origin talks.
+// Options says where the demo listens and how fast its origin talks. In
+// each address, port 0 picks a free port.
 type Options struct {
 	// Listen is where Caddy listens, such as "127.0.0.1:8080".
 	Listen string
-	// Origin is where the demo origin listens; port 0 picks a free port.
+	// Origin is where the demo origin listens.
 	Origin string
+	// Admin is where Caddy's admin API listens; empty means 127.0.0.1:0.
+	// The page reads the proxy's numbers from it, and its reload button
+	// reloads the config through it.
+	Admin string
 	// OriginOnly runs the origin without Caddy, for a Caddy built apart.
 	OriginOnly bool
 	// MessageEvery and TickEvery are the origin's clock: an unnamed
@@ -64,10 +71,14 @@ type Demo struct {
 	OriginURL string
 	// PageURL is the demo page behind Caddy; empty with OriginOnly.
 	PageURL string
+	// AdminURL is Caddy's admin API, such as http://127.0.0.1:2020; empty
+	// with OriginOnly.
+	AdminURL string
 
 	srv      *http.Server
 	serveErr chan error
-	caddy    bool // this demo loaded a Caddy config, so Close stops Caddy
+	caddy    bool   // this demo loaded a Caddy config, so Close stops Caddy
+	stopCfg  []byte // the config Close loads to stop the admin API
 }
 
 // Start starts the demo origin and, unless opts.OriginOnly, Caddy in this
@@ -82,7 +93,7 @@ func Start(opts Options) (*Demo, error) {
 	}
 	ln, err := net.Listen("tcp", opts.Origin)
 	if err != nil {
-		return nil, fmt.Errorf("starting the demo origin: %w", err)
+		return nil, &ListenError{Part: PartOrigin, Addr: opts.Origin, Err: err}
 	}
 	d := &Demo{
 		Origin:    NewOrigin(opts.MessageEvery, opts.TickEvery),
@@ -95,17 +106,126 @@ func Start(opts Options) (*Demo, error) {
 		return d, nil
 	}
 
-	cfg, err := caddyConfig(opts.Listen, ln.Addr().String(), opts.GlobalOptions)
-	if err == nil {
-		err = caddy.Load(cfg, true)
-	}
-	if err != nil {
+	if err := d.startCaddy(opts, ln.Addr().String()); err != nil {
 		d.Close()
-		return nil, fmt.Errorf("starting Caddy: %w", err)
+		return nil, err
+	}
+	return d, nil
+}
+
+// startCaddy starts Caddy, and its admin API, in front of the origin at
+// originAddr.
+func (d *Demo) startCaddy(opts Options, originAddr string) error {
+	if opts.Admin == "" {
+		opts.Admin = "127.0.0.1:0"
+	}
+	// Caddy's own errors for an address in use are long and name no flag:
+	// try each address first, and pick the free ports asked for.
+	listen, err := freeAddr(PartCaddy, opts.Listen)
+	if err != nil {
+		return err
+	}
+	if err := checkLoopback(opts.Admin); err != nil {
+		return err
+	}
+	admin, err := freeAddr(PartAdmin, opts.Admin)
+	if err != nil {
+		return err
+	}
+	cfg, err := caddyConfig(listen, admin, originAddr, opts.GlobalOptions)
+	if err != nil {
+		return fmt.Errorf("starting Caddy: %w", err)
+	}
+	if d.stopCfg, err = stopConfig(cfg); err != nil {
+		return fmt.Errorf("starting Caddy: %w", err)
+	}
+	if err := caddy.Load(cfg, true); err != nil {
+		stopAdmin(d.stopCfg) // Caddy may have started its admin API before the error
+		return fmt.Errorf("starting Caddy: %w", err)
 	}
 	d.caddy = true
-	d.PageURL = pageURL(opts.Listen)
-	return d, nil
+	d.PageURL = pageURL(listen)
+	d.AdminURL = "http://" + admin
+	return nil
+}
+
+// The parts of the demo that listen, as a ListenError names them.
+const (
+	PartOrigin = "origin" // the demo origin (Options.Origin)
+	PartCaddy  = "caddy"  // Caddy's site (Options.Listen)
+	PartAdmin  = "admin"  // Caddy's admin API (Options.Admin)
+)
+
+// ListenError is Start's error when a part of the demo cannot listen on
+// its address, most often because another program has its port.
+type ListenError struct {
+	Part string // PartOrigin, PartCaddy or PartAdmin
+	Addr string
+	Err  error
+}
+
+func (e *ListenError) Error() string {
+	what := map[string]string{PartOrigin: "the demo origin", PartCaddy: "Caddy", PartAdmin: "Caddy's admin API"}[e.Part]
+	return fmt.Sprintf("%s cannot listen on %s: %v", what, e.Addr, e.Err)
+}
+
+// checkLoopback refuses an admin API address other than this machine's:
+// whoever reaches the admin API can load any config.
+func checkLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return &ListenError{Part: PartAdmin, Addr: addr, Err: err}
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return &ListenError{Part: PartAdmin, Addr: addr, Err: errors.New("the admin API listens on this machine only: want 127.0.0.1, ::1 or localhost")}
+	}
+	return nil
+}
+
+func (e *ListenError) Unwrap() error { return e.Err }
+
+// freeAddr checks that part can listen on addr, by listening there and
+// closing at once, and returns addr with a free port in place of port 0.
+func freeAddr(part, addr string) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", &ListenError{Part: part, Addr: addr, Err: err}
+	}
+	defer ln.Close()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", &ListenError{Part: part, Addr: addr, Err: err}
+	}
+	if port == "0" {
+		port = strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// stopConfig returns a config with no admin API, nothing saved to disk,
+// and cfg's logging, which Close loads to stop the admin API.
+func stopConfig(cfg []byte) ([]byte, error) {
+	var running struct {
+		Logging json.RawMessage `json:"logging,omitempty"`
+	}
+	if err := json.Unmarshal(cfg, &running); err != nil {
+		return nil, fmt.Errorf("reading the demo config: %w", err)
+	}
+	return json.Marshal(struct {
+		Admin   any             `json:"admin"`
+		Logging json.RawMessage `json:"logging,omitempty"`
+	}{
+		Admin:   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
+		Logging: running.Logging,
+	})
+}
+
+// stopAdmin stops Caddy's admin API, which caddy.Stop leaves running, by
+// loading stopCfg, a config without one.
+func stopAdmin(stopCfg []byte) {
+	if err := caddy.Load(stopCfg, true); err != nil {
+		log.Printf("demo: stopping the admin API: %v", err)
+	}
 }
 
 // Err returns a channel that yields the origin server's error if it stops
@@ -117,6 +237,9 @@ func (d *Demo) Err() <-chan error { return d.serveErr }
 func (d *Demo) Close() error {
 	var errs []error
 	if d.caddy {
+		// Once the admin API is stopped, a reload still under way fails.
+		stopAdmin(d.stopCfg)
+		reloads.Wait()
 		if err := caddy.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stopping Caddy: %w", err))
 		}
@@ -131,10 +254,11 @@ func (d *Demo) Close() error {
 	return errors.Join(errs...)
 }
 
-// caddyfileTemplate is the demo's Caddy config. The admin endpoint is off
-// and the config is not saved to disk, since the demo owns this Caddy.
+// caddyfileTemplate is the demo's Caddy config. The admin API listens on
+// an address of its own, on this machine only, and the config is not saved
+// to disk, since the demo owns this Caddy.
 var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
-	admin off
+	admin {{.Admin}}
 	persist_config off
 	filesystem demo_page sse_fanout_demo_page
 {{- if .Global}}
@@ -170,6 +294,12 @@ http://:{{.Port}} {
 		filter_param events
 	}
 
+	# The page's window on the proxy: /demo/stats, its numbers as the
+	# admin API has them, and /demo/reload, a reload through the admin API.
+	route /demo/* {
+		sse_fanout_demo {{.Admin}}
+	}
+
 	file_server {
 		fs demo_page
 	}
@@ -177,14 +307,15 @@ http://:{{.Port}} {
 `))
 
 // caddyConfig adapts the demo Caddyfile, for Caddy listening on listen in
-// front of the origin at originAddr, to Caddy's JSON config.
-func caddyConfig(listen, originAddr, global string) ([]byte, error) {
+// front of the origin at originAddr, with its admin API on admin, to
+// Caddy's JSON config.
+func caddyConfig(listen, admin, originAddr, global string) ([]byte, error) {
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
 		return nil, fmt.Errorf("bad listen address %q: %w", listen, err)
 	}
 	var buf bytes.Buffer
-	err = caddyfileTemplate.Execute(&buf, struct{ Host, Port, Origin, Global string }{host, port, originAddr, global})
+	err = caddyfileTemplate.Execute(&buf, struct{ Host, Port, Admin, Origin, Global string }{host, port, admin, originAddr, global})
 	if err != nil {
 		return nil, fmt.Errorf("writing the demo Caddyfile: %w", err)
 	}
