@@ -50,8 +50,9 @@ type streamStatus struct {
 	FirstID         string     `json:"first_id"`         // last event ID of the oldest event held
 	LastID          string     `json:"last_id"`          // the stream's last event ID
 	EventsReceived  uint64     `json:"events_received"`
-	UpstreamState   string     `json:"upstream_state"` // connecting, connected, backoff or stopped
-	UpstreamError   string     `json:"upstream_error,omitempty"`
+	UpstreamState   string     `json:"upstream_state"`              // connecting, connected, backoff or stopped
+	UpstreamError   string     `json:"upstream_error,omitempty"`    // why the last attempt failed; cleared on connect
+	UpstreamErrorAt *time.Time `json:"upstream_error_at,omitempty"` // when it failed
 	ConnectedSince  *time.Time `json:"connected_since,omitempty"`
 	UpstreamConnect int        `json:"upstream_connects"`       // connections opened so far
 	Node            string     `json:"node"`                    // this node's node_id
@@ -132,6 +133,10 @@ func (s *stream) status() streamStatus {
 		}
 	}
 	s.ring.mu.RUnlock()
+	if !s.lastErrAt.IsZero() {
+		at := s.lastErrAt
+		st.UpstreamErrorAt = &at
+	}
 	if s.state == stateConnected {
 		since := s.connectedAt
 		st.ConnectedSince = &since

@@ -3,6 +3,8 @@ package ssefanout
 // The admin API, and what it and the logs never show.
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
@@ -98,5 +101,35 @@ func TestStatusCountsCompressedClients(t *testing.T) {
 	}
 	if f := s.ring.get(1); st.BufferedBytes != len(f.bytes)+f.packedBytes() {
 		t.Fatalf("buffered_bytes %d, want the frame and its compressed forms, %d", st.BufferedBytes, len(f.bytes)+f.packedBytes())
+	}
+}
+
+// TestStatusUpstreamErrorIsClearedOnConnect holds that upstream_error
+// tells why the stream is in backoff, with its time, and is gone once the
+// upstream connects again: an operator never reads an old failure as the
+// state of a healthy stream.
+func TestStatusUpstreamErrorIsClearedOnConnect(t *testing.T) {
+	s := newTestStream(testSettings())
+	before := time.Now()
+	s.setState(stateBackoff, errors.New("origin answered 502"))
+	st := s.status()
+	if st.UpstreamError != "origin answered 502" || st.UpstreamErrorAt == nil || st.UpstreamErrorAt.Before(before) {
+		t.Fatalf("in backoff: upstream_error %q at %v, want the failure and its time", st.UpstreamError, st.UpstreamErrorAt)
+	}
+	s.setState(stateConnecting, nil)
+	if st := s.status(); st.UpstreamError == "" || st.UpstreamErrorAt == nil {
+		t.Fatalf("reconnecting: upstream_error %q at %v, want the failure it retries after", st.UpstreamError, st.UpstreamErrorAt)
+	}
+	s.setState(stateConnected, nil)
+	st = s.status()
+	if st.UpstreamError != "" || st.UpstreamErrorAt != nil {
+		t.Fatalf("connected: upstream_error %q at %v, want none", st.UpstreamError, st.UpstreamErrorAt)
+	}
+	out, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "upstream_error") {
+		t.Fatalf("connected: the admin API shows %s", out)
 	}
 }

@@ -1,6 +1,7 @@
 package ssefanout
 
 import (
+	"errors"
 	"net/http"
 	"slices"
 	"strconv"
@@ -57,13 +58,20 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    compress         <encodings...>|off
 //	    node_id          <name>
 //	}
+//
+// Every bad value fails here with the file and line it is on: each
+// subdirective's own, and then what validate checks for a JSON config too,
+// pointed at the line of the subdirective that holds it.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if !d.AllArgs(&h.Upstream) {
 		return d.ArgErr()
 	}
+	lines := map[string]caddyfile.Token{"upstream": d.Token()} // by field, the token of its (last) line
 	for d.NextBlock(0) {
-		switch sub := d.Val(); sub {
+		sub := d.Val()
+		lines[sub] = d.Token()
+		switch sub {
 		case "heartbeat":
 			var v string
 			if !d.AllArgs(&v) {
@@ -296,6 +304,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&name, &value) {
 				return d.ArgErr()
 			}
+			if err := checkHeaderUp(name, value); err != nil {
+				return d.WrapErr(err)
+			}
+			lines[headerUpField(name)] = lines[sub]
 			if h.HeaderUp == nil {
 				h.HeaderUp = make(http.Header)
 			}
@@ -304,7 +316,28 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("unrecognized subdirective '%s'", sub)
 		}
 	}
+	if err := h.validate(); err != nil {
+		return wrapAtField(err, lines)
+	}
 	return nil
+}
+
+// wrapAtField adds to err, a bad value found once all the subdirectives
+// are read, the file and line of the subdirective that holds it, as
+// d.Errf does for the token under the cursor.
+func wrapAtField(err error, lines map[string]caddyfile.Token) error {
+	tok := lines["upstream"]
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		if t, ok := lines[fe.field]; ok {
+			tok = t
+		} else if t, ok := lines[strings.Fields(fe.field)[0]]; ok {
+			tok = t
+		}
+	}
+	d := caddyfile.NewDispenser([]caddyfile.Token{tok})
+	d.Next()
+	return d.WrapErr(err)
 }
 
 // durationArg reads the one duration argument of subdirective sub.

@@ -3,12 +3,14 @@ package ssefanout
 // The sse_fanout directive: adaptation, parsing and its errors.
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddytest"
 )
@@ -304,6 +306,86 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 			err := new(Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestCaddyfileEveryBadValueNamesItsLine holds what the README promises:
+// a bad value of every subdirective, and a bad upstream URL, fails while
+// the Caddyfile is parsed, with the file and the line it is on, also when
+// the check is one that Provision makes for a JSON config too.
+func TestCaddyfileEveryBadValueNamesItsLine(t *testing.T) {
+	for _, tc := range []struct {
+		name, block string // block: the lines inside sse_fanout http://o { }, from line 3
+		want        string // in the message, before ", at Testfile:N"
+		line        int
+	}{
+		{"heartbeat", "heartbeat soon", "bad heartbeat duration 'soon'", 3},
+		{"retry", "retry -1s", "bad retry duration '-1s'", 3},
+		{"retry_jitter", "retry_jitter 101", "bad retry_jitter value '101'", 3},
+		{"buffer", "buffer -1", "bad buffer value '-1'", 3},
+		{"buffer too big", "buffer 2000000", "buffer must be at most 1048576, got 2000000", 3},
+		{"buffer_bytes", "buffer_bytes 0", "bad buffer_bytes size '0'", 3},
+		{"rewind", "rewind x", "bad rewind value 'x'", 3},
+		{"rewind past the default buffer", "rewind 2000", "rewind must be at most buffer (1024)", 3},
+		{"rewind past buffer", "rewind 20\nbuffer 10", "rewind must be at most buffer (10)", 3},
+		{"filter_param", "filter_param a=b", "bad filter_param 'a=b'", 3},
+		{"cors", "cors app.example", "bad cors origin 'app.example'", 3},
+		{"header_up", "header_up X-A", "wrong argument count", 3},
+		{"header_up per-request placeholder", "buffer 1\nheader_up Authorization {http.request.header.Authorization}", "must be part of the key", 4},
+		{"header_up bad name", `header_up "X A" v`, `header_up "X A": not a valid header name`, 3},
+		{"header_up bad value", "header_up X-A \"a\nb\"", `header_up X-A: not a valid header value`, 3},
+		{"key", "key", "wrong argument count", 3},
+		{"key_ignore_query", "key_ignore_query", "wrong argument count", 3},
+		{"client_queue", "client_queue 0", "bad client_queue value '0'", 3},
+		{"client_queue too big", "client_queue 2000000", "client_queue must be at most 1048576", 3},
+		{"idle_close", "idle_close soon", "bad idle_close duration 'soon'", 3},
+		{"max_clients", "max_clients -1", "bad max_clients value '-1'", 3},
+		{"max_streams", "max_streams -1", "bad max_streams value '-1'", 3},
+		{"max_catch_ups", "max_catch_ups 1 0", "bad max_catch_ups value '0'", 3},
+		{"max_event_size", "max_event_size big", "bad max_event_size size 'big'", 3},
+		{"upstream_timeout", "upstream_timeout 0", "bad upstream_timeout duration '0'", 3},
+		{"upstream_backoff", "upstream_backoff 2s 1s", "upstream_backoff cap (1s) must be at least its floor (2s)", 3},
+		{"catch_up", "catch_up yes", "bad catch_up value 'yes'", 3},
+		{"prime_cursor", "prime_cursor yes", "bad prime_cursor value 'yes'", 3},
+		{"stale_event", "stale_event \"a\nb\"", `stale_event "a\n\tb": an event type cannot hold a line end`, 3},
+		{"detach", "detach yes", "bad detach value 'yes'", 3},
+		{"compress", "compress br", "bad compress encoding 'br'", 3},
+		{"node_id", "node_id edge(1)", "bad node_id 'edge(1)'", 3},
+		{"unknown subdirective", "nope 1", "unrecognized subdirective 'nope'", 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			input := "# a comment\nsse_fanout http://o {\n\t" + strings.ReplaceAll(tc.block, "\n", "\n\t") + "\n}"
+			err := new(Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
+			want := fmt.Sprintf("%s, at Testfile:%d", tc.want, tc.line)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasSuffix(err.Error(), fmt.Sprintf(", at Testfile:%d", tc.line)) {
+				t.Fatalf("got error %v, want one with %q", err, want)
+			}
+		})
+	}
+}
+
+// TestCaddyfileBadUpstreamNamesItsLine: each way an upstream URL can be
+// bad is found while the Caddyfile is adapted, naming the file and line,
+// and never showing the URL's password.
+func TestCaddyfileBadUpstreamNamesItsLine(t *testing.T) {
+	for _, tc := range []struct{ upstream, want string }{
+		{"ftp://o", `upstream "ftp://o": scheme must be http or https`},
+		{"localhost:9000", "scheme must be http or https"},
+		{"http://", `upstream "http://": no host`},
+		{"http://o/?a=1", "a base URL has no query or fragment"},
+		{"http://o/#top", "a base URL has no query or fragment"},
+		{"http://alice:pw-secret@o/%zz", `parsing upstream "http://redacted@o/%zz": invalid URL escape "%zz"`},
+	} {
+		t.Run(tc.upstream, func(t *testing.T) {
+			caddyfileText := ":8080 {\n\n\tsse_fanout /events " + tc.upstream + " {\n\t\tbuffer 1\n\t}\n}\n"
+			_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfileText), map[string]any{"filename": "Caddyfile"})
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), ", at Caddyfile:3") {
+				t.Fatalf("got error %v, want one with %q, at Caddyfile:3", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "pw-secret") {
+				t.Fatalf("the error shows the upstream's password: %v", err)
 			}
 		})
 	}

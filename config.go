@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -186,8 +187,8 @@ func (h *Handler) checkHeaderPlaceholders(headerUp http.Header) (perRequest bool
 				}
 				ph := part.text
 				if !strings.Contains(h.Key, ph) {
-					return false, fmt.Errorf("header_up %s %q: placeholder %s differs between requests, so it must be part of the key (add it to key, e.g. key %s), or every client of a stream would be served with the first client's %s",
-						name, v, ph, ph, name)
+					return false, badField(headerUpField(name), fmt.Errorf("header_up %s %q: placeholder %s differs between requests, so it must be part of the key (add it to key, e.g. key %s), or every client of a stream would be served with the first client's %s",
+						name, v, ph, ph, name))
 				}
 				perRequest = true
 			}
@@ -196,81 +197,141 @@ func (h *Handler) checkHeaderPlaceholders(headerUp http.Header) (perRequest bool
 	return perRequest, nil
 }
 
-// validate reports configuration errors. It does no I/O.
+// A fieldError is a bad config value. Its field is the subdirective that
+// holds it, as the JSON field is named (header_up's also names the
+// header), so that the Caddyfile parser can point at the line.
+type fieldError struct {
+	field string
+	err   error
+}
+
+func (e *fieldError) Error() string { return e.err.Error() }
+func (e *fieldError) Unwrap() error { return e.err }
+
+// badField marks err as a bad value of field.
+func badField(field string, err error) error { return &fieldError{field, err} }
+
+// headerUpField is the field of the header_up line for the header name.
+func headerUpField(name string) string { return "header_up " + http.CanonicalHeaderKey(name) }
+
+// parseUpstream parses the upstream base URL and checks it: http or https,
+// a host, and no query or fragment, since the request's path and query are
+// appended. Its errors show the URL with any password redacted.
+func parseUpstream(raw string) (*url.URL, error) {
+	if raw == "" {
+		return nil, badField("upstream", errors.New("upstream is required"))
+	}
+	upstream := redactURL(raw)
+	base, err := url.Parse(raw)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // its text holds the URL, and so any password
+		}
+		return nil, badField("upstream", fmt.Errorf("parsing upstream %q: %w", upstream, err))
+	}
+	if base.Scheme != "http" && base.Scheme != "https" {
+		return nil, badField("upstream", fmt.Errorf("upstream %q: scheme must be http or https", upstream))
+	}
+	if base.Host == "" {
+		return nil, badField("upstream", fmt.Errorf("upstream %q: no host", upstream))
+	}
+	if base.RawQuery != "" || base.Fragment != "" {
+		return nil, badField("upstream", fmt.Errorf("upstream %q: a base URL has no query or fragment; the request's query is appended", upstream))
+	}
+	return base, nil
+}
+
+// checkHeaderUp checks one header_up line: a header name that is an HTTP
+// token, and a value with no control character but tab.
+func checkHeaderUp(name, value string) error {
+	if !isToken(name) {
+		return badField(headerUpField(name), fmt.Errorf("header_up %q: not a valid header name", name))
+	}
+	for i := 0; i < len(value); i++ {
+		if b := value[i]; b < ' ' && b != '\t' || b == 0x7f {
+			return badField(headerUpField(name), fmt.Errorf("header_up %s: not a valid header value: it holds %q", name, b))
+		}
+	}
+	return nil
+}
+
+// validate reports configuration errors. It does no I/O. The Caddyfile
+// parser runs it too, so that each error names its line; what depends on
+// Provision (the node_id with its placeholders replaced) is checked only
+// once provisioned.
 func (h *Handler) validate() error {
-	if h.Upstream == "" {
-		return errors.New("upstream is required")
+	if _, err := parseUpstream(h.Upstream); err != nil {
+		return err
 	}
-	if h.base == nil {
-		return nil // Provision reports the parse error
-	}
-	upstream := redactURL(h.Upstream)
-	if h.base.Scheme != "http" && h.base.Scheme != "https" {
-		return fmt.Errorf("upstream %q: scheme must be http or https", upstream)
-	}
-	if h.base.Host == "" {
-		return fmt.Errorf("upstream %q: no host", upstream)
-	}
-	if h.base.RawQuery != "" || h.base.Fragment != "" {
-		return fmt.Errorf("upstream %q: a base URL has no query or fragment; the request's query is appended", upstream)
-	}
-	for name, n := range map[string]int{
-		"buffer_bytes":              h.BufferBytes,
-		"client_queue":              h.ClientQueue,
-		"max_clients":               h.MaxClients,
-		"max_event_size":            h.MaxEventSize,
-		"retry_jitter":              h.RetryJitter,
-		"rewind":                    h.Rewind,
-		"max_catch_ups":             h.MaxCatchUps,
-		"max_catch_ups_per_handler": h.MaxCatchUpsPerHandler,
+	for _, tc := range []struct {
+		field, name string
+		n           int
+	}{
+		{"buffer_bytes", "buffer_bytes", h.BufferBytes},
+		{"client_queue", "client_queue", h.ClientQueue},
+		{"max_clients", "max_clients", h.MaxClients},
+		{"max_event_size", "max_event_size", h.MaxEventSize},
+		{"retry_jitter", "retry_jitter", h.RetryJitter},
+		{"rewind", "rewind", h.Rewind},
+		{"max_catch_ups", "max_catch_ups", h.MaxCatchUps},
+		{"max_catch_ups", "max_catch_ups_per_handler", h.MaxCatchUpsPerHandler},
 	} {
-		if n < 0 {
-			return fmt.Errorf("%s must not be negative, got %d", name, n)
+		if tc.n < 0 {
+			return badField(tc.field, fmt.Errorf("%s must not be negative, got %d", tc.name, tc.n))
 		}
 	}
 	if h.RetryJitter > 100 {
-		return fmt.Errorf("retry_jitter must be a percentage from 0 to 100, got %d", h.RetryJitter)
+		return badField("retry_jitter", fmt.Errorf("retry_jitter must be a percentage from 0 to 100, got %d", h.RetryJitter))
 	}
 	if h.Buffer != nil && *h.Buffer < 0 {
-		return fmt.Errorf("buffer must not be negative, got %d", *h.Buffer)
+		return badField("buffer", fmt.Errorf("buffer must not be negative, got %d", *h.Buffer))
 	}
 	if h.Buffer != nil && *h.Buffer > maxQueue {
-		return fmt.Errorf("buffer must be at most %d, got %d", maxQueue, *h.Buffer)
+		return badField("buffer", fmt.Errorf("buffer must be at most %d, got %d", maxQueue, *h.Buffer))
 	}
 	if buffer := h.settings().buffer; h.Rewind > buffer {
-		return fmt.Errorf("rewind must be at most buffer (%d): rewound events come from the buffer, got %d", buffer, h.Rewind)
+		return badField("rewind", fmt.Errorf("rewind must be at most buffer (%d): rewound events come from the buffer, got %d", buffer, h.Rewind))
 	}
 	if h.ClientQueue > maxQueue {
-		return fmt.Errorf("client_queue must be at most %d, got %d", maxQueue, h.ClientQueue)
+		return badField("client_queue", fmt.Errorf("client_queue must be at most %d, got %d", maxQueue, h.ClientQueue))
 	}
 	if strings.ContainsAny(h.StaleEvent, "\r\n") {
-		return fmt.Errorf("stale_event %q: an event type cannot hold a line end", h.StaleEvent)
+		return badField("stale_event", fmt.Errorf("stale_event %q: an event type cannot hold a line end", h.StaleEvent))
 	}
 	if h.FilterParam != "" {
 		if err := checkParamName(h.FilterParam); err != nil {
-			return fmt.Errorf("filter_param %q: %v", h.FilterParam, err)
+			return badField("filter_param", fmt.Errorf("filter_param %q: %v", h.FilterParam, err))
+		}
+	}
+	for name, values := range h.HeaderUp {
+		for _, v := range values {
+			if err := checkHeaderUp(name, v); err != nil {
+				return err
+			}
 		}
 	}
 	for i, name := range h.Compress {
 		if encodingNamed(name) == nil {
-			return fmt.Errorf("compress: unknown encoding %q, want gzip or zstd", name)
+			return badField("compress", fmt.Errorf("compress: unknown encoding %q, want gzip or zstd", name))
 		}
 		if slices.Contains(h.Compress[:i], name) {
-			return fmt.Errorf("compress: %s is listed twice", name)
+			return badField("compress", fmt.Errorf("compress: %s is listed twice", name))
 		}
 	}
 	if h.cfg != nil {
 		if err := checkNodeID(h.cfg.nodeID); err != nil {
-			return fmt.Errorf("node_id %q: %w", h.cfg.nodeID, err)
+			return badField("node_id", fmt.Errorf("node_id %q: %w", h.cfg.nodeID, err))
 		}
 	}
 	if err := checkBackoff(h.upstreamBackoff()); err != nil {
-		return err
+		return badField("upstream_backoff", err)
 	}
 	if h.Retry != nil && *h.Retry < 0 {
-		return fmt.Errorf("retry must not be negative, got %v", time.Duration(*h.Retry))
+		return badField("retry", fmt.Errorf("retry must not be negative, got %v", time.Duration(*h.Retry)))
 	}
-	return nil
+	_, err := h.checkHeaderPlaceholders(h.settings().headerUp)
+	return err
 }
 
 // upstreamBackoff resolves upstream_backoff's floor and cap to their

@@ -4,13 +4,12 @@ package ssefanout
 
 import (
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
-	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
 
 func TestValidateRejectsBadUpstreams(t *testing.T) {
@@ -42,31 +41,50 @@ func TestValidateRejectsBadUpstreams(t *testing.T) {
 	}
 }
 
+// TestHugeBuffersAreRefused: in a JSON config, as in the Caddyfile
+// (caddyfile_test.go), a buffer or client_queue past maxQueue is refused.
 func TestHugeBuffersAreRefused(t *testing.T) {
-	for _, sub := range []string{"buffer 100000000000", "client_queue 100000000000", "buffer 2000000"} {
-		cfg := testkit.AdaptCaddyfile(t, testkit.GlobalOptions()+"http://127.0.0.1:1 {\n\tsse_fanout http://127.0.0.1:2 {\n\t\t"+sub+"\n\t}\n}\n")
-		err := testkit.LoadJSON(cfg)
-		if err == nil {
-			t.Fatalf("%s: the config loaded", sub)
-		}
-		if !strings.Contains(err.Error(), strings.Fields(sub)[0]) {
-			t.Fatalf("%s: error %v does not name the subdirective", sub, err)
+	huge, over := 100000000000, 2000000
+	for _, tc := range []struct {
+		name string
+		h    Handler
+	}{
+		{"buffer", Handler{Buffer: &huge}},
+		{"client_queue", Handler{ClientQueue: huge}},
+		{"buffer", Handler{Buffer: &over}},
+	} {
+		if err := provisionErr(t, tc.h); err == nil || !strings.Contains(err.Error(), tc.name) {
+			t.Fatalf("%s: got %v, want an error naming it", tc.name, err)
 		}
 	}
 }
 
+// TestHeaderUpPlaceholderNeedsKey: in a JSON config, as in the Caddyfile,
+// a per-request placeholder in header_up that the key lacks is refused.
 func TestHeaderUpPlaceholderNeedsKey(t *testing.T) {
-	origin := testkit.NewOrigin(t)
-	unsafe := testkit.GlobalOptions() + "http://127.0.0.1:1 {\n\tsse_fanout " + origin.URL() +
-		" {\n\t\theader_up Authorization {http.request.header.Authorization}\n\t}\n}\n"
-	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(unsafe), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = caddy.Validate(mustConfig(t, cfg))
-	if err == nil || !strings.Contains(err.Error(), "must be part of the key") {
+	h := Handler{HeaderUp: http.Header{"Authorization": {"{http.request.header.Authorization}"}}}
+	if err := provisionErr(t, h); err == nil || !strings.Contains(err.Error(), "must be part of the key") {
 		t.Fatalf("unsafe config: got %v, want the header_up/key error", err)
 	}
+	h.Key = "{path} {http.request.header.Authorization}"
+	if err := provisionErr(t, h); err != nil {
+		t.Fatalf("with the placeholder in the key: %v", err)
+	}
+}
+
+// provisionErr provisions and validates h, a JSON config with its
+// upstream set to a closed port, and reports the error.
+func provisionErr(t *testing.T, h Handler) error {
+	t.Helper()
+	h.Upstream = "http://127.0.0.1:1"
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+	defer cancel()
+	err := h.Provision(ctx)
+	if err == nil {
+		err = h.Validate()
+	}
+	h.Cleanup()
+	return err
 }
 
 func mustConfig(t *testing.T, raw []byte) *caddy.Config {

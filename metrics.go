@@ -66,20 +66,27 @@ func newCounter(name, help string) *prometheus.CounterVec {
 	}, []string{"upstream"})
 }
 
-// registerMetrics registers the collectors with a config's registry; a
-// second handler in the same config finds them registered already.
-func registerMetrics(registry *prometheus.Registry) error {
-	if registry == nil {
-		return nil
-	}
-	for _, c := range []prometheus.Collector{
+// allCollectors lists every collector the module exports: those that
+// registerMetrics registers, and that examples/grafana-dashboard.json
+// shows (metrics_test.go holds it to them).
+func allCollectors() []prometheus.Collector {
+	return []prometheus.Collector{
 		collectors.clients, collectors.streams, collectors.eventsReceived,
 		collectors.eventsSent, collectors.bytesSent, collectors.slowClientDrops,
 		collectors.upstreamConnects, collectors.upstreamErrors, collectors.replayHits,
 		collectors.replayMisses, collectors.catchUps, collectors.catchUpsRefused, collectors.refused,
 		collectors.upstreamTier,
 		collectors.eventsFiltered, collectors.eventsRewound,
-	} {
+	}
+}
+
+// registerMetrics registers the collectors with a config's registry; a
+// second handler in the same config finds them registered already.
+func registerMetrics(registry *prometheus.Registry) error {
+	if registry == nil {
+		return nil
+	}
+	for _, c := range allCollectors() {
 		var already prometheus.AlreadyRegisteredError
 		if err := registry.Register(c); err != nil && !errors.As(err, &already) {
 			return err

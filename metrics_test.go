@@ -5,11 +5,14 @@ package ssefanout
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
 
@@ -139,4 +142,114 @@ func TestMetricsCountFilteredAndRewoundEvents(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestGrafanaDashboardNamesExportedMetrics holds examples/grafana-dashboard.json
+// to the metrics the module registers: every query in it (each panel's
+// expr, each query variable) names at least one metric, only metrics that
+// are exported, as they are exported (a histogram's _bucket, _sum and
+// _count), and every exported metric is shown by some panel.
+func TestGrafanaDashboardNamesExportedMetrics(t *testing.T) {
+	exported := map[string]bool{}
+	for _, c := range allCollectors() {
+		ch := make(chan *prometheus.Desc, 4)
+		c.Describe(ch)
+		close(ch)
+		for d := range ch {
+			m := regexp.MustCompile(`fqName: "([^"]+)"`).FindStringSubmatch(d.String())
+			if m == nil {
+				t.Fatalf("no name in %s", d)
+			}
+			names := []string{m[1]}
+			switch c.(type) {
+			case *prometheus.HistogramVec, prometheus.Histogram:
+				names = []string{m[1] + "_bucket", m[1] + "_sum", m[1] + "_count"}
+			case *prometheus.SummaryVec, prometheus.Summary:
+				names = append(names, m[1]+"_sum", m[1]+"_count")
+			}
+			for _, n := range names {
+				exported[n] = false
+			}
+		}
+	}
+	if len(exported) == 0 {
+		t.Fatal("no collectors")
+	}
+
+	raw, err := os.ReadFile("examples/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels     []dashboardPanel `json:"panels"`
+		Templating struct {
+			List []struct {
+				Name  string          `json:"name"`
+				Type  string          `json:"type"`
+				Query json.RawMessage `json:"query"`
+			} `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatalf("examples/grafana-dashboard.json: %v", err)
+	}
+	var queries []string
+	var walk func([]dashboardPanel)
+	walk = func(ps []dashboardPanel) {
+		for _, p := range ps {
+			for _, tg := range p.Targets {
+				queries = append(queries, tg.Expr)
+			}
+			walk(p.Panels)
+		}
+	}
+	walk(dash.Panels)
+	for _, v := range dash.Templating.List {
+		if v.Type != "query" {
+			continue
+		}
+		var q struct{ Query string }
+		if err := json.Unmarshal(v.Query, &q); err != nil {
+			if err := json.Unmarshal(v.Query, &q.Query); err != nil {
+				t.Fatalf("variable %s: query %s", v.Name, v.Query)
+			}
+		}
+		queries = append(queries, q.Query)
+	}
+	if len(queries) < 10 {
+		t.Fatalf("%d queries in the dashboard, want a panel for each metric", len(queries))
+	}
+
+	metricName := regexp.MustCompile(`\bcaddy_[a-zA-Z0-9_:]*`)
+	selector := regexp.MustCompile(`\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*[{\[]`)
+	for _, q := range queries {
+		names := metricName.FindAllString(q, -1)
+		for _, m := range selector.FindAllStringSubmatch(q, -1) {
+			names = append(names, m[1])
+		}
+		if len(names) == 0 {
+			t.Errorf("query %q names no metric", q)
+		}
+		for _, n := range names {
+			if _, ok := exported[n]; !ok {
+				t.Errorf("query %q names %s, which the module does not export", q, n)
+				continue
+			}
+			exported[n] = true
+		}
+	}
+	for n, shown := range exported {
+		if !shown {
+			t.Errorf("no panel shows %s", n)
+		}
+	}
+}
+
+// dashboardPanel is what the dashboard test reads of a Grafana panel: its
+// queries, and the panels of a collapsed row.
+type dashboardPanel struct {
+	Targets []struct {
+		Expr string `json:"expr"`
+	} `json:"targets"`
+	Panels []dashboardPanel `json:"panels"`
 }

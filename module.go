@@ -4,7 +4,6 @@
 package ssefanout
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -275,13 +274,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.adopted = new(atomic.Bool)
 	h.detachable = h.Detach == nil || *h.Detach
 
-	base, err := url.Parse(h.Upstream)
+	base, err := parseUpstream(h.Upstream)
 	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err // its text holds the URL, and so any password
-		}
-		return fmt.Errorf("parsing upstream %q: %w", redactURL(h.Upstream), err)
+		return err
 	}
 	h.base = base
 	if h.cors, err = parseCORS(h.CORS); err != nil {

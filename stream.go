@@ -84,7 +84,8 @@ type stream struct {
 
 	// The upstream connection's state, for the admin API.
 	state       string    // one of the state constants
-	lastErr     string    // why the last connection failed
+	lastErr     string    // why the last connection failed; "" once one connects
+	lastErrAt   time.Time // when it failed; zero once one connects
 	connectedAt time.Time // when the current connection opened
 	connects    int       // connections opened
 	received    uint64    // blocks published
@@ -132,9 +133,10 @@ func (s *stream) setState(state string, err error) {
 		s.connects++
 		s.live, s.refusal = true, nil
 		s.answerOnce()
+		s.lastErr, s.lastErrAt = "", time.Time{} // an old failure is not this connection's state
 	case stateBackoff, stateStopped:
 		if err != nil {
-			s.lastErr = err.Error()
+			s.lastErr, s.lastErrAt = err.Error(), time.Now()
 		}
 	}
 }

@@ -76,13 +76,22 @@ func checkNodeID(id string) error {
 	if id == "" || len(id) > maxNodeIDLen {
 		return fmt.Errorf("want 1 to %d characters", maxNodeIDLen)
 	}
-	for i := 0; i < len(id); i++ {
-		b := id[i]
-		if !('a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0) {
-			return errors.New("want letters, digits and !#$%&'*+-.^_`|~ only (an HTTP token)")
-		}
+	if !isToken(id) {
+		return errors.New("want letters, digits and !#$%&'*+-.^_`|~ only (an HTTP token)")
 	}
 	return nil
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110, section 5.6.2),
+// as a node name or a header field name must be.
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if !('a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0) {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // viaMarks returns the node ids of the sse_fanout entries in Via header
