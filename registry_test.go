@@ -125,8 +125,15 @@ func TestFailedReloadLeavesTheRunningSettings(t *testing.T) {
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 
 	// The new config provisions the first handler, then fails.
-	bad := strings.Replace(site("max_clients 1"), "sse_fanout /b* "+origin.URL(), "sse_fanout /b* ftp://nowhere", 1)
-	cfg := testkit.AdaptCaddyfile(t, testkit.GlobalOptions()+bad)
+	// (The Caddyfile parser refuses the bad upstream itself, so the bad
+	// value goes into the adapted JSON, as a JSON config would carry it.)
+	cfg := testkit.AdaptCaddyfile(t, testkit.GlobalOptions()+site("max_clients 1"))
+	quoted := `"upstream":"` + origin.URL() + `"`
+	if strings.Count(string(cfg), quoted) != 2 {
+		t.Fatalf("the adapted config does not hold the upstream twice: %s", cfg)
+	}
+	last := strings.LastIndex(string(cfg), quoted)
+	cfg = []byte(string(cfg[:last]) + `"upstream":"ftp://nowhere"` + string(cfg[last+len(quoted):]))
 	if err := testkit.LoadJSON(cfg); err == nil {
 		t.Fatal("the bad config loaded")
 	}

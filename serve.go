@@ -27,7 +27,7 @@ import (
 // (HTTP/2, HTTP/3) keeps its request goroutine for as long as it stays,
 // and Caddy's handler chain leaves little of that goroutine's first 8 KiB
 // of stack: any deeper call of ours would double the stack, for as long
-// as the client stays (README, Where we stand). start's goroutine ends
+// as the client stays (docs/performance.md, Where we stand). start's goroutine ends
 // with start, and its stack with it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if r.Method != http.MethodGet {

@@ -233,7 +233,7 @@ func stackTop() []byte {
 // goroutines on either side. Caddy's handler chain leaves little of a
 // request goroutine's first 8 KiB; with what ServeHTTP does before the
 // live events run on a goroutine of its own, a client costs about 8 KiB
-// here, and about 16 KiB without (README, Where we stand).
+// here, and about 16 KiB without (docs/performance.md, Where we stand).
 func BenchmarkHTTP2ClientStack(b *testing.B) {
 	const n = 500
 	origin := testkit.NewOrigin(b)
