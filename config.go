@@ -319,10 +319,19 @@ func (h *Handler) validate() error {
 			return badField("compress", fmt.Errorf("compress: %s is listed twice", name))
 		}
 	}
+	// A node_id with a placeholder is checked once it is replaced, in
+	// Provision (h.cfg); one without, also where it is written.
+	nodeID := h.NodeID
 	if h.cfg != nil {
-		if err := checkNodeID(h.cfg.nodeID); err != nil {
-			return badField("node_id", fmt.Errorf("node_id %q: %w", h.cfg.nodeID, err))
+		nodeID = h.cfg.nodeID
+	}
+	if nodeID != "" && !strings.Contains(nodeID, "{") {
+		if err := checkNodeID(nodeID); err != nil {
+			return badField("node_id", fmt.Errorf("node_id %q: %w", nodeID, err))
 		}
+	}
+	if _, err := parseCORS(h.CORS); err != nil {
+		return badField("cors", err)
 	}
 	if err := checkBackoff(h.upstreamBackoff()); err != nil {
 		return badField("upstream_backoff", err)

@@ -214,8 +214,8 @@ type Handler struct {
 	// not reconnect in the same millisecond. Default: 0, exact.
 	RetryJitter int `json:"retry_jitter,omitempty"`
 
-	// Whether a plain HTTP/1 client (no TLS) is detached from its request
-	// once its response has started: the handler takes the connection over
+	// Whether an HTTP/1.x client, over TLS or not, is detached from its
+	// request once its response has started: the handler takes the connection over
 	// from the server, its request goroutine ends, and a writer shared by
 	// the stream's clients sends it events. That makes an idle client cost
 	// a few KiB instead of a goroutine stack and buffers of its own, and an
