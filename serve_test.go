@@ -480,17 +480,7 @@ func h2cGlobalOptions(logFile string) string {
 // It checks in sse_fanout's log that the proxy came over HTTP/2.
 func firstBytesBeforeEvents(t *testing.T, url string, origin *testkit.Origin, logFile string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testkit.WaitTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := testkit.HTTPClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := testkit.Get(t, url)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d", resp.StatusCode)
 	}

@@ -3,7 +3,6 @@ package ssefanout
 // The upstream reader: requests, resumes, resends, backoff, broken origins.
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -579,17 +578,7 @@ func TestNeverLiveStreamAnswersWithTheOriginsRefusal(t *testing.T) {
 // want, a short text/plain body, and Retry-After if retryAfter.
 func expectRefusal(t *testing.T, url string, want int, retryAfter bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testkit.WaitTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := testkit.HTTPClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := testkit.Get(t, url)
 	if resp.StatusCode != want {
 		t.Fatalf("status %d, want %d", resp.StatusCode, want) // a stream's body would not end
 	}

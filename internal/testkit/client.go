@@ -278,6 +278,24 @@ func (c *Client) ExpectIDs(t testing.TB, from, to int) {
 	}
 }
 
+// Get asks for url with HTTPClient, bounded by WaitTimeout, and fails if
+// no answer comes; the test's cleanup closes the body.
+func Get(t testing.TB, url string) *http.Response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), WaitTimeout)
+	t.Cleanup(cancel)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := HTTPClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
 // LastEventID is a request header with the given Last-Event-ID.
 func LastEventID(id string) http.Header { return http.Header{"Last-Event-ID": {id}} }
 

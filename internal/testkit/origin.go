@@ -152,6 +152,25 @@ func (o *Origin) NextConnOr(done <-chan struct{}) *OriginConn {
 	}
 }
 
+// NextStreamAndCatchUp waits for the origin's next two connections: a
+// stream's own, which carries no Last-Event-ID, and a client's catch-up,
+// which carries cursor, in whichever order they come, and fails unless
+// they are those two.
+func (o *Origin) NextStreamAndCatchUp(t testing.TB, cursor string) (stream, catchUp *OriginConn) {
+	t.Helper()
+	stream, catchUp = o.NextConn(t), o.NextConn(t)
+	if stream.Header.Get("Last-Event-ID") != "" {
+		stream, catchUp = catchUp, stream
+	}
+	if got, ok := stream.Header["Last-Event-Id"]; ok {
+		t.Fatalf("the stream's own upstream request asked with Last-Event-ID %q, want none", got)
+	}
+	if got := catchUp.Header.Get("Last-Event-ID"); got != cursor {
+		t.Fatalf("the catch-up asked with Last-Event-ID %q, want %q", got, cursor)
+	}
+	return stream, catchUp
+}
+
 // NoNewConn fails if the origin has a connection the test has not taken.
 func (o *Origin) NoNewConn(t testing.TB) {
 	t.Helper()
