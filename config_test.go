@@ -117,15 +117,7 @@ func TestPageOptionsAreCheckedInJSON(t *testing.T) {
 		{"upstream_backoff cap under the default floor", Handler{UpstreamBackoffCap: caddy.Duration(500 * time.Millisecond)}, "upstream_backoff cap (500ms) must be at least its floor (1s)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := tc.h
-			h.Upstream = "http://127.0.0.1:1"
-			ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
-			defer cancel()
-			err := h.Provision(ctx)
-			if err == nil {
-				err = h.Validate()
-			}
-			h.Cleanup()
+			err := provisionErr(t, tc.h)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error containing %q", err, tc.want)
 			}
