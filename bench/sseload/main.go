@@ -47,6 +47,7 @@ import (
 	"io"
 	"log"
 	"maps"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -118,6 +119,7 @@ func main() {
 	flag.IntVar(&cfg.labels.Round, "round", 0, "round `number` for the report")
 	jsonOut := flag.Bool("json", false, "print the report as JSON")
 	table := flag.Bool("table", false, "print the JSON reports named as arguments as a markdown table")
+	text := flag.Bool("text", false, "print the JSON reports named as arguments as text")
 	merge := flag.Bool("merge", false, "print the JSON reports named as arguments, of sseload processes that ran side by side, as one JSON report")
 	charts := flag.String("charts", "", "write SVG charts of the JSON reports named as arguments into this `directory`: p99 latency and memory per client against clients, a line per system and workload")
 	order := flag.String("order", "sse_fanout", "with -table: space-separated `systems` to list first, in this order; the ratio rows compare the first with each other")
@@ -126,6 +128,16 @@ func main() {
 	if *table {
 		if err := printTable(os.Stdout, flag.Args(), *order); err != nil {
 			log.Fatalf("sseload: %v", err)
+		}
+		return
+	}
+	if *text {
+		for _, name := range flag.Args() {
+			r, err := readReport(name)
+			if err != nil {
+				log.Fatalf("sseload: %v", err)
+			}
+			r.writeText(os.Stdout)
 		}
 		return
 	}
@@ -663,6 +675,11 @@ func (l *load) connect(ctx context.Context, c *client) (io.Reader, error) {
 	// close_notify write that could wait on a full socket.
 	if !c.setCloser(ctx, raw) {
 		return nil, ctx.Err()
+	}
+	if tc, ok := raw.(*net.TCPConn); ok && l.cfg.readRate > 0 {
+		// A slow client's small receive window, so that the server, not
+		// the kernel's buffers, holds what it has not read.
+		_ = tc.SetReadBuffer(4096)
 	}
 	_ = raw.SetDeadline(time.Now().Add(dialTimeout))
 	conn := raw

@@ -278,7 +278,7 @@ func (r *report) writeText(w io.Writer) {
 			rc.Scheduled, rc.Resumed, rc.Failed, rc.MaxSeconds, rc.SpanSeconds)
 	}
 	if e.Comments > 0 {
-		fmt.Fprintf(w, "comments: %d in the window (keepalives)\n", e.Comments)
+		fmt.Fprintf(w, "comments: %d comment lines in the window (keepalives, and any other a server sends)\n", e.Comments)
 	}
 	so := r.Sockets
 	fmt.Fprintf(w, "sockets:  %d TCP in use, kernel TCP memory %.1f MiB (%.1f MiB before, %.2f KiB per client, both ends)\n",
