@@ -11,6 +11,10 @@
 #   bench/run.sh                               # make bench
 #   SYSTEMS="sse_fanout nchan" bench/run.sh    # make bench-peers
 #   ROUNDS=1 DURATION=3s SCALE=10 bench/run.sh # a smoke run, a tenth of the clients
+#   SYSTEMS=fleet EDGES=5 SSELOAD_PROCS=6 SOURCE_ADDRS=127.0.0.1-127.0.0.8 \
+#       CLIENTS="1000 10000 20000 100000" WORKLOADS="W2 W4" bench/run.sh
+#                                              # the fleet on one machine (issue 23)
+#   ENDURANCE=1h bench/run.sh                  # the endurance run (bench/sseendure)
 #   PROTO=h2 SYSTEMS="sse_fanout nchan direct caddyfloor" bench/run.sh
 #
 # Workloads (clients, events per second, bytes per event):
@@ -27,6 +31,10 @@
 #   caddyfloor     Caddy with sse_floor, which serves the same events with
 #                  the same code as direct, from an in-process clock: the
 #                  floor of Caddy's request path, with none of sse_fanout
+#   fleet          a shield and EDGES edges, each a Caddy + sse_fanout process
+#                  of its own under a 20,000 file limit (ulimit -n): the
+#                  shield reads sseorigin, the edges read the shield, and the
+#                  clients are spread over the edges in turn; PROTO=h1 only
 #   nchan          nginx + nchan, fed by sseorigin -publish over HTTP POST
 #                  (needs: apt-get install nginx libnginx-mod-nchan)
 #   sse_fanout_gzip, sse_fanout_zstd
@@ -81,6 +89,28 @@
 #                fall behind (sseorigin -queue, sse_floor queue): a channel
 #                of that many 16-byte slots per client, which their memory
 #                per client includes; 16 makes them tighter memory floors
+#   CLIENTS [none]: run each workload at each of these numbers of clients
+#                (before SCALE) instead of its own, labelled W2@20000 and so
+#                on: the curve of the charts
+#   SSELOAD_PROCS [1]: sseload processes side by side, each with its share
+#                of the clients (at most 19,000 each, under the file limit);
+#                the first measures the processes, and their reports are
+#                merged (sseload -merge) into one
+#   SOURCE_ADDRS [none]: loopback addresses the clients connect from, in
+#                turn, such as 127.0.0.1-127.0.0.8 (sseload -source-addrs);
+#                with SSELOAD_PROCS each process takes all of them
+#   EDGES [2]: the fleet's edges, on PORT_BASE+80 … +80+EDGES-1; the shield
+#                listens on PORT_BASE+79
+#   KILL_EDGE_AT [none]: with fleet, kill -9 the first edge this long after
+#                the clients start connecting (a bash sleep duration, such
+#                as 30); the clients reconnect with their cursor to the
+#                next edge (sseload -reconnect), and the report's resume
+#                line says how long until all were back, and what they lost
+#   PROGRESS [none]: sseload -progress, such as 10s, into $OUT/sseload.log
+#   ENDURANCE [none]: instead of the workloads, the endurance run of that
+#                length (such as 1h) with bench/sseendure, its results and
+#                charts in $OUT; ENDURANCE_ARGS passes it more flags (see
+#                go doc ./bench/sseendure)
 #   ACCEPT_ENCODING [none]: the clients' Accept-Encoding (sseload
 #                -accept-encoding), for the systems that do not set their
 #                own (sse_fanout_*, encode_*), e.g. to see what sse_fanout
@@ -109,6 +139,13 @@ STREAMS_PER_CONN=${STREAMS_PER_CONN:-1}
 PAYLOAD=${PAYLOAD:-padding}
 SIZE=${SIZE:-}
 ACCEPT_ENCODING=${ACCEPT_ENCODING:-}
+CLIENTS=${CLIENTS:-}
+SSELOAD_PROCS=${SSELOAD_PROCS:-1}
+SOURCE_ADDRS=${SOURCE_ADDRS:-}
+EDGES=${EDGES:-2}
+KILL_EDGE_AT=${KILL_EDGE_AT:-}
+PROGRESS=${PROGRESS:-}
+ENDURANCE=${ENDURANCE:-}
 OUT=${OUT:-$(mktemp -d /tmp/ssebench.XXXXXX)}
 mkdir -p "$OUT"
 
@@ -134,6 +171,14 @@ if [[ $STREAMS_PER_CONN != 1 && $PROTO != h2 && $PROTO != h3 ]]; then
 fi
 if ((STREAMS_PER_CONN < 1 || STREAMS_PER_CONN > 100)); then
 	echo "STREAMS_PER_CONN must be 1 to 100: quic-go's servers allow 100 concurrent streams, nginx 128" >&2
+	exit 2
+fi
+if [[ " $SYSTEMS " == *" fleet "* && $PROTO != h1 ]]; then
+	echo "the fleet system is PROTO=h1 only" >&2
+	exit 2
+fi
+if ((SSELOAD_PROCS < 1 || EDGES < 1)); then
+	echo "SSELOAD_PROCS and EDGES must be at least 1" >&2
 	exit 2
 fi
 if [[ $PROTO == h3 && " $SYSTEMS " == *" nchan "* ]]; then
@@ -343,6 +388,65 @@ start_caddy() { # system rate size
 	server_pids="server=$server_pid"
 }
 
+# start_fleet starts the shield on SERVER_PORT-1, reading the origin, and
+# EDGES edges on SERVER_PORT…, reading the shield: each a Caddy process
+# under a 20,000 file limit, as on a machine whose processes may not hold
+# more. It sets edge_pids (in order), fleet_urls and server_pids.
+start_fleet() {
+	local shield_port=$((SERVER_PORT - 1)) i port conf pid
+	port_free "$shield_port"
+	conf="$OUT/Caddyfile.shield"
+	{
+		echo "{"
+		echo "	admin off"
+		echo "	persist_config off"
+		echo "	auto_https off"
+		echo "}"
+		echo "http://127.0.0.1:$shield_port {"
+		echo "	sse_fanout http://127.0.0.1:$ORIGIN_PORT {"
+		echo "		node_id shield"
+		echo "		buffer 65536"
+		[[ -n ${FANOUT_OPTIONS:-} ]] && echo "		$FANOUT_OPTIONS"
+		echo "	}"
+		echo "}"
+	} >"$conf"
+	(ulimit -n 20000 && XDG_DATA_HOME="$OUT/xdg" XDG_CONFIG_HOME="$OUT/xdg" \
+		exec "$BIN/caddy" run --config "$conf" --adapter caddyfile) >>"$OUT/caddy.shield.log" 2>&1 &
+	pid=$!
+	started+=("$pid")
+	server_pids="shield=$pid"
+	wait_port "$shield_port"
+	edge_pids=()
+	fleet_urls=""
+	for i in $(seq "$EDGES"); do
+		port=$((SERVER_PORT + i - 1))
+		port_free "$port"
+		conf="$OUT/Caddyfile.edge$i"
+		{
+			echo "{"
+			echo "	admin off"
+			echo "	persist_config off"
+			echo "	auto_https off"
+			echo "}"
+			echo "http://127.0.0.1:$port {"
+			echo "	sse_fanout http://127.0.0.1:$shield_port {"
+			echo "		node_id edge$i"
+			echo "		retry_jitter 20%"
+			[[ -n ${FANOUT_OPTIONS:-} ]] && echo "		$FANOUT_OPTIONS"
+			echo "	}"
+			echo "}"
+		} >"$conf"
+		(ulimit -n 20000 && XDG_DATA_HOME="$OUT/xdg" XDG_CONFIG_HOME="$OUT/xdg" \
+			exec "$BIN/caddy" run --config "$conf" --adapter caddyfile) >>"$OUT/caddy.edge$i.log" 2>&1 &
+		pid=$!
+		started+=("$pid")
+		edge_pids+=("$pid")
+		server_pids+=",edge$i=$pid"
+		fleet_urls+="${fleet_urls:+,}http://127.0.0.1:$port/events"
+		wait_port "$port"
+	done
+}
+
 # nginx_listen is the listen directives of nchan's server for PROTO.
 nginx_listen() {
 	case $PROTO in
@@ -431,9 +535,13 @@ workload() { # name -> clients rate size
 	esac
 }
 
-run_one() { # workload system round
+run_one() { # workload system round [clients]
 	local wl=$1 sys=$2 round=$3 clients rate size url pids stats result accept=$ACCEPT_ENCODING
 	read -r clients rate size < <(workload "$wl")
+	if [[ -n ${4:-} ]]; then
+		clients=$4
+		wl="$wl@$4"
+	fi
 	clients=$((clients / SCALE))
 	if [[ -n $SIZE ]]; then
 		size=$SIZE
@@ -466,6 +574,12 @@ run_one() { # workload system round
 		stats="$SCHEME://127.0.0.1:$SERVER_PORT/stats" # its streams, as direct's
 		pids="$server_pids"
 		;;
+	fleet)
+		start_origin "$rate" "$size"
+		start_fleet
+		url=$fleet_urls
+		pids="$server_pids,origin=$origin_pid"
+		;;
 	nchan)
 		start_nginx
 		url="$SCHEME://127.0.0.1:$SERVER_PORT/events"
@@ -483,20 +597,48 @@ run_one() { # workload system round
 	esac
 
 	# In the background, so that a signal to this script is handled at once
-	# rather than after the run.
-	local tlsflags=()
+	# rather than after the run. With SSELOAD_PROCS, each process takes its
+	# share of the clients and of the ramp, the first measures the
+	# processes, and their reports are merged.
+	local tlsflags=() extra=() p n share procs_pids=() parts=() failed=0
 	[[ $PROTO != h1 ]] && tlsflags=(-cacert "$CERT")
-	"$BIN/sseload" -url "$url" -proto "$PROTO" -streams-per-conn "$STREAMS_PER_CONN" "${tlsflags[@]}" \
-		-clients "$clients" -ramp "$RAMP" ${accept:+-accept-encoding "$accept"} \
-		-duration "$DURATION" -warmup "$WARMUP" -pid "$pids" \
-		${stats:+-origin-stats "$stats"} \
-		-workload "$wl" -system "$sys" -round "$round" -json >"$result" 2>>"$OUT/sseload.log" &
-	local load_pid=$!
-	started+=("$load_pid")
-	if ! wait "$load_pid"; then
+	[[ -n $SOURCE_ADDRS ]] && extra+=(-source-addrs "$SOURCE_ADDRS")
+	[[ -n $PROGRESS ]] && extra+=(-progress "$PROGRESS")
+	[[ $sys == fleet ]] && extra+=(-reconnect)
+	n=$SSELOAD_PROCS
+	for p in $(seq 0 $((n - 1))); do
+		share=$((clients / n + (p < clients % n ? 1 : 0)))
+		((share > 0)) || continue
+		local part="$result"
+		((n > 1)) && part="$OUT/part.$p.json" && parts+=("$part")
+		local procflags=()
+		((p == 0)) && procflags=(-pid "$pids" ${stats:+-origin-stats "$stats"})
+		"$BIN/sseload" -url "$url" -proto "$PROTO" -streams-per-conn "$STREAMS_PER_CONN" "${tlsflags[@]}" \
+			-clients "$share" -ramp "$(awk -v r="$RAMP" -v n="$n" 'BEGIN { print r / n }')" ${accept:+-accept-encoding "$accept"} \
+			-duration "$DURATION" -warmup "$WARMUP" "${procflags[@]}" "${extra[@]}" \
+			-workload "$wl" -system "$sys" -round "$round" -json >"$part" 2>>"$OUT/sseload.log" &
+		procs_pids+=($!)
+		started+=($!)
+	done
+	if [[ $sys == fleet && -n $KILL_EDGE_AT ]]; then
+		sleep "$KILL_EDGE_AT"
+		echo "--- kill -9 edge1 (pid ${edge_pids[0]}) at ${KILL_EDGE_AT}s" >>"$OUT/sseload.log"
+		kill -KILL "${edge_pids[0]}" 2>/dev/null || true
+	fi
+	for p in "${procs_pids[@]}"; do
+		wait "$p" || failed=1
+	done
+	if ((failed)); then
 		echo "sseload failed for $wl $sys round $round (see $OUT/sseload.log)" >&2
 	fi
+	if ((n > 1)); then
+		"$BIN/sseload" -merge "${parts[@]}" >"$result"
+		rm -f "${parts[@]}"
+	fi
 	"$BIN/sseload" -table "$result" | sed -n 3p
+	if [[ $sys == fleet ]]; then
+		"$BIN/sseload" -text "$result" | grep -E '^(resume|sockets|comments|latency):' | sed 's/^/    /'
+	fi
 
 	for pid in "${started[@]+"${started[@]}"}"; do
 		stop_pid "$pid"
@@ -508,6 +650,17 @@ run_one() { # workload system round
 
 echo "--- building into $BIN"
 go build -o "$BIN/caddy" ./cmd/caddy
+if [[ -n $ENDURANCE ]]; then
+	go -C bench build -o "$BIN/sseorigin" ./sseorigin
+	go -C bench build -o "$BIN/sseload" ./sseload
+	go -C bench build -o "$BIN/sseendure" ./sseendure
+	echo "--- endurance run of $ENDURANCE, results in $OUT"
+	# Not exec: the trap stops what this script started (nothing yet) and
+	# sseendure stops its own processes.
+	# shellcheck disable=SC2086 # ENDURANCE_ARGS is a list of flags
+	"$BIN/sseendure" -bin "$BIN" -out "$OUT" -duration "$ENDURANCE" -port-base "$PORT_BASE" ${ENDURANCE_ARGS:-}
+	exit
+fi
 if [[ " $SYSTEMS " == *" caddyfloor "* ]]; then
 	go -C bench build -o "$BIN/caddyfloor" ./caddyfloor
 fi
@@ -524,9 +677,11 @@ fi
 echo "--- results in $OUT (PROTO=$PROTO, STREAMS_PER_CONN=$STREAMS_PER_CONN)"
 echo "| workload | system | proto | clients held | p50 latency | p99 latency | max | server CPU s per 1M deliveries | RSS per client | origin connections | lost events | bytes per event |"
 for wl in $WORKLOADS; do
-	for round in $(seq "$ROUNDS"); do
-		for sys in $SYSTEMS; do
-			run_one "$wl" "$sys" "$round"
+	for n in ${CLIENTS:-""}; do
+		for round in $(seq "$ROUNDS"); do
+			for sys in $SYSTEMS; do
+				run_one "$wl" "$sys" "$round" "$n"
+			done
 		done
 	done
 done
@@ -537,10 +692,12 @@ done
 		"$(uname -sr), $(go version | cut -d' ' -f3), load generator on the same machine, loopback."
 	dirty=$(git status --short --untracked-files=no -- '*.go' go.mod | awk '{print $2}' | tr '\n' ' ')
 	echo "Code: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)${dirty:+ with uncommitted changes to: $dirty}"
-	echo "Command: PROTO=$PROTO STREAMS_PER_CONN=$STREAMS_PER_CONN ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP RAMP=$RAMP SCALE=$SCALE" \
+	echo "Command: ${CLIENTS:+CLIENTS=\"$CLIENTS\" }${SOURCE_ADDRS:+SOURCE_ADDRS=$SOURCE_ADDRS }SSELOAD_PROCS=$SSELOAD_PROCS EDGES=$EDGES${KILL_EDGE_AT:+ KILL_EDGE_AT=$KILL_EDGE_AT} PROTO=$PROTO STREAMS_PER_CONN=$STREAMS_PER_CONN ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP RAMP=$RAMP SCALE=$SCALE" \
 		"WORKLOADS=\"$WORKLOADS\" SYSTEMS=\"$SYSTEMS\"${FANOUT_OPTIONS:+ FANOUT_OPTIONS=\"$FANOUT_OPTIONS\"}" \
 		"PAYLOAD=$PAYLOAD${SIZE:+ SIZE=$SIZE}${FLOOR_QUEUE_SET:+ FLOOR_QUEUE=$FLOOR_QUEUE}${ACCEPT_ENCODING:+ ACCEPT_ENCODING=\"$ACCEPT_ENCODING\"}" \
 		"${CADDY_SERVER_OPTIONS:+CADDY_SERVER_OPTIONS=$(printf %q "$CADDY_SERVER_OPTIONS") }bench/run.sh"
 	echo
 	"$BIN/sseload" -table -order "$SYSTEMS" "$OUT"/*.json
 } | tee "$OUT/table.md"
+"$BIN/sseload" -charts "$OUT" "$OUT"/*.json
+echo "--- charts: $(cd "$OUT" && ls ./*.svg | tr '\n' ' ')"

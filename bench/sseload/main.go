@@ -49,6 +49,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
@@ -93,7 +94,14 @@ func (p *pidFlag) Set(v string) error {
 
 func main() {
 	var cfg config
-	flag.StringVar(&cfg.url, "url", "", "event stream `URL`: http:// for -proto h1, https:// for the others (required)")
+	flag.StringVar(&cfg.url, "url", "", "event stream `URL`: http:// for -proto h1, https:// for the others (required); several, separated by commas, spread the clients over them in turn")
+	flag.StringVar(&cfg.sourceAddrs, "source-addrs", "", "local `addresses` to connect from, in turn, such as 127.0.0.1-127.0.0.8 or 127.0.0.1,127.0.0.2: each gives its own ephemeral ports")
+	flag.BoolVar(&cfg.reconnect, "reconnect", false, "with -proto h1 or h1tls: reopen a stream that ends, with its cursor (Last-Event-ID), on the next -url, after -retry")
+	flag.DurationVar(&cfg.retry, "retry", time.Second, "with -reconnect: the wait before reopening, spread by ±50%")
+	flag.DurationVar(&cfg.reconnectEvery, "reconnect-every", 0, "with -proto h1 or h1tls: every this `long`, close -reconnect-fraction of the clients, in turn, and reopen them with their cursor at once")
+	flag.Float64Var(&cfg.reconnectFraction, "reconnect-fraction", 0.1, "the `share` of the clients -reconnect-every closes each time")
+	flag.IntVar(&cfg.readRate, "read-rate", 0, "with -proto h1 or h1tls: each client reads at most this many `bytes` a second (a slow client); 0 reads as fast as it can")
+	flag.DurationVar(&cfg.progress, "progress", 0, "print a progress line to stderr every this `long`; 0 prints none")
 	flag.IntVar(&cfg.clients, "clients", 1000, "`number` of clients (event streams) to open")
 	flag.Float64Var(&cfg.ramp, "ramp", 2000, "most new streams per `second`")
 	flag.StringVar(&cfg.proto, "proto", protoH1, "`protocol`: h1 (HTTP/1.1), h1tls (HTTP/1.1 over TLS), h2 (HTTP/2 over TLS) or h3 (HTTP/3)")
@@ -111,11 +119,50 @@ func main() {
 	flag.IntVar(&cfg.labels.Round, "round", 0, "round `number` for the report")
 	jsonOut := flag.Bool("json", false, "print the report as JSON")
 	table := flag.Bool("table", false, "print the JSON reports named as arguments as a markdown table")
+	text := flag.Bool("text", false, "print the JSON reports named as arguments as text")
+	merge := flag.Bool("merge", false, "print the JSON reports named as arguments, of sseload processes that ran side by side, as one JSON report")
+	charts := flag.String("charts", "", "write SVG charts of the JSON reports named as arguments into this `directory`: p99 latency and memory per client against clients, a line per system and workload")
 	order := flag.String("order", "sse_fanout", "with -table: space-separated `systems` to list first, in this order; the ratio rows compare the first with each other")
 	flag.Parse()
 
 	if *table {
 		if err := printTable(os.Stdout, flag.Args(), *order); err != nil {
+			log.Fatalf("sseload: %v", err)
+		}
+		return
+	}
+	if *text {
+		for _, name := range flag.Args() {
+			r, err := readReport(name)
+			if err != nil {
+				log.Fatalf("sseload: %v", err)
+			}
+			r.writeText(os.Stdout)
+		}
+		return
+	}
+	if *merge {
+		var rs []*report
+		for _, name := range flag.Args() {
+			r, err := readReport(name)
+			if err != nil {
+				log.Fatalf("sseload: %v", err)
+			}
+			rs = append(rs, r)
+		}
+		m, err := mergeReports(rs)
+		if err != nil {
+			log.Fatalf("sseload: %v", err)
+		}
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(m); err != nil {
+			log.Fatalf("sseload: %v", err)
+		}
+		return
+	}
+	if *charts != "" {
+		if err := writeCurveCharts(*charts, flag.Args()); err != nil {
 			log.Fatalf("sseload: %v", err)
 		}
 		return
@@ -161,8 +208,18 @@ type config struct {
 	originStats    string
 	labels         labels
 
-	target *url.URL
-	tls    *tls.Config // nil for h1
+	sourceAddrs       string
+	reconnect         bool
+	retry             time.Duration
+	reconnectEvery    time.Duration
+	reconnectFraction float64
+	readRate          int
+	progress          time.Duration
+
+	target  *url.URL   // the first of targets
+	targets []*url.URL // -url
+	sources []netip.Addr
+	tls     *tls.Config // nil for h1
 }
 
 // check validates the flags and derives target and tls from them.
@@ -176,11 +233,14 @@ func (cfg *config) check() error {
 	if cfg.proto == protoH1 {
 		scheme = "http"
 	}
-	u, err := url.Parse(cfg.url)
-	if err != nil || u.Scheme != scheme || u.Host == "" {
-		return fmt.Errorf("-proto %s needs a %s:// -url, got %q", cfg.proto, scheme, cfg.url)
+	targets, err := parseTargets(cfg.url, scheme)
+	if err != nil {
+		return fmt.Errorf("-proto %s -url: %v", cfg.proto, err)
 	}
-	cfg.target = u
+	cfg.targets, cfg.target = targets, targets[0]
+	if cfg.sources, err = parseSourceAddrs(cfg.sourceAddrs); err != nil {
+		return err
+	}
 	switch {
 	case cfg.clients < 1 || cfg.clients > maxClients:
 		return fmt.Errorf("-clients must be 1 to %d", maxClients)
@@ -192,6 +252,12 @@ func (cfg *config) check() error {
 		return fmt.Errorf("-streams-per-conn must be 1 to %d", maxStreamsPerConn)
 	case cfg.streamsPerConn > 1 && !multiplexed(cfg.proto):
 		return fmt.Errorf("-streams-per-conn needs -proto h2 or h3: HTTP/1.1 carries one stream per connection")
+	case (cfg.reconnect || cfg.reconnectEvery > 0 || cfg.readRate > 0) && multiplexed(cfg.proto):
+		return errors.New("-reconnect, -reconnect-every and -read-rate are for -proto h1 and h1tls")
+	case cfg.reconnectEvery < 0 || cfg.reconnectFraction < 0 || cfg.reconnectFraction > 1:
+		return errors.New("-reconnect-every must not be negative, -reconnect-fraction must be 0 to 1")
+	case cfg.readRate < 0 || cfg.progress < 0 || cfg.retry < 0:
+		return errors.New("-read-rate, -progress and -retry must not be negative")
 	case strings.ContainsAny(cfg.acceptEncoding, "\r\n"):
 		return errors.New("-accept-encoding cannot hold a line end")
 	case cfg.proto == protoH1 && (cfg.cacert != "" || cfg.insecure):
@@ -255,6 +321,7 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 		Date:           time.Now().UTC().Format(time.RFC3339),
 	}
 	before := sampleProcs(cfg.pids)
+	sock0 := readSockstat()
 	l := newLoad(cfg)
 	defer l.closeTransports()
 	ctx, cancel := context.WithCancel(ctx)
@@ -262,9 +329,15 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 
 	// Connect, at most ramp per second.
 	start := time.Now()
+	if cfg.progress > 0 {
+		go l.printProgress(ctx, start)
+	}
+	if cfg.reconnectEvery > 0 {
+		go l.cycleReconnects(ctx)
+	}
 	l.wg.Add(cfg.clients)
 	interval := time.Duration(float64(time.Second) / cfg.ramp)
-	for i := range cfg.clients {
+	for i, c := range l.clients {
 		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
 			select {
 			case <-time.After(wait):
@@ -275,17 +348,7 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 			l.wg.Add(i - cfg.clients) // the ones never started
 			break
 		}
-		c := &client{}
-		if multiplexed(cfg.proto) {
-			// Every streamsPerConn-th stream opens a connection for
-			// itself and the ones after it.
-			if i%cfg.streamsPerConn == 0 {
-				l.groups = append(l.groups, &connGroup{ready: make(chan struct{})})
-				c.first = true
-			}
-			c.group = l.groups[len(l.groups)-1]
-		}
-		l.clients = append(l.clients, c)
+		l.started.Add(1)
 		go l.runClient(ctx, c)
 	}
 	deadline := time.Now().Add(cfg.connectTimeout)
@@ -310,6 +373,7 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 	self1 := selfCPU()
 	rep.Duration = elapsed.Seconds()
 	rep.Clients.Held = l.open.Load()
+	rep.Sockets = sockstatReport(sock0, readSockstat(), rep.Clients.Held)
 	if cfg.originStats != "" {
 		rep.Origin = fetchJSON(cfg.originStats, cfg.tls)
 	}
@@ -336,11 +400,14 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 		}
 	}
 	rep.Events.Foreign = l.foreign.Load()
+	rep.Events.Comments = l.comments.Load()
+	rep.Reconnects = l.resume.counts()
 	rep.Events.PerSecond = float64(rep.Events.Delivered) / elapsed.Seconds()
 	if rep.Events.Delivered > 0 {
 		rep.Events.WirePerEvent = float64(rep.Events.WireBytes) / float64(rep.Events.Delivered)
 	}
 	rep.Latency = l.hist.summary()
+	rep.LatencyHist = l.hist.sparse()
 	rep.Errors = l.errorSamples()
 	for i, p := range cfg.pids {
 		rep.Procs = append(rep.Procs, procReport(p, before[i], cpu0[i], cpu1[i], rep.Clients.Held, rep.Events.Delivered))
@@ -372,15 +439,19 @@ func sleep(ctx context.Context, d time.Duration) {
 // load is the state shared by a run's clients.
 type load struct {
 	cfg       *config
-	request   []byte      // the raw GET request every h1 and h1tls client sends
+	targets   []*target   // -url, with their raw GET requests
 	h1TLS     *tls.Config // h1tls: offers http/1.1 only
 	h2        *http.Transport
 	h3        *http3.Transport
-	dialer    net.Dialer
+	dialer    sourceCounter // -source-addrs, in turn
 	dialSlots chan struct{} // bounds the connects in flight
 
-	clients   []*client
+	clients   []*client      // all of them, made before the first starts
+	started   atomic.Int64   // clients whose goroutine has started: clients[:started]
 	groups    []*connGroup   // h2 and h3: the connections, in order
+	resume    resumeStats    // -reconnect and -reconnect-every
+	events    atomic.Uint64  // events received, in the window or not (for -progress)
+	comments  atomic.Uint64  // comment lines (": keepalive") received in the window
 	wg        sync.WaitGroup // one per client started
 	measuring atomic.Bool
 	hist      histogram
@@ -404,33 +475,36 @@ type load struct {
 }
 
 func newLoad(cfg *config) *load {
-	host := cfg.target.Host
-	if cfg.target.Port() == "" {
-		port := "80"
-		if cfg.target.Scheme == "https" {
-			port = "443"
-		}
-		host = net.JoinHostPort(cfg.target.Hostname(), port)
-	}
-	req := "GET " + cfg.target.RequestURI() + " HTTP/1.1\r\n" +
-		"Host: " + cfg.target.Host + "\r\n" +
-		"User-Agent: sseload\r\n" +
-		"Accept: text/event-stream\r\n" +
-		"Cache-Control: no-cache\r\n"
-	if cfg.acceptEncoding != "" {
-		req += "Accept-Encoding: " + cfg.acceptEncoding + "\r\n"
-	}
-	req += "\r\n"
-	cfg.target.Host = host
 	l := &load{
 		cfg:       cfg,
-		request:   []byte(req),
-		dialer:    net.Dialer{Timeout: 10 * time.Second},
+		dialer:    sourceCounter{dialers: dialers(cfg.sources)},
 		dialSlots: make(chan struct{}, 256),
 		errors:    make(map[string]int),
 		alpn:      make(map[string]int64),
 		tlsKinds:  make(map[string]int64),
 		encodings: make(map[string]int64),
+	}
+	for _, u := range cfg.targets {
+		l.targets = append(l.targets, newTarget(u, cfg.acceptEncoding))
+	}
+	cfg.target = l.targets[0].url
+	// The clients go to the targets in turn; over h2 and h3 every
+	// streamsPerConn-th stream opens a connection for itself and the ones
+	// after it, so a connection's streams share its target.
+	l.clients = make([]*client, cfg.clients)
+	for i := range l.clients {
+		c := &client{}
+		if multiplexed(cfg.proto) {
+			if i%cfg.streamsPerConn == 0 {
+				l.groups = append(l.groups, &connGroup{ready: make(chan struct{}), target: len(l.groups) % len(l.targets)})
+				c.first = true
+			}
+			c.group = l.groups[len(l.groups)-1]
+			c.target = c.group.target
+		} else {
+			c.target = i % len(l.targets)
+		}
+		l.clients[i] = c
 	}
 	switch cfg.proto {
 	case protoH1TLS:
@@ -465,12 +539,15 @@ type client struct {
 	dup       atomic.Uint64 // events that repeated or went back in the window
 	wire      atomic.Uint64 // bytes of its body over the wire in the window, before decoding
 
-	group *connGroup // h2 and h3: the connection the stream is on
-	first bool       // h2 and h3: the stream opens its group's connection
+	group  *connGroup // h2 and h3: the connection the stream is on
+	first  bool       // h2 and h3: the stream opens its group's connection
+	target int        // the index of the -url it connects to; -reconnect moves it on
+	last   uint64     // the highest sequence number seen: its cursor; only its goroutine touches it
 
 	mu      sync.Mutex
 	closer  io.Closer // ends the stream: its connection (h1, h1tls) or its body
 	release func()    // frees its decoder once its reader is done; nil if none
+	cutting bool      // cut closed the stream, to be reopened at once
 }
 
 // setCloser records what ends c's stream, for closeAll. If ctx has ended,
@@ -488,44 +565,90 @@ func (c *client) setCloser(ctx context.Context, closer io.Closer) bool {
 }
 
 // runClient connects one client and reads its stream until ctx ends.
+// With -reconnect it reopens the stream when it ends, or when opening it
+// fails, on the next -url, with its cursor; a stream closed by cut is
+// reopened at once, on the same one.
 func (l *load) runClient(ctx context.Context, c *client) {
 	defer l.wg.Done()
 	var (
-		body io.Reader
-		err  error
+		everConnected bool
+		countedFailed bool      // counted in l.failed, until it connects
+		endedAt       time.Time // when the stream being reopened ended unasked
 	)
-	if multiplexed(l.cfg.proto) {
-		body, err = l.openStream(ctx, c)
-	} else {
-		body, err = l.openConn(ctx, c)
+	next := func() {
+		c.target = (c.target + 1) % len(l.targets)
+		sleep(ctx, retryDelay(l.cfg.retry))
 	}
-	if err != nil {
-		if ctx.Err() == nil {
-			l.noteError(err)
+	for ctx.Err() == nil {
+		body, err := l.dialStream(ctx, c)
+		if err != nil {
+			if c.takeCut() {
+				continue
+			}
+			if ctx.Err() == nil {
+				l.noteError(err)
+			}
+			if !everConnected && !countedFailed {
+				l.failed.Add(1)
+				countedFailed = true
+			}
+			if ctx.Err() != nil || !l.cfg.reconnect {
+				return
+			}
+			l.resume.failed()
+			next()
+			continue
 		}
-		l.failed.Add(1)
-		return
-	}
-	defer func() {
+		if countedFailed {
+			l.failed.Add(-1)
+			countedFailed = false
+		}
+		if everConnected {
+			l.resume.resumed(endedAt, time.Now())
+		} else {
+			everConnected = true
+			c.connected.Store(true)
+			l.connected.Add(1)
+		}
+		endedAt = time.Time{}
+		l.open.Add(1)
+		err = l.read(body, c)
+		if c.release != nil {
+			c.release()
+			c.release = nil
+		}
 		c.mu.Lock()
 		c.closer.Close()
+		c.closer = nil
 		c.mu.Unlock()
-	}()
-	c.connected.Store(true)
-	l.connected.Add(1)
-	l.open.Add(1)
-	err = l.read(body, c)
-	if c.release != nil {
-		c.release()
-	}
-	l.open.Add(-1)
-	if ctx.Err() == nil {
+		l.open.Add(-1)
+		if ctx.Err() != nil {
+			return
+		}
+		if c.takeCut() {
+			continue
+		}
 		l.ended.Add(1)
 		if err == nil {
 			err = io.EOF
 		}
 		l.noteError(fmt.Errorf("stream ended: %w", err))
+		if !l.cfg.reconnect {
+			return
+		}
+		endedAt = time.Now()
+		l.resume.ended(endedAt)
+		next()
 	}
+}
+
+// dialStream opens c's stream: on a connection of its own for h1 and
+// h1tls, on its group's for h2 and h3.
+func (l *load) dialStream(ctx context.Context, c *client) (io.Reader, error) {
+	if multiplexed(l.cfg.proto) {
+		return l.openStream(ctx, c)
+	}
+	return l.openConn(ctx, c)
 }
 
 // openConn opens an h1 or h1tls client's connection in one of the dial
@@ -542,7 +665,8 @@ func (l *load) openConn(ctx context.Context, c *client) (io.Reader, error) {
 // reads the response head. It returns the response body, which is
 // de-chunked as needed; closing c.closer ends it.
 func (l *load) connect(ctx context.Context, c *client) (io.Reader, error) {
-	raw, err := l.dialer.DialContext(ctx, "tcp", l.cfg.target.Host)
+	t := l.targets[c.target]
+	raw, err := l.dialer.dial(ctx, "tcp", t.url.Host)
 	if err != nil {
 		l.connsFailed.Add(1)
 		return nil, err
@@ -551,6 +675,11 @@ func (l *load) connect(ctx context.Context, c *client) (io.Reader, error) {
 	// close_notify write that could wait on a full socket.
 	if !c.setCloser(ctx, raw) {
 		return nil, ctx.Err()
+	}
+	if tc, ok := raw.(*net.TCPConn); ok && l.cfg.readRate > 0 {
+		// A slow client's small receive window, so that the server, not
+		// the kernel's buffers, holds what it has not read.
+		_ = tc.SetReadBuffer(4096)
 	}
 	_ = raw.SetDeadline(time.Now().Add(dialTimeout))
 	conn := raw
@@ -570,7 +699,7 @@ func (l *load) connect(ctx context.Context, c *client) (io.Reader, error) {
 	} else {
 		l.noteConn(nil)
 	}
-	if _, err := conn.Write(l.request); err != nil {
+	if _, err := conn.Write(t.requestBytes(c.last)); err != nil {
 		raw.Close()
 		return nil, err
 	}
@@ -585,7 +714,11 @@ func (l *load) connect(ctx context.Context, c *client) (io.Reader, error) {
 		raw.Close()
 		return nil, fmt.Errorf("status %s", resp.Status)
 	}
-	return l.bodyOf(resp, c)
+	body, err := l.bodyOf(resp, c)
+	if err == nil && l.cfg.readRate > 0 {
+		body = &slowReader{r: body, rate: l.cfg.readRate}
+	}
+	return body, err
 }
 
 // closeAll closes every stream and connection, ending the readers.

@@ -143,9 +143,10 @@ type muxConn interface {
 // it. Its first stream opens the connection and closes ready; the others
 // wait for ready and send their request on it.
 type connGroup struct {
-	ready chan struct{} // closed once conn or err is set
-	conn  muxConn       // nil if opening it failed
-	err   error
+	ready  chan struct{} // closed once conn or err is set
+	conn   muxConn       // nil if opening it failed
+	err    error
+	target int // the index of the -url it connects to
 
 	mu     sync.Mutex
 	closed bool // closeAll has run: a connection opened late is closed at once
@@ -162,9 +163,9 @@ func (l *load) openGroup(ctx context.Context, g *connGroup) {
 		err  error
 	)
 	if l.cfg.proto == protoH3 {
-		conn, cs, err = l.dialH3(ctx)
+		conn, cs, err = l.dialH3(ctx, l.targets[g.target].url.Host)
 	} else {
-		conn, cs, err = l.dialH2(ctx)
+		conn, cs, err = l.dialH2(ctx, l.targets[g.target].url.Host)
 	}
 	if err != nil {
 		l.connsFailed.Add(1)
@@ -212,7 +213,7 @@ func (l *load) newH2Transport() *http.Transport {
 		DisableCompression: true,
 		Protocols:          new(http.Protocols),
 		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			raw, err := l.dialer.DialContext(ctx, network, addr)
+			raw, err := l.dialer.dial(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}
@@ -238,9 +239,9 @@ func (l *load) newH2Transport() *http.Transport {
 }
 
 // dialH2 opens one TCP+TLS connection, and returns it with its TLS state.
-func (l *load) dialH2(ctx context.Context) (muxConn, tls.ConnectionState, error) {
+func (l *load) dialH2(ctx context.Context, host string) (muxConn, tls.ConnectionState, error) {
 	note := new(tlsNote)
-	cc, err := l.h2.NewClientConn(context.WithValue(ctx, tlsNoteKey{}, note), "https", l.cfg.target.Host)
+	cc, err := l.h2.NewClientConn(context.WithValue(ctx, tlsNoteKey{}, note), "https", host)
 	if err != nil {
 		return nil, tls.ConnectionState{}, err
 	}
@@ -264,14 +265,14 @@ func (c *h3Conn) Close() error {
 
 // dialH3 opens one QUIC connection, from a UDP socket of its own as a
 // browser's would be, and returns it with its TLS state.
-func (l *load) dialH3(ctx context.Context) (muxConn, tls.ConnectionState, error) {
+func (l *load) dialH3(ctx context.Context, host string) (muxConn, tls.ConnectionState, error) {
 	var none tls.ConnectionState
-	raddr, err := net.ResolveUDPAddr("udp", l.cfg.target.Host)
+	raddr, err := net.ResolveUDPAddr("udp", host)
 	if err != nil {
 		return nil, none, err
 	}
-	laddr := &net.UDPAddr{}
-	if raddr.IP.IsLoopback() {
+	laddr := &net.UDPAddr{IP: l.dialer.udpSource()}
+	if laddr.IP == nil && raddr.IP.IsLoopback() {
 		laddr.IP = raddr.IP // stay on the loopback address
 	}
 	udp, err := net.ListenUDP("udp", laddr)
@@ -322,7 +323,7 @@ func (l *load) openStream(ctx context.Context, c *client) (io.Reader, error) {
 	if g.err != nil {
 		return nil, g.err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.cfg.url, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.targets[c.target].raw, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -141,6 +141,10 @@ type eventCounts struct {
 	Lost      uint64  `json:"lost"`      // sequence numbers a client skipped
 	Duplicate uint64  `json:"duplicate"` // events a client got again, or out of order
 	Foreign   uint64  `json:"foreign"`   // data lines not in sseorigin's format
+	// Comments is the comment lines received in the window, such as
+	// sse_fanout's ": keepalive": with no events (W4) the server's CPU per
+	// comment is what a keepalive costs.
+	Comments uint64 `json:"comments,omitempty"`
 	// WireBytes is the bytes of the clients' bodies that came over the
 	// wire in the window, before decompression; WirePerEvent is per event
 	// delivered. Absent in reports made before they were counted.
@@ -164,10 +168,18 @@ type report struct {
 	Conns          connCounts     `json:"connections"`
 	Events         eventCounts    `json:"events"`
 	Latency        latencySummary `json:"latency_ms"`
-	Procs          []procResult   `json:"procs,omitempty"`
-	LoadCPU        float64        `json:"load_cpu_s"` // this tool's own CPU in the window
-	Origin         map[string]any `json:"origin_stats,omitempty"`
-	Errors         map[string]int `json:"errors,omitempty"` // a sample of error messages, with counts
+	// LatencyHist is the latency histogram's non-empty buckets, as
+	// [bucket, count] pairs, so that the reports of several sseload
+	// processes can be merged exactly (-merge).
+	LatencyHist [][2]uint64     `json:"latency_hist,omitempty"`
+	Reconnects  reconnectCounts `json:"reconnects"`
+	// Sockets is the kernel's TCP sockets from /proc/net/sockstat, before
+	// the clients connected and at the end of the window.
+	Sockets sockets        `json:"sockets"`
+	Procs   []procResult   `json:"procs,omitempty"`
+	LoadCPU float64        `json:"load_cpu_s"` // this tool's own CPU in the window
+	Origin  map[string]any `json:"origin_stats,omitempty"`
+	Errors  map[string]int `json:"errors,omitempty"` // a sample of error messages, with counts
 	// Encodings counts the responses by Content-Encoding ("identity":
 	// none); -accept-encoding asks for one.
 	Encodings map[string]int64 `json:"content_encodings,omitempty"`
@@ -261,7 +273,77 @@ func (r *report) writeText(w io.Writer) {
 	if r.Origin != nil {
 		fmt.Fprintf(w, "stats:    %v\n", r.Origin)
 	}
+	if rc := r.Reconnects; rc.Scheduled+rc.Resumed+rc.Failed > 0 {
+		fmt.Fprintf(w, "resume:   %d reopened by -reconnect-every, %d after an end, %d attempts failed; longest %.2f s, all back within %.2f s of the first end\n",
+			rc.Scheduled, rc.Resumed, rc.Failed, rc.MaxSeconds, rc.SpanSeconds)
+	}
+	if e.Comments > 0 {
+		fmt.Fprintf(w, "comments: %d comment lines in the window (keepalives, and any other a server sends)\n", e.Comments)
+	}
+	so := r.Sockets
+	fmt.Fprintf(w, "sockets:  %d TCP in use, kernel TCP memory %.1f MiB (%.1f MiB before, %.2f KiB per client, both ends)\n",
+		so.InUse, float64(so.MemKiB)/1024, float64(so.MemBeforeKiB)/1024, so.PerClientKiB)
 	for msg, n := range r.Errors {
 		fmt.Fprintf(w, "error:    %dx %s\n", n, msg)
 	}
+}
+
+// sockstat is the TCP line of /proc/net/sockstat.
+type sockstat struct {
+	inUse    int64 // TCP sockets in use
+	memPages int64 // pages of memory the kernel's TCP sockets hold
+}
+
+// readSockstat reads /proc/net/sockstat, or returns zeros.
+func readSockstat() sockstat {
+	b, err := os.ReadFile("/proc/net/sockstat")
+	if err != nil {
+		return sockstat{}
+	}
+	return parseSockstat(string(b))
+}
+
+// parseSockstat reads the TCP line: "TCP: inuse 5 orphan 0 tw 2 alloc 7 mem 1".
+func parseSockstat(s string) sockstat {
+	var st sockstat
+	for _, line := range strings.Split(s, "\n") {
+		rest, ok := strings.CutPrefix(line, "TCP:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		for i := 0; i+1 < len(f); i += 2 {
+			n, _ := strconv.ParseInt(f[i+1], 10, 64)
+			switch f[i] {
+			case "inuse":
+				st.inUse = n
+			case "mem":
+				st.memPages = n
+			}
+		}
+	}
+	return st
+}
+
+// sockets is the kernel's TCP socket memory, which a process's RSS does
+// not count. On loopback it holds both ends of every connection, the
+// clients' and the server's, and every other TCP socket of the machine.
+type sockets struct {
+	InUseBefore  int64   `json:"tcp_inuse_before"`
+	InUse        int64   `json:"tcp_inuse"`
+	MemBeforeKiB int64   `json:"tcp_mem_before_kib"`
+	MemKiB       int64   `json:"tcp_mem_kib"`
+	PerClientKiB float64 `json:"tcp_mem_per_client_kib"` // growth since before, per client held
+}
+
+func sockstatReport(before, after sockstat, held int64) sockets {
+	page := int64(os.Getpagesize()) / 1024
+	s := sockets{
+		InUseBefore: before.inUse, InUse: after.inUse,
+		MemBeforeKiB: before.memPages * page, MemKiB: after.memPages * page,
+	}
+	if held > 0 {
+		s.PerClientKiB = float64(s.MemKiB-s.MemBeforeKiB) / float64(held)
+	}
+	return s
 }

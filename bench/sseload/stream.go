@@ -26,7 +26,6 @@ func (l *load) read(body io.Reader, c *client) error {
 	var (
 		start, end int
 		readErr    error
-		last       uint64 // the highest sequence number seen
 		seq        uint64
 		stamp      int64
 		have       bool // the current block has a data line
@@ -59,8 +58,14 @@ func (l *load) read(body io.Reader, c *client) error {
 		}
 		if len(line) == 0 {
 			if have {
-				l.event(c, seq, stamp, &last)
+				l.event(c, seq, stamp, &c.last)
 				have = false
+			}
+			continue
+		}
+		if line[0] == ':' {
+			if l.measuring.Load() {
+				l.comments.Add(1)
 			}
 			continue
 		}
@@ -101,6 +106,7 @@ func parseUint(v []byte) (uint64, []byte, bool) {
 
 // event records one event received by c.
 func (l *load) event(c *client, seq uint64, stamp int64, last *uint64) {
+	l.events.Add(1)
 	if l.measuring.Load() {
 		l.hist.record(time.Now().UnixNano() - stamp)
 		c.delivered.Add(1)
@@ -194,4 +200,27 @@ func (h *histogram) summary() latencySummary {
 	}
 	s.P50, s.P90, s.P99, s.P999 = quantile(0.50), quantile(0.90), quantile(0.99), quantile(0.999)
 	return s
+}
+
+// sparse is the histogram's non-empty buckets as [bucket, count] pairs.
+func (h *histogram) sparse() [][2]uint64 {
+	var out [][2]uint64
+	for i := range h.counts {
+		if n := h.counts[i].Load(); n > 0 {
+			out = append(out, [2]uint64{uint64(i), n})
+		}
+	}
+	return out
+}
+
+// add adds the buckets of sparse, with their sum and max, to h.
+func (h *histogram) add(sparse [][2]uint64, sumNs, maxNs int64) {
+	for _, p := range sparse {
+		if p[0] < histBuckets {
+			h.counts[p[0]].Add(p[1])
+		}
+	}
+	h.sum.Add(sumNs)
+	for m := h.max.Load(); maxNs > m && !h.max.CompareAndSwap(m, maxNs); m = h.max.Load() {
+	}
 }

@@ -43,6 +43,14 @@
 //	-history  events kept for Last-Event-ID (default 1024)
 //	-publish  URL to POST each event's data to, instead of serving
 //	-duration stop after this long (default 0: run until SIGINT or SIGTERM)
+//	-state    file that keeps the last id over a restart (see below)
+//
+// With -state, the origin writes its last id and that event's send time
+// to the file when it stops, and on start goes on from there: its ids
+// count up from the next one, and its history holds the -history events
+// up to the last, remade with the send times they had at -rate. An origin
+// restarted with the same -state is then, to a proxy that resumes with
+// Last-Event-ID, the same origin (the endurance run restarts it so).
 //
 // The origin itself, the clock and the event format are the package
 // internal/sseorigin, which the demo (examples/demo) is built on too.
@@ -78,6 +86,7 @@ func main() {
 	certFile := flag.String("tls-cert", "", "PEM certificate `file`: serve HTTPS (HTTP/2 and HTTP/1.1) instead of plain HTTP")
 	keyFile := flag.String("tls-key", "", "PEM key `file` of -tls-cert")
 	h3 := flag.Bool("h3", false, "with -tls-cert: also serve HTTP/3, on the same port over UDP")
+	stateFile := flag.String("state", "", "`file` that keeps the last id and its time over a restart: read at the start, written at the end")
 	flag.Parse()
 	if *rate < 0 || *size < 0 || *queue < 1 || *history < 0 {
 		log.Fatal("sseorigin: -rate and -size must not be negative, -queue must be at least 1, -history not negative")
@@ -102,6 +111,12 @@ func main() {
 		c.interval = time.Duration(float64(time.Second) / *rate)
 	}
 	var err error
+	if *stateFile != "" {
+		if c.after, c.afterSent, err = readState(*stateFile); err != nil {
+			log.Fatalf("sseorigin: %v", err)
+		}
+		c.state = *stateFile
+	}
 	if *publish != "" {
 		err = c.publish(ctx, *publish)
 	} else {
@@ -164,17 +179,67 @@ type clock struct {
 	interval time.Duration // 1/rate; 0 when rate is 0
 	size     int
 	json     bool // JSON documents instead of padding
+
+	state     string    // -state: where the last id is written at the end
+	after     uint64    // -state: the last id of the run before; ids go on after it
+	afterSent time.Time // its send time
 }
 
 // run publishes a stamped event every interval until ctx ends.
 func (c clock) run(ctx context.Context, publish func(*sseorigin.Stamped)) {
 	sseorigin.RunClock(ctx, c.interval, func(seq uint64) {
-		if c.json {
-			publish(sseorigin.NewStampedJSON(seq, time.Now(), c.size))
-		} else {
-			publish(sseorigin.NewStamped(seq, time.Now(), c.size))
-		}
+		publish(c.event(c.after+seq, time.Now()))
 	})
+}
+
+// event is event seq, sent at sent.
+func (c clock) event(seq uint64, sent time.Time) *sseorigin.Stamped {
+	if c.json {
+		return sseorigin.NewStampedJSON(seq, sent, c.size)
+	}
+	return sseorigin.NewStamped(seq, sent, c.size)
+}
+
+// history is the events up to c.after, at most n, as the run before sent
+// them (-state): what a restarted origin keeps for Last-Event-ID.
+func (c clock) history(n int) []*sseorigin.Stamped {
+	var out []*sseorigin.Stamped
+	first := uint64(1)
+	if c.after > uint64(n) {
+		first = c.after - uint64(n) + 1
+	}
+	for seq := first; seq <= c.after && c.after > 0; seq++ {
+		out = append(out, c.event(seq, c.afterSent.Add(-time.Duration(c.after-seq)*c.interval)))
+	}
+	return out
+}
+
+// readState reads a -state file: "<last id> <its send time, Unix ns>". A
+// missing file is a first start.
+func readState(name string) (uint64, time.Time, error) {
+	b, err := os.ReadFile(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, time.Time{}, nil
+	}
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	var seq uint64
+	var ns int64
+	if _, err := fmt.Sscan(string(b), &seq, &ns); err != nil {
+		return 0, time.Time{}, fmt.Errorf("-state %s: %v", name, err)
+	}
+	return seq, time.Unix(0, ns), nil
+}
+
+// writeState writes a -state file, by a rename so that a reader never
+// sees half of it.
+func writeState(name string, seq uint64, sent time.Time) error {
+	tmp := name + ".tmp"
+	if err := os.WriteFile(tmp, fmt.Appendf(nil, "%d %d\n", seq, sent.UnixNano()), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, name)
 }
 
 // serve sends the clock's events to every connection on l until ctx
@@ -182,6 +247,9 @@ func (c clock) run(ctx context.Context, publish func(*sseorigin.Stamped)) {
 // HTTP/3 on l.udp if there is one.
 func (c clock) serve(ctx context.Context, l listeners, opts sseorigin.Options) error {
 	o := sseorigin.New(opts)
+	for _, ev := range c.history(opts.History) {
+		o.Publish(ev) // no connection yet: it only fills the history
+	}
 	srv := &http.Server{Handler: o, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 2)
 	scheme, also := "http", ""
@@ -205,9 +273,13 @@ func (c clock) serve(ctx context.Context, l listeners, opts sseorigin.Options) e
 
 	clockCtx, stopClock := context.WithCancel(ctx)
 	clockDone := make(chan struct{})
+	last, lastSent := c.after, c.afterSent
 	go func() {
 		defer close(clockDone)
-		c.run(clockCtx, func(ev *sseorigin.Stamped) { o.Publish(ev) })
+		c.run(clockCtx, func(ev *sseorigin.Stamped) {
+			o.Publish(ev)
+			last, lastSent = ev.Seq(), time.Now()
+		})
 	}()
 	var err error
 	select {
@@ -216,6 +288,11 @@ func (c clock) serve(ctx context.Context, l listeners, opts sseorigin.Options) e
 	}
 	stopClock()
 	<-clockDone
+	if c.state != "" {
+		if werr := writeState(c.state, last, lastSent); werr != nil {
+			log.Printf("sseorigin: writing -state: %v", werr)
+		}
+	}
 	o.Close()
 	shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
