@@ -106,7 +106,7 @@ func (s *stream) status() streamStatus {
 		Key:             s.label,
 		UpstreamURL:     s.upstreamLabel,
 		Clients:         s.clientCountLocked(),
-		DetachedClients: s.detached,
+		DetachedClients: s.shared.count(),
 		EventsReceived:  s.received,
 		UpstreamState:   s.state,
 		UpstreamError:   s.lastErr,

@@ -91,7 +91,7 @@ func TestStatusCountsCompressedClients(t *testing.T) {
 	gz := addClientIn(s, encGzip, "")
 	addClientIn(s, encGzip, "")
 	publishTo(s, jsonEvent(1))
-	s.leave(gz, false)
+	s.leave(gz)
 	st := s.status()
 	if st.Clients != 3 || len(st.CompressedClients) != 2 || st.CompressedClients["gzip"] != 1 || st.CompressedClients["zstd"] != 1 {
 		t.Fatalf("clients %d, compressed %v; want 3, of them gzip 1 and zstd 1", st.Clients, st.CompressedClients)

@@ -14,8 +14,9 @@ import (
 // This file is the client: its cursor into the stream's ring, and next,
 // the one place that decides what a client is sent next, whichever writer
 // serves it (its request goroutine, respwriter.go, or a shared writer,
-// sharedwriter.go). It also holds the lag rule and the one way clients are
-// ended over a moment of their own.
+// sharedwriter.go). It also holds the lag rule, the one hook a client ends
+// through (end), and the one way clients are ended over a moment of their
+// own (endWithin).
 
 var (
 	errSlowClient     = errors.New("client fell more than client_queue events behind")
@@ -27,6 +28,19 @@ var (
 // the same millisecond.
 const closeSpread = 2 * time.Second
 
+// writer is what serves a client: its own request goroutine
+// (requestWriter, respwriter.go), which serves that one client, or one of
+// its stream's shared writers (detachedClient, sharedwriter.go), which
+// serve many. A client never knows which.
+type writer interface {
+	// wake tells the writer there may be something to send to the client.
+	// It never blocks.
+	wake()
+	// end is told that the client was ended (client.end): it ends a write
+	// of the client's in flight, and closes its connection if it holds it.
+	end()
+}
+
 // client is one downstream connection. The hub never writes to it: it moves
 // nothing but a wake-up signal, and the client's writer copies its frames
 // out of the stream's ring (next).
@@ -37,11 +51,12 @@ type client struct {
 	cfg     *settings // its handler's: what serves it (see settings)
 	metrics *upstreamMetrics
 
-	cursor atomic.Uint64 // seq of the last frame handed to the writer
-	wakeC  chan struct{} // holds one token when there may be work
-	done   chan struct{} // closed when the client is ended
-	cause  error         // why it was ended; set before done closes
-	once   sync.Once     // guards done
+	w      atomic.Pointer[writer] // what serves it; it changes once, if it is detached
+	cursor atomic.Uint64          // seq of the last frame handed to the writer
+	wakeC  chan struct{}          // holds one token when there may be work for its request goroutine
+	done   chan struct{}          // closed when the client is ended
+	cause  error                  // why it was ended; set before done closes
+	once   sync.Once              // guards done
 
 	retry       int64   // the retry sent to this client, in ms; < 0: the origin's
 	retryFactor float64 // scales the retry sent to this client (retry_jitter)
@@ -121,6 +136,7 @@ func newClient(r *ring, sig *signals, cfg *settings, metrics *upstreamMetrics) *
 		keepalives:  sig.keepalives.Load(),
 		joined:      time.Now(),
 	}
+	c.serveBy(requestWriter{c})
 	if cfg.retryJitter > 0 {
 		spread := float64(cfg.retryJitter) / 100
 		c.retryFactor = 1 - spread + 2*spread*rand.Float64()
@@ -128,22 +144,20 @@ func newClient(r *ring, sig *signals, cfg *settings, metrics *upstreamMetrics) *
 	return c
 }
 
-// wake tells the client's writer there may be something to send. It never
-// blocks: a writer that is busy finds the token when it comes back.
-func (c *client) wake() {
-	select {
-	case c.wakeC <- struct{}{}:
-	default:
-	}
-}
+// writer returns what serves c.
+func (c *client) writer() writer { return *c.w.Load() }
+
+// serveBy has w serve c from now on.
+func (c *client) serveBy(w writer) { c.w.Store(&w) }
 
 // end ends the client with cause: its writer stops at its next look, and
-// a write of its that is in flight is ended.
+// is told (writer.end), so that a write of its in flight is ended. It is
+// the one way a client ends.
 func (c *client) end(cause error) {
 	c.once.Do(func() {
 		c.cause = cause
 		close(c.done)
-		c.abortWrite()
+		c.writer().end()
 	})
 }
 
@@ -157,16 +171,11 @@ func (c *client) abortWrite() {
 }
 
 // endWithin ends the client with cause at a random moment within
-// closeSpread, and then calls then, if it is not nil: so the clients of a
-// closing stream or config do not all reconnect at once. Until then it is
-// served as before. It is the one way clients are ended over time.
-func (c *client) endWithin(cause error, then func()) {
-	time.AfterFunc(rand.N(closeSpread), func() {
-		c.end(cause)
-		if then != nil {
-			then()
-		}
-	})
+// closeSpread: so the clients of a closing stream or config do not all
+// reconnect at once. Until then it is served as before. It is the one way
+// clients are ended over time.
+func (c *client) endWithin(cause error) {
+	time.AfterFunc(rand.N(closeSpread), func() { c.end(cause) })
 }
 
 // lagging reports whether c has broken the lag rule: it has fallen more

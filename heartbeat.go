@@ -74,18 +74,14 @@ func (s *stream) heartbeatWait(lastFilterRound *time.Duration) time.Duration {
 }
 
 // wakeFiltered wakes, for a filter round, the writers of the filtered
-// clients served in their requests, and the shared writers, which look at
-// each of their clients in turn anyway.
+// clients.
 func (s *stream) wakeFiltered() {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for c := range s.clients {
 		if c.filter != nil {
-			c.wake()
+			c.writer().wake()
 		}
-	}
-	for _, sh := range s.shards {
-		sh.wake()
 	}
 }
 
@@ -98,8 +94,7 @@ func (s *stream) keepaliveRound() {
 	s.wakeAll()
 }
 
-// endStuckWrites ends the clients served in their requests whose write has
-// been in flight for longer than timeout. A writer past Caddy's chain
+// endStuckWrites ends the clients whose write has been in flight for longer than timeout. A writer past Caddy's chain
 // (respWriter) writes without deadlines, which over HTTP/2 would cost a
 // message to the connection's goroutine on every write: a connection that
 // takes nothing more would hold its writer for good, and this ends it.

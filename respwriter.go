@@ -20,6 +20,25 @@ import (
 // sse_fanout holds back.
 var errResponseBuffered = errors.New("a handler before sse_fanout buffers the response")
 
+// requestWriter is the writer of a client served in its own request
+// goroutine (respWriter.serve): it serves that one client, which it wakes
+// through the client's own channel.
+type requestWriter struct{ c *client }
+
+// wake leaves a token for the client's request goroutine. It never
+// blocks: a writer that is busy finds the token when it comes back.
+func (w requestWriter) wake() {
+	select {
+	case w.c.wakeC <- struct{}{}:
+	default:
+	}
+}
+
+// end ends the client's write in flight, if its writer writes past
+// Caddy's chain (see client.abortWrite); the request goroutine sees that
+// the client ended at its next look.
+func (w requestWriter) end() { w.c.abortWrite() }
+
 // maxBatchWrite bounds how much of a batch is gathered before it is written,
 // so that a long replay does not gather the whole buffer in a copy.
 const maxBatchWrite = 64 << 10

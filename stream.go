@@ -3,7 +3,9 @@ package ssefanout
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,22 +52,22 @@ type stream struct {
 	done   chan struct{}      // closed when the stream is closed
 	once   sync.Once
 
-	ring     *ring        // the frames; its own lock guards it
-	chains   chains       // its compression, once per stream (compresschain.go)
-	signals  signals      // keepalive rounds and the origin's retry, for every client
-	lastSend atomic.Int64 // nanoseconds after started of the last frame or keepalive
-	filtered atomic.Int64 // clients with an event-type filter, which need filter rounds
+	ring     *ring         // the frames; its own lock guards it
+	shared   sharedWriters // the shared writers of its detached clients (sharedwriter.go); their own lock guards them
+	chains   chains        // its compression, once per stream (compresschain.go)
+	signals  signals       // keepalive rounds and the origin's retry, for every client
+	lastSend atomic.Int64  // nanoseconds after started of the last frame or keepalive
+	filtered atomic.Int64  // clients with an event-type filter, which need filter rounds
 
 	// Lock order: mu, then ring.mu.
-	mu      sync.RWMutex         // guards the fields below
-	clients map[*client]struct{} // those served in their request goroutines
-	// handlerClients counts the clients, served in their requests or
-	// detached, of each handler, by its stop channel: max_clients counts
-	// a handler's own.
+	mu sync.RWMutex // guards the fields below
+	// clients are the stream's clients, each with the writer that serves
+	// it (client.writer): its request goroutine, or a shared writer.
+	clients map[*client]struct{}
+	// handlerClients counts the clients of each handler, by its stop
+	// channel: max_clients counts a handler's own.
 	handlerClients map[<-chan struct{}]int
-	woken          []*client                     // publish's list of clients to wake, kept between events
-	shards         []*writerShard                // the shared writers of detached clients
-	detached       int                           // how many clients the shards serve
+	woken          []writer                      // publish's list of writers to wake, kept between events
 	idleTimer      *time.Timer                   // set while the stream has no client
 	feeds          map[clientCursor]*catchUpFeed // catch-ups being read, by cursor
 	fetches        int                           // catch-up fetches under way
@@ -155,7 +157,7 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}
 	case <-stop:
 		// Its config was unloaded as it joined: endClientsOf has passed
 		// it over, so it ends here, as the others do.
-		c.endWithin(errHandlerStopped, nil)
+		c.endWithin(errHandlerStopped)
 	default:
 	}
 	s.ring.mu.RLock()
@@ -224,24 +226,38 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}
 }
 
 // endClientsOf ends, each at a moment of its own, the clients that the
-// handler with this stop channel serves, in their requests or detached.
+// handler with this stop channel serves.
 func (s *stream) endClientsOf(stop <-chan struct{}) {
 	s.mu.RLock()
+	defer s.mu.RUnlock()
 	for c := range s.clients {
 		if c.stop == stop {
-			c.endWithin(errHandlerStopped, nil)
+			c.endWithin(errHandlerStopped)
 		}
 	}
-	s.mu.RUnlock()
-	s.endDetached(stop)
 }
 
 // clientCountLocked is how many clients the stream has. s.mu must be held.
-func (s *stream) clientCountLocked() int { return len(s.clients) + s.detached }
+func (s *stream) clientCountLocked() int { return len(s.clients) }
 
-// leave removes c, served in its request or, if detached, by a shared
-// writer; the last client to leave starts the idle timer.
-func (s *stream) leave(c *client, detached bool) {
+// rebind has the writer that bind returns serve c from now on, and
+// reports whether it does: not when c has left the stream's clients (it
+// was cut) or the stream is closed, since no writer would then ever end
+// it. bind runs with s.mu held, the stream open: it may start goroutines
+// that close waits for (hub.wg).
+func (s *stream) rebind(c *client, bind func() writer) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.clients[c]; !ok || s.closed {
+		return false
+	}
+	c.serveBy(bind())
+	return true
+}
+
+// leave removes c, whichever writer served it; the last client to leave
+// starts the idle timer.
+func (s *stream) leave(c *client) {
 	s.hub.metrics.clients.Dec()
 	if c.pack != nil {
 		c.pack.release()
@@ -251,11 +267,7 @@ func (s *stream) leave(c *client, detached bool) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if detached {
-		s.detached--
-	} else {
-		delete(s.clients, c)
-	}
+	delete(s.clients, c)
 	if s.handlerClients[c.stop]--; s.handlerClients[c.stop] <= 0 {
 		delete(s.handlerClients, c.stop)
 	}
@@ -300,8 +312,8 @@ func (s *stream) logEnded(c *client, cause error, detached bool) {
 }
 
 // close stops the upstream connection and ends every client with cause,
-// each at a moment of its own (see client.endWithin); the shared writers
-// end theirs when they see done.
+// each at a moment of its own (see client.endWithin), once the shared
+// writers have sent what was published before.
 func (s *stream) close(cause error) {
 	s.once.Do(func() {
 		s.hub.metrics.streams.Dec()
@@ -312,15 +324,17 @@ func (s *stream) close(cause error) {
 			s.hub.metrics.upstreamTierStreams.Dec()
 		}
 		close(s.done)
-		for c := range s.clients {
-			c.endWithin(cause, nil)
-			delete(s.clients, c)
-		}
+		ending := slices.Collect(maps.Keys(s.clients))
+		clear(s.clients)
 		if s.idleTimer != nil {
 			s.idleTimer.Stop()
 			s.idleTimer = nil
 		}
 		s.mu.Unlock()
+		s.shared.wait()
+		for _, c := range ending {
+			c.endWithin(cause)
+		}
 	})
 }
 
@@ -421,21 +435,18 @@ func (s *stream) publish(f *frame) {
 			delete(s.clients, c)
 			continue
 		}
-		woken = append(woken, c)
+		woken = append(woken, c.writer())
 	}
 	s.ring.mu.Unlock()
 	// Woken only now: a writer that woke while the ring was locked for
 	// writing would park again on its read lock, a second switch per event.
-	for _, c := range woken {
-		c.wake()
+	for _, w := range woken {
+		w.wake()
 	}
 	clear(woken)
 	s.woken = woken[:0]
 	s.hub.metrics.countFiltered(passedOver)
 	s.received++
-	for _, sh := range s.shards {
-		sh.wake() // its clients' lag is checked as it serves them
-	}
 	s.mu.Unlock()
 	s.hub.metrics.eventsReceived.Inc()
 	s.markSent()
@@ -446,10 +457,7 @@ func (s *stream) wakeAll() {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for c := range s.clients {
-		c.wake()
-	}
-	for _, sh := range s.shards {
-		sh.wake()
+		c.writer().wake()
 	}
 }
 

@@ -184,15 +184,6 @@ func (r *registry) learnTier(s *stream, node string) {
 			delete(s.clients, c)
 		}
 	}
-	for _, sh := range s.shards {
-		sh.mu.Lock()
-		for _, d := range sh.clients {
-			if slices.Contains(d.via, node) {
-				d.end(err)
-			}
-		}
-		sh.mu.Unlock()
-	}
 }
 
 // answeredFrom notes which node answered an upstream request of s (an
