@@ -178,6 +178,15 @@ func (c *client) endWithin(cause error) {
 	time.AfterFunc(rand.N(closeSpread), func() { c.end(cause) })
 }
 
+// place puts c's cursor at seq, with what the stream published up to head
+// (its replay) not counted as lag: where it joins (stream.addLocked), or
+// where its catch-up meets the shared stream (stream.splice). The stream's
+// mu and the ring's lock must be held.
+func (c *client) place(seq, head uint64) {
+	c.cursor.Store(seq)
+	c.joinedAt = head
+}
+
 // lagging reports whether c has broken the lag rule: it has fallen more
 // than client_queue frames behind what was published since it joined (its
 // replay does not count), or behind what the ring still holds. The ring's

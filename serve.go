@@ -87,7 +87,7 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request) live {
 	// found from their answers (tier.go), which a tier waiting for its
 	// upstream's first answer would never give.
 	if len(c.via) == 0 {
-		if ref := s.awaitOpen(r.Context()); ref != nil {
+		if ref := s.up.awaitOpen(r.Context()); ref != nil {
 			s.leave(c)
 			if ce := h.logger.Check(zap.DebugLevel, "client refused: the stream has never been live"); ce != nil {
 				ce.Write(zap.String("stream", s.label), zap.Int("status", ref.status))
@@ -233,7 +233,7 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream,
 	rw := newRespWriter(w, rc, h.cfg.writeTimeout, past, c)
 	err := rw.open(c)
 	if err == nil {
-		err = s.resume(r.Context(), c, rw)
+		err = s.catchUps.resume(r.Context(), c, rw)
 	}
 	if err == nil {
 		err = rw.send(c) // the replay
