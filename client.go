@@ -47,7 +47,7 @@ type writer interface {
 type client struct {
 	ring    *ring     // the stream's frames
 	signals *signals  // the stream's keepalive rounds and retry time
-	pack    *packer   // compresses what it is sent (compresschain.go); nil: sent as is
+	pack    packer    // appends what it is sent, compressed or as it is (compresschain.go)
 	cfg     *settings // its handler's: what serves it (see settings)
 	metrics *upstreamMetrics
 
@@ -126,6 +126,7 @@ func newClient(r *ring, sig *signals, cfg *settings, metrics *upstreamMetrics) *
 	c := &client{
 		ring:        r,
 		signals:     sig,
+		pack:        plainPacker{},
 		cfg:         cfg,
 		metrics:     metrics,
 		wakeC:       make(chan struct{}, 1),
@@ -303,10 +304,7 @@ func (c *client) appendRetry(out []byte) []byte {
 		return out
 	}
 	c.sentRetry = retry
-	if c.pack != nil {
-		return c.pack.own(out, sse.AppendRetry(nil, retry))
-	}
-	return sse.AppendRetry(out, retry)
+	return c.pack.own(out, sse.AppendRetry(nil, retry))
 }
 
 // appendOpening appends the first bytes of c's body: the retry time, if
@@ -316,21 +314,14 @@ func (c *client) appendOpening(out []byte) []byte {
 	if out = c.appendRetry(out); len(out) > start {
 		return out
 	}
-	if c.pack != nil {
-		return c.pack.own(out, []byte(sse.Opening))
-	}
-	return append(out, sse.Opening...)
+	return c.pack.own(out, []byte(sse.Opening))
 }
 
 // appendPrime appends the cursor priming block: it sets the client's last
 // event ID to the stream's at join time without firing an event, so that a
 // client that drops before the next event still resumes from there.
 func (c *client) appendPrime(out []byte) []byte {
-	if c.pack != nil {
-		out = c.pack.own(out, c.prime)
-	} else {
-		out = append(out, c.prime...)
-	}
+	out = c.pack.own(out, c.prime)
 	c.prime = nil
 	if c.filter != nil {
 		c.filter.primed(c.primeID, c.primeAt)
@@ -341,26 +332,29 @@ func (c *client) appendPrime(out []byte) []byte {
 // appendFrame appends f as c is sent it: as is, or compressed in c's
 // encoding. The ring's read lock must be held.
 func (c *client) appendFrame(out []byte, f *frame) []byte {
-	if c.pack != nil {
-		return c.pack.frame(out, f)
-	}
-	return append(out, f.bytes...)
+	return c.pack.frame(out, f)
 }
 
 // appendIDBlock appends an id-only block: it sets the client's
 // lastEventId to id and fires no event.
 func (c *client) appendIDBlock(out []byte, id string) []byte {
 	ev := sse.Event{ID: id}
-	if c.pack != nil {
-		return c.pack.own(out, sse.AppendEvent(nil, &ev, true))
-	}
-	return sse.AppendEvent(out, &ev, true)
+	return c.pack.own(out, sse.AppendEvent(nil, &ev, true))
 }
 
 // appendKeepalive appends a keepalive comment.
 func (c *client) appendKeepalive(out []byte) []byte {
-	if c.pack != nil {
-		return c.pack.keepalive(out)
-	}
-	return append(out, sse.Keepalive...)
+	return c.pack.keepalive(out)
 }
+
+// encoding is what c's stream is compressed in; nil: none.
+func (c *client) encoding() *encoding { return c.pack.encoding() }
+
+// plainPacker is a plain client's packer: everything as it is.
+type plainPacker struct{}
+
+func (plainPacker) frame(out []byte, f *frame) []byte { return append(out, f.bytes...) }
+func (plainPacker) own(out, plain []byte) []byte      { return append(out, plain...) }
+func (plainPacker) keepalive(out []byte) []byte       { return append(out, sse.Keepalive...) }
+func (plainPacker) encoding() *encoding               { return nil }
+func (plainPacker) release()                          {}

@@ -61,7 +61,7 @@ type respWriter struct {
 	w            io.Writer
 	rc           *http.ResponseController
 	c            *client // whose writes the stream's watchdog watches, if past
-	pack         *packer // compresses what write is given; nil: written as is
+	pack         packer  // appends what write is given, compressed or as it is
 	sent         *sentCount
 	writeTimeout time.Duration
 	deadlines    bool   // set write deadlines of our own (see ownDeadlines)
@@ -217,11 +217,7 @@ func (rw *respWriter) write(b []byte) {
 	if rw.err != nil {
 		return
 	}
-	if rw.pack != nil {
-		rw.out = rw.pack.own(rw.out, b)
-	} else {
-		rw.out = append(rw.out, b...)
-	}
+	rw.out = rw.pack.own(rw.out, b)
 	if len(rw.out) >= maxBatchWrite {
 		rw.writeOut()
 	}

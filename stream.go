@@ -248,9 +248,7 @@ func (s *stream) rebind(c *client, bind func() writer) bool {
 // starts the idle timer.
 func (s *stream) leave(c *client) {
 	s.hub.metrics.clients.Dec()
-	if c.pack != nil {
-		c.pack.release()
-	}
+	c.pack.release()
 	if c.filter != nil {
 		s.filtered.Add(-1)
 	}
