@@ -100,20 +100,20 @@ func (r *registry) statuses() []streamStatus {
 // status reports the stream's state. Its key and upstream URL are shown as
 // their labels: no credential is in them.
 func (s *stream) status() streamStatus {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+	clients, tier := s.clientsAndTier()
+	up := s.up.status()
 	st := streamStatus{
 		Upstream:        s.hub.upstreamLabel,
 		Key:             s.label,
-		UpstreamURL:     s.upstreamLabel,
-		Clients:         s.clientCountLocked(),
-		DetachedClients: s.detached,
-		EventsReceived:  s.received,
-		UpstreamState:   s.state,
-		UpstreamError:   s.lastErr,
-		UpstreamConnect: s.connects,
+		UpstreamURL:     s.up.label,
+		Clients:         clients,
+		DetachedClients: s.shared.count(),
+		EventsReceived:  s.up.received.Load(),
+		UpstreamState:   up.state,
+		UpstreamError:   up.lastErr,
+		UpstreamConnect: up.connects,
 		Node:            s.hub.settings.Load().nodeID,
-		UpstreamTier:    s.upstreamTier,
+		UpstreamTier:    tier,
 	}
 	for i := range s.chains.of {
 		if n := s.chains.of[i].users.Load(); n > 0 {
@@ -133,12 +133,12 @@ func (s *stream) status() streamStatus {
 		}
 	}
 	s.ring.mu.RUnlock()
-	if !s.lastErrAt.IsZero() {
-		at := s.lastErrAt
+	if !up.lastErrAt.IsZero() {
+		at := up.lastErrAt
 		st.UpstreamErrorAt = &at
 	}
-	if s.state == stateConnected {
-		since := s.connectedAt
+	if up.state == stateConnected {
+		since := up.connectedAt
 		st.ConnectedSince = &since
 	}
 	return st

@@ -94,7 +94,7 @@ func TestStatusCountsCompressedClients(t *testing.T) {
 	gz := addClientIn(s, encGzip, "")
 	addClientIn(s, encGzip, "")
 	publishTo(s, jsonEvent(1))
-	s.leave(gz, false)
+	s.leave(gz)
 	st := s.status()
 	if st.Clients != 3 || len(st.CompressedClients) != 2 || st.CompressedClients["gzip"] != 1 || st.CompressedClients["zstd"] != 1 {
 		t.Fatalf("clients %d, compressed %v; want 3, of them gzip 1 and zstd 1", st.Clients, st.CompressedClients)
@@ -111,16 +111,16 @@ func TestStatusCountsCompressedClients(t *testing.T) {
 func TestStatusUpstreamErrorIsClearedOnConnect(t *testing.T) {
 	s := newTestStream(testSettings())
 	before := time.Now()
-	s.setState(stateBackoff, errors.New("origin answered 502"))
+	s.up.setState(stateBackoff, errors.New("origin answered 502"))
 	st := s.status()
 	if st.UpstreamError != "origin answered 502" || st.UpstreamErrorAt == nil || st.UpstreamErrorAt.Before(before) {
 		t.Fatalf("in backoff: upstream_error %q at %v, want the failure and its time", st.UpstreamError, st.UpstreamErrorAt)
 	}
-	s.setState(stateConnecting, nil)
+	s.up.setState(stateConnecting, nil)
 	if st := s.status(); st.UpstreamError == "" || st.UpstreamErrorAt == nil {
 		t.Fatalf("reconnecting: upstream_error %q at %v, want the failure it retries after", st.UpstreamError, st.UpstreamErrorAt)
 	}
-	s.setState(stateConnected, nil)
+	s.up.setState(stateConnected, nil)
 	st = s.status()
 	if st.UpstreamError != "" || st.UpstreamErrorAt != nil {
 		t.Fatalf("connected: upstream_error %q at %v, want none", st.UpstreamError, st.UpstreamErrorAt)

@@ -39,14 +39,14 @@ var (
 // resume writes what c's cursor asks for before its frames: its catch-up
 // from the origin, then the stale_event if the cursor could not be served.
 // It fails only when c is gone or ended meanwhile.
-func (s *stream) resume(ctx context.Context, c *client, rw *respWriter) error {
+func (cu *catchUps) resume(ctx context.Context, c *client, rw *respWriter) error {
 	if c.catchUpID != "" {
-		if err := s.catchUp(ctx, c, rw); err != nil {
+		if err := cu.catchUp(ctx, c, rw); err != nil {
 			return err
 		}
 	}
 	if c.stale {
-		s.announceStale(c, rw)
+		cu.announceStale(c, rw)
 	}
 	return rw.err
 }
@@ -57,7 +57,8 @@ func (s *stream) resume(ctx context.Context, c *client, rw *respWriter) error {
 // stale cursor to be announced. If the catch-up ends because the client
 // left, was ended, or its config was unloaded, it returns an error and c is
 // not placed: it ends, and resumes from its cursor when it reconnects.
-func (s *stream) catchUp(ctx context.Context, c *client, rw *respWriter) error {
+func (cu *catchUps) catchUp(ctx context.Context, c *client, rw *respWriter) error {
+	s := cu.s
 	ctx, cancel := context.WithTimeoutCause(ctx, catchUpTimeout, errCatchUpTooLong)
 	defer cancel()
 	// The catch-up also ends when c is ended or the config goes.
@@ -71,7 +72,7 @@ func (s *stream) catchUp(ctx context.Context, c *client, rw *respWriter) error {
 	}()
 
 	lastSent := string(c.catchUpID)
-	met, relayed, err := s.relay(ctx, c, rw, &lastSent)
+	met, relayed, err := cu.relay(ctx, c, rw, &lastSent)
 	if met {
 		s.logger.Debug("catch-up met the shared stream", zap.Int("relayed", relayed))
 		return nil
@@ -87,17 +88,7 @@ func (s *stream) catchUp(ctx context.Context, c *client, rw *respWriter) error {
 	}
 
 	window := s.hub.settings.Load().spliceWindow()
-	s.mu.Lock()
-	s.ring.mu.RLock()
-	c.catchingUp = false
-	c.joinedAt = s.ring.head
-	seq, ok := s.ring.findSetter(lastSent, window)
-	if !ok {
-		seq = s.ring.head
-	}
-	c.cursor.Store(seq)
-	s.ring.mu.RUnlock()
-	s.mu.Unlock()
+	ok := s.splice(c, func(r *ring) (uint64, bool) { return r.findSetter(lastSent, window) }, true)
 	if ok {
 		return nil // no gap
 	}
@@ -118,8 +109,9 @@ func (s *stream) catchUp(ctx context.Context, c *client, rw *respWriter) error {
 // event arrives that the shared stream holds too (met), the answer ends,
 // or ctx ends. It keeps lastSent at the last event ID the client has been
 // taken past, and counts in relayed the events it was taken past.
-func (s *stream) relay(ctx context.Context, c *client, rw *respWriter, lastSent *string) (met bool, relayed int, err error) {
-	feed := s.catchUpFeedFor(c.catchUpID, c.cfg)
+func (cu *catchUps) relay(ctx context.Context, c *client, rw *respWriter, lastSent *string) (met bool, relayed int, err error) {
+	s := cu.s
+	feed := cu.feedFor(c.catchUpID, c.cfg)
 	if feed == nil {
 		s.hub.metrics.catchUpsRefused.Inc()
 		return false, 0, errCatchUpRefused
@@ -130,7 +122,7 @@ func (s *stream) relay(ctx context.Context, c *client, rw *respWriter, lastSent 
 		if !ok {
 			return false, relayed, err
 		}
-		if fe.setsID && s.spliceBefore(c, &fe.frame) {
+		if fe.setsID && cu.spliceBefore(c, &fe.frame) {
 			return true, relayed, nil
 		}
 		if c.filter == nil || c.filter.types.wants(&fe.frame) {
@@ -155,26 +147,19 @@ func (s *stream) relay(ctx context.Context, c *client, rw *respWriter, lastSent 
 
 // spliceBefore places c on the shared stream just before the event f, if
 // the buffer holds the same event, and reports whether it did.
-func (s *stream) spliceBefore(c *client, f *frame) bool {
-	window := s.hub.settings.Load().spliceWindow()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.ring.mu.RLock()
-	defer s.ring.mu.RUnlock()
-	seq, ok := s.ring.findFrame(f, window)
-	if ok {
-		c.cursor.Store(seq - 1)
-		c.joinedAt = s.ring.head
-		c.catchingUp = false
-	}
-	return ok
+func (cu *catchUps) spliceBefore(c *client, f *frame) bool {
+	window := cu.s.hub.settings.Load().spliceWindow()
+	return cu.s.splice(c, func(r *ring) (uint64, bool) {
+		seq, ok := r.findFrame(f, window)
+		return seq - 1, ok
+	}, false)
 }
 
 // announceStale sends the stale_event for a cursor that could not be served.
-func (s *stream) announceStale(c *client, rw *respWriter) {
+func (cu *catchUps) announceStale(c *client, rw *respWriter) {
 	c.stale = false
 	if c.catchUpID == "" { // a failed catch-up has logged already
-		s.logger.Debug("client's Last-Event-ID is not in the buffer; sending live events")
+		cu.s.logger.Debug("client's Last-Event-ID is not in the buffer; sending live events")
 	}
 	name := c.staleEventName()
 	if name == "" {

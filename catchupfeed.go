@@ -19,10 +19,20 @@ type feedEvent struct {
 	hasLastID bool // the origin has sent an id in this answer; id is the last one
 }
 
+// catchUps are a stream's catch-ups: the feeds being read, by cursor, and
+// the fetches under way. The catch-up of one client is catchup.go.
+type catchUps struct {
+	s *stream
+
+	mu      sync.Mutex // guards the fields below; before a feed's own
+	feeds   map[clientCursor]*catchUpFeed
+	fetches int
+}
+
 // catchUpFeed fetches the origin's answer to one Last-Event-ID, from a
 // goroutine of its own, for the clients that read it.
 type catchUpFeed struct {
-	s      *stream
+	cu     *catchUps
 	id     clientCursor
 	cancel context.CancelFunc
 
@@ -35,15 +45,16 @@ type catchUpFeed struct {
 	readers int
 }
 
-// catchUpFeedFor returns the feed of the events after the cursor id,
+// feedFor returns the feed of the events after the cursor id,
 // starting its fetch if no client is reading one, and counts the caller,
 // a client served by cfg, as a reader until it calls leave. It returns nil
 // when starting one would pass cfg's max_catch_ups for the stream or
 // max_catch_ups_per_handler.
-func (s *stream) catchUpFeedFor(id clientCursor, cfg *settings) *catchUpFeed {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if f := s.feeds[id]; f != nil {
+func (cu *catchUps) feedFor(id clientCursor, cfg *settings) *catchUpFeed {
+	s := cu.s
+	cu.mu.Lock()
+	defer cu.mu.Unlock()
+	if f := cu.feeds[id]; f != nil {
 		f.mu.Lock()
 		abandoned := f.readers == 0 // its fetch is being stopped
 		if !abandoned {
@@ -54,26 +65,26 @@ func (s *stream) catchUpFeedFor(id clientCursor, cfg *settings) *catchUpFeed {
 			return f
 		}
 	}
-	if s.fetches >= cfg.maxCatchUps || s.hub.catchUps.Load() >= int64(cfg.maxCatchUpsPerHandler) {
+	if cu.fetches >= cfg.maxCatchUps || s.hub.catchUps.Load() >= int64(cfg.maxCatchUpsPerHandler) {
 		return nil
 	}
-	s.fetches++ // until the fetch ends
+	cu.fetches++ // until the fetch ends
 	s.hub.catchUps.Add(1)
 	ctx, cancel := context.WithTimeoutCause(s.ctx, catchUpTimeout, errCatchUpTooLong)
-	f := &catchUpFeed{s: s, id: id, cancel: cancel, more: make(chan struct{}), readers: 1}
-	if s.feeds == nil {
-		s.feeds = make(map[clientCursor]*catchUpFeed)
+	f := &catchUpFeed{cu: cu, id: id, cancel: cancel, more: make(chan struct{}), readers: 1}
+	if cu.feeds == nil {
+		cu.feeds = make(map[clientCursor]*catchUpFeed)
 	}
-	s.feeds[id] = f
+	cu.feeds[id] = f
 	s.hub.metrics.catchUps.Inc()
 	s.hub.wg.Add(1)
 	go func() { // ends with the stream too: s.ctx is cancelled when it closes
 		defer s.hub.wg.Done()
 		defer cancel()
 		f.finish(f.fetch(ctx))
-		s.mu.Lock()
-		s.fetches--
-		s.mu.Unlock()
+		cu.mu.Lock()
+		cu.fetches--
+		cu.mu.Unlock()
 		s.hub.catchUps.Add(-1)
 	}()
 	return f
@@ -85,9 +96,9 @@ func (s *stream) catchUpFeedFor(id clientCursor, cfg *settings) *catchUpFeed {
 // at different events when some read slower than others, so the fetch goes
 // on while any of them reads.
 func (f *catchUpFeed) fetch(ctx context.Context) error {
-	s := f.s
+	s := f.cu.s
 	cfg := s.hub.settings.Load()
-	resp, err := s.openUpstream(ctx, cfg, string(f.id), true)
+	resp, err := s.up.open(ctx, cfg, string(f.id), true)
 	if err != nil {
 		return err
 	}
@@ -194,10 +205,10 @@ func (f *catchUpFeed) leave() {
 // forget removes the feed from its stream, so that a later client with the
 // same cursor starts a fetch of its own.
 func (f *catchUpFeed) forget() {
-	s := f.s
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.feeds[f.id] == f {
-		delete(s.feeds, f.id)
+	cu := f.cu
+	cu.mu.Lock()
+	defer cu.mu.Unlock()
+	if cu.feeds[f.id] == f {
+		delete(cu.feeds, f.id)
 	}
 }

@@ -22,13 +22,13 @@ func feedReaders(id string) int {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		for _, s := range r.streams {
-			s.mu.RLock()
-			if f := s.feeds[clientCursor(id)]; f != nil {
+			s.catchUps.mu.Lock()
+			if f := s.catchUps.feeds[clientCursor(id)]; f != nil {
 				f.mu.Lock()
 				n += f.readers
 				f.mu.Unlock()
 			}
-			s.mu.RUnlock()
+			s.catchUps.mu.Unlock()
 		}
 		return true
 	})

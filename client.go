@@ -14,8 +14,9 @@ import (
 // This file is the client: its cursor into the stream's ring, and next,
 // the one place that decides what a client is sent next, whichever writer
 // serves it (its request goroutine, respwriter.go, or a shared writer,
-// sharedwriter.go). It also holds the lag rule and the one way clients are
-// ended over a moment of their own.
+// sharedwriter.go). It also holds the lag rule, the one hook a client ends
+// through (end), and the one way clients are ended over a moment of their
+// own (endWithin).
 
 var (
 	errSlowClient     = errors.New("client fell more than client_queue events behind")
@@ -27,21 +28,35 @@ var (
 // the same millisecond.
 const closeSpread = 2 * time.Second
 
+// writer is what serves a client: its own request goroutine
+// (requestWriter, respwriter.go), which serves that one client, or one of
+// its stream's shared writers (detachedClient, sharedwriter.go), which
+// serve many. A client never knows which.
+type writer interface {
+	// wake tells the writer there may be something to send to the client.
+	// It never blocks.
+	wake()
+	// end is told that the client was ended (client.end): it ends a write
+	// of the client's in flight, and closes its connection if it holds it.
+	end()
+}
+
 // client is one downstream connection. The hub never writes to it: it moves
 // nothing but a wake-up signal, and the client's writer copies its frames
 // out of the stream's ring (next).
 type client struct {
 	ring    *ring     // the stream's frames
 	signals *signals  // the stream's keepalive rounds and retry time
-	pack    *packer   // compresses what it is sent (compresschain.go); nil: sent as is
+	pack    packer    // appends what it is sent, compressed or as it is (compresschain.go)
 	cfg     *settings // its handler's: what serves it (see settings)
 	metrics *upstreamMetrics
 
-	cursor atomic.Uint64 // seq of the last frame handed to the writer
-	wakeC  chan struct{} // holds one token when there may be work
-	done   chan struct{} // closed when the client is ended
-	cause  error         // why it was ended; set before done closes
-	once   sync.Once     // guards done
+	w      atomic.Pointer[writer] // what serves it; it changes once, if it is detached
+	cursor atomic.Uint64          // seq of the last frame handed to the writer
+	wakeC  chan struct{}          // holds one token when there may be work for its request goroutine
+	done   chan struct{}          // closed when the client is ended
+	cause  error                  // why it was ended; set before done closes
+	once   sync.Once              // guards done
 
 	retry       int64   // the retry sent to this client, in ms; < 0: the origin's
 	retryFactor float64 // scales the retry sent to this client (retry_jitter)
@@ -111,6 +126,7 @@ func newClient(r *ring, sig *signals, cfg *settings, metrics *upstreamMetrics) *
 	c := &client{
 		ring:        r,
 		signals:     sig,
+		pack:        plainPacker{},
 		cfg:         cfg,
 		metrics:     metrics,
 		wakeC:       make(chan struct{}, 1),
@@ -121,6 +137,7 @@ func newClient(r *ring, sig *signals, cfg *settings, metrics *upstreamMetrics) *
 		keepalives:  sig.keepalives.Load(),
 		joined:      time.Now(),
 	}
+	c.serveBy(requestWriter{c})
 	if cfg.retryJitter > 0 {
 		spread := float64(cfg.retryJitter) / 100
 		c.retryFactor = 1 - spread + 2*spread*rand.Float64()
@@ -128,22 +145,20 @@ func newClient(r *ring, sig *signals, cfg *settings, metrics *upstreamMetrics) *
 	return c
 }
 
-// wake tells the client's writer there may be something to send. It never
-// blocks: a writer that is busy finds the token when it comes back.
-func (c *client) wake() {
-	select {
-	case c.wakeC <- struct{}{}:
-	default:
-	}
-}
+// writer returns what serves c.
+func (c *client) writer() writer { return *c.w.Load() }
+
+// serveBy has w serve c from now on.
+func (c *client) serveBy(w writer) { c.w.Store(&w) }
 
 // end ends the client with cause: its writer stops at its next look, and
-// a write of its that is in flight is ended.
+// is told (writer.end), so that a write of its in flight is ended. It is
+// the one way a client ends.
 func (c *client) end(cause error) {
 	c.once.Do(func() {
 		c.cause = cause
 		close(c.done)
-		c.abortWrite()
+		c.writer().end()
 	})
 }
 
@@ -157,16 +172,20 @@ func (c *client) abortWrite() {
 }
 
 // endWithin ends the client with cause at a random moment within
-// closeSpread, and then calls then, if it is not nil: so the clients of a
-// closing stream or config do not all reconnect at once. Until then it is
-// served as before. It is the one way clients are ended over time.
-func (c *client) endWithin(cause error, then func()) {
-	time.AfterFunc(rand.N(closeSpread), func() {
-		c.end(cause)
-		if then != nil {
-			then()
-		}
-	})
+// closeSpread: so the clients of a closing stream or config do not all
+// reconnect at once. Until then it is served as before. It is the one way
+// clients are ended over time.
+func (c *client) endWithin(cause error) {
+	time.AfterFunc(rand.N(closeSpread), func() { c.end(cause) })
+}
+
+// place puts c's cursor at seq, with what the stream published up to head
+// (its replay) not counted as lag: where it joins (stream.addLocked), or
+// where its catch-up meets the shared stream (stream.splice). The stream's
+// mu and the ring's lock must be held.
+func (c *client) place(seq, head uint64) {
+	c.cursor.Store(seq)
+	c.joinedAt = head
 }
 
 // lagging reports whether c has broken the lag rule: it has fallen more
@@ -285,10 +304,7 @@ func (c *client) appendRetry(out []byte) []byte {
 		return out
 	}
 	c.sentRetry = retry
-	if c.pack != nil {
-		return c.pack.own(out, sse.AppendRetry(nil, retry))
-	}
-	return sse.AppendRetry(out, retry)
+	return c.pack.own(out, sse.AppendRetry(nil, retry))
 }
 
 // appendOpening appends the first bytes of c's body: the retry time, if
@@ -298,21 +314,14 @@ func (c *client) appendOpening(out []byte) []byte {
 	if out = c.appendRetry(out); len(out) > start {
 		return out
 	}
-	if c.pack != nil {
-		return c.pack.own(out, []byte(sse.Opening))
-	}
-	return append(out, sse.Opening...)
+	return c.pack.own(out, []byte(sse.Opening))
 }
 
 // appendPrime appends the cursor priming block: it sets the client's last
 // event ID to the stream's at join time without firing an event, so that a
 // client that drops before the next event still resumes from there.
 func (c *client) appendPrime(out []byte) []byte {
-	if c.pack != nil {
-		out = c.pack.own(out, c.prime)
-	} else {
-		out = append(out, c.prime...)
-	}
+	out = c.pack.own(out, c.prime)
 	c.prime = nil
 	if c.filter != nil {
 		c.filter.primed(c.primeID, c.primeAt)
@@ -323,26 +332,29 @@ func (c *client) appendPrime(out []byte) []byte {
 // appendFrame appends f as c is sent it: as is, or compressed in c's
 // encoding. The ring's read lock must be held.
 func (c *client) appendFrame(out []byte, f *frame) []byte {
-	if c.pack != nil {
-		return c.pack.frame(out, f)
-	}
-	return append(out, f.bytes...)
+	return c.pack.frame(out, f)
 }
 
 // appendIDBlock appends an id-only block: it sets the client's
 // lastEventId to id and fires no event.
 func (c *client) appendIDBlock(out []byte, id string) []byte {
 	ev := sse.Event{ID: id}
-	if c.pack != nil {
-		return c.pack.own(out, sse.AppendEvent(nil, &ev, true))
-	}
-	return sse.AppendEvent(out, &ev, true)
+	return c.pack.own(out, sse.AppendEvent(nil, &ev, true))
 }
 
 // appendKeepalive appends a keepalive comment.
 func (c *client) appendKeepalive(out []byte) []byte {
-	if c.pack != nil {
-		return c.pack.keepalive(out)
-	}
-	return append(out, sse.Keepalive...)
+	return c.pack.keepalive(out)
 }
+
+// encoding is what c's stream is compressed in; nil: none.
+func (c *client) encoding() *encoding { return c.pack.encoding() }
+
+// plainPacker is a plain client's packer: everything as it is.
+type plainPacker struct{}
+
+func (plainPacker) frame(out []byte, f *frame) []byte { return append(out, f.bytes...) }
+func (plainPacker) own(out, plain []byte) []byte      { return append(out, plain...) }
+func (plainPacker) keepalive(out []byte) []byte       { return append(out, sse.Keepalive...) }
+func (plainPacker) encoding() *encoding               { return nil }
+func (plainPacker) release()                          {}

@@ -298,15 +298,5 @@ func clientsPast(s *stream, joinedAt, seq uint64) bool {
 			return false
 		}
 	}
-	for _, sh := range s.shards {
-		sh.mu.Lock()
-		for _, d := range sh.clients {
-			if d.joinedAt == joinedAt && d.cursor.Load() <= seq {
-				sh.mu.Unlock()
-				return false
-			}
-		}
-		sh.mu.Unlock()
-	}
 	return true
 }

@@ -155,11 +155,28 @@ func (cs *chains) pack(f *frame) {
 // event compresses to a third of its size or less, plus its block headers.
 func pieceRoom(f *frame) int { return len(f.bytes)/2 + 64 }
 
-// packer compresses what one client is sent, in its encoding: its frames
-// as pieces of the stream's chain while it follows it, else on their own,
-// and its own pieces on their own. Like the rest of what a client was last
-// sent, it is used by one writer at a time.
-type packer struct {
+// packer appends what one client is sent, as its encoding has it: a
+// plain client's as it is (plainPacker, client.go), a compressed client's compressed
+// (chainPacker). Like the rest of what a client was last sent, it is used
+// by one writer at a time.
+type packer interface {
+	// frame appends f, a frame of the ring; the ring's read lock must be
+	// held, with f in the ring.
+	frame(out []byte, f *frame) []byte
+	// own appends a piece of the client's own.
+	own(out, plain []byte) []byte
+	// keepalive appends a ": keepalive" comment.
+	keepalive(out []byte) []byte
+	// encoding is what the client is sent its stream in; nil: none.
+	encoding() *encoding
+	// release counts the client out of its stream's compression.
+	release()
+}
+
+// chainPacker compresses what one client is sent, in its encoding: its
+// frames as pieces of the stream's chain while it follows it, else on
+// their own, and its own pieces on their own.
+type chainPacker struct {
 	enc   *encoding
 	chain *chain // the stream's chain in enc
 	ring  *ring  // the stream's, whose read lock guards frames' pieces on their own
@@ -172,10 +189,10 @@ type packer struct {
 
 // newPacker returns the packer of a client of the stream in enc, counted
 // as a user of its chain until release, or, if lone, as one that needs
-// frames on their own; nil if enc is nil.
-func (cs *chains) newPacker(enc *encoding, r *ring, lone bool) *packer {
+// frames on their own; the plain packer if enc is nil.
+func (cs *chains) newPacker(enc *encoding, r *ring, lone bool) packer {
 	if enc == nil {
-		return nil
+		return plainPacker{}
 	}
 	ch := &cs.of[enc.index]
 	if lone {
@@ -183,19 +200,14 @@ func (cs *chains) newPacker(enc *encoding, r *ring, lone bool) *packer {
 	} else {
 		ch.users.Add(1)
 	}
-	return &packer{enc: enc, chain: ch, ring: r, lone: lone}
+	return &chainPacker{enc: enc, chain: ch, ring: r, lone: lone}
 }
 
 // encoding is what c's stream is compressed in; nil: none.
-func (c *client) encoding() *encoding {
-	if c.pack == nil {
-		return nil
-	}
-	return c.pack.enc
-}
+func (p *chainPacker) encoding() *encoding { return p.enc }
 
 // release counts the client out of its chain's users.
-func (p *packer) release() {
+func (p *chainPacker) release() {
 	if p.lone {
 		p.chain.lone.Add(-1)
 	} else {
@@ -206,7 +218,7 @@ func (p *packer) release() {
 // frame appends f: as a piece of the chain when the client follows it (or
 // can begin to, at a segment's first piece), else compressed on its own.
 // The ring's read lock must be held, with f in the ring.
-func (p *packer) frame(out []byte, f *frame) []byte {
+func (p *chainPacker) frame(out []byte, f *frame) []byte {
 	out = p.begin(out)
 	if f.packs == nil { // published while the stream had no compressed client
 		return p.own(out, f.bytes)
@@ -230,19 +242,19 @@ func (p *packer) frame(out []byte, f *frame) []byte {
 }
 
 // own appends a piece of the client's own, compressed on its own.
-func (p *packer) own(out, plain []byte) []byte {
+func (p *chainPacker) own(out, plain []byte) []byte {
 	out = p.leave(p.begin(out))
 	return p.enc.alone(out, plain)
 }
 
 // keepalive appends a ": keepalive" comment, compressed on its own.
-func (p *packer) keepalive(out []byte) []byte {
+func (p *chainPacker) keepalive(out []byte) []byte {
 	out = p.leave(p.begin(out))
 	return append(out, p.enc.keepalive()...)
 }
 
 // begin appends the encoding's head before the client's first piece.
-func (p *packer) begin(out []byte) []byte {
+func (p *chainPacker) begin(out []byte) []byte {
 	if p.begun {
 		return out
 	}
@@ -252,7 +264,7 @@ func (p *packer) begin(out []byte) []byte {
 
 // leave appends what ends the segment the client follows, if it follows
 // one: what comes next does not follow it.
-func (p *packer) leave(out []byte) []byte {
+func (p *chainPacker) leave(out []byte) []byte {
 	if p.segment == 0 {
 		return out
 	}

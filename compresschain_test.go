@@ -214,8 +214,8 @@ func TestEveryClientDecodesToItsPlainTwin(t *testing.T) {
 			if !p.gone {
 				serve(p)
 				p.gone = true
-				s.leave(p.packed, false)
-				s.leave(p.plain, false)
+				s.leave(p.packed)
+				s.leave(p.plain)
 			}
 		default:
 			if len(pairs) > 0 {

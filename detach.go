@@ -49,14 +49,14 @@ func detach(w http.ResponseWriter, s *stream, c *client) bool {
 	if brw.Reader.Buffered() > 0 {
 		c.end(errClientSentData) // an EventSource sends nothing more
 		conn.Close()
-		s.leave(c, false)
+		s.leave(c)
 		s.logEnded(c, errClientSentData, false)
 		return true
 	}
 	d := s.attach(c, conn)
 	if d == nil { // ended meanwhile, or its stream closed
 		conn.Close()
-		s.leave(c, false)
+		s.leave(c)
 		cause := errStreamClosed
 		select {
 		case <-c.done:
@@ -88,11 +88,11 @@ func (d *detachedClient) watch() {
 		}
 	}
 	if err == nil {
-		d.end(errClientSentData)
+		d.c.end(errClientSentData)
 	} else {
-		d.end(errClientGone)
+		d.c.end(errClientGone)
 	}
 	d.shard.remove(d)
-	s.leave(d.client, true)
-	s.logEnded(d.client, d.cause, true)
+	s.leave(d.c)
+	s.logEnded(d.c, d.c.cause, true)
 }

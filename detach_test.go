@@ -248,17 +248,17 @@ func TestDetachedClientKeepsNoResponse(t *testing.T) {
 	testkit.Eventually(t, "the client to be detached", func() bool { return detachedClients() == 1 })
 	registries.Range(func(_, value any) bool {
 		for _, s := range value.(*registry).liveStreams() {
-			s.mu.RLock()
-			for _, sh := range s.shards {
+			s.shared.mu.Lock()
+			for _, sh := range s.shared.shards {
 				sh.mu.Lock()
 				for _, d := range sh.clients {
-					if d.abort.Load() != nil {
+					if d.c.abort.Load() != nil {
 						t.Error("a detached client still holds its response writer")
 					}
 				}
 				sh.mu.Unlock()
 			}
-			s.mu.RUnlock()
+			s.shared.mu.Unlock()
 		}
 		return true
 	})

@@ -1,12 +1,9 @@
 package ssefanout
 
-import (
-	"errors"
-	"time"
-)
+import "time"
 
-// This file is the stream's timer: the keepalive, and the watchdog of
-// writes that never complete. One timer per stream, none per client.
+// This file is the stream's timer: the keepalive rounds, and the ticks of
+// the write watchdog (watchdog.go). One timer per stream, none per client.
 //
 // Every frame goes to every client that has no filter, so a stream that
 // published nothing for the heartbeat interval has sent nothing to any of
@@ -27,9 +24,6 @@ import (
 // heartbeatOffCheck is how often a stream whose heartbeat is off looks
 // again, since a config reload may turn it on.
 const heartbeatOffCheck = time.Minute
-
-// errWriteTimeout ends a client whose write took longer than write_timeout.
-var errWriteTimeout = errors.New("a write to the client took longer than write_timeout")
 
 // runHeartbeat runs keepalive rounds, and watches writes, until the stream
 // is closed.
@@ -74,19 +68,13 @@ func (s *stream) heartbeatWait(lastFilterRound *time.Duration) time.Duration {
 }
 
 // wakeFiltered wakes, for a filter round, the writers of the filtered
-// clients served in their requests, and the shared writers, which look at
-// each of their clients in turn anyway.
+// clients.
 func (s *stream) wakeFiltered() {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	for c := range s.clients {
+	s.eachClient(func(c *client) {
 		if c.filter != nil {
-			c.wake()
+			c.writer().wake()
 		}
-	}
-	for _, sh := range s.shards {
-		sh.wake()
-	}
+	})
 }
 
 // keepaliveRound has every client that has nothing else to send sent a
@@ -96,21 +84,4 @@ func (s *stream) keepaliveRound() {
 	s.signals.keepalives.Add(1)
 	s.markSent()
 	s.wakeAll()
-}
-
-// endStuckWrites ends the clients served in their requests whose write has
-// been in flight for longer than timeout. A writer past Caddy's chain
-// (respWriter) writes without deadlines, which over HTTP/2 would cost a
-// message to the connection's goroutine on every write: a connection that
-// takes nothing more would hold its writer for good, and this ends it.
-func (s *stream) endStuckWrites(timeout time.Duration) {
-	now := time.Now().UnixNano()
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	for c := range s.clients {
-		if since := c.writing.Load(); since != 0 && now-since > int64(timeout) {
-			c.end(errWriteTimeout)
-			c.abortWrite() // if it was ended before, its write was not
-		}
-	}
 }

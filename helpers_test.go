@@ -100,9 +100,7 @@ func openStreams() int {
 
 // publishTo publishes ev on s as its upstream reader would.
 func publishTo(s *stream, ev *sse.Event) {
-	if f := s.frameOf(ev); f != nil {
-		s.publish(f)
-	}
+	s.publish(ev, &resend{})
 }
 
 // testSettings returns defaults as Provision would resolve them.

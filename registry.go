@@ -218,7 +218,7 @@ func (r *registry) start(s *stream) {
 	r.wg.Add(2)
 	go func() {
 		defer r.wg.Done()
-		if until := s.readUpstream(s.ctx); !until.IsZero() {
+		if until := s.up.run(s.ctx); !until.IsZero() {
 			r.stop(s, until)
 		}
 	}()

@@ -20,6 +20,25 @@ import (
 // sse_fanout holds back.
 var errResponseBuffered = errors.New("a handler before sse_fanout buffers the response")
 
+// requestWriter is the writer of a client served in its own request
+// goroutine (respWriter.serve): it serves that one client, which it wakes
+// through the client's own channel.
+type requestWriter struct{ c *client }
+
+// wake leaves a token for the client's request goroutine. It never
+// blocks: a writer that is busy finds the token when it comes back.
+func (w requestWriter) wake() {
+	select {
+	case w.c.wakeC <- struct{}{}:
+	default:
+	}
+}
+
+// end ends the client's write in flight, if its writer writes past
+// Caddy's chain (see client.abortWrite); the request goroutine sees that
+// the client ended at its next look.
+func (w requestWriter) end() { w.c.abortWrite() }
+
 // maxBatchWrite bounds how much of a batch is gathered before it is written,
 // so that a long replay does not gather the whole buffer in a copy.
 const maxBatchWrite = 64 << 10
@@ -42,7 +61,7 @@ type respWriter struct {
 	w            io.Writer
 	rc           *http.ResponseController
 	c            *client // whose writes the stream's watchdog watches, if past
-	pack         *packer // compresses what write is given; nil: written as is
+	pack         packer  // appends what write is given, compressed or as it is
 	sent         *sentCount
 	writeTimeout time.Duration
 	deadlines    bool   // set write deadlines of our own (see ownDeadlines)
@@ -198,11 +217,7 @@ func (rw *respWriter) write(b []byte) {
 	if rw.err != nil {
 		return
 	}
-	if rw.pack != nil {
-		rw.out = rw.pack.own(rw.out, b)
-	} else {
-		rw.out = append(rw.out, b...)
-	}
+	rw.out = rw.pack.own(rw.out, b)
 	if len(rw.out) >= maxBatchWrite {
 		rw.writeOut()
 	}

@@ -40,7 +40,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	err := l.rw.serve(r.Context(), l.c)
 	l.c.abort.Store(nil)
-	l.s.leave(l.c, false)
+	l.s.leave(l.c)
 	if err == nil {
 		err = errClientGone // serve's nil: it hung up
 	}
@@ -87,8 +87,8 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request) live {
 	// found from their answers (tier.go), which a tier waiting for its
 	// upstream's first answer would never give.
 	if len(c.via) == 0 {
-		if ref := s.awaitOpen(r.Context()); ref != nil {
-			s.leave(c, false)
+		if ref := s.up.awaitOpen(r.Context()); ref != nil {
+			s.leave(c)
 			if ce := h.logger.Check(zap.DebugLevel, "client refused: the stream has never been live"); ce != nil {
 				ce.Write(zap.String("stream", s.label), zap.Int("status", ref.status))
 			}
@@ -216,7 +216,7 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream,
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	if err := rc.Flush(); err != nil {
-		s.leave(c, false)
+		s.leave(c)
 		if !errors.Is(err, http.ErrNotSupported) {
 			// The client left as its response started (an HTTP/2 stream
 			// reset, a closed connection): its own affair, logged where
@@ -229,7 +229,7 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream,
 	if responseBuffered(w) {
 		// The head has not reached the client, and would not before the
 		// response ends: a stream that never ends would be held in memory.
-		s.leave(c, false)
+		s.leave(c)
 		h.logger.Error("a handler before sse_fanout buffers the response, so events cannot stream; remove it from this route (log_append with {http.response.body}, or intercept that handles every response)")
 		refuse(w, http.StatusInternalServerError, errResponseBuffered.Error()+", so events cannot stream")
 		return nil, nil
@@ -239,7 +239,7 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream,
 	rw := newRespWriter(w, rc, h.cfg.writeTimeout, past, c)
 	err := rw.open(c)
 	if err == nil {
-		err = s.resume(r.Context(), c, rw)
+		err = s.catchUps.resume(r.Context(), c, rw)
 	}
 	if err == nil {
 		err = rw.send(c) // the replay
@@ -252,7 +252,7 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream,
 	// more: a detached client must not keep them.
 	c.abort.Store(nil)
 	if err != nil {
-		s.leave(c, false)
+		s.leave(c)
 	}
 	return nil, err
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,9 +27,10 @@ import (
 const clientsPerShard = 256
 
 // detachedClient is a client that a shared writer serves, with its
-// connection, taken over from net/http.
+// connection, taken over from net/http. It is the client's writer
+// (client.writer): its shard serves many such.
 type detachedClient struct {
-	*client
+	c    *client
 	conn net.Conn        // what its bytes are written to: its TCP connection, or its TLS connection over it
 	tcp  net.Conn        // its TCP connection: closing it ends the client at once, whatever waits on it
 	raw  syscall.RawConn // tcp's, for writes that never wait; nil where unsupported
@@ -44,24 +46,26 @@ type detachedClient struct {
 	pending  []byte
 }
 
-// end ends the client with cause and closes its connection, which ends its
-// watch (detach.go). The TCP connection is closed, not the TLS one, whose
-// Close would first wait to write an alert.
-func (d *detachedClient) end(cause error) {
-	d.client.end(cause)
-	d.tcp.Close()
-}
+// wake wakes the client's shard, which looks at each of its clients in
+// turn.
+func (d *detachedClient) wake() { d.shard.wake() }
 
-// endWithin ends the client and closes its connection at a moment of its
-// own (client.endWithin).
-func (d *detachedClient) endWithin(cause error) {
-	d.client.endWithin(cause, func() { d.tcp.Close() })
+// end closes the client's connection, which ends its watch (detach.go):
+// the client was ended. The TCP connection is closed, not the TLS one,
+// whose Close would first wait to write an alert.
+func (d *detachedClient) end() { d.tcp.Close() }
+
+// sharedWriters are a stream's shared writers.
+type sharedWriters struct {
+	mu     sync.Mutex
+	shards []*writerShard
 }
 
 // writerShard is one of a stream's shared writers.
 type writerShard struct {
 	s     *stream
 	wakeC chan struct{} // holds one token when there may be work
+	ended chan struct{} // closed when run has returned, its last pass made
 
 	mu      sync.Mutex
 	clients []*detachedClient // each client's index is its place here
@@ -72,18 +76,12 @@ type writerShard struct {
 	writer nonblockingWriter
 }
 
-// attach moves c, whose connection was taken over, from the clients served
-// in their request goroutines to a shared writer. It returns nil if c was
-// ended meanwhile, or the stream was closed: no shared writer would ever
-// end such a client.
+// attach moves c, whose connection was taken over, from its request
+// goroutine to a shared writer. It returns nil if c left the stream
+// meanwhile (it was cut), or the stream was closed: no shared writer would
+// ever end such a client.
 func (s *stream) attach(c *client, conn net.Conn) *detachedClient {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.clients[c]; !ok || s.closed {
-		return nil
-	}
-	delete(s.clients, c)
-	d := &detachedClient{client: c, conn: conn, tcp: conn}
+	d := &detachedClient{c: c, conn: conn, tcp: conn}
 	if tc, ok := conn.(*tls.Conn); ok {
 		d.tcp = tc.NetConn()
 	}
@@ -91,33 +89,46 @@ func (s *stream) attach(c *client, conn net.Conn) *detachedClient {
 	if d.tcp != conn && d.raw != nil {
 		d.tls = newTLSRoom(d.raw)
 	}
-	d.shard = s.shardForLocked()
-	d.shard.add(d)
-	s.detached++
-	s.hub.wg.Add(1) // for its watch
+	bound := s.rebind(c, func() writer {
+		d.shard = s.shared.pick(s)
+		d.shard.add(d)
+		s.hub.wg.Add(1) // for its watch
+		return d
+	})
+	if !bound {
+		return nil
+	}
+	select {
+	case <-c.done:
+		// Ended as it moved: its end closed nothing of d's.
+		d.end()
+	default:
+	}
 	select {
 	case <-c.stop:
 		// Its config was unloaded while it started: endClientsOf has
 		// passed it over, so it ends here, as the others do.
-		d.endWithin(errHandlerStopped)
+		c.endWithin(errHandlerStopped)
 	default:
 	}
 	return d
 }
 
-// shardForLocked returns the shard a newly detached client joins: the
-// least loaded, after adding one if the stream has outgrown its shards.
-// s.mu must be held.
-func (s *stream) shardForLocked() *writerShard {
-	if len(s.shards) < runtime.GOMAXPROCS(0) && s.detached >= len(s.shards)*clientsPerShard {
-		sh := &writerShard{s: s, wakeC: make(chan struct{}, 1)}
+// pick returns the shard a newly detached client of s joins: the least
+// loaded, after adding one if the stream has outgrown its shards. s.mu
+// must be held, s open.
+func (sw *sharedWriters) pick(s *stream) *writerShard {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if len(sw.shards) < runtime.GOMAXPROCS(0) && sw.countLocked() >= len(sw.shards)*clientsPerShard {
+		sh := &writerShard{s: s, wakeC: make(chan struct{}, 1), ended: make(chan struct{})}
 		sh.writer.init()
-		s.shards = append(s.shards, sh)
+		sw.shards = append(sw.shards, sh)
 		s.hub.wg.Add(1)
 		go sh.run()
 	}
-	best, fewest := s.shards[0], -1
-	for _, sh := range s.shards {
+	best, fewest := sw.shards[0], -1
+	for _, sh := range sw.shards {
 		sh.mu.Lock()
 		n := len(sh.clients)
 		sh.mu.Unlock()
@@ -128,20 +139,32 @@ func (s *stream) shardForLocked() *writerShard {
 	return best
 }
 
-// endDetached ends, each at a moment of its own, the detached clients that
-// the handler with this stop channel served.
-func (s *stream) endDetached(stop <-chan struct{}) {
-	s.mu.RLock()
-	shards := append([]*writerShard(nil), s.shards...)
-	s.mu.RUnlock()
-	for _, sh := range shards {
+// count is how many clients the shared writers serve.
+func (sw *sharedWriters) count() int {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	return sw.countLocked()
+}
+
+// countLocked is count with sw.mu held.
+func (sw *sharedWriters) countLocked() int {
+	n := 0
+	for _, sh := range sw.shards {
 		sh.mu.Lock()
-		for _, d := range sh.clients {
-			if d.stop == stop {
-				d.endWithin(errHandlerStopped)
-			}
-		}
+		n += len(sh.clients)
 		sh.mu.Unlock()
+	}
+	return n
+}
+
+// wait waits, once the stream is closed, until every shard has made its
+// last pass: what the stream published before it closed is sent.
+func (sw *sharedWriters) wait() {
+	sw.mu.Lock()
+	shards := slices.Clone(sw.shards)
+	sw.mu.Unlock()
+	for _, sh := range shards {
+		<-sh.ended
 	}
 }
 
@@ -174,21 +197,17 @@ func (sh *writerShard) wake() {
 }
 
 // run serves the shard's clients until the stream closes, then sends them
-// what the stream published before it closed and ends each at a moment of
-// its own.
+// what the stream published before it closed; the stream then ends them
+// (stream.close).
 func (sh *writerShard) run() {
 	defer sh.s.hub.wg.Done()
+	defer close(sh.ended)
 	for {
 		select {
 		case <-sh.wakeC:
 			sh.pass()
 		case <-sh.s.done:
 			sh.pass()
-			sh.mu.Lock()
-			for _, d := range sh.clients {
-				d.endWithin(errStreamClosed)
-			}
-			sh.mu.Unlock()
 			return
 		}
 	}
@@ -209,20 +228,13 @@ func (sh *writerShard) pass() {
 // it now, and hands the rest to a drain.
 func (sh *writerShard) serve(d *detachedClient) {
 	if d.draining.Load() {
-		// Its drain may be stuck in a write: the lag rule still applies.
-		queue := uint64(sh.s.hub.settings.Load().clientQueue)
-		d.ring.mu.RLock()
-		lagging := d.client.cutIfLagging(queue)
-		d.ring.mu.RUnlock()
-		if lagging {
-			d.tcp.Close()
-		}
+		// Its drain may be stuck in a write: publish applies the lag
+		// rule to it, as to every client.
 		return
 	}
-	out, more, err := d.client.next(sh.out[:0], maxBatchWrite)
+	out, more, err := d.c.next(sh.out[:0], maxBatchWrite)
 	if err != nil {
-		d.tcp.Close()
-		return
+		return // it broke the lag rule, and was ended
 	}
 	if len(out) == 0 {
 		return
@@ -234,13 +246,13 @@ func (sh *writerShard) serve(d *detachedClient) {
 	case d.raw != nil:
 		written, err = sh.writer.write(d.raw, out)
 	}
-	d.sent.bytes.Add(int64(written))
+	d.c.sent.bytes.Add(int64(written))
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded) && d.tls == nil:
 		// A deadline that the server's request handling left: the
 		// drain writes under a deadline of its own, then lifts it.
 	case err != nil:
-		d.end(err) // the client is gone
+		d.c.end(err) // the client is gone
 		return
 	}
 	if written < len(out) || more {
@@ -264,14 +276,14 @@ func (sh *writerShard) drain(d *detachedClient) {
 	d.pending = nil
 	var out []byte
 	for err == nil {
-		out, _, err = d.client.next(out[:0], maxBatchWrite)
+		out, _, err = d.c.next(out[:0], maxBatchWrite)
 		if err != nil || len(out) == 0 {
 			break
 		}
 		err = sh.writeBlocking(d, out)
 	}
 	if err != nil {
-		d.end(err)
+		d.c.end(err)
 		return
 	}
 	if d.tls != nil {
@@ -291,7 +303,7 @@ func (sh *writerShard) writeBlocking(d *detachedClient, b []byte) error {
 		return err
 	}
 	n, err := d.conn.Write(b)
-	d.sent.bytes.Add(int64(n))
+	d.c.sent.bytes.Add(int64(n))
 	if err != nil {
 		return err
 	}

@@ -121,9 +121,7 @@ func (db *detachedBench) close() {
 	}
 	db.wg.Wait()
 	for {
-		db.s.mu.RLock()
-		left := db.s.detached
-		db.s.mu.RUnlock()
+		left := db.s.shared.count()
 		if left == 0 {
 			break
 		}

@@ -3,7 +3,9 @@ package ssefanout
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,11 +35,9 @@ type hub struct {
 
 // stream is one upstream event stream and the clients it feeds.
 type stream struct {
-	key           string
-	label         string // the key as logs and the admin API show it
-	upstreamURL   string
-	upstreamLabel string      // upstreamURL as logs and the admin API show it
-	headerUp      http.Header // sent on every upstream request
+	key   string
+	label string    // the key as logs and the admin API show it
+	up    *upstream // its connection to the origin (upstream.go)
 
 	hub     *hub
 	logger  *zap.Logger
@@ -50,63 +50,35 @@ type stream struct {
 	done   chan struct{}      // closed when the stream is closed
 	once   sync.Once
 
-	ring     *ring        // the frames; its own lock guards it
-	chains   chains       // its compression, once per stream (compresschain.go)
-	signals  signals      // keepalive rounds and the origin's retry, for every client
-	lastSend atomic.Int64 // nanoseconds after started of the last frame or keepalive
-	filtered atomic.Int64 // clients with an event-type filter, which need filter rounds
+	ring     *ring         // the frames; its own lock guards it
+	shared   sharedWriters // the shared writers of its detached clients (sharedwriter.go); their own lock guards them
+	catchUps catchUps      // its catch-ups (catchupfeed.go); their own lock guards them
+	chains   chains        // its compression, once per stream (compresschain.go)
+	signals  signals       // keepalive rounds and the origin's retry, for every client
+	lastSend atomic.Int64  // nanoseconds after started of the last frame or keepalive
+	filtered atomic.Int64  // clients with an event-type filter, which need filter rounds
 
 	// Lock order: mu, then ring.mu.
-	mu      sync.RWMutex         // guards the fields below
-	clients map[*client]struct{} // those served in their request goroutines
-	// handlerClients counts the clients, served in their requests or
-	// detached, of each handler, by its stop channel: max_clients counts
-	// a handler's own.
+	mu sync.RWMutex // guards the fields below
+	// clients are the stream's clients, each with the writer that serves
+	// it (client.writer): its request goroutine, or a shared writer.
+	clients map[*client]struct{}
+	// handlerClients counts the clients of each handler, by its stop
+	// channel: max_clients counts a handler's own.
 	handlerClients map[<-chan struct{}]int
-	woken          []*client                     // publish's list of clients to wake, kept between events
-	shards         []*writerShard                // the shared writers of detached clients
-	detached       int                           // how many clients the shards serve
-	idleTimer      *time.Timer                   // set while the stream has no client
-	feeds          map[clientCursor]*catchUpFeed // catch-ups being read, by cursor
-	fetches        int                           // catch-up fetches under way
-	closed         bool                          // close has run: no client joins or attaches
+	woken          []writer    // publish's list of writers to wake, kept between events
+	idleTimer      *time.Timer // set while the stream has no client
+	closed         bool        // close has run: no client joins or attaches
 	// upstreamTier is the sse_fanout node the upstream answered from; ""
 	// for an origin (tier.go).
 	upstreamTier string
-
-	// Until the origin first answers with an event stream (live), what it
-	// answered the stream's own request with instead is what its clients
-	// are answered (awaitOpen): refusal, once the first attempt has
-	// failed, which closes answered.
-	live     bool
-	answered chan struct{} // closed at the first attempt's outcome
-	refusal  *originRefusal
-
-	// The upstream connection's state, for the admin API.
-	state       string    // one of the state constants
-	lastErr     string    // why the last connection failed; "" once one connects
-	lastErrAt   time.Time // when it failed; zero once one connects
-	connectedAt time.Time // when the current connection opened
-	connects    int       // connections opened
-	received    uint64    // blocks published
 }
-
-// Upstream connection states.
-const (
-	stateConnecting = "connecting"
-	stateConnected  = "connected"
-	stateBackoff    = "backoff"
-	stateStopped    = "stopped"
-)
 
 func newStream(h *hub, sr streamRequest) *stream {
 	cfg := h.settings.Load()
 	s := &stream{
 		key:            sr.key,
 		label:          sr.label,
-		upstreamURL:    sr.upstreamURL,
-		upstreamLabel:  redactURL(sr.upstreamURL),
-		headerUp:       sr.headerUp,
 		hub:            h,
 		logger:         cfg.logger.With(zap.String("stream", sr.label)),
 		started:        time.Now(),
@@ -114,31 +86,12 @@ func newStream(h *hub, sr streamRequest) *stream {
 		ring:           newRing(cfg.ringCapacity(), cfg.bufferBytes),
 		clients:        make(map[*client]struct{}),
 		handlerClients: make(map[<-chan struct{}]int),
-		state:          stateConnecting,
-		answered:       make(chan struct{}),
 	}
+	s.up = newUpstream(s, sr)
+	s.catchUps.s = s
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.signals.originRetry.Store(-1)
 	return s
-}
-
-// setState records the upstream connection's state; err may be nil.
-func (s *stream) setState(state string, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.state = state
-	switch state {
-	case stateConnected:
-		s.connectedAt = time.Now()
-		s.connects++
-		s.live, s.refusal = true, nil
-		s.answerOnce()
-		s.lastErr, s.lastErrAt = "", time.Time{} // an old failure is not this connection's state
-	case stateBackoff, stateStopped:
-		if err != nil {
-			s.lastErr, s.lastErrAt = err.Error(), time.Now()
-		}
-	}
 }
 
 // addLocked adds a joining client of the handler with the settings cfg
@@ -157,13 +110,12 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}
 	case <-stop:
 		// Its config was unloaded as it joined: endClientsOf has passed
 		// it over, so it ends here, as the others do.
-		c.endWithin(errHandlerStopped, nil)
+		c.endWithin(errHandlerStopped)
 	default:
 	}
 	s.ring.mu.RLock()
 	defer s.ring.mu.RUnlock()
-	c.cursor.Store(s.ring.head)
-	c.joinedAt = s.ring.head
+	c.place(s.ring.head, s.ring.head)
 	s.clients[c] = struct{}{}
 	s.hub.metrics.clients.Inc()
 	if s.idleTimer != nil {
@@ -184,7 +136,7 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}
 		case ok:
 			s.hub.metrics.replayHits.Inc()
 			c.resumed = cursorReplay
-			c.cursor.Store(seq)
+			c.place(seq, s.ring.head)
 			idAt = seq
 			if last, _ := s.ring.lastID(); seq < s.ring.head || last == string(sr.cursor) {
 				// Its replay, or its own cursor, carries the latest id:
@@ -194,7 +146,7 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}
 		case cfg.catchUp:
 			s.hub.metrics.replayMisses.Inc()
 			c.catchUpID = sr.cursor
-			c.catchingUp = true
+			c.catchingUp = true // until splice places it
 			c.resumed = cursorCatchUp
 		default:
 			s.hub.metrics.replayMisses.Inc()
@@ -206,7 +158,7 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}
 		// events from before its clients joined into its stream as live.
 		if sr.rewind > 0 && len(sr.via) == 0 {
 			seq, events := s.ring.rewindStart(sr.rewind, cfg.buffer, sr.filter)
-			c.cursor.Store(seq)
+			c.place(seq, s.ring.head)
 			s.hub.metrics.eventsRewound.Add(float64(events))
 		}
 		idAt = c.cursor.Load() // it holds no id, and needs none before the next
@@ -225,39 +177,84 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}
 	return c
 }
 
-// endClientsOf ends, each at a moment of its own, the clients that the
-// handler with this stop channel serves, in their requests or detached.
-func (s *stream) endClientsOf(stop <-chan struct{}) {
-	s.mu.RLock()
-	for c := range s.clients {
-		if c.stop == stop {
-			c.endWithin(errHandlerStopped, nil)
-		}
+// splice places c, which was catching up, on the shared stream: after the
+// frame at the seq that find returns, when it finds one in the ring, else,
+// if orHead, at the live head; what follows is live to c (client.place).
+// It reports whether find found one. find runs with the ring's lock held.
+func (s *stream) splice(c *client, find func(r *ring) (uint64, bool), orHead bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ring.mu.RLock()
+	defer s.ring.mu.RUnlock()
+	seq, ok := find(s.ring)
+	if !ok && !orHead {
+		return false
 	}
-	s.mu.RUnlock()
-	s.endDetached(stop)
+	if !ok {
+		seq = s.ring.head
+	}
+	c.place(seq, s.ring.head)
+	c.catchingUp = false
+	return ok
+}
+
+// eachClient calls f for every client of the stream, with s.mu read-locked:
+// f must neither take it nor remove a client.
+func (s *stream) eachClient(f func(c *client)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for c := range s.clients {
+		f(c)
+	}
+}
+
+// endClientsOf ends, each at a moment of its own, the clients that the
+// handler with this stop channel serves.
+func (s *stream) endClientsOf(stop <-chan struct{}) {
+	s.eachClient(func(c *client) {
+		if c.stop == stop {
+			c.endWithin(errHandlerStopped)
+		}
+	})
+}
+
+// clientsAndTier returns how many clients the stream has, and the node its
+// upstream answered from ("": an origin), for the admin API.
+func (s *stream) clientsAndTier() (int, string) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.clients), s.upstreamTier
 }
 
 // clientCountLocked is how many clients the stream has. s.mu must be held.
-func (s *stream) clientCountLocked() int { return len(s.clients) + s.detached }
+func (s *stream) clientCountLocked() int { return len(s.clients) }
 
-// leave removes c, served in its request or, if detached, by a shared
-// writer; the last client to leave starts the idle timer.
-func (s *stream) leave(c *client, detached bool) {
-	s.hub.metrics.clients.Dec()
-	if c.pack != nil {
-		c.pack.release()
+// rebind has the writer that bind returns serve c from now on, and
+// reports whether it does: not when c has left the stream's clients (it
+// was cut) or the stream is closed, since no writer would then ever end
+// it. bind runs with s.mu held, the stream open: it may start goroutines
+// that close waits for (hub.wg).
+func (s *stream) rebind(c *client, bind func() writer) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.clients[c]; !ok || s.closed {
+		return false
 	}
+	c.serveBy(bind())
+	return true
+}
+
+// leave removes c, whichever writer served it; the last client to leave
+// starts the idle timer.
+func (s *stream) leave(c *client) {
+	s.hub.metrics.clients.Dec()
+	c.pack.release()
 	if c.filter != nil {
 		s.filtered.Add(-1)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if detached {
-		s.detached--
-	} else {
-		delete(s.clients, c)
-	}
+	delete(s.clients, c)
 	if s.handlerClients[c.stop]--; s.handlerClients[c.stop] <= 0 {
 		delete(s.handlerClients, c.stop)
 	}
@@ -302,8 +299,8 @@ func (s *stream) logEnded(c *client, cause error, detached bool) {
 }
 
 // close stops the upstream connection and ends every client with cause,
-// each at a moment of its own (see client.endWithin); the shared writers
-// end theirs when they see done.
+// each at a moment of its own (see client.endWithin), once the shared
+// writers have sent what was published before.
 func (s *stream) close(cause error) {
 	s.once.Do(func() {
 		s.hub.metrics.streams.Dec()
@@ -314,95 +311,44 @@ func (s *stream) close(cause error) {
 			s.hub.metrics.upstreamTierStreams.Dec()
 		}
 		close(s.done)
-		for c := range s.clients {
-			c.endWithin(cause, nil)
-			delete(s.clients, c)
-		}
+		ending := slices.Collect(maps.Keys(s.clients))
+		clear(s.clients)
 		if s.idleTimer != nil {
 			s.idleTimer.Stop()
 			s.idleTimer = nil
 		}
 		s.mu.Unlock()
+		s.shared.wait()
+		for _, c := range ending {
+			c.endWithin(cause)
+		}
 	})
 }
 
-// refused records, for a stream that has never been live, what the origin
-// answered its request with, for awaitOpen to answer clients with.
-func (s *stream) refused(ref *originRefusal) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.live {
-		s.refusal = ref
-		s.answerOnce()
-	}
-}
-
-// answerOnce closes answered if it is still open. s.mu must be held.
-func (s *stream) answerOnce() {
-	select {
-	case <-s.answered:
-	default:
-		close(s.answered)
-	}
-}
-
-// firstAnswerWait bounds how long a client of a stream that has never been
-// live waits for the origin's first answer before it is served as any
-// client is: an origin that takes longer to answer a stream's request with
-// its head is one that is slow, not one that refused.
-const firstAnswerWait = 10 * time.Second
-
-// awaitOpen returns, for a stream that has never been live, what the origin
-// refused the stream's own request with, waiting for its first answer if
-// it has not come yet (bounded by firstAnswerWait and ctx); nil once the
-// stream has been live, or if no refusal came in that time. A client's own
-// cursor plays no part in it: only the stream's request does.
-func (s *stream) awaitOpen(ctx context.Context) *originRefusal {
-	s.mu.RLock()
-	live := s.live
-	s.mu.RUnlock()
-	if live {
-		return nil
-	}
-	timer := time.NewTimer(firstAnswerWait)
-	defer timer.Stop()
-	select {
-	case <-s.answered:
-	case <-s.done:
-	case <-ctx.Done():
-	case <-timer.C:
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.live {
-		return nil
-	}
-	return s.refusal
-}
-
-// frameOf encodes ev once, as every client of the stream is sent it, and
-// takes its retry time; it returns nil for a block with nothing else.
-// Only the upstream reader calls it.
-func (s *stream) frameOf(ev *sse.Event) *frame {
+// publish publishes ev, an event the upstream read, and reports whether
+// it published a frame: it takes ev's retry time for every client; it
+// encodes ev once, as every client is sent it, unless ev holds nothing
+// else, or rs finds it a resend of what the ring holds (resend); it
+// compresses the frame for the stream's compressed clients, appends it to
+// the ring and wakes every writer, but those of filtered clients that it
+// passes over (clientFilter.passOver). It never blocks on a client: one
+// that breaks the lag rule is ended (client.cutIfLagging). Only the
+// upstream reader calls it.
+func (s *stream) publish(ev *sse.Event, rs *resend) bool {
 	if ev.HasRetry {
 		if s.signals.originRetry.Swap(ev.Retry) != ev.Retry && s.hub.settings.Load().retry < 0 {
 			s.chains.restartAll.Store(true) // each client is sent a retry line of its own
 		}
 		if !ev.HasData && !ev.HasID && ev.Type == "" {
 			s.wakeAll() // nothing to frame; clients pick up the new retry
-			return nil
+			return false
 		}
 	}
 	// Only the upstream reader pushes frames, so it may read hasIDs unlocked.
-	withID := ev.HasID || s.ring.hasIDs
-	return newFrame(ev, withID)
-}
-
-// publish compresses f for its stream's compressed clients, appends it to
-// the ring and wakes every writer, but those of filtered clients that f
-// passes over (clientFilter.passOver). It never blocks on a client: one
-// that breaks the lag rule is ended (client.cutIfLagging).
-func (s *stream) publish(f *frame) {
+	f := newFrame(ev, ev.HasID || s.ring.hasIDs)
+	if rs.drops(s.ring, f) {
+		return false
+	}
 	s.chains.pack(f)
 	cfg := s.hub.settings.Load()
 	queue := uint64(cfg.clientQueue)
@@ -423,36 +369,26 @@ func (s *stream) publish(f *frame) {
 			delete(s.clients, c)
 			continue
 		}
-		woken = append(woken, c)
+		woken = append(woken, c.writer())
 	}
 	s.ring.mu.Unlock()
 	// Woken only now: a writer that woke while the ring was locked for
 	// writing would park again on its read lock, a second switch per event.
-	for _, c := range woken {
-		c.wake()
+	for _, w := range woken {
+		w.wake()
 	}
 	clear(woken)
 	s.woken = woken[:0]
 	s.hub.metrics.countFiltered(passedOver)
-	s.received++
-	for _, sh := range s.shards {
-		sh.wake() // its clients' lag is checked as it serves them
-	}
 	s.mu.Unlock()
 	s.hub.metrics.eventsReceived.Inc()
 	s.markSent()
+	return true
 }
 
 // wakeAll wakes every writer without publishing a frame.
 func (s *stream) wakeAll() {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	for c := range s.clients {
-		c.wake()
-	}
-	for _, sh := range s.shards {
-		sh.wake()
-	}
+	s.eachClient(func(c *client) { c.writer().wake() })
 }
 
 // markSent records that every client was just sent something.

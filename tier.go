@@ -193,24 +193,15 @@ func (r *registry) learnTier(s *stream, node string) {
 			delete(s.clients, c)
 		}
 	}
-	for _, sh := range s.shards {
-		sh.mu.Lock()
-		for _, d := range sh.clients {
-			if slices.Contains(d.via, node) {
-				d.end(err)
-			}
-		}
-		sh.mu.Unlock()
-	}
 }
 
 // answeredFrom notes which node answered an upstream request of s (an
 // sse_fanout tier, or an origin when a 200 carries no marker), and turns
 // a tier's 508 into the loop error it reports.
-func (s *stream) answeredFrom(resp *http.Response) error {
+func (u *upstream) answeredFrom(resp *http.Response) error {
 	node := tierOf(resp.Header)
-	if s.onTier != nil && (node != "" || resp.StatusCode == http.StatusOK) {
-		s.onTier(node)
+	if u.s.onTier != nil && (node != "" || resp.StatusCode == http.StatusOK) {
+		u.s.onTier(node)
 	}
 	if resp.StatusCode == http.StatusLoopDetected && node != "" {
 		return fmt.Errorf("%w: upstream tier %s answered 508: a tier's upstream leads back to it, or two tiers read from each other (tiers in one process need a node_id each)", errLoop, node)
@@ -221,12 +212,12 @@ func (s *stream) answeredFrom(resp *http.Response) error {
 // tierStale reports whether ev, from an upstream tier, says that the tier
 // could not resume the stream from its cursor. It is dropped: what the
 // tier sent meanwhile is lost, as with an origin that cannot resume.
-func (s *stream) tierStale(ev *sse.Event) bool {
+func (u *upstream) tierStale(ev *sse.Event) bool {
 	if ev.Type != tierStaleEvent {
 		return false
 	}
-	s.logger.Warn("upstream tier could not resume the stream from its last event ID; the events in between are lost",
-		zap.String("upstream", s.upstreamLabel))
+	u.s.logger.Warn("upstream tier could not resume the stream from its last event ID; the events in between are lost",
+		zap.String("upstream", u.label))
 	return true
 }
 

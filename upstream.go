@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
@@ -64,30 +66,166 @@ func checkRedirect(basePath string, req *http.Request, via []*http.Request) erro
 	return nil
 }
 
-// readUpstream keeps one connection to the origin open until ctx ends,
+// upstream is a stream's one connection to the origin: its read loop, its
+// backoff, where it resumes from (the stream's last event ID), what it
+// drops as resent, and its state. It publishes what it reads through one
+// method of its stream's (stream.publish).
+type upstream struct {
+	s        *stream
+	url      string
+	label    string      // url as logs and the admin API show it
+	headerUp http.Header // sent on every upstream request
+	received atomic.Uint64
+
+	mu sync.Mutex // guards the fields below
+
+	// Until the origin first answers with an event stream (live), what it
+	// answered the stream's own request with instead is what its clients
+	// are answered (awaitOpen): refusal, once the first attempt has
+	// failed, which closes answered.
+	live     bool
+	answered chan struct{} // closed at the first attempt's outcome
+	refusal  *originRefusal
+
+	// The connection's state, for the admin API.
+	state       string    // one of the state constants
+	lastErr     string    // why the last connection failed; "" once one connects
+	lastErrAt   time.Time // when it failed; zero once one connects
+	connectedAt time.Time // when the current connection opened
+	connects    int       // connections opened
+}
+
+// Upstream connection states.
+const (
+	stateConnecting = "connecting"
+	stateConnected  = "connected"
+	stateBackoff    = "backoff"
+	stateStopped    = "stopped"
+)
+
+func newUpstream(s *stream, sr streamRequest) *upstream {
+	return &upstream{
+		s:        s,
+		url:      sr.upstreamURL,
+		label:    redactURL(sr.upstreamURL),
+		headerUp: sr.headerUp,
+		answered: make(chan struct{}),
+		state:    stateConnecting,
+	}
+}
+
+// upstreamStatus is the connection's state, for the admin API.
+type upstreamStatus struct {
+	state, lastErr         string
+	lastErrAt, connectedAt time.Time
+	connects               int
+}
+
+// status reports the connection's state.
+func (u *upstream) status() upstreamStatus {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return upstreamStatus{u.state, u.lastErr, u.lastErrAt, u.connectedAt, u.connects}
+}
+
+// setState records the upstream connection's state; err may be nil.
+func (u *upstream) setState(state string, err error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.state = state
+	switch state {
+	case stateConnected:
+		u.connectedAt = time.Now()
+		u.connects++
+		u.live, u.refusal = true, nil
+		u.answerOnce()
+		u.lastErr, u.lastErrAt = "", time.Time{} // an old failure is not this connection's state
+	case stateBackoff, stateStopped:
+		if err != nil {
+			u.lastErr, u.lastErrAt = err.Error(), time.Now()
+		}
+	}
+}
+
+// refused records, for a stream that has never been live, what the origin
+// answered its request with, for awaitOpen to answer clients with.
+func (u *upstream) refused(ref *originRefusal) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !u.live {
+		u.refusal = ref
+		u.answerOnce()
+	}
+}
+
+// answerOnce closes answered if it is still open. u.mu must be held.
+func (u *upstream) answerOnce() {
+	select {
+	case <-u.answered:
+	default:
+		close(u.answered)
+	}
+}
+
+// firstAnswerWait bounds how long a client of a stream that has never been
+// live waits for the origin's first answer before it is served as any
+// client is: an origin that takes longer to answer a stream's request with
+// its head is one that is slow, not one that refused.
+const firstAnswerWait = 10 * time.Second
+
+// awaitOpen returns, for a stream that has never been live, what the origin
+// refused the stream's own request with, waiting for its first answer if
+// it has not come yet (bounded by firstAnswerWait and ctx); nil once the
+// stream has been live, or if no refusal came in that time. A client's own
+// cursor plays no part in it: only the stream's request does.
+func (u *upstream) awaitOpen(ctx context.Context) *originRefusal {
+	u.mu.Lock()
+	live := u.live
+	u.mu.Unlock()
+	if live {
+		return nil
+	}
+	timer := time.NewTimer(firstAnswerWait)
+	defer timer.Stop()
+	select {
+	case <-u.answered:
+	case <-u.s.done:
+	case <-ctx.Done():
+	case <-timer.C:
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.live {
+		return nil
+	}
+	return u.refusal
+}
+
+// run keeps one connection to the origin open until ctx ends,
 // reconnecting after each end or failure after a wait that grows with how
 // long the origin has been failing (backoff.go). It makes one attempt at a
-// time. An origin that answers 204 stops the stream: readUpstream then
+// time. An origin that answers 204 stops the stream: run then
 // returns until when the stream's key must answer 204 too; otherwise the
 // zero time.
-func (s *stream) readUpstream(ctx context.Context) (stopUntil time.Time) {
+func (u *upstream) run(ctx context.Context) (stopUntil time.Time) {
+	s := u.s
 	b := newBackoff()
 	for {
-		delivered, err := s.readOnce(ctx, b)
+		delivered, err := u.readOnce(ctx, b)
 		if ctx.Err() != nil {
 			return time.Time{}
 		}
 		if errors.Is(err, errOriginStopped) {
-			s.refused(&originRefusal{status: http.StatusNoContent})
-			s.setState(stateStopped, err)
-			until := time.Now().Add(s.stopPeriod())
+			u.refused(&originRefusal{status: http.StatusNoContent})
+			u.setState(stateStopped, err)
+			until := time.Now().Add(u.stopPeriod())
 			s.logger.Info("origin answered 204; stopping the stream", zap.Time("until", until))
 			return until
 		}
 		floor, ceiling := backoffBounds(s.hub.settings.Load(), s.signals.originRetry.Load())
 		wait := b.ended(delivered, floor, ceiling)
-		s.refused(refusalOf(err, time.Now().Add(wait)))
-		s.setState(stateBackoff, err)
+		u.refused(refusalOf(err, time.Now().Add(wait)))
+		u.setState(stateBackoff, err)
 		if errors.Is(err, io.EOF) {
 			s.logger.Info("upstream ended; reconnecting", zap.Duration("backoff", wait))
 		} else {
@@ -97,7 +235,7 @@ func (s *stream) readUpstream(ctx context.Context) (stopUntil time.Time) {
 				level = zap.ErrorLevel // the config's, and it will not pass
 			}
 			s.logger.Log(level, "upstream failed; reconnecting",
-				zap.String("upstream", s.upstreamLabel),
+				zap.String("upstream", u.label),
 				zap.Error(err),
 				zap.Duration("backoff", wait))
 		}
@@ -108,14 +246,15 @@ func (s *stream) readUpstream(ctx context.Context) (stopUntil time.Time) {
 			return time.Time{}
 		case <-timer.C:
 		}
-		s.setState(stateConnecting, nil)
+		u.setState(stateConnecting, nil)
 	}
 }
 
 // stopPeriod is how long a stream stays stopped after the origin's 204:
 // its retry time or a minute, whichever is longer, so that browsers give up
 // as they would at the origin.
-func (s *stream) stopPeriod() time.Duration {
+func (u *upstream) stopPeriod() time.Duration {
+	s := u.s
 	retry := s.hub.settings.Load().retry
 	if retry < 0 {
 		retry = s.signals.originRetry.Load()
@@ -128,7 +267,8 @@ func (s *stream) stopPeriod() time.Duration {
 // the origin has sent ids, the request resumes after the last one, and
 // what the origin sends again that the buffer already holds is dropped
 // (see resend). It tells b when the origin answers with a stream.
-func (s *stream) readOnce(ctx context.Context, b *backoff) (delivered bool, err error) {
+func (u *upstream) readOnce(ctx context.Context, b *backoff) (delivered bool, err error) {
+	s := u.s
 	s.ring.mu.RLock()
 	lastID, hasLastID := s.ring.lastID()
 	fresh := s.ring.head == 0
@@ -140,13 +280,13 @@ func (s *stream) readOnce(ctx context.Context, b *backoff) (delivered bool, err 
 	cfg := s.hub.settings.Load()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	resp, err := s.openUpstream(ctx, cfg, resumeID, resuming)
+	resp, err := u.open(ctx, cfg, resumeID, resuming)
 	if err != nil {
 		return false, err
 	}
 	defer resp.Body.Close()
 	b.connected()
-	s.setState(stateConnected, nil)
+	u.setState(stateConnected, nil)
 	s.hub.metrics.upstreamConnects.Inc()
 	body := io.Reader(resp.Body)
 	if cfg.upstreamWait > 0 {
@@ -154,7 +294,7 @@ func (s *stream) readOnce(ctx context.Context, b *backoff) (delivered bool, err 
 		defer watchdog.stop()
 		body = watchdog
 	}
-	s.logger.Info("upstream connected", zap.String("upstream", s.upstreamLabel))
+	s.logger.Info("upstream connected", zap.String("upstream", u.label))
 
 	p := newOriginParser(body, cfg)
 	fromTier := tierOf(resp.Header) != ""
@@ -173,15 +313,13 @@ func (s *stream) readOnce(ctx context.Context, b *backoff) (delivered bool, err 
 			}
 			return delivered, err
 		}
-		if fromTier && s.tierStale(&ev) {
+		if fromTier && u.tierStale(&ev) {
 			continue
 		}
-		f := s.frameOf(&ev)
-		if f == nil || s.dropResent(&rs, f) {
-			continue
+		if s.publish(&ev, &rs) {
+			u.received.Add(1)
+			delivered = true
 		}
-		s.publish(f)
-		delivered = true
 	}
 }
 
@@ -214,40 +352,40 @@ type resend struct {
 	next     uint64 // seq of the frame the next event must equal; 0 before the first match
 }
 
-// dropResent reports whether f is a resend of what the buffer holds, to
-// be dropped. Only the upstream reader calls it, so the ring's head does
-// not move while it checks.
-func (s *stream) dropResent(rs *resend, f *frame) bool {
+// drops reports whether f is a resend of what the ring r holds, to be
+// dropped. Only the upstream reader calls it, so the ring's head does not
+// move while it checks.
+func (rs *resend) drops(r *ring, f *frame) bool {
 	if !rs.checking {
 		return false
 	}
-	s.ring.mu.RLock()
-	defer s.ring.mu.RUnlock()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	if rs.next == 0 {
-		seq, ok := s.ring.findFrame(f, len(s.ring.slots))
+		seq, ok := r.findFrame(f, len(r.slots))
 		rs.next = seq
 		if !ok {
 			rs.checking = false
 			return false
 		}
-	} else if held := s.ring.get(rs.next); held == nil || !held.sameEvent(f) {
+	} else if held := r.get(rs.next); held == nil || !held.sameEvent(f) {
 		rs.checking = false
 		return false
 	}
 	rs.next++
-	rs.checking = rs.next <= s.ring.head
+	rs.checking = rs.next <= r.head
 	return true
 }
 
-// openUpstream requests the stream from the origin, with Last-Event-ID when
+// open requests the stream from the origin, with Last-Event-ID when
 // hasLastEventID is set, and checks that the answer is an event stream. A
 // 204 answer is errOriginStopped.
-func (s *stream) openUpstream(ctx context.Context, cfg *settings, lastEventID string, hasLastEventID bool) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.upstreamURL, nil)
+func (u *upstream) open(ctx context.Context, cfg *settings, lastEventID string, hasLastEventID bool) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("making upstream request: %w", err)
 	}
-	for name, values := range s.headerUp {
+	for name, values := range u.headerUp {
 		req.Header[name] = values
 	}
 	req.Header["Via"] = append(slices.Clip(req.Header["Via"]), cfg.via) // shared with headerUp: clipped, so never written into
@@ -257,7 +395,7 @@ func (s *stream) openUpstream(ctx context.Context, cfg *settings, lastEventID st
 		req.Header.Set("Last-Event-ID", lastEventID)
 	}
 
-	resp, err := s.hub.upstream.Do(req)
+	resp, err := u.s.hub.upstream.Do(req)
 	if err != nil {
 		var uerr *url.Error
 		if errors.As(err, &uerr) {
@@ -265,7 +403,7 @@ func (s *stream) openUpstream(ctx context.Context, cfg *settings, lastEventID st
 		}
 		return nil, fmt.Errorf("connecting upstream: %w", err)
 	}
-	if err := s.answeredFrom(resp); err != nil {
+	if err := u.answeredFrom(resp); err != nil {
 		resp.Body.Close()
 		return nil, err
 	}
