@@ -19,6 +19,12 @@ func init() {
 	caddy.RegisterModule(Handler{})
 }
 
+// registries holds one registry per upstream identity, so that streams,
+// their buffers and their upstream connections outlive a config reload that
+// keeps them: Caddy provisions the new config before it cleans up the old,
+// so an unchanged key never drops to zero references.
+var registries = caddy.NewUsagePool()
+
 // Handler fans out Server-Sent Events. For each stream, that is each
 // request path and query, it holds one connection to the origin, at the
 // upstream base URL with the request's path and query appended, and sends

@@ -3,7 +3,13 @@ package ssefanout
 // The module and its request handling as a whole.
 
 import (
+	"go/parser"
+	"go/token"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -93,5 +99,46 @@ func TestClientOfALiveStreamIsAnsweredWhileOriginIsDown(t *testing.T) {
 	up.Send("data: back\n\n")
 	if ev := c.NextEvent(t); ev.Data != "back" {
 		t.Fatalf("got %+v", ev)
+	}
+}
+
+// caddySide are the files of the package that meet Caddy: the module and
+// its config, the Caddyfile, the request mapping, ServeHTTP and what it
+// asks of Caddy's writer chain, the admin API. Every other file is the
+// hub (the stream and its fan-out, the ring, clients, writers, upstream,
+// catch-ups, compression, heartbeat), which imports nothing of Caddy.
+var caddySide = []string{"module.go", "config.go", "caddyfile.go", "request.go", "serve.go", "admin.go"}
+
+// TestHubImportsNothingOfCaddy holds the line between the hub and the
+// Caddy side (caddySide): no other file of the package imports a Caddy
+// package, so the hub could be driven without Caddy.
+func TestHubImportsNothingOfCaddy(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := 0
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") || slices.Contains(caddySide, name) {
+			continue
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), name, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hub++
+		for _, imp := range f.Imports {
+			if path, _ := strconv.Unquote(imp.Path.Value); strings.HasPrefix(path, "github.com/caddyserver/") {
+				t.Errorf("%s, a file of the hub, imports %s: what meets Caddy belongs to %v", name, path, caddySide)
+			}
+		}
+	}
+	for _, name := range caddySide {
+		if _, err := os.Stat(name); err != nil {
+			t.Errorf("caddySide names %s: %v", name, err)
+		}
+	}
+	if hub < 10 {
+		t.Errorf("only %d files of the hub found", hub)
 	}
 }

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/caddyserver/caddy/v2"
 )
 
 // This file is the registry: the streams of one upstream identity, kept
@@ -18,12 +16,6 @@ var (
 	errStreamFull     = errors.New("stream has max_clients clients")
 	errTooManyStreams = errors.New("handler has max_streams streams")
 )
-
-// registries holds one registry per upstream identity, so that streams,
-// their buffers and their upstream connections outlive a config reload that
-// keeps them: Caddy provisions the new config before it cleans up the old,
-// so an unchanged key never drops to zero references.
-var registries = caddy.NewUsagePool()
 
 // registry maps stream keys to live streams. Its hub holds what they share.
 type registry struct {

@@ -5,10 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"slices"
 	"time"
-
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // This file is the writer that serves a client in its own request
@@ -71,10 +68,12 @@ type respWriter struct {
 }
 
 // newRespWriter returns the writer of c's response w. With past, it
-// writes past Caddy's writer chain, and arms c's watchdog hook.
-func newRespWriter(w http.ResponseWriter, rc *http.ResponseController, writeTimeout time.Duration, past bool, c *client) *respWriter {
+// writes past Caddy's writer chain, and arms c's watchdog hook; without,
+// it sets write deadlines of its own if deadlines is set (the caller knows
+// whether the chain bounds its writes already: ownDeadlines).
+func newRespWriter(w http.ResponseWriter, rc *http.ResponseController, writeTimeout time.Duration, past, deadlines bool, c *client) *respWriter {
 	if !past {
-		return &respWriter{w: w, rc: rc, pack: c.pack, sent: &c.sent, writeTimeout: writeTimeout, deadlines: ownDeadlines(w)}
+		return &respWriter{w: w, rc: rc, pack: c.pack, sent: &c.sent, writeTimeout: writeTimeout, deadlines: deadlines}
 	}
 	inner := innermost(w)
 	rw := &respWriter{w: inner, rc: http.NewResponseController(inner), c: c, pack: c.pack, sent: &c.sent, writeTimeout: writeTimeout}
@@ -86,25 +85,6 @@ func newRespWriter(w http.ResponseWriter, rc *http.ResponseController, writeTime
 	}
 	c.abort.Store(&abort)
 	return rw
-}
-
-// passesThrough reports whether nothing in w's writer chain needs the
-// response's bytes, so that they may be written past it (respWriter) or
-// the connection taken over (detach.go): no encoder compresses them (the
-// Content-Encoding, if any, is own: the one sse_fanout compresses in), no
-// layer holds them back (see responseBuffered), and the server has no hard
-// write_timeout, which the chain enforces. It must be asked once the head
-// is written.
-func passesThrough(w http.ResponseWriter, r *http.Request, own *encoding) bool {
-	ownName := ""
-	if own != nil {
-		ownName = own.name
-	}
-	if w.Header().Get("Content-Encoding") != ownName || responseBuffered(w) {
-		return false
-	}
-	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
-	return ok && srv.WriteTimeout <= 0
 }
 
 // layers returns w and every writer it wraps, outermost first: Caddy's
@@ -125,28 +105,6 @@ func layers(w http.ResponseWriter) []http.ResponseWriter {
 func innermost(w http.ResponseWriter) http.ResponseWriter {
 	all := layers(w)
 	return all[len(all)-1]
-}
-
-// ownDeadlines reports whether the client's writes need deadlines of our
-// own: not when Caddy's write_idle_timeout (1 minute by default) already
-// bounds every write and flush of the response, which is cheaper.
-func ownDeadlines(w http.ResponseWriter) bool {
-	return !slices.ContainsFunc(layers(w), func(w http.ResponseWriter) bool {
-		_, ok := w.(*caddyhttp.IdleTimeoutWriter)
-		return ok
-	})
-}
-
-// responseBuffered reports whether some layer of w's chain holds the
-// response back instead of passing it on, as Caddy's response recorder
-// does for log_append {http.response.body} or an intercept that handles
-// the response. It must be asked after the header is written, since a
-// recorder decides then.
-func responseBuffered(w http.ResponseWriter) bool {
-	return slices.ContainsFunc(layers(w), func(w http.ResponseWriter) bool {
-		b, ok := w.(interface{ Buffered() bool })
-		return ok && b.Buffered()
-	})
 }
 
 // serve writes to the response what c is sent, as it comes, until c is

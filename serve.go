@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -236,7 +237,7 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream,
 	}
 
 	past := passesThrough(w, r, c.encoding())
-	rw := newRespWriter(w, rc, h.cfg.writeTimeout, past, c)
+	rw := newRespWriter(w, rc, h.cfg.writeTimeout, past, !past && ownDeadlines(w), c)
 	err := rw.open(c)
 	if err == nil {
 		err = s.catchUps.resume(r.Context(), c, rw)
@@ -280,4 +281,45 @@ func peerFields(r *http.Request) []zap.Field {
 		fields = append(fields, zap.String("client_ip", clientIP))
 	}
 	return append(fields, zap.String("proto", r.Proto))
+}
+
+// passesThrough reports whether nothing in w's writer chain needs the
+// response's bytes, so that they may be written past it (respWriter) or
+// the connection taken over (detach.go): no encoder compresses them (the
+// Content-Encoding, if any, is own: the one sse_fanout compresses in), no
+// layer holds them back (see responseBuffered), and the server has no hard
+// write_timeout, which the chain enforces. It must be asked once the head
+// is written.
+func passesThrough(w http.ResponseWriter, r *http.Request, own *encoding) bool {
+	ownName := ""
+	if own != nil {
+		ownName = own.name
+	}
+	if w.Header().Get("Content-Encoding") != ownName || responseBuffered(w) {
+		return false
+	}
+	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return ok && srv.WriteTimeout <= 0
+}
+
+// responseBuffered reports whether some layer of w's chain holds the
+// response back instead of passing it on, as Caddy's response recorder
+// does for log_append {http.response.body} or an intercept that handles
+// the response. It must be asked after the header is written, since a
+// recorder decides then.
+func responseBuffered(w http.ResponseWriter) bool {
+	return slices.ContainsFunc(layers(w), func(w http.ResponseWriter) bool {
+		b, ok := w.(interface{ Buffered() bool })
+		return ok && b.Buffered()
+	})
+}
+
+// ownDeadlines reports whether the client's writes need deadlines of our
+// own: not when Caddy's write_idle_timeout (1 minute by default) already
+// bounds every write and flush of the response, which is cheaper.
+func ownDeadlines(w http.ResponseWriter) bool {
+	return !slices.ContainsFunc(layers(w), func(w http.ResponseWriter) bool {
+		_, ok := w.(*caddyhttp.IdleTimeoutWriter)
+		return ok
+	})
 }
