@@ -117,7 +117,7 @@ func (f *catchUpFeed) fetch(ctx context.Context) error {
 			}
 			return err
 		}
-		if !ev.HasData && !ev.HasID && ev.Type == "" {
+		if ev.RetryOnly() {
 			continue // retry only: a client's retry comes from the stream
 		}
 		if fromTier && ev.Type == tierStaleEvent {

@@ -339,7 +339,7 @@ func (s *stream) publish(ev *sse.Event, rs *resend) bool {
 		if s.signals.originRetry.Swap(ev.Retry) != ev.Retry && s.hub.settings.Load().retry < 0 {
 			s.chains.restartAll.Store(true) // each client is sent a retry line of its own
 		}
-		if !ev.HasData && !ev.HasID && ev.Type == "" {
+		if ev.RetryOnly() {
 			s.wakeAll() // nothing to frame; clients pick up the new retry
 			return false
 		}

@@ -406,3 +406,36 @@ func (c *h2Conn) close() {
 	c.conn.Close()
 	<-c.readerDone
 }
+
+// broadcaster is a bench of clients and their writers (fanOutBench,
+// detachedBench) that publishes one event to all of them.
+type broadcaster interface {
+	broadcast(ev *sse.Event)
+	close()
+}
+
+// allocsPerClient publishes benchEvent through a bench of 10 clients and
+// one of 1,000, each made by open, warm times first (to size the writers'
+// buffers) and then runs times measured, and fails, naming what, if the
+// many allocate more per event than the few: encoding is once per event,
+// and a client's share must allocate nothing. A margin of 2 absorbs the
+// runtime's own stray allocations; one allocation per client per event
+// would show as 990.
+func allocsPerClient(t *testing.T, what string, warm, runs int, open func(n int) broadcaster) {
+	t.Helper()
+	allocs := func(n int) float64 {
+		b := open(n)
+		ev := benchEvent
+		for range warm {
+			b.broadcast(&ev)
+		}
+		a := testing.AllocsPerRun(runs, func() { b.broadcast(&ev) })
+		b.close()
+		return a
+	}
+	few, many := allocs(10), allocs(1000)
+	t.Logf("%s: allocations per event: %.0f with 10 clients, %.0f with 1,000", what, few, many)
+	if many > few+2 {
+		t.Errorf("%s: publishing one event allocates %.0f times with 1,000 clients and %.0f with 10: something allocates per client", what, many, few)
+	}
+}

@@ -231,21 +231,7 @@ func TestBroadcastAllocatesNothingPerClient(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts 1,000 client writers")
 	}
-	allocs := func(n int) float64 {
-		fb := newFanOutBench(t, n)
-		ev := benchEvent
-		fb.broadcast(&ev) // the first batch sizes each writer's buffers
-		a := testing.AllocsPerRun(200, func() { fb.broadcast(&ev) })
-		fb.close()
-		return a
-	}
-	few, many := allocs(10), allocs(1000)
-	t.Logf("allocations per event: %.0f with 10 clients, %.0f with 1,000", few, many)
-	// A margin of 2 absorbs the runtime's own stray allocations; one
-	// allocation per client per event would show as 990.
-	if many > few+2 {
-		t.Fatalf("publishing one event allocates %.0f times with 1,000 clients and %.0f with 10: something allocates per client", many, few)
-	}
+	allocsPerClient(t, "in-request writers", 1, 200, func(n int) broadcaster { return newFanOutBench(t, n) })
 }
 
 // TestCompressedBroadcastAllocatesNothingPerClient is
@@ -257,19 +243,8 @@ func TestCompressedBroadcastAllocatesNothingPerClient(t *testing.T) {
 		t.Skip("starts 1,000 client writers")
 	}
 	for _, enc := range encodings {
-		allocs := func(n int) float64 {
-			fb := newFanOutBenchIn(t, n, enc)
-			ev := benchEvent
-			fb.broadcast(&ev) // the first sizes each writer's buffers and begins the chain
-			a := testing.AllocsPerRun(200, func() { fb.broadcast(&ev) })
-			fb.close()
-			return a
-		}
-		few, many := allocs(10), allocs(1000)
-		t.Logf("%s: allocations per event: %.0f with 10 clients, %.0f with 1,000", enc.name, few, many)
-		if many > few+2 {
-			t.Errorf("%s: publishing one event allocates %.0f times with 1,000 clients and %.0f with 10: something allocates per client", enc.name, many, few)
-		}
+		// The first publish also begins the chain.
+		allocsPerClient(t, enc.name, 1, 200, func(n int) broadcaster { return newFanOutBenchIn(t, n, enc) })
 	}
 }
 

@@ -14,8 +14,10 @@ package ssefanout
 // buffer holds fewer. The ring's lock must be held.
 func (r *ring) rewindStart(n, window int, filter eventFilter) (seq uint64, events int) {
 	seq = r.head
-	for at := r.head; at >= r.tail && at > 0 && r.head-at < uint64(window) && events < n; at-- {
-		f := r.get(at)
+	for at, f := range r.backward(window) {
+		if events == n {
+			break
+		}
 		if f.fires && (filter == nil || filter.wants(f)) {
 			seq, events = at-1, events+1
 		}

@@ -3,6 +3,7 @@ package ssefanout
 import (
 	"bytes"
 	"cmp"
+	"iter"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -122,6 +123,19 @@ func (r *ring) get(seq uint64) *frame {
 	return r.slots[seq%uint64(len(r.slots))]
 }
 
+// backward yields the ring's frames with their seqs, newest first, among
+// the newest window frames: the one backward walk that every lookup by id,
+// event or rewind takes.
+func (r *ring) backward(window int) iter.Seq2[uint64, *frame] {
+	return func(yield func(uint64, *frame) bool) {
+		for n := r.head; n >= r.tail && n > 0 && r.head-n < uint64(window); n-- {
+			if f := r.get(n); f != nil && !yield(n, f) {
+				return
+			}
+		}
+	}
+}
+
 // findID returns the seq of the newest frame, among the newest window
 // frames, whose last event ID is id, and reports whether there is one. A
 // client that sent id as its Last-Event-ID resumes after that frame.
@@ -134,8 +148,8 @@ func (r *ring) findID(id string, window int) (uint64, bool) {
 		func(have string) bool { return have == id },
 		func(have string) bool { return strings.Trim(have, " \t") == id },
 	} {
-		for n := r.head; n >= r.tail && n > 0 && r.head-n < uint64(window); n-- {
-			if f := r.get(n); f != nil && same(f.id) {
+		for n, f := range r.backward(window) {
+			if same(f.id) {
 				return n, true
 			}
 		}
@@ -147,8 +161,8 @@ func (r *ring) findID(id string, window int) (uint64, bool) {
 // frames, whose own id field set the last event ID to id, and reports
 // whether there is one.
 func (r *ring) findSetter(id string, window int) (uint64, bool) {
-	for n := r.head; n >= r.tail && n > 0 && r.head-n < uint64(window); n-- {
-		if f := r.get(n); f != nil && f.setsID && f.id == id {
+	for n, f := range r.backward(window) {
+		if f.setsID && f.id == id {
 			return n, true
 		}
 	}
@@ -158,8 +172,8 @@ func (r *ring) findSetter(id string, window int) (uint64, bool) {
 // findFrame returns the seq of the newest frame, among the newest window
 // frames, that is the same event as f, and reports whether there is one.
 func (r *ring) findFrame(f *frame, window int) (uint64, bool) {
-	for n := r.head; n >= r.tail && n > 0 && r.head-n < uint64(window); n-- {
-		if held := r.get(n); held != nil && held.sameEvent(f) {
+	for n, held := range r.backward(window) {
+		if held.sameEvent(f) {
 			return n, true
 		}
 	}

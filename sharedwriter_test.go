@@ -152,19 +152,7 @@ func TestSharedWriterAllocatesNothingPerClient(t *testing.T) {
 	if testing.Short() {
 		t.Skip("opens 1,000 socket pairs")
 	}
-	allocs := func(n int) float64 {
-		db := newDetachedBench(t, n)
-		ev := benchEvent
-		db.broadcast(&ev) // the first pass sizes the writers' buffers
-		a := testing.AllocsPerRun(100, func() { db.broadcast(&ev) })
-		db.close()
-		return a
-	}
-	few, many := allocs(10), allocs(1000)
-	t.Logf("allocations per event: %.0f with 10 clients, %.0f with 1,000", few, many)
-	if many > few+2 {
-		t.Fatalf("publishing one event allocates %.0f times with 1,000 detached clients and %.0f with 10: something allocates per client", many, few)
-	}
+	allocsPerClient(t, "shared writers", 1, 100, func(n int) broadcaster { return newDetachedBench(t, n) })
 }
 
 // TestCompressedSharedWriterAllocatesNothingPerClient is
@@ -174,23 +162,9 @@ func TestCompressedSharedWriterAllocatesNothingPerClient(t *testing.T) {
 		t.Skip("opens 1,000 socket pairs")
 	}
 	for _, enc := range encodings {
-		allocs := func(n int) float64 {
-			db := newDetachedBenchIn(t, n, enc)
-			ev := benchEvent
-			for range 20 {
-				// The first passes size the writers' buffers, and have the
-				// runtime start the threads that the socket writes need.
-				db.broadcast(&ev)
-			}
-			a := testing.AllocsPerRun(100, func() { db.broadcast(&ev) })
-			db.close()
-			return a
-		}
-		few, many := allocs(10), allocs(1000)
-		t.Logf("%s: allocations per event: %.0f with 10 clients, %.0f with 1,000", enc.name, few, many)
-		if many > few+2 {
-			t.Errorf("%s: publishing one event allocates %.0f times with 1,000 detached clients and %.0f with 10: something allocates per client", enc.name, many, few)
-		}
+		// The first passes size the writers' buffers, and have the runtime
+		// start the threads that the socket writes need.
+		allocsPerClient(t, enc.name, 20, 100, func(n int) broadcaster { return newDetachedBenchIn(t, n, enc) })
 	}
 }
 

@@ -25,3 +25,8 @@ type Event struct {
 	// HasRetry reports whether the block had a valid retry field.
 	HasRetry bool
 }
+
+// RetryOnly reports whether the block carries nothing but, at most, a
+// retry time: no data, no id and no event type. It fires no event and
+// moves no cursor.
+func (e *Event) RetryOnly() bool { return !e.HasData && !e.HasID && e.Type == "" }
