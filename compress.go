@@ -35,47 +35,60 @@ import (
 //     was sent from its start; such a frame is closed, when the client
 //     leaves it, by an empty last block.
 
-// encoding is a content coding that event streams can be compressed with.
+// encoding is a content coding that event streams can be compressed with:
+// its name and slot, and its codec.
 type encoding struct {
 	name  string // its token in Accept-Encoding and Content-Encoding
 	index int    // its slot in a frame's and a stream's arrays
-
-	// head begins every body in this encoding (gzip's header); tail
-	// closes a chain segment that a client leaves (zstd's empty last
-	// block). Either may be empty.
-	head, tail []byte
-
-	// alone appends src compressed on its own: a piece that may follow
-	// any piece of this encoding.
-	alone func(dst, src []byte) []byte
-	// newChain returns a compressor for a stream's chain.
-	newChain func() chainCompressor
+	codec
 
 	keepalive func() []byte // ": keepalive" compressed on its own, made once
 }
+
+// codec is how an encoding compresses, in three methods, as an Encoding
+// of Caddy's encode handler is: pieces on their own, a stream's chain, and
+// the bytes that begin a body and close a chain segment.
+type codec interface {
+	// alone appends src compressed on its own: a piece that may follow
+	// any piece of this encoding.
+	alone(dst, src []byte) []byte
+	// newChain returns a compressor for a stream's chain.
+	newChain() chainCompressor
+	// ends returns what begins every body in this encoding (gzip's
+	// header) and what closes a chain segment that a client leaves
+	// (zstd's empty last block). Either may be empty.
+	ends() (head, tail []byte)
+}
+
+// gzipCodec is raw deflate pieces after a gzip header.
+type gzipCodec struct{}
+
+// gzipHeader is RFC 1952's: the magic, deflate, no flags, no time, no
+// extra flags, unknown OS.
+var gzipHeader = []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff}
+
+func (gzipCodec) alone(dst, src []byte) []byte { return deflateAlone(dst, src) }
+func (gzipCodec) newChain() chainCompressor    { return newDeflateChain() }
+func (gzipCodec) ends() (head, tail []byte)    { return gzipHeader, nil }
+
+// zstdCodec is zstd frames, a chain segment closed by an empty last block.
+type zstdCodec struct{}
+
+// zstdLastBlock is RFC 8878, 3.1.1.2's: Last_Block set, Raw_Block,
+// Block_Size 0.
+var zstdLastBlock = []byte{1, 0, 0}
+
+func (zstdCodec) alone(dst, src []byte) []byte { return zstdAlone(dst, src) }
+func (zstdCodec) newChain() chainCompressor    { return newZstdChain() }
+func (zstdCodec) ends() (head, tail []byte)    { return nil, zstdLastBlock }
 
 // numEncodings is how many encodings there are: the length of a frame's
 // and a stream's arrays of them.
 const numEncodings = 2
 
 var (
-	encGzip = &encoding{
-		name:  "gzip",
-		index: 0,
-		// RFC 1952: the magic, deflate, no flags, no time, no extra
-		// flags, unknown OS.
-		head:     []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff},
-		alone:    deflateAlone,
-		newChain: newDeflateChain,
-	}
-	encZstd = &encoding{
-		name:  "zstd",
-		index: 1,
-		// RFC 8878, 3.1.1.2: Last_Block set, Raw_Block, Block_Size 0.
-		tail:     []byte{1, 0, 0},
-		alone:    zstdAlone,
-		newChain: newZstdChain,
-	}
+	encGzip = &encoding{name: "gzip", index: 0, codec: gzipCodec{}}
+	encZstd = &encoding{name: "zstd", index: 1, codec: zstdCodec{}}
 	// encodings are the encodings there are, by index.
 	encodings = [numEncodings]*encoding{encGzip, encZstd}
 )
@@ -316,5 +329,5 @@ var zstdChainEncoders = sync.Pool{New: func() any {
 
 // newZstdChain returns a chain of zstd blocks: a segment is one frame,
 // begun by its first piece (with the frame header) and never ended by the
-// chain; each client closes it as it leaves (encoding.tail).
+// chain; each client closes it as it leaves (codec.ends).
 func newZstdChain() chainCompressor { return newPieceChain(&zstdChainEncoders) }

@@ -182,7 +182,7 @@ type chainPacker struct {
 	ring  *ring  // the stream's, whose read lock guards frames' pieces on their own
 	lone  bool   // it never follows the chain: a filtered client, which skips frames (filter.go)
 
-	begun   bool   // enc.head was sent
+	begun   bool   // the encoding's head (codec.ends) was sent
 	segment uint64 // the chain segment the client follows; 0: none
 	at      uint64 // seq of the last frame it was sent of that segment
 }
@@ -259,7 +259,8 @@ func (p *chainPacker) begin(out []byte) []byte {
 		return out
 	}
 	p.begun = true
-	return append(out, p.enc.head...)
+	head, _ := p.enc.ends()
+	return append(out, head...)
 }
 
 // leave appends what ends the segment the client follows, if it follows
@@ -269,5 +270,6 @@ func (p *chainPacker) leave(out []byte) []byte {
 		return out
 	}
 	p.segment = 0
-	return append(out, p.enc.tail...)
+	_, tail := p.enc.ends()
+	return append(out, tail...)
 }

@@ -60,7 +60,8 @@ func newDetachedBenchIn(tb testing.TB, n int, enc *encoding) *detachedBench {
 	if enc != nil {
 		// Every client follows the chain from its first piece: each gets
 		// what this chain makes of the same events.
-		db.chain, db.head = enc.newChain(), enc.head
+		head, _ := enc.ends()
+		db.chain, db.head = enc.newChain(), head
 		tb.Cleanup(db.chain.release)
 	}
 	for i := 0; i < n; i++ {
