@@ -48,40 +48,13 @@ type framePack struct {
 // framePacks are a frame's compressed forms, by encoding.
 type framePacks [numEncodings]framePack
 
-// packedBytes is how many bytes f's chain pieces take: they count toward
-// buffer_bytes from when f is pushed.
-func (f *frame) packedBytes() int {
-	if f.packs == nil {
-		return 0
-	}
-	n := 0
-	for i := range f.packs {
-		n += len(f.packs[i].chain)
-	}
-	return n
-}
-
-// lateBytes is how many bytes f's pieces on their own take: they count
-// toward buffer_bytes from when they are made. The ring's write lock must
-// be held, so that none is being made.
-func (f *frame) lateBytes() int64 {
-	if f.packs == nil {
-		return 0
-	}
-	n := 0
-	for i := range f.packs {
-		n += len(f.packs[i].alone)
-	}
-	return int64(n)
-}
-
-// aloneOf returns f compressed on its own in enc, making it the first time.
-// The ring's read lock must be held, with f in the ring: eviction, under
-// the write lock, then counts what it made (lateBytes).
-func (fp *framePack) aloneOf(f *frame, enc *encoding, r *ring) []byte {
+// aloneOf returns f compressed on its own in enc, making it the first time,
+// when it counts in f's size (frame.grow). The ring's read lock must be
+// held, with f in the ring.
+func (fp *framePack) aloneOf(f *frame, enc *encoding) []byte {
 	fp.once.Do(func() {
 		fp.alone = enc.alone(nil, f.bytes)
-		r.late.Add(int64(len(fp.alone)))
+		f.grow(len(fp.alone))
 	})
 	return fp.alone
 }
@@ -147,6 +120,7 @@ func (cs *chains) pack(f *frame) {
 		}
 		fp.segment = ch.segment
 		fp.chain = ch.comp.add(make([]byte, 0, pieceRoom(f)), f.bytes)
+		f.grow(len(fp.chain))
 		ch.frames++
 	}
 }
@@ -179,7 +153,6 @@ type packer interface {
 type chainPacker struct {
 	enc   *encoding
 	chain *chain // the stream's chain in enc
-	ring  *ring  // the stream's, whose read lock guards frames' pieces on their own
 	lone  bool   // it never follows the chain: a filtered client, which skips frames (filter.go)
 
 	begun   bool   // the encoding's head (codec.ends) was sent
@@ -190,7 +163,7 @@ type chainPacker struct {
 // newPacker returns the packer of a client of the stream in enc, counted
 // as a user of its chain until release, or, if lone, as one that needs
 // frames on their own; the plain packer if enc is nil.
-func (cs *chains) newPacker(enc *encoding, r *ring, lone bool) packer {
+func (cs *chains) newPacker(enc *encoding, lone bool) packer {
 	if enc == nil {
 		return plainPacker{}
 	}
@@ -200,7 +173,7 @@ func (cs *chains) newPacker(enc *encoding, r *ring, lone bool) packer {
 	} else {
 		ch.users.Add(1)
 	}
-	return &chainPacker{enc: enc, chain: ch, ring: r, lone: lone}
+	return &chainPacker{enc: enc, chain: ch, lone: lone}
 }
 
 // encoding is what c's stream is compressed in; nil: none.
@@ -227,7 +200,7 @@ func (p *chainPacker) frame(out []byte, f *frame) []byte {
 	if p.lone {
 		// It skips frames, so it cannot follow the chain, and waits for
 		// no segment: its frames' pieces on their own are shared.
-		return append(out, fp.aloneOf(f, p.enc, p.ring)...)
+		return append(out, fp.aloneOf(f, p.enc)...)
 	}
 	if fp.chain != nil && (fp.first || fp.segment == p.segment && f.seq == p.at+1) {
 		if fp.first {
@@ -238,7 +211,7 @@ func (p *chainPacker) frame(out []byte, f *frame) []byte {
 	}
 	out = p.leave(out)
 	p.chain.waiting.Add(1)
-	return append(out, fp.aloneOf(f, p.enc, p.ring)...)
+	return append(out, fp.aloneOf(f, p.enc)...)
 }
 
 // own appends a piece of the client's own, compressed on its own.

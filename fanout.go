@@ -105,7 +105,7 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}
 	c.asTier(sr.via)
 	c.stop = stop
 	s.handlerClients[stop]++
-	c.pack = s.chains.newPacker(sr.encoding, s.ring, sr.filter != nil)
+	c.pack = s.chains.newPacker(sr.encoding, sr.filter != nil)
 	select {
 	case <-stop:
 		// Its config was unloaded as it joined: endClientsOf has passed

@@ -25,18 +25,37 @@ type frame struct {
 	typ       string      // the event type it dispatches as: "message" when it has none
 	bytes     []byte      // the wire form, written to clients as is
 	packs     *framePacks // its compressed forms (compresschain.go); nil when no client of its stream was compressed
+
+	// size is its one size, what buffer_bytes counts: its bytes and every
+	// compressed form made of it so far (grow). held is the count of the
+	// ring that holds it, set by push, which grow keeps up to date too.
+	size atomic.Int64
+	held *atomic.Int64
 }
 
 // newFrame encodes ev once, as every client is sent it, with an id line
 // when withID is set.
 func newFrame(ev *sse.Event, withID bool) *frame {
-	return &frame{
+	f := &frame{
 		id:        ev.ID,
 		setsID:    ev.HasID,
 		carriesID: withID,
 		fires:     ev.HasData,
 		typ:       cmp.Or(ev.Type, "message"),
 		bytes:     sse.AppendEvent(nil, ev, withID),
+	}
+	f.size.Store(int64(len(f.bytes)))
+	return f
+}
+
+// grow counts n more bytes of f's compressed forms in its size, and in the
+// count of the ring that holds it, if one does. Forms are made before f is
+// pushed, by the upstream reader, or, once it is held, under the ring's
+// read lock: never while push or eviction, under the write lock, reads it.
+func (f *frame) grow(n int) {
+	f.size.Add(int64(n))
+	if f.held != nil {
+		f.held.Add(int64(n))
 	}
 }
 
@@ -59,12 +78,12 @@ type ring struct {
 	slots    []*frame // the frame with seq n is in slots[n%len(slots)]
 	head     uint64   // seq of the newest frame; 0 before the first
 	tail     uint64   // seq of the oldest frame held; head+1 when empty
-	size     int      // bytes of the frames held and their chain pieces (late: the rest)
 	maxBytes int      // evict the oldest while heldBytes exceeds this (0: no byte bound)
 	hasIDs   bool     // some frame's block had an id: from then on every frame carries one
-	// late is the bytes of frames' pieces compressed on their own, made
-	// after the frames were pushed, under the read lock (framePack.aloneOf).
-	late atomic.Int64
+	// size is the sum of the sizes of the frames held (frame.size), kept
+	// by push and eviction and, as a held frame's forms are made, by
+	// frame.grow under the read lock.
+	size atomic.Int64
 }
 
 // newRing returns a ring that holds at most count frames (at least one) and,
@@ -85,7 +104,8 @@ func (r *ring) push(f *frame) {
 	}
 	r.slots[r.head%uint64(len(r.slots))] = f
 	r.hasIDs = r.hasIDs || f.setsID
-	r.size += len(f.bytes) + f.packedBytes()
+	f.held = &r.size
+	r.size.Add(f.size.Load())
 	for r.maxBytes > 0 && r.heldBytes() > r.maxBytes && r.tail < r.head {
 		r.evictOldest()
 	}
@@ -94,8 +114,7 @@ func (r *ring) push(f *frame) {
 func (r *ring) evictOldest() {
 	i := r.tail % uint64(len(r.slots))
 	if f := r.slots[i]; f != nil {
-		r.size -= len(f.bytes) + f.packedBytes()
-		r.late.Add(-f.lateBytes())
+		r.size.Add(-f.size.Load())
 		r.slots[i] = nil
 	}
 	r.tail++
@@ -103,7 +122,7 @@ func (r *ring) evictOldest() {
 
 // heldBytes is how many bytes the frames held take, compressed forms
 // included: what buffer_bytes bounds.
-func (r *ring) heldBytes() int { return r.size + int(r.late.Load()) }
+func (r *ring) heldBytes() int { return int(r.size.Load()) }
 
 // lastID returns the stream's last event ID, and whether it has one: the
 // id of the newest frame, once the origin has sent an id. It is only ever

@@ -32,10 +32,12 @@ func TestRingFindID(t *testing.T) {
 func TestRingBytesBound(t *testing.T) {
 	r := newRing(100, 10)
 	for i := 0; i < 5; i++ {
-		r.push(&frame{bytes: []byte("1234")})
+		f := &frame{bytes: []byte("1234")}
+		f.size.Store(4)
+		r.push(f)
 	}
-	if r.size > 10 || r.tail != 4 || r.head != 5 {
-		t.Fatalf("size %d, tail %d, head %d; want at most 10 bytes, frames 4..5", r.size, r.tail, r.head)
+	if r.size.Load() > 10 || r.tail != 4 || r.head != 5 {
+		t.Fatalf("size %d, tail %d, head %d; want at most 10 bytes, frames 4..5", r.size.Load(), r.tail, r.head)
 	}
 	if r.get(3) != nil {
 		t.Fatal("the evicted frame 3 is still held")
