@@ -38,6 +38,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    buffer_bytes     <size>
 //	    rewind           <count>
 //	    filter_param     <name>
+//	    multiplex_param   <name>
+//	    multiplex_members <patterns...>
+//	    multiplex_max     <count>
 //	    cors             <origins...>
 //	    header_up        <name> <value>
 //	    key              <template...>
@@ -280,6 +283,22 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&h.FilterParam) {
 				return d.ArgErr()
 			}
+		case "multiplex_param":
+			if !d.AllArgs(&h.MultiplexParam) {
+				return d.ArgErr()
+			}
+		case "multiplex_members":
+			patterns := d.RemainingArgs()
+			if len(patterns) == 0 {
+				return d.ArgErr()
+			}
+			h.MultiplexMembers = append(h.MultiplexMembers, patterns...)
+		case "multiplex_max":
+			n, err := countArg(d, sub)
+			if err != nil {
+				return err
+			}
+			h.MultiplexMax = n
 		case "header_up":
 			var name, value string
 			if !d.AllArgs(&name, &value) {

@@ -126,7 +126,7 @@ func (cu *catchUps) relay(ctx context.Context, c *client, rw *respWriter, lastSe
 			return true, relayed, nil
 		}
 		if c.filter == nil || c.filter.types.wants(&fe.frame) {
-			rw.write(fe.bytes)
+			rw.writeLoose(c, &fe.frame)
 			rw.flush()
 			if rw.err != nil {
 				return false, relayed, rw.err
@@ -166,7 +166,7 @@ func (cu *catchUps) announceStale(c *client, rw *respWriter) {
 		return
 	}
 	// The cursor is the client's own, and parseCursor let no line end in.
-	rw.write(sse.AppendEvent(nil, &sse.Event{Type: name, Data: string(c.staleID), HasData: true}, false))
+	rw.writeLoose(c, newFrame(&sse.Event{Type: name, Data: string(c.staleID), HasData: true}, false))
 	rw.flush()
 	if rw.err == nil {
 		c.sent.events.Add(1)

@@ -64,9 +64,9 @@ type client struct {
 	// Set by join, before the writer starts.
 	stop      <-chan struct{} // its handler's: closed when its config is unloaded
 	filter    *clientFilter   // the event types it is sent; nil: every frame
-	prime     []byte          // an id-only block to send once the frames up to primeAt are sent
+	priming   bool            // an id-only block setting primeID goes once the frames up to primeAt are sent
 	primeAt   uint64          // the seq after which the priming block goes
-	primeID   string          // the id prime sets
+	primeID   string          // the id the priming block sets
 	staleID   clientCursor    // the cursor that could not be served; "" if it was unusable
 	stale     bool            // announce staleID with a stale_event first
 	catchUpID clientCursor    // the cursor to fetch from the origin first, if catchingUp
@@ -233,7 +233,7 @@ func (c *client) next(out []byte, limit int) (_ []byte, more bool, err error) {
 	for seq < c.ring.head && len(out)-start < limit {
 		seq++
 		f := c.ring.get(seq)
-		if c.prime != nil && seq > c.primeAt {
+		if c.priming && seq > c.primeAt {
 			out = c.appendPrime(out)
 		}
 		if c.filter != nil && !c.filter.pass(f) {
@@ -246,7 +246,7 @@ func (c *client) next(out []byte, limit int) (_ []byte, more bool, err error) {
 		size += len(out) - before
 	}
 	more = seq < c.ring.head
-	if c.prime != nil && !more {
+	if c.priming && !more {
 		out = c.appendPrime(out)
 	}
 	quiet := !more && n == 0 && len(out) == start && c.keepaliveDue()
@@ -321,8 +321,8 @@ func (c *client) appendOpening(out []byte) []byte {
 // event ID to the stream's at join time without firing an event, so that a
 // client that drops before the next event still resumes from there.
 func (c *client) appendPrime(out []byte) []byte {
-	out = c.pack.own(out, c.prime)
-	c.prime = nil
+	out = c.pack.id(out, c.primeID)
+	c.priming = false
 	if c.filter != nil {
 		c.filter.primed(c.primeID, c.primeAt)
 	}
@@ -338,8 +338,7 @@ func (c *client) appendFrame(out []byte, f *frame) []byte {
 // appendIDBlock appends an id-only block: it sets the client's
 // lastEventId to id and fires no event.
 func (c *client) appendIDBlock(out []byte, id string) []byte {
-	ev := sse.Event{ID: id}
-	return c.pack.own(out, sse.AppendEvent(nil, &ev, true))
+	return c.pack.id(out, id)
 }
 
 // appendKeepalive appends a keepalive comment.
@@ -350,11 +349,19 @@ func (c *client) appendKeepalive(out []byte) []byte {
 // encoding is what c's stream is compressed in; nil: none.
 func (c *client) encoding() *encoding { return c.pack.encoding() }
 
+// appendIDOnly appends an id-only block: it sets a client's lastEventId
+// to id and fires no event.
+func appendIDOnly(out []byte, id string) []byte {
+	return sse.AppendEvent(out, &sse.Event{ID: id}, true)
+}
+
 // plainPacker is a plain client's packer: everything as it is.
 type plainPacker struct{}
 
 func (plainPacker) frame(out []byte, f *frame) []byte { return append(out, f.bytes...) }
 func (plainPacker) own(out, plain []byte) []byte      { return append(out, plain...) }
+func (plainPacker) loose(out []byte, f *frame) []byte { return append(out, f.bytes...) }
+func (plainPacker) id(out []byte, id string) []byte   { return appendIDOnly(out, id) }
 func (plainPacker) keepalive(out []byte) []byte       { return append(out, sse.Keepalive...) }
 func (plainPacker) encoding() *encoding               { return nil }
 func (plainPacker) release()                          {}

@@ -139,6 +139,12 @@ type packer interface {
 	frame(out []byte, f *frame) []byte
 	// own appends a piece of the client's own.
 	own(out, plain []byte) []byte
+	// loose appends f, a frame that is the client's own, not the ring's:
+	// an event of its catch-up, its stale event.
+	loose(out []byte, f *frame) []byte
+	// id appends an id-only block that sets the client's lastEventId to
+	// id: its cursor priming, a filtered client's settling block.
+	id(out []byte, id string) []byte
 	// keepalive appends a ": keepalive" comment.
 	keepalive(out []byte) []byte
 	// encoding is what the client is sent its stream in; nil: none.
@@ -218,6 +224,14 @@ func (p *chainPacker) frame(out []byte, f *frame) []byte {
 func (p *chainPacker) own(out, plain []byte) []byte {
 	out = p.leave(p.begin(out))
 	return p.enc.alone(out, plain)
+}
+
+// loose appends f, a frame of the client's own, compressed on its own.
+func (p *chainPacker) loose(out []byte, f *frame) []byte { return p.own(out, f.bytes) }
+
+// id appends an id-only block, compressed on its own.
+func (p *chainPacker) id(out []byte, id string) []byte {
+	return p.own(out, appendIDOnly(nil, id))
 }
 
 // keepalive appends a ": keepalive" comment, compressed on its own.

@@ -32,6 +32,11 @@ const (
 	defaultMaxStreams            = 10000
 	defaultMaxCatchUps           = 8
 	defaultMaxCatchUpsPerHandler = 64
+	defaultMultiplexMax          = 16
+
+	// maxMultiplexMax bounds multiplex_max: a multiplexed request costs a
+	// client on each member's stream, and its cursor grows with each.
+	maxMultiplexMax = 64
 
 	// maxQueue bounds buffer and client_queue: a stream's ring holds a
 	// slot for each, allocated when the stream opens.
@@ -304,6 +309,9 @@ func (h *Handler) validate() error {
 			return badField("filter_param", fmt.Errorf("filter_param %q: %v", h.FilterParam, err))
 		}
 	}
+	if err := h.checkMultiplex(); err != nil {
+		return err
+	}
 	for name, values := range h.HeaderUp {
 		for _, v := range values {
 			if err := checkHeaderUp(name, v); err != nil {
@@ -341,6 +349,45 @@ func (h *Handler) validate() error {
 	}
 	_, err := h.checkHeaderPlaceholders(h.settings().headerUp)
 	return err
+}
+
+// checkMultiplex checks multiplex_param, multiplex_members and
+// multiplex_max, and what multiplexing cannot go with.
+func (h *Handler) checkMultiplex() error {
+	if h.MultiplexMax < 0 || h.MultiplexMax > maxMultiplexMax {
+		return badField("multiplex_max", fmt.Errorf("multiplex_max must be from 0 (the default, %d) to %d, got %d", defaultMultiplexMax, maxMultiplexMax, h.MultiplexMax))
+	}
+	if h.MultiplexParam == "" {
+		if len(h.MultiplexMembers) > 0 || h.MultiplexMax != 0 {
+			return badField("multiplex_param", errors.New("multiplex_members and multiplex_max need multiplex_param"))
+		}
+		return nil
+	}
+	if err := checkParamName(h.MultiplexParam); err != nil {
+		return badField("multiplex_param", fmt.Errorf("multiplex_param %q: %v", h.MultiplexParam, err))
+	}
+	if h.MultiplexParam == h.FilterParam || slices.Contains(h.KeyIgnoreQuery, h.MultiplexParam) {
+		return badField("multiplex_param", fmt.Errorf("multiplex_param %q is already filter_param or in key_ignore_query", h.MultiplexParam))
+	}
+	if len(h.MultiplexMembers) == 0 {
+		return badField("multiplex_param", errors.New("multiplex_param needs multiplex_members: the paths that may be members"))
+	}
+	for _, p := range h.MultiplexMembers {
+		if !strings.HasPrefix(p, "/") || strings.Contains(strings.TrimSuffix(p, "*"), "*") {
+			return badField("multiplex_members", fmt.Errorf("multiplex_members %q: want a path that starts with / and may end in *", p))
+		}
+	}
+	if len(h.Compress) > 0 {
+		return badField("compress", errors.New("compress cannot go with multiplex_param: a multiplexed response is renamed per page, not compressed once per stream"))
+	}
+	// A member is a request for its own path, but the placeholders are the
+	// request's: a key from its path or URI would give every member one key.
+	for _, ph := range []string{"{http.request.uri", "{http.request.orig_uri"} {
+		if strings.Contains(h.Key, ph) {
+			return badField("key", fmt.Errorf("key %q: a placeholder of the request's URI is the same for every member of a multiplexed request, so it cannot be part of the key with multiplex_param", h.Key))
+		}
+	}
+	return nil
 }
 
 // upstreamBackoff resolves upstream_backoff's floor and cap to their

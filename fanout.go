@@ -171,8 +171,7 @@ func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}
 		return c // a catch-up ends with frames that carry ids; no priming
 	}
 	if id, ok := s.ring.lastID(); ok && cfg.primeCursor {
-		c.prime = sse.AppendEvent(nil, &sse.Event{ID: id}, true)
-		c.primeAt, c.primeID = s.ring.head, id
+		c.priming, c.primeAt, c.primeID = true, s.ring.head, id
 	}
 	return c
 }

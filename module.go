@@ -4,6 +4,7 @@
 package ssefanout
 
 import (
+	"cmp"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -171,6 +172,32 @@ type Handler struct {
 	// Default: none; the parameter is then the stream's, as any other.
 	FilterParam string `json:"filter_param,omitempty"`
 
+	// The query parameter by which a page reads several streams, its
+	// members, on one response, such as "streams" for
+	// "/events/?streams=news,prices,user/42": a member named n is the
+	// stream of the request's path joined with n ("/events/news"), with
+	// the rest of the query, exactly as a request for that stream alone
+	// would be. Each member's events are sent with the event type "<n>"
+	// (messages) or "<n>:<type>", and every event's id names every
+	// member's last event ID, so that a reconnect resumes each member
+	// exactly. See docs/multiplex.md. Caddy's matchers and auth run once,
+	// for the request's own path: members must live under the same
+	// protection. Not with compress; a multiplexed response is never
+	// detached. Default: none; the parameter is then the stream's, as any
+	// other.
+	MultiplexParam string `json:"multiplex_param,omitempty"`
+
+	// The paths that may be members of a multiplexed request: a pattern
+	// ending in "*" matches the paths that start with what precedes it,
+	// any other pattern only itself ("/events/user/*", "/events/news").
+	// A member whose path matches none is answered 400. Required with
+	// multiplex_param.
+	MultiplexMembers []string `json:"multiplex_members,omitempty"`
+
+	// The most members one multiplexed request may list; more is
+	// answered 400. Default: 16. At most 64.
+	MultiplexMax int `json:"multiplex_max,omitempty"`
+
 	// The most streams this handler, with the handlers that share its
 	// streams, serves at once; past it, a request for
 	// a new stream gets 503 with Retry-After, unless a stream without
@@ -308,6 +335,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		perRequestHeaders: perRequestHeaders,
 		filterParam:       h.FilterParam,
 		rewind:            h.Rewind,
+		muxParam:          h.MultiplexParam,
+		muxMembers:        h.MultiplexMembers,
+		muxMax:            cmp.Or(h.MultiplexMax, defaultMultiplexMax),
 	}
 	h.poolKey = h.registryKey(h.cfg)
 	value, _, err := registries.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {

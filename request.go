@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -136,6 +137,9 @@ type requestMap struct {
 	perRequestHeaders headerTemplates // header_up parsed, if some value has a per-request placeholder; else nil
 	filterParam       string          // filter_param: the parameter of a client's event-type filter
 	rewind            int             // rewind: events of the buffer a client without a cursor is sent first
+	muxParam          string          // multiplex_param: the parameter that lists a multiplexed request's members; "": none
+	muxMembers        []string        // multiplex_members: the patterns a member's path must match
+	muxMax            int             // multiplex_max: the most members of one request
 }
 
 // streamRequestOf maps r to the stream it asks for. It fails only for a
@@ -149,10 +153,55 @@ func (m *requestMap) streamRequestOf(r *http.Request) (streamRequest, error) {
 		return streamRequest{}, err
 	}
 	q := m.filterQuery(r.URL.RawQuery)
-	rawCursor, hasCursor := q.cursor, q.hasCursor
-	if header := r.Header.Get("Last-Event-ID"); header != "" {
-		rawCursor, hasCursor = header, true // the header is the newer cursor
+	return m.singleRequestOf(r, path, &q)
+}
+
+// singleRequestOf maps r, for the escaped path (cleanPath's) with the
+// query q, to the stream it asks for, with its cursor.
+func (m *requestMap) singleRequestOf(r *http.Request, path string, q *clientQuery) (streamRequest, error) {
+	sr, err := m.pathRequestOf(r, path, q)
+	if err != nil {
+		return sr, err
 	}
+	if rawCursor, hasCursor := cursorOf(r, q); hasCursor && rawCursor != "" {
+		cursor, usable, err := parseCursor(rawCursor)
+		if err != nil {
+			return sr, err
+		}
+		sr.cursor, sr.hasCursor, sr.unusableCursor = cursor, usable, !usable
+	}
+	return sr, nil
+}
+
+// requestsOf maps r to the streams it asks for: the one of its path, or,
+// when r lists members in the multiplex_param parameter, each member's,
+// with the members' names (muxRequestsOf). Its errors are
+// streamRequestOf's and muxRequestsOf's, each answered with 400.
+func (m *requestMap) requestsOf(r *http.Request) (srs []streamRequest, names []string, err error) {
+	path, err := cleanPath(r.URL.EscapedPath())
+	if err != nil {
+		return nil, nil, err
+	}
+	q := m.filterQuery(r.URL.RawQuery)
+	if !q.hasMembers {
+		sr, err := m.singleRequestOf(r, path, &q)
+		return []streamRequest{sr}, nil, err
+	}
+	return m.muxRequestsOf(r, path, &q)
+}
+
+// cursorOf returns the cursor r carries, unchecked, and whether it
+// carries one: its Last-Event-ID header, else its last_event_id parameter.
+func cursorOf(r *http.Request, q *clientQuery) (string, bool) {
+	if header := r.Header.Get("Last-Event-ID"); header != "" {
+		return header, true // the header is the newer cursor
+	}
+	return q.cursor, q.hasCursor
+}
+
+// pathRequestOf maps r to the stream of the escaped path (cleanPath's)
+// with the query q kept, without its cursor.
+func (m *requestMap) pathRequestOf(r *http.Request, path string, q *clientQuery) (streamRequest, error) {
 	key := path
 	if q.kept != "" {
 		key += "?" + q.kept
@@ -164,13 +213,6 @@ func (m *requestMap) streamRequestOf(r *http.Request) (streamRequest, error) {
 		headerUp:    m.headerUp,
 		via:         viaMarks(r.Header.Values("Via"), maxViaMarks),
 		rewind:      m.rewind,
-	}
-	if hasCursor && rawCursor != "" {
-		cursor, usable, err := parseCursor(rawCursor)
-		if err != nil {
-			return sr, err
-		}
-		sr.cursor, sr.hasCursor, sr.unusableCursor = cursor, usable, !usable
 	}
 	if q.hasFilter {
 		filter, err := parseEventFilter(q.filter)
@@ -192,12 +234,129 @@ func (m *requestMap) streamRequestOf(r *http.Request) (streamRequest, error) {
 			sr.label += " #" + keyDigest(value)
 		}
 		if m.perRequestHeaders != nil {
+			var err error
 			if sr.headerUp, err = m.perRequestHeaders.fill(repl); err != nil {
 				return sr, err
 			}
 		}
 	}
 	return sr, nil
+}
+
+// maxMuxNameLen bounds the bytes of a member's name.
+const maxMuxNameLen = 128
+
+var (
+	// errBadMuxMember refuses a multiplexed request whose member list is
+	// not one. No name is echoed.
+	errBadMuxMember = errors.New("bad stream list: want comma-separated names of letters, digits and - . _ ~ /, each a relative path without empty, . or .. segments, at most 128 bytes, each listed once")
+	// errMuxMemberNotAllowed refuses a member whose path matches no
+	// multiplex_members pattern.
+	errMuxMemberNotAllowed = errors.New("a listed stream is not one that may be multiplexed here (multiplex_members)")
+)
+
+// errTooManyMembers refuses a request that lists more than max members.
+func errTooManyMembers(max int) error {
+	return fmt.Errorf("too many streams listed: at most %d (multiplex_max)", max)
+}
+
+// muxRequestsOf maps a multiplexed request, of the escaped path (cleanPath's),
+// to its members' streams: a member named n is the stream of the path
+// path/n with the rest of r's query, exactly as a request for it alone
+// would be, with its part of r's composite cursor (mux.go). It returns the
+// names as listed. A list that is not one (errBadMuxMember), a member
+// whose path matches no multiplex_members pattern
+// (errMuxMemberNotAllowed) or more than multiplex_max members is
+// refused, as are the errors of a single request; each with 400. A cursor
+// that is not a composite one, or longer than any the handler sends, is
+// unusable for every member.
+func (m *requestMap) muxRequestsOf(r *http.Request, path string, q *clientQuery) ([]streamRequest, []string, error) {
+	var names []string
+	for _, value := range q.members {
+		for name := range strings.SplitSeq(value, ",") {
+			if !muxNameOK(name) || slices.Contains(names, name) {
+				return nil, nil, errBadMuxMember
+			}
+			if names = append(names, name); len(names) > m.muxMax {
+				return nil, nil, errTooManyMembers(m.muxMax)
+			}
+		}
+	}
+	srs := make([]streamRequest, len(names))
+	dir := strings.TrimSuffix(path, "/")
+	for i, name := range names {
+		memberPath := dir + "/" + name // a name holds only unreserved bytes and slashes: escaped as it is
+		if !matchesMember(m.muxMembers, memberPath) {
+			return nil, nil, errMuxMemberNotAllowed
+		}
+		sr, err := m.pathRequestOf(r, memberPath, q)
+		if err != nil {
+			return nil, nil, err
+		}
+		srs[i] = sr
+	}
+	rawCursor, hasCursor := cursorOf(r, q)
+	if !hasCursor || rawCursor == "" {
+		return srs, names, nil
+	}
+	// The rules of a single cursor hold for the whole and for each part:
+	// a control character is refused, a part too long is unusable.
+	if _, _, err := parseCursor(rawCursor); err != nil {
+		return nil, nil, err
+	}
+	parts, err := splitMuxCursor(rawCursor, len(names))
+	if err != nil || len(rawCursor) > maxMuxCursorLen(len(names)) {
+		for i := range srs {
+			srs[i].unusableCursor = true
+		}
+		return srs, names, nil
+	}
+	for i, part := range parts {
+		if part == "" {
+			continue // the member had no id
+		}
+		cursor, usable, err := parseCursor(part)
+		if err != nil {
+			return nil, nil, err
+		}
+		srs[i].cursor, srs[i].hasCursor, srs[i].unusableCursor = cursor, usable, !usable
+	}
+	return srs, names, nil
+}
+
+// muxNameOK reports whether name may name a member: a relative path of
+// unreserved bytes (RFC 3986) and slashes, at most maxMuxNameLen bytes,
+// whose segments are neither empty nor dot segments. So a member's path
+// never leaves its request's, needs no escaping, and its name holds no
+// colon, which ends a name in the event types (appendMuxType), and no
+// comma, which separates names.
+func muxNameOK(name string) bool {
+	if name == "" || len(name) > maxMuxNameLen {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if b := name[i]; !unreserved(b) && b != '/' {
+			return false
+		}
+	}
+	for seg := range strings.SplitSeq(name, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
+}
+
+// matchesMember reports whether a member's escaped path matches one of
+// the multiplex_members patterns: a pattern that ends in "*" matches the
+// paths that start with what comes before it, any other only itself.
+func matchesMember(patterns []string, path string) bool {
+	for _, p := range patterns {
+		if prefix, ok := strings.CutSuffix(p, "*"); ok && strings.HasPrefix(path, prefix) || p == path {
+			return true
+		}
+	}
+	return false
 }
 
 // headerTemplates are header_up values, each parsed as a template.
@@ -337,16 +496,18 @@ func keyDigest(value string) string {
 
 // clientQuery is what filterQuery takes out of a request's query.
 type clientQuery struct {
-	kept      string   // what the stream key and the upstream URL keep
-	cursor    string   // the last_event_id parameter, unescaped, if hasCursor
-	hasCursor bool     //
-	filter    []string // the filter_param parameters, unescaped and unchecked, if hasFilter
-	hasFilter bool     //
+	kept       string   // what the stream key and the upstream URL keep
+	cursor     string   // the last_event_id parameter, unescaped, if hasCursor
+	hasCursor  bool     //
+	filter     []string // the filter_param parameters, unescaped and unchecked, if hasFilter
+	hasFilter  bool     //
+	members    []string // the multiplex_param parameters, unescaped and unchecked, if hasMembers
+	hasMembers bool     //
 }
 
 // filterQuery removes from a raw query the parameters that are the
-// client's own, which it returns: last_event_id and the filter_param
-// parameter; and the parameters named in key_ignore_query. Names are
+// client's own, which it returns: last_event_id, the filter_param
+// parameter and the multiplex_param parameter; and the parameters named in key_ignore_query. Names are
 // compared unescaped, so last%5Fevent%5Fid is last_event_id too. What it
 // keeps is escaped by escapeQuery.
 func (m *requestMap) filterQuery(rawQuery string) clientQuery {
@@ -354,7 +515,8 @@ func (m *requestMap) filterQuery(rawQuery string) clientQuery {
 		return clientQuery{}
 	}
 	if len(m.ignoreQuery) == 0 && !strings.Contains(rawQuery, lastEventIDParam) && !strings.Contains(rawQuery, "%") &&
-		(m.filterParam == "" || !strings.Contains(rawQuery, m.filterParam)) {
+		(m.filterParam == "" || !strings.Contains(rawQuery, m.filterParam)) &&
+		(m.muxParam == "" || !strings.Contains(rawQuery, m.muxParam)) {
 		return clientQuery{kept: escapeQuery(rawQuery)}
 	}
 	var q clientQuery
@@ -377,6 +539,12 @@ func (m *requestMap) filterQuery(rawQuery string) clientQuery {
 				v = "\x00" // a bad escape is a bad filter
 			}
 			q.filter, q.hasFilter = append(q.filter, v), true
+		case name == m.muxParam && name != "":
+			v, err := url.QueryUnescape(rawValue)
+			if err != nil {
+				v = "\x00" // a bad escape is a bad member
+			}
+			q.members, q.hasMembers = append(q.members, v), true
 		case m.ignoresQueryParam(name):
 		default:
 			parts = append(parts, part)

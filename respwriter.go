@@ -58,7 +58,6 @@ type respWriter struct {
 	w            io.Writer
 	rc           *http.ResponseController
 	c            *client // whose writes the stream's watchdog watches, if past
-	pack         packer  // appends what write is given, compressed or as it is
 	sent         *sentCount
 	writeTimeout time.Duration
 	deadlines    bool   // set write deadlines of our own (see ownDeadlines)
@@ -73,10 +72,10 @@ type respWriter struct {
 // whether the chain bounds its writes already: ownDeadlines).
 func newRespWriter(w http.ResponseWriter, rc *http.ResponseController, writeTimeout time.Duration, past, deadlines bool, c *client) *respWriter {
 	if !past {
-		return &respWriter{w: w, rc: rc, pack: c.pack, sent: &c.sent, writeTimeout: writeTimeout, deadlines: deadlines}
+		return &respWriter{w: w, rc: rc, sent: &c.sent, writeTimeout: writeTimeout, deadlines: deadlines}
 	}
 	inner := innermost(w)
-	rw := &respWriter{w: inner, rc: http.NewResponseController(inner), c: c, pack: c.pack, sent: &c.sent, writeTimeout: writeTimeout}
+	rw := &respWriter{w: inner, rc: http.NewResponseController(inner), c: c, sent: &c.sent, writeTimeout: writeTimeout}
 	abort := func() {
 		// A deadline in the past ends the write in flight: net/http's
 		// HTTP/1 connection and HTTP/2 stream both allow it from another
@@ -107,31 +106,52 @@ func innermost(w http.ResponseWriter) http.ResponseWriter {
 	return all[len(all)-1]
 }
 
-// serve writes to the response what c is sent, as it comes, until c is
+// served is what a respWriter serves in a request goroutine: one client,
+// or the members of a multiplexed request, one client per stream
+// (muxClient, mux.go), which end together.
+type served interface {
+	// sendTo writes, in one flush per client, what each is to be sent
+	// next (respWriter.send).
+	sendTo(rw *respWriter) error
+	// wakeups holds a token when there may be something to send.
+	wakeups() <-chan struct{}
+	// ended is closed when it is ended; why says why.
+	ended() <-chan struct{}
+	why() error
+	// end ends it with cause.
+	end(cause error)
+}
+
+func (c *client) sendTo(rw *respWriter) error { return rw.send(c) }
+func (c *client) wakeups() <-chan struct{}    { return c.wakeC }
+func (c *client) ended() <-chan struct{}      { return c.done }
+func (c *client) why() error                  { return c.cause }
+
+// serve writes to the response what x is sent, as it comes, until x is
 // ended: when the client goes away (ctx), its stream or handler ends it,
 // or it breaks the lag rule; or until a write fails. It waits on two
 // channels only, since it wakes for every event of the stream.
-func (rw *respWriter) serve(ctx context.Context, c *client) error {
-	stopWatch := context.AfterFunc(ctx, func() { c.end(errClientGone) })
+func (rw *respWriter) serve(ctx context.Context, x served) error {
+	stopWatch := context.AfterFunc(ctx, func() { x.end(errClientGone) })
 	defer stopWatch()
 	for {
-		if err := rw.send(c); err != nil {
+		if err := x.sendTo(rw); err != nil {
 			return err
 		}
 		select {
-		case <-c.wakeC:
-		case <-c.done:
-			switch c.cause {
+		case <-x.wakeups():
+		case <-x.ended():
+			switch x.why() {
 			case errClientGone:
 				return nil
 			case errSlowClient:
 			default:
 				// Ended at its moment: what was published before goes too.
-				if err := rw.send(c); err != nil {
+				if err := x.sendTo(rw); err != nil {
 					return err
 				}
 			}
-			return c.cause
+			return x.why()
 		}
 	}
 }
@@ -167,15 +187,15 @@ func (rw *respWriter) send(c *client) error {
 	return rw.err
 }
 
-// write adds b, a piece of the client's own (its catch-up, its stale
-// event), to the current batch, compressed when the client's stream is,
-// keeping only the first error. A batch goes out in one write (or one per
-// maxBatchWrite) when it is flushed.
-func (rw *respWriter) write(b []byte) {
+// writeLoose adds f, a frame of c's own (an event of its catch-up, its
+// stale event), to the current batch, as c's packer has it (compressed
+// when c's stream is), keeping only the first error. A batch goes out in
+// one write (or one per maxBatchWrite) when it is flushed.
+func (rw *respWriter) writeLoose(c *client, f *frame) {
 	if rw.err != nil {
 		return
 	}
-	rw.out = rw.pack.own(rw.out, b)
+	rw.out = c.pack.loose(rw.out, f)
 	if len(rw.out) >= maxBatchWrite {
 		rw.writeOut()
 	}

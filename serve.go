@@ -39,21 +39,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if l.rw == nil {
 		return nil
 	}
-	err := l.rw.serve(r.Context(), l.c)
-	l.c.abort.Store(nil)
-	l.s.leave(l.c)
+	err := l.rw.serve(r.Context(), l.x)
+	l.cs[0].abort.Store(nil)
 	if err == nil {
 		err = errClientGone // serve's nil: it hung up
 	}
-	ended(l.s, l.c, err)
+	for i, c := range l.cs {
+		l.ss[i].leave(c)
+		ended(l.ss[i], c, err)
+	}
 	return nil
 }
 
-// live is a client that start leaves to its request goroutine, to be
-// written its live events by rw.
+// live is what start leaves to its request goroutine, to be written its
+// live events by rw: a client of its stream, or a multiplexed request's
+// members, each a client of its stream (mux.go), with x what rw serves.
 type live struct {
-	s  *stream
-	c  *client
+	ss []*stream
+	cs []*client
+	x  served
 	rw *respWriter
 }
 
@@ -79,57 +83,94 @@ func onOwnStack(f func()) {
 // request with its URI, a query token and all: a refusal is answered by
 // refuse, and why a client ended is logged by ended.
 func (h *Handler) start(w http.ResponseWriter, r *http.Request) live {
-	s, c := h.admit(w, r)
-	if s == nil {
+	l := h.admit(w, r)
+	ss, cs := l.ss, l.cs
+	if ss == nil {
 		return live{}
 	}
 	// A tier below (an sse_fanout node reading from this one) is answered
 	// at once, as before the stream was ever live: a loop of tiers is
 	// found from their answers (tier.go), which a tier waiting for its
 	// upstream's first answer would never give.
-	if len(c.via) == 0 {
-		if ref := s.up.awaitOpen(r.Context()); ref != nil {
-			s.leave(c)
-			if ce := h.logger.Check(zap.DebugLevel, "client refused: the stream has never been live"); ce != nil {
-				ce.Write(zap.String("stream", s.label), zap.Int("status", ref.status))
+	if len(cs[0].via) == 0 {
+		for _, s := range ss {
+			if ref := s.up.awaitOpen(r.Context()); ref != nil {
+				leaveAll(ss, cs)
+				if ce := h.logger.Check(zap.DebugLevel, "client refused: the stream has never been live"); ce != nil {
+					ce.Write(zap.String("stream", s.label), zap.Int("status", ref.status))
+				}
+				refuseAsOrigin(w, ref)
+				return live{}
 			}
-			refuseAsOrigin(w, ref)
-			return live{}
 		}
 	}
-	rw, err := h.startStream(w, r, s, c)
+	rw, err := h.startStream(w, r, ss, cs)
 	if rw == nil {
-		ended(s, c, err)
+		for i, c := range cs {
+			ended(ss[i], c, err)
+		}
 		return live{}
 	}
-	return live{s: s, c: c, rw: rw}
+	l.rw = rw
+	return l
 }
 
-// admit finds r's stream and joins it as a new client, or answers r with a
-// refusal and returns a nil stream.
-func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (*stream, *client) {
+// leaveAll has each client cs[i] leave its stream ss[i].
+func leaveAll(ss []*stream, cs []*client) {
+	for i, c := range cs {
+		ss[i].leave(c)
+	}
+}
+
+// admit finds the streams r asks for and joins each as a new client: its
+// own, or, for a multiplexed request, each member's, which from then on a
+// muxClient serves. It returns them with what serves them, without a
+// writer yet. Or it answers r with a refusal and returns no stream.
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request) live {
 	w.Header().Add("Via", h.cfg.via)
 	if h.cors != nil {
 		h.cors.apply(w.Header(), r) // on refusals too, so that the page sees them
 	}
-	sr, err := h.requests.streamRequestOf(r)
+	srs, names, err := h.requests.requestsOf(r)
+	var ss []*stream
+	var cs []*client
 	status := http.StatusBadRequest
+	label := ""
 	if err == nil {
-		sr.encoding = h.encodingFor(w, r)
+		var enc *encoding
+		if names == nil {
+			enc = h.encodingFor(w, r) // a multiplexed request is not compressed (config.go)
+		}
 		if !h.adopted.Load() {
 			h.reg.adopt(h.stop, h.cfg) // this handler's config is running
 			h.adopted.Store(true)
 		}
-		var s *stream
-		var c *client
-		if s, c, err = h.reg.join(sr, h.cfg, h.stop); err == nil {
-			return s, c
+		for _, sr := range srs {
+			label = sr.label
+			sr.encoding = enc
+			var s *stream
+			var c *client
+			if s, c, err = h.reg.join(sr, h.cfg, h.stop); err != nil {
+				break
+			}
+			ss, cs = append(ss, s), append(cs, c)
 		}
+		if err == nil && names == nil {
+			return live{ss: ss, cs: cs, x: cs[0]}
+		}
+		if err == nil {
+			ids := make([]string, len(srs))
+			for i, sr := range srs {
+				ids[i] = string(sr.cursor) // "" without one; a member's part until it is sent an id
+			}
+			return live{ss: ss, cs: cs, x: newMuxClient(names, ids, cs)}
+		}
+		leaveAll(ss, cs) // the members that joined before one was refused
 		status = http.StatusServiceUnavailable
 		switch {
 		case errors.Is(err, errOriginStopped):
 			w.WriteHeader(http.StatusNoContent) // as the origin said: browsers stop
-			return nil, nil
+			return live{}
 		case errors.Is(err, errLoop):
 			h.reg.metrics.refusedLoop.Inc()
 			status = http.StatusLoopDetected
@@ -138,15 +179,17 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (*stream, *clien
 		case errors.Is(err, errTooManyStreams):
 			h.reg.metrics.refusedStreams.Inc()
 		}
+	} else if len(srs) == 1 {
+		label = srs[0].label
 	}
 	// What clients cause is logged at debug level, so that they cannot
 	// flood the log; the metrics count it. The stream shows as its label,
 	// never as the request's URI.
 	if ce := h.logger.Check(zap.DebugLevel, "client refused"); ce != nil {
-		ce.Write(zap.String("stream", sr.label), zap.Int("status", status), zap.Error(err))
+		ce.Write(zap.String("stream", label), zap.Int("status", status), zap.Error(err))
 	}
 	refuse(w, status, err.Error())
-	return nil, nil
+	return live{}
 }
 
 // refuse answers a request that the handler does not serve as a client
@@ -191,14 +234,19 @@ func refuseAsOrigin(w http.ResponseWriter, ref *originRefusal) {
 	refuse(w, ref.status, ref.reason)
 }
 
-// startStream answers c's request with the start of its event stream: the
-// head and, at once, the first bytes of the body (respWriter.open), what
-// its cursor asks for and its replay. It returns c's writer if
-// c is to be written its live events in its request. Otherwise c has left
-// s, and the error says why, unless it was detached: a shared writer
-// serves it from now on.
-func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream, c *client) (*respWriter, error) {
-	c.peer = peerFields(r)
+// startStream answers the request of cs, each a client of the stream
+// ss[i] (one, or a multiplexed request's members), with the start of its
+// event stream: the head and, at once, the first bytes of the body
+// (respWriter.open), what each cursor asks for and each replay. It
+// returns their writer if they are to be written their live events in
+// their request. Otherwise they have left their streams, and the error
+// says why, unless the client was detached: a shared writer serves it
+// from now on. A multiplexed request is never detached.
+func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, ss []*stream, cs []*client) (*respWriter, error) {
+	c := cs[0]
+	for _, c := range cs {
+		c.peer = peerFields(r)
+	}
 	header := w.Header()
 	header.Set("Content-Type", "text/event-stream")
 	header.Set("Cache-Control", "no-cache")
@@ -207,7 +255,7 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream,
 	h.setEncodingHeaders(header, c.encoding())
 	// An HTTP/1.x client, over TLS or not, may be detached once its
 	// response has started; whether it is, passesThrough decides.
-	mayDetach := h.detachable && r.ProtoMajor == 1
+	mayDetach := h.detachable && r.ProtoMajor == 1 && len(cs) == 1
 	if mayDetach {
 		// The body ends when the connection closes, as the SSE spec
 		// suggests, instead of in chunks: so once the connection is taken
@@ -217,7 +265,7 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream,
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	if err := rc.Flush(); err != nil {
-		s.leave(c)
+		leaveAll(ss, cs)
 		if !errors.Is(err, http.ErrNotSupported) {
 			// The client left as its response started (an HTTP/2 stream
 			// reset, a closed connection): its own affair, logged where
@@ -230,7 +278,7 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream,
 	if responseBuffered(w) {
 		// The head has not reached the client, and would not before the
 		// response ends: a stream that never ends would be held in memory.
-		s.leave(c)
+		leaveAll(ss, cs)
 		h.logger.Error("a handler before sse_fanout buffers the response, so events cannot stream; remove it from this route (log_append with {http.response.body}, or intercept that handles every response)")
 		refuse(w, http.StatusInternalServerError, errResponseBuffered.Error()+", so events cannot stream")
 		return nil, nil
@@ -239,21 +287,23 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, s *stream,
 	past := passesThrough(w, r, c.encoding())
 	rw := newRespWriter(w, rc, h.cfg.writeTimeout, past, !past && ownDeadlines(w), c)
 	err := rw.open(c)
-	if err == nil {
-		err = s.catchUps.resume(r.Context(), c, rw)
+	for i := 0; i < len(cs) && err == nil; i++ {
+		err = ss[i].catchUps.resume(r.Context(), cs[i], rw)
 	}
-	if err == nil {
-		err = rw.send(c) // the replay
+	for i := 0; i < len(cs) && err == nil; i++ {
+		err = rw.send(cs[i]) // the replay
 	}
-	if err == nil && !(mayDetach && past && detach(w, s, c)) {
-		s.logStarted(c, false)
+	if err == nil && !(mayDetach && past && detach(w, ss[0], c)) {
+		for i, c := range cs {
+			ss[i].logStarted(c, false)
+		}
 		return rw, nil
 	}
 	// The writer and the response it holds are not the client's any
 	// more: a detached client must not keep them.
 	c.abort.Store(nil)
 	if err != nil {
-		s.leave(c)
+		leaveAll(ss, cs)
 	}
 	return nil, err
 }
