@@ -12,7 +12,7 @@ import (
 )
 
 // TestBrowserHTTP2StreamsShareOneConnection serves the page and its
-// streams over HTTPS with Caddy's internal CA. The page opens more
+// streams over HTTPS with the tests' certificate (testkit.CertFile). The page opens more
 // EventSources than a browser allows HTTP/1.1 connections to one host (6),
 // each on its own stream; all of them must get their events while all are
 // open, over HTTP/2, and Caddy must see every request come from one

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -22,7 +21,7 @@ import (
 
 // TestHTTP3ClientReceivesAProxiedStreamIncrementally has a client over
 // QUIC (quic-go's HTTP/3 client) read a stream that Caddy serves over
-// HTTP/3, with its internal CA, on 127.0.0.1. The origin sends each event
+// HTTP/3, with the tests' certificate (testkit.CertFile), on 127.0.0.1. The origin sends each event
 // only once the client has read the one before: a proxy that held events
 // back, or an HTTP/3 response that was not flushed per event, would stall.
 func TestHTTP3ClientReceivesAProxiedStreamIncrementally(t *testing.T) {
@@ -109,17 +108,17 @@ func TestHTTP3ClientReceivesAProxiedStreamIncrementally(t *testing.T) {
 }
 
 // newHTTP3Transport returns a quic-go HTTP/3 client transport that trusts
-// Caddy's internal CA (from the tests' Caddy storage) and sends from a UDP
+// the tests' certificate (testkit.CertFile) and sends from a UDP
 // socket on 127.0.0.1. The test's cleanup closes it.
 func newHTTP3Transport(t *testing.T) *http3.Transport {
 	t.Helper()
-	rootPEM, err := os.ReadFile(filepath.Join(testkit.Storage(), "pki", "authorities", "local", "root.crt"))
+	rootPEM, err := os.ReadFile(testkit.CertFile())
 	if err != nil {
-		t.Fatalf("reading Caddy's internal root certificate: %v", err)
+		t.Fatalf("reading the tests' certificate: %v", err)
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(rootPEM) {
-		t.Fatal("Caddy's internal root certificate does not parse")
+		t.Fatal("the tests' certificate does not parse")
 	}
 	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {

@@ -132,7 +132,7 @@ func AdaptCaddyfile(t testing.TB, caddyfile string) []byte {
 	if !DetachInTests {
 		cfg = withDetachOff(t, cfg)
 	}
-	return cfg
+	return withTestCert(t, cfg)
 }
 
 // LoadJSON loads a JSON config, replacing the running one if it loads.
@@ -170,10 +170,10 @@ func withDetachOff(t testing.TB, cfg []byte) []byte {
 	return out
 }
 
-// TLSGlobalOptions are GlobalOptions for a site served over HTTPS with
-// Caddy's internal CA: automatic HTTPS stays on for the certificate, but
-// without the port-80 redirect server and without installing the CA into
-// the system's trust store. protocols is the servers' protocol list, such
+// TLSGlobalOptions are GlobalOptions for a site served over HTTPS:
+// without the port-80 redirect server, and, once AdaptCaddyfile has put
+// the tests' certificate in (tlscert.go), with no certificate that Caddy
+// manages. protocols is the servers' protocol list, such
 // as "h1 h2".
 func TLSGlobalOptions(protocols string) string {
 	return tlsGlobalOptions(protocols, LogOptions())
@@ -215,9 +215,8 @@ func StartWholeCaddyfile(t testing.TB, caddyfile string) {
 	})
 }
 
-// WaitCertificate waits until Caddy completes TLS handshakes on addr: it
-// obtains its internal certificate in the background after it starts, and
-// a client that comes earlier fails its handshake.
+// WaitCertificate waits until Caddy completes TLS handshakes on addr, with
+// the tests' certificate (tlscert.go) it loads as it starts.
 func WaitCertificate(t testing.TB, addr string) {
 	t.Helper()
 	deadline := time.Now().Add(WaitTimeout)

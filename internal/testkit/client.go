@@ -44,7 +44,7 @@ const reloadRetries = 3
 var HTTPClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
 // TLSHTTPClient is HTTPClient for https URLs: HTTP/1.1 over TLS, trusting
-// any certificate (Caddy's internal CA in the tests).
+// any certificate (the tests' own, CertFile).
 var TLSHTTPClient = &http.Client{Transport: &http.Transport{
 	DisableKeepAlives: true,
 	TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},

@@ -59,6 +59,9 @@ func Main(m *testing.M) {
 		panic(err)
 	}
 	storage = dir
+	if err := writeTestCert(); err != nil {
+		panic(err)
+	}
 	code := m.Run()
 	if code != 0 {
 		printLogTail()
