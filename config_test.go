@@ -23,14 +23,7 @@ func TestValidateRejectsBadUpstreams(t *testing.T) {
 		{"http://alice:pw-secret@o/%zz", "parsing upstream"},
 	} {
 		t.Run(tc.upstream, func(t *testing.T) {
-			h := &Handler{Upstream: tc.upstream}
-			ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
-			defer cancel()
-			err := h.Provision(ctx)
-			if err == nil {
-				err = h.Validate()
-			}
-			h.Cleanup()
+			err := provision(t, Handler{Upstream: tc.upstream})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error containing %q", err, tc.want)
 			}
@@ -72,11 +65,18 @@ func TestHeaderUpPlaceholderNeedsKey(t *testing.T) {
 	}
 }
 
-// provisionErr provisions and validates h, a JSON config with its
+// provisionErr provisions and validates h, a JSON config, with its
 // upstream set to a closed port, and reports the error.
 func provisionErr(t *testing.T, h Handler) error {
 	t.Helper()
 	h.Upstream = "http://127.0.0.1:1"
+	return provision(t, h)
+}
+
+// provision provisions and validates h, a JSON config, as Caddy would,
+// cleans it up, and reports the error.
+func provision(t *testing.T, h Handler) error {
+	t.Helper()
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
 	defer cancel()
 	err := h.Provision(ctx)
