@@ -244,8 +244,9 @@ func refuseAsOrigin(w http.ResponseWriter, ref *originRefusal) {
 // from now on. A multiplexed request is never detached.
 func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, ss []*stream, cs []*client) (*respWriter, error) {
 	c := cs[0]
+	peer := peerFields(r)
 	for _, c := range cs {
-		c.peer = peerFields(r)
+		c.peer = peer
 	}
 	header := w.Header()
 	header.Set("Content-Type", "text/event-stream")

@@ -66,6 +66,10 @@ type writerShard struct {
 	s     *stream
 	wakeC chan struct{} // holds one token when there may be work
 	ended chan struct{} // closed when run has returned, its last pass made
+	// signalled is set by the first wake since the shard's last pass
+	// began: publish wakes each client's writer, and this shard is the
+	// writer of many, so the others cost a load, not a channel send.
+	signalled atomic.Bool
 
 	mu      sync.Mutex
 	clients []*detachedClient // each client's index is its place here
@@ -190,6 +194,9 @@ func (sh *writerShard) remove(d *detachedClient) {
 
 // wake tells the shard there may be something to send. It never blocks.
 func (sh *writerShard) wake() {
+	if sh.signalled.Load() || sh.signalled.Swap(true) {
+		return // a pass is due that will see it
+	}
 	select {
 	case sh.wakeC <- struct{}{}:
 	default:
@@ -205,6 +212,7 @@ func (sh *writerShard) run() {
 	for {
 		select {
 		case <-sh.wakeC:
+			sh.signalled.Store(false) // before the pass reads: a later wake signals again
 			sh.pass()
 		case <-sh.s.done:
 			sh.pass()
