@@ -91,10 +91,13 @@ type client struct {
 	sentRetry  int64  // the last retry time written; -1 before any
 	keepalives uint64 // the stream's keepalive rounds when it was last sent something
 
-	// For a writer that writes without deadlines (respWriter, past the
-	// chain): when its write in flight began, in Unix nanoseconds (0: none),
-	// and how to end that write. The stream's watchdog ends a write that
-	// takes longer than write_timeout, and ending the client ends it too.
+	// When its write in flight began, in Unix nanoseconds (0: none), for a
+	// writer that may be held in one: a respWriter past the chain, which
+	// writes without deadlines, and a detached client's drain. While it is
+	// set, publish applies the lag rule to the client, which its writer
+	// cannot; the stream's watchdog ends a write that takes longer than
+	// write_timeout. abort ends the write in flight (respWriter); ending
+	// the client ends it too.
 	writing atomic.Int64
 	abort   atomic.Pointer[func()]
 }
@@ -144,12 +147,6 @@ func newClient(r *ring, sig *signals, cfg *settings, metrics *upstreamMetrics) *
 	}
 	return c
 }
-
-// writer returns what serves c.
-func (c *client) writer() writer { return *c.w.Load() }
-
-// serveBy has w serve c from now on.
-func (c *client) serveBy(w writer) { c.w.Store(&w) }
 
 // end ends the client with cause: its writer stops at its next look, and
 // is told (writer.end), so that a write of its in flight is ended. It is
@@ -264,7 +261,8 @@ func (c *client) next(out []byte, limit int) (_ []byte, more bool, err error) {
 	}
 	if n > 0 {
 		c.keepalives = c.signals.keepalives.Load() // frames count as activity
-		c.metrics.countSent(n, size)
+		c.metrics.eventsSent.Add(float64(n))
+		c.metrics.bytesSent.Add(float64(size))
 		c.sent.events.Add(int64(n))
 	}
 	if quiet && len(out) == start {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
 	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
@@ -87,11 +88,12 @@ func TestSlowClientIsCutOthersKeepGoing(t *testing.T) {
 	cfg := testSettings()
 	cfg.clientQueue = 4
 	s := newTestStream(cfg)
-	slow := addClient(s)
+	held := addClient(s) // its writer is held in a write: publish cuts it
+	idle := addClient(s) // its writer never looked: its first look cuts it
 	fast := addClient(s)
+	held.writing.Store(time.Now().UnixNano())
 
-	// The slow client's writer never runs; the fast one takes every frame
-	// as soon as it is published.
+	// The fast client takes every frame as soon as it is published.
 	for i := 1; i <= 10; i++ {
 		publishTo(s, &sse.Event{Data: fmt.Sprint(i), HasData: true})
 		out, more, err := fast.next(nil, maxBatchWrite)
@@ -100,20 +102,23 @@ func TestSlowClientIsCutOthersKeepGoing(t *testing.T) {
 		}
 	}
 	select {
-	case <-slow.done:
-		if slow.cause != errSlowClient {
-			t.Fatalf("slow client cut with %v", slow.cause)
+	case <-held.done:
+		if held.cause != errSlowClient {
+			t.Fatalf("client held in a write cut with %v", held.cause)
 		}
 	default:
-		t.Fatal("a client 10 events behind with client_queue 4 was not cut")
+		t.Fatal("a client 10 events behind with client_queue 4, held in a write, was not cut")
+	}
+	if _, ok := s.clients[held]; ok {
+		t.Fatal("cut client still registered")
+	}
+	if out, _, err := idle.next(nil, maxBatchWrite); err != errSlowClient || len(out) != 0 {
+		t.Fatalf("a client 10 events behind with client_queue 4 looked and got %q, %v; want errSlowClient", out, err)
 	}
 	select {
 	case <-fast.done:
 		t.Fatalf("fast client cut: %v", fast.cause)
 	default:
-	}
-	if _, ok := s.clients[slow]; ok {
-		t.Fatal("cut client still registered")
 	}
 }
 

@@ -65,7 +65,10 @@ type chains struct {
 	// own, so that the next frame begins new segments, which they follow
 	// at once.
 	restartAll atomic.Bool
-	of         [numEncodings]chain
+	// live counts the clients in any encoding and the compressors held:
+	// while it is 0, pack has nothing to do, and publish passes it by.
+	live atomic.Int64
+	of   [numEncodings]chain
 }
 
 // chain is a stream's chain in one encoding.
@@ -94,6 +97,7 @@ func (cs *chains) pack(f *frame) {
 			if ch.comp != nil {
 				ch.comp.release()
 				ch.comp = nil
+				cs.live.Add(-1)
 			}
 			if ch.lone.Load() > 0 && f.packs == nil {
 				f.packs = new(framePacks) // for its piece on its own, made when first needed
@@ -108,6 +112,7 @@ func (cs *chains) pack(f *frame) {
 		switch {
 		case ch.comp == nil:
 			ch.comp = encodings[i].newChain()
+			cs.live.Add(1)
 			fp.first = true
 		case restartAll, waiting > 0 && (waiting >= users || ch.frames >= maxSegmentWait):
 			ch.comp.restart()
@@ -158,8 +163,9 @@ type packer interface {
 // their own, and its own pieces on their own.
 type chainPacker struct {
 	enc   *encoding
-	chain *chain // the stream's chain in enc
-	lone  bool   // it never follows the chain: a filtered client, which skips frames (filter.go)
+	chain *chain        // the stream's chain in enc
+	lone  bool          // it never follows the chain: a filtered client, which skips frames (filter.go)
+	live  *atomic.Int64 // its stream's chains.live
 
 	begun   bool   // the encoding's head (codec.ends) was sent
 	segment uint64 // the chain segment the client follows; 0: none
@@ -179,7 +185,8 @@ func (cs *chains) newPacker(enc *encoding, lone bool) packer {
 	} else {
 		ch.users.Add(1)
 	}
-	return &chainPacker{enc: enc, chain: ch, lone: lone}
+	cs.live.Add(1)
+	return &chainPacker{enc: enc, chain: ch, lone: lone, live: &cs.live}
 }
 
 // encoding is what c's stream is compressed in; nil: none.
@@ -192,6 +199,7 @@ func (p *chainPacker) release() {
 	} else {
 		p.chain.users.Add(-1)
 	}
+	p.live.Add(-1)
 }
 
 // frame appends f: as a piece of the chain when the client follows it (or

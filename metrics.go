@@ -142,15 +142,6 @@ func newUpstreamMetrics(upstream string) *upstreamMetrics {
 	}
 }
 
-// countSent records that events frames of size bytes in all were written
-// to clients.
-func (m *upstreamMetrics) countSent(events, size int) {
-	if events > 0 {
-		m.eventsSent.Add(float64(events))
-		m.bytesSent.Add(float64(size))
-	}
-}
-
 // countFiltered records that a filter left n frames out of what a client
 // was sent.
 func (m *upstreamMetrics) countFiltered(n int) {

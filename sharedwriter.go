@@ -237,7 +237,7 @@ func (sh *writerShard) pass() {
 func (sh *writerShard) serve(d *detachedClient) {
 	if d.draining.Load() {
 		// Its drain may be stuck in a write: publish applies the lag
-		// rule to it, as to every client.
+		// rule to it (client.writing).
 		return
 	}
 	out, more, err := d.c.next(sh.out[:0], maxBatchWrite)
@@ -310,7 +310,9 @@ func (sh *writerShard) writeBlocking(d *detachedClient, b []byte) error {
 	if err := d.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
 		return err
 	}
+	d.c.writing.Store(time.Now().UnixNano()) // publish applies the lag rule while it writes
 	n, err := d.conn.Write(b)
+	d.c.writing.Store(0)
 	d.c.sent.bytes.Add(int64(n))
 	if err != nil {
 		return err

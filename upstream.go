@@ -353,12 +353,9 @@ type resend struct {
 }
 
 // drops reports whether f is a resend of what the ring r holds, to be
-// dropped. Only the upstream reader calls it, so the ring's head does not
-// move while it checks.
+// dropped; it is asked only while rs.checking. Only the upstream reader
+// calls it, so the ring's head does not move while it checks.
 func (rs *resend) drops(r *ring, f *frame) bool {
-	if !rs.checking {
-		return false
-	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if rs.next == 0 {
