@@ -89,7 +89,7 @@ func newFilterBench(tb testing.TB, n, filtered int, detached bool) *filterBench 
 		go func() {
 			defer fb.writers.Done()
 			defer cancel()
-			if err := newRespWriter(w, rc, time.Minute, true, false, c).serve(ctx, c); err != nil {
+			if err := newRespWriter(w, rc, time.Minute, true, false, []*client{c}).serve(ctx, c); err != nil {
 				tb.Errorf("client writer: %v", err)
 			}
 		}()

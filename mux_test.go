@@ -4,6 +4,7 @@ package ssefanout
 // several streams on one response (docs/multiplex.md).
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -430,4 +431,47 @@ func TestMultiplexConfigIsChecked(t *testing.T) {
 			}
 		})
 	}
+}
+
+// heldWriter is a response writer whose Write tells entered, then waits
+// for release.
+type heldWriter struct{ entered, release chan struct{} }
+
+func (w heldWriter) Write(p []byte) (int, error) {
+	close(w.entered)
+	<-w.release
+	return len(p), nil
+}
+
+// A multiplexed page's write in flight holds every member's client, so a
+// member whose stream it falls behind in, whichever it is, is cut at
+// once by its stream's publish, as a single client held in a write is
+// (client.writing), and the page with it.
+func TestMultiplexedWriteInFlightIsWatchedInEveryMembersStream(t *testing.T) {
+	cfg := testSettings()
+	cfg.clientQueue = 2
+	s1, s2 := newTestStream(cfg), newTestStream(cfg)
+	a, b := addClient(s1), addClient(s2)
+	m := newMuxClient([]string{"a", "b"}, []string{"", ""}, []*client{a, b})
+	held := heldWriter{make(chan struct{}), make(chan struct{})}
+	rw := &respWriter{w: held, watch: []*client{a, b}, sent: &a.sent, out: []byte(": x\n\n")}
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		rw.writeOut()
+	}()
+	<-held.entered
+	for i := 1; i <= 5; i++ {
+		publishTo(s2, &sse.Event{Data: strconv.Itoa(i), HasData: true})
+	}
+	select {
+	case <-m.ended():
+		if !errors.Is(m.why(), errSlowClient) {
+			t.Errorf("page ended with %v, want errSlowClient", m.why())
+		}
+	default:
+		t.Error("a page 5 events behind in its second member's stream, with client_queue 2 and its write held, was not cut")
+	}
+	close(held.release)
+	<-wrote
 }

@@ -57,7 +57,7 @@ const maxKeptBatchBuffer = 4 << 10
 type respWriter struct {
 	w            io.Writer
 	rc           *http.ResponseController
-	c            *client // whose writes the stream's watchdog watches, if past
+	watch        []*client // the request's clients (a multiplexed request's members), if past: their writing is set while a write is in flight
 	sent         *sentCount
 	writeTimeout time.Duration
 	deadlines    bool   // set write deadlines of our own (see ownDeadlines)
@@ -66,16 +66,19 @@ type respWriter struct {
 	err          error  // the first write error
 }
 
-// newRespWriter returns the writer of c's response w. With past, it
-// writes past Caddy's writer chain, and arms c's watchdog hook; without,
+// newRespWriter returns the writer of the response w of the request's
+// clients cs (one, or a multiplexed request's members, cs[0] first). With
+// past, it writes past Caddy's writer chain, sets every client's writing
+// while a write is in flight, and arms cs[0]'s abort hook; without,
 // it sets write deadlines of its own if deadlines is set (the caller knows
 // whether the chain bounds its writes already: ownDeadlines).
-func newRespWriter(w http.ResponseWriter, rc *http.ResponseController, writeTimeout time.Duration, past, deadlines bool, c *client) *respWriter {
+func newRespWriter(w http.ResponseWriter, rc *http.ResponseController, writeTimeout time.Duration, past, deadlines bool, cs []*client) *respWriter {
+	c := cs[0]
 	if !past {
 		return &respWriter{w: w, rc: rc, sent: &c.sent, writeTimeout: writeTimeout, deadlines: deadlines}
 	}
 	inner := innermost(w)
-	rw := &respWriter{w: inner, rc: http.NewResponseController(inner), c: c, sent: &c.sent, writeTimeout: writeTimeout}
+	rw := &respWriter{w: inner, rc: http.NewResponseController(inner), watch: cs, sent: &c.sent, writeTimeout: writeTimeout}
 	abort := func() {
 		// A deadline in the past ends the write in flight: net/http's
 		// HTTP/1 connection and HTTP/2 stream both allow it from another
@@ -209,8 +212,11 @@ func (rw *respWriter) writeOut() {
 		rw.out = rw.out[:0]
 		return
 	}
-	if rw.c != nil && !rw.armed {
-		rw.c.writing.Store(time.Now().UnixNano())
+	if rw.watch != nil && !rw.armed {
+		now := time.Now().UnixNano()
+		for _, c := range rw.watch {
+			c.writing.Store(now)
+		}
 		rw.armed = true
 	}
 	if !rw.armed && rw.deadlines {
@@ -234,9 +240,11 @@ func (rw *respWriter) flush() {
 	if rw.err == nil {
 		rw.err = rw.rc.Flush()
 	}
-	if rw.armed && rw.c != nil {
+	if rw.armed && rw.watch != nil {
 		rw.armed = false
-		rw.c.writing.Store(0)
+		for _, c := range rw.watch {
+			c.writing.Store(0)
+		}
 	} else if rw.armed {
 		rw.armed = false
 		if err := rw.rc.SetWriteDeadline(time.Time{}); err != nil && rw.err == nil {

@@ -152,7 +152,7 @@ func newFanOutBenchIn(tb testing.TB, n int, enc *encoding) *fanOutBench {
 		go func() {
 			defer fb.wg.Done()
 			defer cancel()
-			if err := newRespWriter(w, rc, time.Minute, true, false, c).serve(ctx, c); err != nil {
+			if err := newRespWriter(w, rc, time.Minute, true, false, []*client{c}).serve(ctx, c); err != nil {
 				tb.Errorf("client writer: %v", err)
 			}
 		}()

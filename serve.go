@@ -286,7 +286,7 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, ss []*stre
 	}
 
 	past := passesThrough(w, r, c.encoding())
-	rw := newRespWriter(w, rc, h.cfg.writeTimeout, past, !past && ownDeadlines(w), c)
+	rw := newRespWriter(w, rc, h.cfg.writeTimeout, past, !past && ownDeadlines(w), cs)
 	err := rw.open(c)
 	for i := 0; i < len(cs) && err == nil; i++ {
 		err = ss[i].catchUps.resume(r.Context(), cs[i], rw)
