@@ -195,15 +195,56 @@ func proxySite(t *testing.T, probe, origin, subdirectives string) string {
 // change that ends the old config's clients, as any reload does.
 func reloadableProxy(t *testing.T, origin string, subdirectives ...string) (base string, reload func()) {
 	t.Helper()
+	return reloadableProxyOver(t, "h1", origin, subdirectives...)
+}
+
+// reloadableProxyOver is reloadableProxy served over proto: "h1", plain
+// HTTP/1.1; "h2", HTTPS with the tests' certificate (testkit.CertFile),
+// which a browser reads over HTTP/2 once told to ignore certificate
+// errors (browserFlags); or "h3", the same with HTTP/3 too, for a QUIC
+// client (newHTTP3Transport).
+func reloadableProxyOver(t *testing.T, proto, origin string, subdirectives ...string) (base string, reload func()) {
+	t.Helper()
 	port := testkit.FreePort(t)
+	scheme, global, tls := "http", testkit.GlobalOptions(), ""
+	switch proto {
+	case "h2":
+		scheme, global, tls = "https", testkit.TLSGlobalOptions("h1 h2"), "\n\ttls internal"
+	case "h3":
+		scheme, global, tls = "https", testkit.TLSGlobalOptions("h1 h2 h3"), "\n\ttls internal"
+	}
 	site := func(heartbeat string) string {
 		subs := strings.Join(append(subdirectives, "heartbeat "+heartbeat), "\n\t\t\t")
-		return fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port, proxySite(t, t.Name(), origin, subs))
+		return fmt.Sprintf("%s://127.0.0.1:%d {\n\tbind 127.0.0.1%s\n\t%s\n}\n", scheme, port, tls, proxySite(t, t.Name(), origin, subs))
 	}
-	testkit.StartCaddyfile(t, site("1m"))
-	return fmt.Sprintf("http://127.0.0.1:%d", port), func() {
-		testkit.LoadCaddyfile(t, testkit.GlobalOptions()+site("2m"))
+	testkit.StartCaddyfileWith(t, global, site("1m"))
+	if scheme == "https" {
+		testkit.WaitCertificate(t, fmt.Sprintf("127.0.0.1:%d", port))
 	}
+	return fmt.Sprintf("%s://127.0.0.1:%d", scheme, port), func() {
+		testkit.LoadCaddyfile(t, global+site("2m"))
+	}
+}
+
+// browserFlags are the flags a browser needs to read a proxy served over
+// proto (reloadableProxyOver): for "h2", to accept the tests' certificate.
+func browserFlags(proto string) []chromedp.ExecAllocatorOption {
+	if proto == "h2" {
+		return []chromedp.ExecAllocatorOption{chromedp.Flag("ignore-certificate-errors", true)}
+	}
+	return nil
+}
+
+// wantProto is the protocol a request reaches Caddy with from a client
+// of a proxy served over proto (reloadableProxyOver).
+func wantProto(proto string) string {
+	switch proto {
+	case "h2":
+		return "HTTP/2.0"
+	case "h3":
+		return "HTTP/3.0"
+	}
+	return "HTTP/1.1"
 }
 
 // directOrigin serves the recorder page and, under /s/, the test origin

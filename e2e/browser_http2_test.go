@@ -74,15 +74,8 @@ func TestBrowserHTTP2StreamsResumeAfterAReload(t *testing.T) {
 	const streams = 12
 	origin := testkit.NewOrigin(t)
 	probe := newProbe(t, t.Name())
-	port := testkit.FreePort(t)
-	caddyfile := func(heartbeat string) string {
-		return testkit.TLSGlobalOptions("h1 h2") + fmt.Sprintf("https://127.0.0.1:%d {\n\tbind 127.0.0.1\n\ttls internal\n\t%s\n}\n",
-			port, proxySite(t, t.Name(), origin.URL(), "retry 300ms\n\t\t\theartbeat "+heartbeat))
-	}
-	testkit.StartWholeCaddyfile(t, caddyfile("1m"))
-	base := fmt.Sprintf("https://127.0.0.1:%d", port)
-	testkit.WaitCertificate(t, fmt.Sprintf("127.0.0.1:%d", port))
-	tab := newBrowser(t, chromedp.Flag("ignore-certificate-errors", true))
+	base, reload := reloadableProxyOver(t, "h2", origin.URL(), "retry 300ms")
+	tab := newBrowser(t, browserFlags("h2")...)
 
 	srcs := make([]string, streams)
 	for i := range srcs {
@@ -99,7 +92,7 @@ func TestBrowserHTTP2StreamsResumeAfterAReload(t *testing.T) {
 	}
 	waitPage(t, tab, "event 1 on every stream", countMessages(streams))
 
-	testkit.LoadCaddyfile(t, caddyfile("2m"))
+	reload()
 	waitPage(t, tab, "every stream cut", fmt.Sprintf(`window.rec.filter((e) => e.kind === "error").length === %d`, streams))
 	for _, up := range ups {
 		testkit.SendIDs(up, 2, 2) // while the page is away
