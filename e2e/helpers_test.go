@@ -16,9 +16,18 @@ import (
 
 func TestMain(m *testing.M) { testkit.Main(m) }
 
-// detachedClients counts the clients that shared writers serve, over every
-// stream, as the admin API's /sse_fanout/streams reports them.
-func detachedClients(t testing.TB) int {
+// streamStatus is what the admin API's /sse_fanout/streams reports of a
+// stream, as far as the tests read it.
+type streamStatus struct {
+	Key             string `json:"key"`
+	DetachedClients int    `json:"detached_clients"`
+	UpstreamState   string `json:"upstream_state"`
+	UpstreamError   string `json:"upstream_error"`
+}
+
+// streamStatuses returns every stream's status, as the admin API's
+// /sse_fanout/streams reports it.
+func streamStatuses(t testing.TB) []streamStatus {
 	t.Helper()
 	info, err := caddy.GetModule("admin.api.sse_fanout")
 	if err != nil {
@@ -29,14 +38,19 @@ func detachedClients(t testing.TB) int {
 	if err := routes[0].Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, routes[0].Pattern, nil)); err != nil {
 		t.Fatal(err)
 	}
-	var streams []struct {
-		DetachedClients int `json:"detached_clients"`
-	}
+	var streams []streamStatus
 	if err := json.Unmarshal(rec.Body.Bytes(), &streams); err != nil {
 		t.Fatal(err)
 	}
+	return streams
+}
+
+// detachedClients counts the clients that shared writers serve, over every
+// stream, as the admin API's /sse_fanout/streams reports them.
+func detachedClients(t testing.TB) int {
+	t.Helper()
 	n := 0
-	for _, s := range streams {
+	for _, s := range streamStatuses(t) {
 		n += s.DetachedClients
 	}
 	return n

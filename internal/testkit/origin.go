@@ -3,6 +3,7 @@ package testkit
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -18,7 +19,7 @@ import (
 
 // Origin is a scriptable SSE origin on 127.0.0.1.
 type Origin struct {
-	srv   *httptest.Server
+	srv   *httptest.Server // replaced by Restart; only the test's goroutine touches it
 	conns chan *OriginConn // every accepted SSE connection, in order
 
 	// Total counts the requests seen.
@@ -49,8 +50,31 @@ func NewOrigin(t testing.TB) *Origin {
 	t.Helper()
 	o := &Origin{conns: make(chan *OriginConn, 1000)}
 	o.srv = httptest.NewServer(o)
-	t.Cleanup(o.srv.Close)
+	t.Cleanup(func() { o.srv.Close() }) // the server of the moment: Restart replaces it
 	return o
+}
+
+// Restart has the origin go away and come back, as a process that is
+// restarted does: its listener closes and every connection on it is cut,
+// so that a proxy's attempts meanwhile are refused; then down runs, and
+// the origin listens again on the same address, with the same state
+// (Status, the hooks, the connections the test has not taken).
+func (o *Origin) Restart(t testing.TB, down func()) {
+	t.Helper()
+	addr := o.srv.Listener.Addr().String()
+	o.srv.Listener.Close()
+	o.srv.CloseClientConnections()
+	o.srv.Close() // waits for the handlers to return
+	down()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("the origin listening again on %s: %v", addr, err)
+	}
+	srv := httptest.NewUnstartedServer(o)
+	srv.Listener.Close() // the one it made, on a port of its own
+	srv.Listener = ln
+	srv.Start()
+	o.srv = srv
 }
 
 // URL is the origin's base URL.
