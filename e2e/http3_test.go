@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,47 +42,7 @@ func TestHTTP3ClientReceivesAProxiedStreamIncrementally(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	testkit.WaitCertificate(t, addr)
 
-	client := &http.Client{Transport: newHTTP3Transport(t)}
-	ctx, cancel := context.WithCancel(context.Background())
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/h3", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		cancel()
-		t.Fatalf("GET over HTTP/3: %v", err)
-	}
-	events := make(chan sse.Event)
-	ended := make(chan error, 1)
-	go func() {
-		p := sse.NewParser(resp.Body, 1<<20)
-		for {
-			ev, err := p.Next()
-			if err != nil {
-				ended <- err
-				return
-			}
-			if ev.HasData {
-				select {
-				case events <- ev:
-				case <-ctx.Done():
-					ended <- ctx.Err()
-					return
-				}
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		resp.Body.Close()
-		select {
-		case <-ended:
-		case <-time.After(testkit.WaitTimeout):
-			t.Error("the HTTP/3 reader did not end")
-		}
-	})
-
+	resp, events, ended := readHTTP3(t, "https://"+addr+"/h3")
 	if resp.StatusCode != http.StatusOK || resp.Proto != "HTTP/3.0" {
 		t.Fatalf("got %s over %s, want 200 over HTTP/3.0", resp.Status, resp.Proto)
 	}
@@ -105,6 +67,96 @@ func TestHTTP3ClientReceivesAProxiedStreamIncrementally(t *testing.T) {
 	if len(reqs) != 1 || reqs[0].Proto != "HTTP/3.0" {
 		t.Errorf("Caddy saw %+v, want one HTTP/3.0 request", reqs)
 	}
+}
+
+// TestHTTP3MuxPageReadsEveryMember has a client over QUIC read a
+// multiplexed page of ten members (muxMembers) that Caddy serves over
+// HTTP/3: every member's events come, in order, under the member's name,
+// each with the composite cursor naming its own id as the member's, on
+// one HTTP/3 request, and the origin sees one connection per member.
+func TestHTTP3MuxPageReadsEveryMember(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	probe := newProbe(t, t.Name())
+	m := newMuxMembers(origin)
+	base, _ := reloadableProxyOver(t, "h3", origin.URL(), muxSubdirectives...)
+	resp, events, ended := readHTTP3(t, base+m.path())
+	if resp.StatusCode != http.StatusOK || resp.Proto != "HTTP/3.0" {
+		t.Fatalf("got %s over %s, want 200 over HTTP/3.0", resp.Status, resp.Proto)
+	}
+	m.takeConns(t, "")
+	m.send(1, 3)
+	got := make(map[string][]string)
+	for range 3 * len(m.names) {
+		select {
+		case ev := <-events:
+			i := slices.Index(m.names, ev.Type)
+			ids := strings.Split(ev.ID, ",")
+			if i < 0 || len(ids) != len(m.names) || ids[i] != strconv.Itoa(len(got[ev.Type])+1) {
+				t.Fatalf("got %+v, want a member's next message, with a composite cursor that names its id", ev)
+			}
+			got[ev.Type] = append(got[ev.Type], ev.Data)
+		case err := <-ended:
+			t.Fatalf("the stream ended after %v: %v", got, err)
+		case <-time.After(testkit.WaitTimeout):
+			t.Fatalf("the members' events stopped coming; so far %v", got)
+		}
+	}
+	m.checkMembers(t, got, 3)
+	if reqs := probe.requests(); len(reqs) != 1 || reqs[0].Proto != "HTTP/3.0" {
+		t.Errorf("Caddy saw %+v, want one HTTP/3.0 request", reqs)
+	}
+	if n := origin.Total.Load(); n != int64(len(m.names)) {
+		t.Errorf("the origin saw %d requests, want %d: one per member", n, len(m.names))
+	}
+}
+
+// readHTTP3 GETs url over HTTP/3 (newHTTP3Transport) and reads the
+// answer with the plugin's parser in a goroutine of its own, which sends
+// each event that fires on events, and why the read ended on ended. The
+// test's cleanup stops the read and waits for it.
+func readHTTP3(t *testing.T, url string) (resp *http.Response, events <-chan sse.Event, ended <-chan error) {
+	t.Helper()
+	client := &http.Client{Transport: newHTTP3Transport(t)}
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	resp, err = client.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatalf("GET over HTTP/3: %v", err)
+	}
+	ev, end := make(chan sse.Event), make(chan error, 1)
+	go func() {
+		p := sse.NewParser(resp.Body, 1<<20)
+		for {
+			e, err := p.Next()
+			if err != nil {
+				end <- err
+				return
+			}
+			if e.HasData {
+				select {
+				case ev <- e:
+				case <-ctx.Done():
+					end <- ctx.Err()
+					return
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		resp.Body.Close()
+		select {
+		case <-end:
+		case <-time.After(testkit.WaitTimeout):
+			t.Error("the HTTP/3 reader did not end")
+		}
+	})
+	return resp, ev, end
 }
 
 // newHTTP3Transport returns a quic-go HTTP/3 client transport that trusts
