@@ -412,3 +412,40 @@ func TestViaMarks(t *testing.T) {
 		}
 	}
 }
+
+// TestEdgeMultiplexesStreamsItReadsFromTheShield has an edge that
+// multiplexes serve a page whose members it reads from the shield, which
+// does not multiplex: the edge asks the shield for each member's stream
+// as any stream, so the shield has one ordinary stream per member, whose
+// one client is the edge, and the page gets every member's events.
+func TestEdgeMultiplexesStreamsItReadsFromTheShield(t *testing.T) {
+	tr := startTiers(t, "", "multiplex_param streams\n\t\tmultiplex_members /events/*")
+	names := []string{"a", "b", "c"}
+	page := testkit.OpenClient(t, muxURL(tr.edge, names...), nil)
+	conns := memberConns(t, tr.origin, len(names))
+	from, to := make(map[string]int), make(map[string]int)
+	for _, name := range names {
+		if conns[name] == nil {
+			t.Fatalf("the origin has no connection for the member %s: %v", name, conns)
+		}
+		testkit.SendIDs(conns[name], 1, 3)
+		from[name], to[name] = 1, 3
+	}
+	expectMux(t, page, names, from, to)
+
+	for _, name := range names {
+		key := "/events/" + name
+		edge, ok := statusOf(t, tr.shield, key)
+		if !ok || edge.UpstreamURL != tr.shield+key || edge.UpstreamConnect != 1 || edge.UpstreamTier != "shield" || edge.Clients != 1 {
+			t.Errorf("the edge's stream %s: %+v, want one upstream request, for %s%s, answered by the shield, and the page as its client", key, edge, tr.shield, key)
+		}
+		shield, ok := statusOf(t, tr.origin.URL(), key)
+		if !ok || shield.Node != "shield" || shield.Clients != 1 {
+			t.Errorf("the shield's stream %s: %+v, want one, with the edge as its one client", key, shield)
+		}
+	}
+	if n := openStreams(); n != 2*len(names) {
+		t.Errorf("%d streams open, want %d: one per member at each tier, and none for the page's own URL", n, 2*len(names))
+	}
+	tr.origin.NoNewConn(t)
+}
