@@ -245,8 +245,12 @@ func (r *report) writeText(w io.Writer) {
 			p.Wanted, p.Held, p.Members, how, p.PerPagePerSecond, p.SilentMembers)
 	}
 	n := r.Conns
+	perConn := r.streamsPerConn()
+	if r.Pages != nil && r.Pages.Split && multiplexed(r.protoName()) {
+		perConn *= r.Pages.Members // -streams-per-conn counts pages
+	}
 	fmt.Fprintf(w, "conns:    %s, %d streams each: %d wanted, %d opened, %d failed, %d not %s",
-		r.protoName(), r.streamsPerConn(), n.Wanted, n.Opened, n.Failed, n.WrongProto, r.protoName())
+		r.protoName(), perConn, n.Wanted, n.Opened, n.Failed, n.WrongProto, r.protoName())
 	for _, m := range []struct {
 		name   string
 		counts map[string]int64

@@ -42,7 +42,11 @@ func (c clock) publish(ctx context.Context, target string) error {
 	readErr := make(chan error, 1)
 	go func() { readErr <- readAnswers(conn) }()
 
-	fmt.Printf("sseorigin: publishing to %s at %g events/s of %d bytes (%d streams)\n", target, c.rate, c.size, len(targets))
+	streams := ""
+	if len(targets) > 1 {
+		streams = fmt.Sprintf(", %d streams s0 to s%d", len(targets), len(targets)-1)
+	}
+	fmt.Printf("sseorigin: publishing to %s%s at %g events/s of %d bytes\n", target, streams, c.rate, c.size)
 	heads := make([]string, len(targets))
 	for k, t := range targets {
 		heads[k] = "POST " + t.RequestURI() + " HTTP/1.1\r\nHost: " + t.Host + "\r\nContent-Type: text/plain\r\nContent-Length: "
