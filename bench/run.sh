@@ -16,12 +16,21 @@
 #                                              # the fleet on one machine (issue 23)
 #   ENDURANCE=1h bench/run.sh                  # the endurance run (bench/sseendure)
 #   PROTO=h2 SYSTEMS="sse_fanout nchan direct caddyfloor" bench/run.sh
+#   WORKLOADS=M1 SYSTEMS="sse_fanout_mux nchan_mux sse_fanout_each nchan_each" \
+#       PROTO=h2 bench/run.sh                  # pages of ten streams (issue 22)
 #
 # Workloads (clients, events per second, bytes per event):
 #   W1  1,000 clients, 10 ev/s, 256 B
 #   W2 10,000 clients,  1 ev/s, 256 B
 #   W3  1,000 clients, 100 ev/s, 64 B
 #   W4 10,000 clients, idle (no events): memory per client
+#   M1  1,000 pages of 10 members, each member 1 ev/s, 256 B: a page is one
+#       client, which reads ten streams (s0 … s9, served by sseorigin
+#       -streams 10, their events spread over each second); SCALE and
+#       CLIENTS count pages, a delivery is one member's event reaching a
+#       page (10 a second per page), lost events are counted per member,
+#       and RSS per client is per page (sseload -members). Only the page
+#       systems below run it, and they run only it.
 #
 # Systems:
 #   sse_fanout     Caddy + sse_fanout in front of sseorigin
@@ -44,6 +53,28 @@
 #   encode_gzip, encode_zstd
 #                  Caddy's "encode gzip" (or zstd) in front of sse_fanout:
 #                  a compressor per client; the clients accept that encoding
+# Systems for pages (M1), each on the same ten streams at the same rates:
+#   sse_fanout_mux   Caddy + sse_fanout with multiplex_param: a page is one
+#                    EventSource, /events/?streams=s0,s1,…,s9, whose members
+#                    are the streams /events/s0 … /events/s9 of sseorigin
+#                    (multiplex_members /events/*; events renamed sN)
+#   sse_fanout_each  Caddy + sse_fanout, ten EventSources per page, one per
+#                    member, /events/s0 … /events/s9: ten connections per
+#                    page over HTTP/1.1 (more than the six a browser would
+#                    open), ten streams on the page's one connection over h2
+#                    and h3 (STREAMS_PER_CONN pages share it)
+#   nchan_mux        nginx + nchan's multiplexed subscriber: a page is one
+#                    EventSource on the ten channels s0 … s9, the same URL
+#                    as sse_fanout_mux (nchan_channel_id $arg_streams with
+#                    nchan_channel_id_split_delimiter ","), fed by
+#                    sseorigin -streams 10 -publish posting each stream's
+#                    events to its channel, /pub/sN
+#   nchan_each       nginx + nchan, ten EventSources per page, /events/sN,
+#                    one per channel, as sse_fanout_each
+# The table's rows say how a page reads: "page: 1 stream of 10" or "page: 10
+# streams"; its clients held are pages, with their deliveries per second.
+#   WORKLOADS=M1 SYSTEMS="sse_fanout_mux nchan_mux sse_fanout_each nchan_each" bench/run.sh
+# compares them; the ratio rows compare the first with each other one.
 # Compare them on a realistic payload, e.g.
 #   PAYLOAD=json WORKLOADS="W1 W2" SYSTEMS="sse_fanout_gzip sse_fanout encode_gzip sse_fanout_zstd" bench/run.sh
 # the table's "bytes per event" is what came over the wire per event.
@@ -73,7 +104,9 @@
 #   STREAMS_PER_CONN [1]: for h2 and h3, the event streams sharing each
 #                connection, as a browser's tabs do (the clients are
 #                streams: 1000 clients at 10 make 100 connections). At most
-#                100, the fewest concurrent streams the servers allow
+#                100, the fewest concurrent streams the servers allow. For
+#                M1 it counts pages: the *_each systems put ten streams per
+#                page on a connection, so at most 10 there
 #   FANOUT_OPTIONS [none]: one subdirective for sse_fanout, e.g. "detach off"
 #   CADDY_SERVER_OPTIONS [none]: lines for Caddy's global servers block, for
 #                every Caddy system, e.g. $'timeouts {\nwrite_idle -1s\n}'
@@ -149,6 +182,9 @@ ENDURANCE=${ENDURANCE:-}
 OUT=${OUT:-$(mktemp -d /tmp/ssebench.XXXXXX)}
 mkdir -p "$OUT"
 
+MEMBERS=10 # a page's streams in M1: s0 … s9
+MEMBER_NAMES=$(seq -s, -f 's%g' 0 $((MEMBERS - 1)))
+
 ORIGIN_PORT=$PORT_BASE
 SERVER_PORT=$((PORT_BASE + 80))
 PUB_PORT=$((PORT_BASE + 81)) # nchan's publisher, plain HTTP, when clients use TLS
@@ -181,11 +217,15 @@ if ((SSELOAD_PROCS < 1 || EDGES < 1)); then
 	echo "SSELOAD_PROCS and EDGES must be at least 1" >&2
 	exit 2
 fi
-if [[ $PROTO == h3 && " $SYSTEMS " == *" nchan "* ]]; then
+if [[ " $SYSTEMS " == *_each" "* ]] && ((STREAMS_PER_CONN * MEMBERS > 100)); then
+	echo "STREAMS_PER_CONN counts pages for M1: the *_each systems put $MEMBERS streams per page on a connection, at most 100" >&2
+	exit 2
+fi
+if [[ $PROTO == h3 && " $SYSTEMS " == *" nchan"* ]]; then
 	echo "nchan skipped: Debian's nginx 1.22 cannot serve HTTP/3 (PROTO=h3)" >&2
 	kept=""
 	for sys in $SYSTEMS; do
-		[[ $sys == nchan ]] || kept+="${kept:+ }$sys"
+		[[ $sys == nchan* ]] || kept+="${kept:+ }$sys"
 	done
 	SYSTEMS=$kept
 	if [[ -z $SYSTEMS ]]; then
@@ -288,11 +328,12 @@ make_cert() {
 		-addext "subjectAltName=IP:127.0.0.1" >>"$OUT/openssl.log" 2>&1
 }
 
-start_origin() { # rate size [direct]: with direct, it serves the clients, in their protocol, with FLOOR_QUEUE
+start_origin() { # rate size [direct] [streams]: with direct, it serves the clients, in their protocol, with FLOOR_QUEUE; streams (M1's members) of rate each
 	port_free "$ORIGIN_PORT"
 	local extra=()
+	((${4:-0} > 1)) && extra+=(-streams "$4")
 	if [[ ${3:-} == direct ]]; then
-		extra=(-queue "$FLOOR_QUEUE")
+		extra+=(-queue "$FLOOR_QUEUE")
 		if [[ $PROTO != h1 ]]; then
 			extra+=(-tls-cert "$CERT" -tls-key "$KEY")
 			[[ $PROTO == h3 ]] && extra+=(-h3) # its UDP socket is bound before TCP
@@ -304,10 +345,11 @@ start_origin() { # rate size [direct]: with direct, it serves the clients, in th
 	wait_port "$ORIGIN_PORT"
 }
 
-start_publisher() { # rate size
-	local port=$SERVER_PORT
+start_publisher() { # rate size [streams]: streams (M1's members) of rate each, to the channels s0 …
+	local port=$SERVER_PORT streams=${3:-0} path=/pub
 	[[ $PROTO != h1 ]] && port=$PUB_PORT
-	"$BIN/sseorigin" -publish "http://127.0.0.1:$port/pub" -rate "$1" -size "$2" -payload "$PAYLOAD" >>"$OUT/publisher.log" 2>&1 &
+	((streams > 1)) && path="/pub/{stream}" || streams=1
+	"$BIN/sseorigin" -publish "http://127.0.0.1:$port$path" -streams "$streams" -rate "$1" -size "$2" -payload "$PAYLOAD" >>"$OUT/publisher.log" 2>&1 &
 	publisher_pid=$!
 	started+=("$publisher_pid")
 }
@@ -351,8 +393,11 @@ start_caddy() { # system rate size
 			echo "	tls $CERT $KEY"
 		fi
 		case $1 in
-		sse_fanout)
+		sse_fanout | sse_fanout_each)
 			fanout_directive
+			;;
+		sse_fanout_mux)
+			fanout_directive $'multiplex_param streams\n\t\tmultiplex_members /events/*'
 			;;
 		sse_fanout_gzip | sse_fanout_zstd)
 			fanout_directive "compress ${1#sse_fanout_}"
@@ -505,6 +550,24 @@ start_nginx() {
 					nchan_channel_id bench;
 					nchan_subscriber_first_message newest;
 				}
+				# M1's pages: a channel per member, s0 …
+				location ~ ^/pub/(s[0-9]+)\$ {
+					nchan_publisher http;
+					nchan_channel_id \$1;
+					nchan_message_buffer_length 1024;
+					nchan_message_timeout 60s;
+				}
+				location ~ ^/events/(s[0-9]+)\$ {
+					nchan_subscriber eventsource;
+					nchan_channel_id \$1;
+					nchan_subscriber_first_message newest;
+				}
+				location = /events/ {
+					nchan_subscriber eventsource;
+					nchan_channel_id_split_delimiter ",";
+					nchan_channel_id \$arg_streams;
+					nchan_subscriber_first_message newest;
+				}
 			}
 		}
 	EOF
@@ -522,12 +585,13 @@ start_nginx() {
 
 # --- workloads ---------------------------------------------------------
 
-workload() { # name -> clients rate size
+workload() { # name -> clients rate size members: clients are pages of members streams, each at rate, if members > 0
 	case $1 in
-	W1) echo 1000 10 256 ;;
-	W2) echo 10000 1 256 ;;
-	W3) echo 1000 100 64 ;;
-	W4) echo 10000 0 256 ;;
+	W1) echo 1000 10 256 0 ;;
+	W2) echo 10000 1 256 0 ;;
+	W3) echo 1000 100 64 0 ;;
+	W4) echo 10000 0 256 0 ;;
+	M1) echo 1000 1 256 "$MEMBERS" ;;
 	*)
 		echo "unknown workload $1" >&2
 		return 1
@@ -535,9 +599,18 @@ workload() { # name -> clients rate size
 	esac
 }
 
+# page_system says whether system $1 is one for pages (M1).
+page_system() {
+	case $1 in
+	sse_fanout_mux | sse_fanout_each | nchan_mux | nchan_each) return 0 ;;
+	esac
+	return 1
+}
+
 run_one() { # workload system round [clients]
-	local wl=$1 sys=$2 round=$3 clients rate size url pids stats result accept=$ACCEPT_ENCODING
-	read -r clients rate size < <(workload "$wl")
+	local wl=$1 sys=$2 round=$3 clients rate size members url pids stats result accept=$ACCEPT_ENCODING
+	local pageflags=()
+	read -r clients rate size members < <(workload "$wl")
 	if [[ -n ${4:-} ]]; then
 		clients=$4
 		wl="$wl@$4"
@@ -562,6 +635,11 @@ run_one() { # workload system round [clients]
 		url="$SCHEME://127.0.0.1:$SERVER_PORT/events"
 		pids="$server_pids,origin=$origin_pid"
 		;;
+	sse_fanout_mux | sse_fanout_each)
+		start_origin "$rate" "$size" "" "$members"
+		start_caddy "$sys"
+		pids="$server_pids,origin=$origin_pid"
+		;;
 	direct)
 		start_origin "$rate" "$size" direct
 		url="$SCHEME://127.0.0.1:$ORIGIN_PORT/events"
@@ -580,19 +658,31 @@ run_one() { # workload system round [clients]
 		url=$fleet_urls
 		pids="$server_pids,origin=$origin_pid"
 		;;
-	nchan)
+	nchan | nchan_mux | nchan_each)
 		start_nginx
 		url="$SCHEME://127.0.0.1:$SERVER_PORT/events"
 		pids="$server_pids"
 		stats=""
 		if [[ $rate != 0 ]]; then
-			start_publisher "$rate" "$size"
+			start_publisher "$rate" "$size" "$members"
 			pids+=",publisher=$publisher_pid"
 		fi
 		;;
 	*)
 		echo "unknown system $sys" >&2
 		return 1
+		;;
+	esac
+	# A page reads its members on one stream, /events/?streams=s0,…, or on
+	# a stream each, /events/sN, all on its connection over h2 and h3.
+	case $sys in
+	*_mux)
+		url="$SCHEME://127.0.0.1:$SERVER_PORT/events/?streams={members}"
+		pageflags=(-members "$MEMBER_NAMES")
+		;;
+	*_each)
+		url="$SCHEME://127.0.0.1:$SERVER_PORT/events/{member}"
+		pageflags=(-members "$MEMBER_NAMES" -split)
 		;;
 	esac
 
@@ -613,7 +703,7 @@ run_one() { # workload system round [clients]
 		((n > 1)) && part="$OUT/part.$p.json" && parts+=("$part")
 		local procflags=()
 		((p == 0)) && procflags=(-pid "$pids" ${stats:+-origin-stats "$stats"})
-		"$BIN/sseload" -url "$url" -proto "$PROTO" -streams-per-conn "$STREAMS_PER_CONN" "${tlsflags[@]}" \
+		"$BIN/sseload" -url "$url" -proto "$PROTO" -streams-per-conn "$STREAMS_PER_CONN" "${tlsflags[@]}" "${pageflags[@]+"${pageflags[@]}"}" \
 			-clients "$share" -ramp "$(awk -v r="$RAMP" -v n="$n" 'BEGIN { print r / n }')" ${accept:+-accept-encoding "$accept"} \
 			-duration "$DURATION" -warmup "$WARMUP" "${procflags[@]}" "${extra[@]}" \
 			-workload "$wl" -system "$sys" -round "$round" -json >"$part" 2>>"$OUT/sseload.log" &
@@ -666,7 +756,7 @@ if [[ " $SYSTEMS " == *" caddyfloor "* ]]; then
 fi
 go -C bench build -o "$BIN/sseorigin" ./sseorigin
 go -C bench build -o "$BIN/sseload" ./sseload
-if [[ " $SYSTEMS " == *" nchan "* ]] && [[ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]]; then
+if [[ " $SYSTEMS " == *" nchan"* ]] && [[ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]]; then
 	echo "nchan is not installed: apt-get install nginx libnginx-mod-nchan" >&2
 	exit 1
 fi
@@ -676,16 +766,31 @@ fi
 
 echo "--- results in $OUT (PROTO=$PROTO, STREAMS_PER_CONN=$STREAMS_PER_CONN)"
 echo "| workload | system | proto | clients held | p50 latency | p99 latency | max | server CPU s per 1M deliveries | RSS per client | origin connections | lost events | bytes per event |"
+ran=0
 for wl in $WORKLOADS; do
+	read -r _ _ _ members < <(workload "$wl")
 	for n in ${CLIENTS:-""}; do
 		for round in $(seq "$ROUNDS"); do
 			for sys in $SYSTEMS; do
+				# Pages (M1) are for the page systems, and they for pages.
+				is_page=0
+				page_system "$sys" && is_page=1
+				if (((members > 0) != is_page)); then
+					((round == 1)) && [[ -z $n || $n == "${CLIENTS%% *}" ]] &&
+						echo "--- $wl skips $sys: M1 runs the page systems, the other workloads the rest" >&2
+					continue
+				fi
 				run_one "$wl" "$sys" "$round" "$n"
+				ran=1
 			done
 		done
 	done
 done
 
+if ((!ran)); then
+	echo "nothing ran: WORKLOADS=M1 takes the page systems (sse_fanout_mux, sse_fanout_each, nchan_mux, nchan_each), the others the rest" >&2
+	exit 2
+fi
 {
 	echo
 	echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC'). Machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB," \

@@ -38,7 +38,8 @@ func curves(rs []*report) map[curveKey][]curvePoint {
 	groups := make(map[at][]*report)
 	for _, r := range rs {
 		wl, _, _ := strings.Cut(r.Labels.Workload, "@")
-		a := at{curveKey{r.Labels.System, wl}, r.Clients.Wanted}
+		_, wanted := r.held() // pages with -members
+		a := at{curveKey{r.Labels.System, wl}, wanted}
 		groups[a] = append(groups[a], r)
 	}
 	out := make(map[curveKey][]curvePoint)
@@ -51,7 +52,7 @@ func curves(rs []*report) map[curveKey][]curvePoint {
 			return median(v)
 		}
 		p := curvePoint{
-			clients: pick(func(r *report) float64 { return float64(r.Clients.Held) }),
+			clients: pick(func(r *report) float64 { h, _ := r.held(); return float64(h) }),
 			p50:     pick(func(r *report) float64 { return r.Latency.P50 }),
 			p99:     pick(func(r *report) float64 { return r.Latency.P99 }),
 			max:     pick(func(r *report) float64 { return r.Latency.Max }),

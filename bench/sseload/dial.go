@@ -30,12 +30,11 @@ type target struct {
 	request string   // the raw HTTP/1.1 GET for h1 and h1tls, without its final blank line
 }
 
-// parseTargets reads -url: one URL, or several separated by commas, all
-// of the given scheme.
-func parseTargets(s, scheme string) ([]*url.URL, error) {
+// parseTargets reads -url's URLs (pageURLs), all of the given scheme.
+func parseTargets(raws []string, scheme string) ([]*url.URL, error) {
 	var out []*url.URL
-	for _, part := range strings.Split(s, ",") {
-		u, err := url.Parse(strings.TrimSpace(part))
+	for _, part := range raws {
+		u, err := url.Parse(part)
 		if err != nil || u.Scheme != scheme || u.Host == "" {
 			return nil, fmt.Errorf("needs %s:// URLs, got %q", scheme, part)
 		}

@@ -22,6 +22,12 @@
 // a body in gzip or zstd is decoded, and the report counts the bytes that
 // came over the wire (before decompression) per event delivered.
 //
+// -members makes each client a page of several streams, its members, read
+// multiplexed on one stream (sse_fanout's multiplex_param, nchan's
+// multiplexed channels) or with -split on a stream each: -clients counts
+// pages, a delivery is one member's event reaching a page, loss is counted
+// per member, and the report's per-client figures are per page (page.go).
+//
 // -proto picks the protocol: h1 (plain HTTP/1.1, the default), h1tls
 // (HTTP/1.1 over TLS, offering only http/1.1 in ALPN), h2 (HTTP/2 over
 // TLS) or h3 (HTTP/3 over QUIC); all but h1 take an https:// URL, and a
@@ -100,12 +106,14 @@ func main() {
 	flag.DurationVar(&cfg.retry, "retry", time.Second, "with -reconnect: the wait before reopening, spread by ±50%")
 	flag.DurationVar(&cfg.reconnectEvery, "reconnect-every", 0, "with -proto h1 or h1tls: every this `long`, close -reconnect-fraction of the clients, in turn, and reopen them with their cursor at once")
 	flag.Float64Var(&cfg.reconnectFraction, "reconnect-fraction", 0.1, "the `share` of the clients -reconnect-every closes each time")
+	flag.StringVar(&cfg.membersList, "members", "", "`names` of the members of a page, comma-separated, such as s0,s1,s2: each client is a page of these streams, read on one stream of -url with {members} replaced by the names joined by commas, or with -split on a stream each; -clients and -streams-per-conn count pages")
+	flag.BoolVar(&cfg.split, "split", false, "with -members: a page reads each member on a stream of its own, -url with {member} replaced by its name, all on the page's connection over h2 and h3")
 	flag.IntVar(&cfg.readRate, "read-rate", 0, "with -proto h1 or h1tls: each client reads at most this many `bytes` a second (a slow client); 0 reads as fast as it can")
 	flag.DurationVar(&cfg.progress, "progress", 0, "print a progress line to stderr every this `long`; 0 prints none")
-	flag.IntVar(&cfg.clients, "clients", 1000, "`number` of clients (event streams) to open")
+	flag.IntVar(&cfg.clients, "clients", 1000, "`number` of clients (event streams; pages with -members) to open")
 	flag.Float64Var(&cfg.ramp, "ramp", 2000, "most new streams per `second`")
 	flag.StringVar(&cfg.proto, "proto", protoH1, "`protocol`: h1 (HTTP/1.1), h1tls (HTTP/1.1 over TLS), h2 (HTTP/2 over TLS) or h3 (HTTP/3)")
-	flag.IntVar(&cfg.streamsPerConn, "streams-per-conn", 1, "with -proto h2 or h3: event streams sharing one connection (the server's limit on concurrent streams must allow them)")
+	flag.IntVar(&cfg.streamsPerConn, "streams-per-conn", 1, "with -proto h2 or h3: event streams (pages with -members) sharing one connection (the server's limit on concurrent streams must allow them)")
 	flag.StringVar(&cfg.acceptEncoding, "accept-encoding", "", "`value` of the Accept-Encoding header, such as gzip or zstd; none by default. gzip and zstd bodies are decoded")
 	flag.StringVar(&cfg.cacert, "cacert", "", "PEM `file` of the certificate (or its CA) to trust for TLS")
 	flag.BoolVar(&cfg.insecure, "insecure", false, "accept any TLS certificate (prefer -cacert)")
@@ -172,7 +180,7 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	raiseFileLimit(cfg.clients)
+	raiseFileLimit(cfg.streams())
 
 	ctx, stop := signalContext()
 	defer stop()
@@ -216,6 +224,10 @@ type config struct {
 	readRate          int
 	progress          time.Duration
 
+	membersList string   // -members
+	split       bool     // -split
+	members     []string // -members, parsed
+
 	target  *url.URL   // the first of targets
 	targets []*url.URL // -url
 	sources []netip.Addr
@@ -233,7 +245,14 @@ func (cfg *config) check() error {
 	if cfg.proto == protoH1 {
 		scheme = "http"
 	}
-	targets, err := parseTargets(cfg.url, scheme)
+	if err := cfg.checkPages(); err != nil {
+		return err
+	}
+	raws, err := pageURLs(cfg.url, cfg.members, cfg.split)
+	if err != nil {
+		return fmt.Errorf("-url: %v", err)
+	}
+	targets, err := parseTargets(raws, scheme)
 	if err != nil {
 		return fmt.Errorf("-proto %s -url: %v", cfg.proto, err)
 	}
@@ -242,14 +261,14 @@ func (cfg *config) check() error {
 		return err
 	}
 	switch {
-	case cfg.clients < 1 || cfg.clients > maxClients:
-		return fmt.Errorf("-clients must be 1 to %d", maxClients)
+	case cfg.clients < 1 || cfg.streams() > maxClients:
+		return fmt.Errorf("-clients must be 1 to %d, streams with -split", maxClients)
 	case cfg.ramp <= 0:
 		return errors.New("-ramp must be positive")
 	case cfg.duration <= 0:
 		return errors.New("-duration must be positive")
-	case cfg.streamsPerConn < 1 || cfg.streamsPerConn > maxStreamsPerConn:
-		return fmt.Errorf("-streams-per-conn must be 1 to %d", maxStreamsPerConn)
+	case cfg.streamsPerConn < 1 || cfg.streamsPerConn*cfg.streamsPerPage() > maxStreamsPerConn:
+		return fmt.Errorf("-streams-per-conn must be 1 to %d, streams with -split", maxStreamsPerConn)
 	case cfg.streamsPerConn > 1 && !multiplexed(cfg.proto):
 		return fmt.Errorf("-streams-per-conn needs -proto h2 or h3: HTTP/1.1 carries one stream per connection")
 	case (cfg.reconnect || cfg.reconnectEvery > 0 || cfg.readRate > 0) && multiplexed(cfg.proto):
@@ -271,8 +290,13 @@ func (cfg *config) check() error {
 	return nil
 }
 
-// conns is how many connections the run's streams need.
+// conns is how many connections the run's streams need: over h2 and h3
+// one per -streams-per-conn clients (pages with -members), over HTTP/1.1
+// one per stream.
 func (cfg *config) conns() int {
+	if !multiplexed(cfg.proto) {
+		return cfg.streams()
+	}
 	return (cfg.clients + cfg.streamsPerConn - 1) / cfg.streamsPerConn
 }
 
@@ -316,7 +340,7 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 		URL:            cfg.url,
 		Proto:          cfg.proto,
 		StreamsPerConn: cfg.streamsPerConn,
-		Clients:        clientCounts{Wanted: cfg.clients},
+		Clients:        clientCounts{Wanted: cfg.streams()},
 		Duration:       cfg.duration.Seconds(),
 		Date:           time.Now().UTC().Format(time.RFC3339),
 	}
@@ -335,7 +359,7 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 	if cfg.reconnectEvery > 0 {
 		go l.cycleReconnects(ctx)
 	}
-	l.wg.Add(cfg.clients)
+	l.wg.Add(len(l.clients))
 	interval := time.Duration(float64(time.Second) / cfg.ramp)
 	for i, c := range l.clients {
 		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
@@ -345,7 +369,7 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 			}
 		}
 		if ctx.Err() != nil {
-			l.wg.Add(i - cfg.clients) // the ones never started
+			l.wg.Add(i - len(l.clients)) // the ones never started
 			break
 		}
 		l.started.Add(1)
@@ -373,7 +397,9 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 	self1 := selfCPU()
 	rep.Duration = elapsed.Seconds()
 	rep.Clients.Held = l.open.Load()
-	rep.Sockets = sockstatReport(sock0, readSockstat(), rep.Clients.Held)
+	rep.Pages = l.pageReport(elapsed.Seconds())
+	held, _ := rep.held()
+	rep.Sockets = sockstatReport(sock0, readSockstat(), held)
 	if cfg.originStats != "" {
 		rep.Origin = fetchJSON(cfg.originStats, cfg.tls)
 	}
@@ -410,7 +436,7 @@ func run(ctx context.Context, cfg *config) (*report, error) {
 	rep.LatencyHist = l.hist.sparse()
 	rep.Errors = l.errorSamples()
 	for i, p := range cfg.pids {
-		rep.Procs = append(rep.Procs, procReport(p, before[i], cpu0[i], cpu1[i], rep.Clients.Held, rep.Events.Delivered))
+		rep.Procs = append(rep.Procs, procReport(p, before[i], cpu0[i], cpu1[i], held, rep.Events.Delivered))
 	}
 	rep.LoadCPU = (self1 - self0).Seconds()
 
@@ -446,7 +472,8 @@ type load struct {
 	dialer    sourceCounter // -source-addrs, in turn
 	dialSlots chan struct{} // bounds the connects in flight
 
-	clients   []*client      // all of them, made before the first starts
+	clients   []*client      // all of them, made before the first starts; with -split a page's streams are consecutive
+	members   map[string]int // -members: each name's place
 	started   atomic.Int64   // clients whose goroutine has started: clients[:started]
 	groups    []*connGroup   // h2 and h3: the connections, in order
 	resume    resumeStats    // -reconnect and -reconnect-every
@@ -488,21 +515,36 @@ func newLoad(cfg *config) *load {
 		l.targets = append(l.targets, newTarget(u, cfg.acceptEncoding))
 	}
 	cfg.target = l.targets[0].url
-	// The clients go to the targets in turn; over h2 and h3 every
-	// streamsPerConn-th stream opens a connection for itself and the ones
-	// after it, so a connection's streams share its target.
-	l.clients = make([]*client, cfg.clients)
+	if len(cfg.members) > 0 {
+		l.members = make(map[string]int, len(cfg.members))
+		for m, name := range cfg.members {
+			l.members[name] = m
+		}
+	}
+	// The clients (pages with -members) go to the -url targets in turn;
+	// with -split the page's member m goes to its URL's m-th target. Over
+	// h2 and h3 every streamsPerConn-th page opens a connection for its
+	// streams and those of the pages after it, so a connection's streams
+	// share its host.
+	per := cfg.streamsPerPage()
+	urls := len(l.targets) / per
+	l.clients = make([]*client, cfg.streams())
 	for i := range l.clients {
+		page, m := i/per, i%per
 		c := &client{}
+		if cfg.muxPage() {
+			c.lasts = make([]uint64, len(cfg.members))
+			c.memberDelivered = make([]atomic.Uint64, len(cfg.members))
+		}
 		if multiplexed(cfg.proto) {
-			if i%cfg.streamsPerConn == 0 {
-				l.groups = append(l.groups, &connGroup{ready: make(chan struct{}), target: len(l.groups) % len(l.targets)})
+			if i%(cfg.streamsPerConn*per) == 0 {
+				l.groups = append(l.groups, &connGroup{ready: make(chan struct{}), target: len(l.groups) % urls * per})
 				c.first = true
 			}
 			c.group = l.groups[len(l.groups)-1]
-			c.target = c.group.target
+			c.target = c.group.target + m
 		} else {
-			c.target = i % len(l.targets)
+			c.target = page%urls*per + m
 		}
 		l.clients[i] = c
 	}
@@ -543,6 +585,14 @@ type client struct {
 	first  bool       // h2 and h3: the stream opens its group's connection
 	target int        // the index of the -url it connects to; -reconnect moves it on
 	last   uint64     // the highest sequence number seen: its cursor; only its goroutine touches it
+
+	// A page multiplexed on this stream (-members without -split): each
+	// member's highest sequence number, touched by its goroutine only,
+	// and its events delivered in the window.
+	lasts           []uint64
+	memberDelivered []atomic.Uint64
+
+	streaming atomic.Bool // its stream is open now
 
 	mu      sync.Mutex
 	closer  io.Closer // ends the stream: its connection (h1, h1tls) or its body
@@ -612,7 +662,9 @@ func (l *load) runClient(ctx context.Context, c *client) {
 		}
 		endedAt = time.Time{}
 		l.open.Add(1)
+		c.streaming.Store(true)
 		err = l.read(body, c)
+		c.streaming.Store(false)
 		if c.release != nil {
 			c.release()
 			c.release = nil

@@ -36,6 +36,11 @@ func mergeReports(rs []*report) (*report, error) {
 	out.Clients, out.Conns, out.Events = clientCounts{}, connCounts{}, eventCounts{}
 	out.Reconnects, out.Procs, out.Errors, out.LoadCPU = reconnectCounts{}, nil, nil, 0
 	out.Duration = 0
+	if out.Pages != nil {
+		p := *out.Pages
+		p.Wanted, p.Held, p.SilentMembers, p.PerPagePerSecond = 0, 0, 0, 0
+		out.Pages = &p
+	}
 	var h histogram
 	for _, r := range rs {
 		c := &out.Clients
@@ -47,6 +52,14 @@ func mergeReports(rs []*report) (*report, error) {
 		c.Silent += r.Clients.Silent
 		c.WrongProto += r.Clients.WrongProto
 		c.ConnectSeconds = max(c.ConnectSeconds, r.Clients.ConnectSeconds)
+		if p := out.Pages; p != nil {
+			if r.Pages == nil || r.Pages.Members != p.Members || r.Pages.Split != p.Split {
+				return nil, errors.New("the reports' pages differ: each is of the same -members, and -split or not")
+			}
+			p.Wanted += r.Pages.Wanted
+			p.Held += r.Pages.Held
+			p.SilentMembers += r.Pages.SilentMembers
+		}
 		n := &out.Conns
 		n.Wanted += r.Conns.Wanted
 		n.Opened += r.Conns.Opened
@@ -91,6 +104,10 @@ func mergeReports(rs []*report) (*report, error) {
 	if out.Events.Delivered > 0 {
 		out.Events.WirePerEvent = float64(out.Events.WireBytes) / float64(out.Events.Delivered)
 	}
+	if p := out.Pages; p != nil && p.Held > 0 && out.Duration > 0 {
+		p.PerPagePerSecond = float64(out.Events.Delivered) / out.Duration / float64(p.Held)
+	}
+	held, _ := out.held() // pages with -members
 	out.Latency, out.LatencyHist = h.summary(), h.sparse()
 	for i := range out.Procs {
 		p := &out.Procs[i]
@@ -98,14 +115,14 @@ func mergeReports(rs []*report) (*report, error) {
 		if out.Events.Delivered > 0 {
 			p.CPUPerMillion = p.CPUSeconds / float64(out.Events.Delivered) * 1e6
 		}
-		if out.Clients.Held > 0 {
-			p.RSSPerClientKiB = float64(p.RSSKiB-p.RSSBeforeKiB) / float64(out.Clients.Held)
+		if held > 0 {
+			p.RSSPerClientKiB = float64(p.RSSKiB-p.RSSBeforeKiB) / float64(held)
 		}
 	}
 	// The first report's socket readings are the machine's; they are
 	// divided by the clients of all.
-	if out.Clients.Held > 0 {
-		out.Sockets.PerClientKiB = float64(out.Sockets.MemKiB-out.Sockets.MemBeforeKiB) / float64(out.Clients.Held)
+	if held > 0 {
+		out.Sockets.PerClientKiB = float64(out.Sockets.MemKiB-out.Sockets.MemBeforeKiB) / float64(held)
 	}
 	return &out, nil
 }

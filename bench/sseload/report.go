@@ -173,6 +173,9 @@ type report struct {
 	// processes can be merged exactly (-merge).
 	LatencyHist [][2]uint64     `json:"latency_hist,omitempty"`
 	Reconnects  reconnectCounts `json:"reconnects"`
+	// Pages is the clients as pages of -members (page.go); nil without
+	// it. The per-client figures of Procs and Sockets are then per page.
+	Pages *pageCounts `json:"pages,omitempty"`
 	// Sockets is the kernel's TCP sockets from /proc/net/sockstat, before
 	// the clients connected and at the end of the window.
 	Sockets sockets        `json:"sockets"`
@@ -231,9 +234,23 @@ func (r *report) writeText(w io.Writer) {
 		fmt.Fprintf(w, ", %d answered in another HTTP version", c.WrongProto)
 	}
 	fmt.Fprintln(w)
+	unit := "client"
+	if p := r.Pages; p != nil {
+		unit = "page"
+		how := "multiplexed on one stream"
+		if p.Split {
+			how = "on a stream each"
+		}
+		fmt.Fprintf(w, "pages:    %d wanted, %d held, of %d members %s; %.2f deliveries per page per second; %d members silent\n",
+			p.Wanted, p.Held, p.Members, how, p.PerPagePerSecond, p.SilentMembers)
+	}
 	n := r.Conns
+	perConn := r.streamsPerConn()
+	if r.Pages != nil && r.Pages.Split && multiplexed(r.protoName()) {
+		perConn *= r.Pages.Members // -streams-per-conn counts pages
+	}
 	fmt.Fprintf(w, "conns:    %s, %d streams each: %d wanted, %d opened, %d failed, %d not %s",
-		r.protoName(), r.streamsPerConn(), n.Wanted, n.Opened, n.Failed, n.WrongProto, r.protoName())
+		r.protoName(), perConn, n.Wanted, n.Opened, n.Failed, n.WrongProto, r.protoName())
 	for _, m := range []struct {
 		name   string
 		counts map[string]int64
@@ -266,8 +283,8 @@ func (r *report) writeText(w io.Writer) {
 			fmt.Fprintf(w, "%-9s pid %d: %s\n", p.Name+":", p.PID, p.Error)
 			continue
 		}
-		fmt.Fprintf(w, "%-9s pid %d: cpu %.2f s (%.2f s per 1M deliveries), rss %.1f MiB (%.1f MiB before, %.1f KiB per client)\n",
-			p.Name+":", p.PID, p.CPUSeconds, p.CPUPerMillion, float64(p.RSSKiB)/1024, float64(p.RSSBeforeKiB)/1024, p.RSSPerClientKiB)
+		fmt.Fprintf(w, "%-9s pid %d: cpu %.2f s (%.2f s per 1M deliveries), rss %.1f MiB (%.1f MiB before, %.1f KiB per %s)\n",
+			p.Name+":", p.PID, p.CPUSeconds, p.CPUPerMillion, float64(p.RSSKiB)/1024, float64(p.RSSBeforeKiB)/1024, p.RSSPerClientKiB, unit)
 	}
 	fmt.Fprintf(w, "sseload:  cpu %.2f s\n", r.LoadCPU)
 	if r.Origin != nil {
@@ -281,8 +298,8 @@ func (r *report) writeText(w io.Writer) {
 		fmt.Fprintf(w, "comments: %d comment lines in the window (keepalives, and any other a server sends)\n", e.Comments)
 	}
 	so := r.Sockets
-	fmt.Fprintf(w, "sockets:  %d TCP in use, kernel TCP memory %.1f MiB (%.1f MiB before, %.2f KiB per client, both ends)\n",
-		so.InUse, float64(so.MemKiB)/1024, float64(so.MemBeforeKiB)/1024, so.PerClientKiB)
+	fmt.Fprintf(w, "sockets:  %d TCP in use, kernel TCP memory %.1f MiB (%.1f MiB before, %.2f KiB per %s, both ends)\n",
+		so.InUse, float64(so.MemKiB)/1024, float64(so.MemBeforeKiB)/1024, so.PerClientKiB, unit)
 	for msg, n := range r.Errors {
 		fmt.Fprintf(w, "error:    %dx %s\n", n, msg)
 	}

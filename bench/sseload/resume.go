@@ -163,7 +163,7 @@ func (l *load) progressLine(elapsed time.Duration, events uint64, perSecond floa
 	}
 	r := l.resume.counts()
 	return fmt.Sprintf("sseload: %4.0fs: %d/%d connected, %d open, %d failed, %d ended; %d events (%.0f/s); lost %d, dup %d; %d reconnected, %d resumed",
-		elapsed.Seconds(), l.connected.Load(), l.cfg.clients, l.open.Load(), l.failed.Load(), l.ended.Load(),
+		elapsed.Seconds(), l.connected.Load(), len(l.clients), l.open.Load(), l.failed.Load(), l.ended.Load(),
 		events, perSecond, lost, dup, r.Scheduled, r.Resumed)
 }
 

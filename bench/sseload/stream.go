@@ -20,7 +20,9 @@ var (
 
 // read parses the event stream in body until it ends, counting c's events.
 // It is minimal: lines end in LF or CRLF (not CR alone), and of each event
-// only the first data line is read, for its sequence number and stamp.
+// only the first data line is read, for its sequence number and stamp. On
+// a page's multiplexed stream (-members), the event and id lines are read
+// too, for the event's member (page.go).
 func (l *load) read(body io.Reader, c *client) error {
 	buf := make([]byte, 2048)
 	var (
@@ -29,6 +31,11 @@ func (l *load) read(body io.Reader, c *client) error {
 		seq        uint64
 		stamp      int64
 		have       bool // the current block has a data line
+
+		mux       = c.lasts != nil
+		typed     bool // the current block has an event line
+		byType    = -1 // the member its event type names
+		byNchanID = -1 // the member its nchan multiplexed id names
 	)
 	for {
 		i := bytes.IndexByte(buf[start:end], '\n')
@@ -57,10 +64,17 @@ func (l *load) read(body io.Reader, c *client) error {
 			line = line[:n-1]
 		}
 		if len(line) == 0 {
-			if have {
+			switch {
+			case have && mux:
+				m := byNchanID
+				if typed {
+					m = byType
+				}
+				l.memberEvent(c, m, seq, stamp)
+			case have:
 				l.event(c, seq, stamp, &c.last)
-				have = false
 			}
+			have, typed, byType, byNchanID = false, false, -1, -1
 			continue
 		}
 		if line[0] == ':' {
@@ -73,6 +87,14 @@ func (l *load) read(body io.Reader, c *client) error {
 			seq, stamp, have = parseData(line[len(dataField):])
 			if !have {
 				l.foreign.Add(1)
+			}
+			continue
+		}
+		if mux {
+			if v, ok := bytes.CutPrefix(line, eventField); ok {
+				typed, byType = true, memberOfType(v, l.members)
+			} else if v, ok := bytes.CutPrefix(line, idField); ok {
+				byNchanID = memberOfNchanID(v, len(l.cfg.members))
 			}
 		}
 	}

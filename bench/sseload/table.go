@@ -28,16 +28,18 @@ type row struct {
 	serverPerM       float64 // seconds per 1M deliveries
 	originCPU        float64
 	originPerM       float64
-	publisherPerM    float64  // a publisher's, not counted in the ratios
-	rssPerClient     float64  // KiB, server only
-	wirePerEvent     float64  // bytes on the wire per event delivered; NaN: not counted
-	encodings        []string // the Content-Encodings the clients got, identity aside
-	originConns      float64  // NaN: no origin stats
-	publisher        bool     // fed by a publisher, not an origin stream
-	idle             bool     // no events were delivered
-	hasOrigin        bool     // an origin process was measured
-	connsWrong       int64    // connections that did not negotiate the protocol, all rounds
-	connsFailed      int64    // connections that could not be opened, all rounds
+	publisherPerM    float64     // a publisher's, not counted in the ratios
+	rssPerClient     float64     // KiB, server only
+	wirePerEvent     float64     // bytes on the wire per event delivered; NaN: not counted
+	encodings        []string    // the Content-Encodings the clients got, identity aside
+	originConns      float64     // NaN: no origin stats
+	publisher        bool        // fed by a publisher, not an origin stream
+	idle             bool        // no events were delivered
+	hasOrigin        bool        // an origin process was measured
+	connsWrong       int64       // connections that did not negotiate the protocol, all rounds
+	connsFailed      int64       // connections that could not be opened, all rounds
+	pages            *pageCounts // -members: the first round's; nil for clients that are streams
+	perPage          float64     // -members: deliveries per page per second
 }
 
 // protoKey is a run's protocol and streams per connection.
@@ -80,6 +82,7 @@ func printTable(w io.Writer, files []string, order string) error {
 	}
 	groups := make(map[key][]*report)
 	var workloads, systems []string
+	var anyPages bool
 	var protos []protoKey
 	for _, name := range files {
 		b, err := os.ReadFile(name)
@@ -101,6 +104,7 @@ func printTable(w io.Writer, files []string, order string) error {
 			systems = append(systems, k.system)
 		}
 		groups[k] = append(groups[k], r)
+		anyPages = anyPages || r.Pages != nil
 	}
 	sort.Strings(workloads)
 	slices.SortFunc(protos, func(a, b protoKey) int {
@@ -148,6 +152,14 @@ func printTable(w io.Writer, files []string, order string) error {
 	fmt.Fprintln(w, "connections that did not negotiate it, whose streams failed. Bytes per event is what came over the wire")
 	fmt.Fprintln(w, "to the clients (after TLS and HTTP/1.1 de-chunking, before decompression) per event delivered, with the")
 	fmt.Fprintln(w, "Content-Encoding the clients got when it was not identity.")
+	if anyPages {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "A workload of pages (M1) counts pages, not streams: a client is a page of several members, read on one")
+		fmt.Fprintln(w, "multiplexed stream (\"page: 1 stream of 10\") or on a stream per member (\"page: 10 streams\", sharing the page's")
+		fmt.Fprintln(w, "connection over h2 and h3). Clients held is pages whose every stream was open, with the deliveries per page")
+		fmt.Fprintln(w, "per second; a delivery is one member's event reaching a page, so CPU per 1M deliveries compares pages to pages,")
+		fmt.Fprintln(w, "and RSS is per page held. Lost events are counted per member, from each member's own sequence numbers.")
+	}
 	return nil
 }
 
@@ -159,8 +171,8 @@ const tableHead = "| workload | system | proto | clients held | p50 latency | p9
 func printRows(w io.Writer, rows []row) {
 	for _, r := range rows {
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-			r.workloadCell(), r.system, r.protoCell(), r.heldCell(), r.latencyCell(r.p50), r.latencyCell(r.p99), r.latencyCell(r.max),
-			r.cpuCell(), kib(r.rssPerClient), r.originCell(), r.lostCell(), r.wireCell())
+			r.workloadCell(), r.systemCell(), r.protoCell(), r.heldCell(), r.latencyCell(r.p50), r.latencyCell(r.p99), r.latencyCell(r.max),
+			r.cpuCell(), r.rssCell(), r.originCell(), r.lostCell(), r.wireCell())
 	}
 	for _, b := range rows[min(1, len(rows)):] {
 		a := rows[0]
@@ -182,7 +194,8 @@ func printRows(w io.Writer, rows []row) {
 
 // summarize takes the median of each figure over rs.
 func summarize(workload string, proto protoKey, system string, rs []*report) row {
-	r := row{workload: workload, system: system, proto: proto, rounds: len(rs), wanted: rs[0].Clients.Wanted, originConns: math.NaN()}
+	_, wanted := rs[0].held()
+	r := row{workload: workload, system: system, proto: proto, rounds: len(rs), wanted: wanted, originConns: math.NaN(), pages: rs[0].Pages}
 	med := func(f func(*report) float64) float64 {
 		v := make([]float64, 0, len(rs))
 		for _, x := range rs {
@@ -199,7 +212,15 @@ func summarize(workload string, proto protoKey, system string, rs []*report) row
 		}
 		return (v[len(v)/2-1] + v[len(v)/2]) / 2
 	}
-	r.held = med(func(x *report) float64 { return float64(x.Clients.Held) })
+	r.held = med(func(x *report) float64 { h, _ := x.held(); return float64(h) })
+	if r.pages != nil {
+		r.perPage = med(func(x *report) float64 {
+			if x.Pages == nil {
+				return math.NaN()
+			}
+			return x.Pages.PerPagePerSecond
+		})
+	}
 	r.p50 = med(func(x *report) float64 { return x.Latency.P50 })
 	r.p99 = med(func(x *report) float64 { return x.Latency.P99 })
 	r.max = med(func(x *report) float64 { return x.Latency.Max })
@@ -269,6 +290,32 @@ func (r row) heldCell() string {
 	s := fmt.Sprintf("%.0f", r.held)
 	if r.held < float64(r.wanted) {
 		s += fmt.Sprintf(" of %d", r.wanted)
+	}
+	if r.pages != nil {
+		s += " pages"
+		if !r.idle {
+			s += fmt.Sprintf(", %.1f ev/s each", r.perPage)
+		}
+	}
+	return s
+}
+
+// systemCell is the system, and for pages how a page reads its members.
+func (r row) systemCell() string {
+	switch {
+	case r.pages == nil:
+		return r.system
+	case r.pages.Split:
+		return fmt.Sprintf("%s (page: %d streams)", r.system, r.pages.Members)
+	}
+	return fmt.Sprintf("%s (page: 1 stream of %d)", r.system, r.pages.Members)
+}
+
+// rssCell is the RSS per client, or per page.
+func (r row) rssCell() string {
+	s := kib(r.rssPerClient)
+	if r.pages != nil && s != "—" {
+		s += " per page"
 	}
 	return s
 }

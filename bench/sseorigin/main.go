@@ -20,10 +20,15 @@
 // production (sseorigin.NewStampedJSON).
 //
 // Every path serves the stream, except /stats, which reports the number of
-// open event-stream connections as JSON. The origin takes no requests but
+// open event-stream connections as JSON. With -streams N it serves N
+// streams instead, named s0 to sN-1, on the paths whose last segment is a
+// stream's name (/events/s3; any other is not found), each with its own
+// ids counting up from 1 at -rate, and /stats sums them: the members of
+// the bench's pages (streams.go). The origin takes no requests but
 // GET: with -publish it does not listen at all, and POSTs each event's data
 // to the given URL instead, for brokers such as nginx + nchan that are fed
-// by a publisher rather than reading an origin.
+// by a publisher rather than reading an origin; with -streams, to the URL
+// with {stream} replaced by each stream's name (http://host/pub/{stream}).
 //
 // With -tls-cert and -tls-key it serves HTTPS instead of plain HTTP,
 // offering h2 and http/1.1 in ALPN, and with -h3 HTTP/3 too, on the same
@@ -36,7 +41,8 @@
 //	-tls-cert PEM certificate file: serve HTTPS (HTTP/2 and HTTP/1.1)
 //	-tls-key  PEM key file of -tls-cert
 //	-h3       with -tls-cert, also serve HTTP/3 on the same port (UDP)
-//	-rate     events per second (default 10; 0 sends none)
+//	-rate     events per second (default 10; 0 sends none), of each stream
+//	-streams  serve (or publish) this many streams, s0 …, each at -rate (default 1: one stream on every path)
 //	-size     bytes per event on the wire, id and data lines included (default 256)
 //	-payload  padding (x…, the default) or json (a JSON document after the stamp)
 //	-queue    events a connection may fall behind before it is dropped (default 1024)
@@ -87,6 +93,7 @@ func main() {
 	keyFile := flag.String("tls-key", "", "PEM key `file` of -tls-cert")
 	h3 := flag.Bool("h3", false, "with -tls-cert: also serve HTTP/3, on the same port over UDP")
 	stateFile := flag.String("state", "", "`file` that keeps the last id and its time over a restart: read at the start, written at the end")
+	streams := flag.Int("streams", 1, "`number` of streams, s0 … on the paths that end in their name, each at -rate with ids of its own; with -publish, to the URL with {stream} replaced by the name")
 	flag.Parse()
 	if *rate < 0 || *size < 0 || *queue < 1 || *history < 0 {
 		log.Fatal("sseorigin: -rate and -size must not be negative, -queue must be at least 1, -history not negative")
@@ -97,6 +104,9 @@ func main() {
 	if (*certFile == "") != (*keyFile == "") || (*h3 && *certFile == "") {
 		log.Fatal("sseorigin: -tls-cert and -tls-key go together, and -h3 needs them")
 	}
+	if *streams < 1 || *streams > maxStreams || (*streams > 1 && *stateFile != "") {
+		log.Fatalf("sseorigin: -streams must be 1 to %d, and -state is for one stream", maxStreams)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -106,7 +116,7 @@ func main() {
 		defer cancel()
 	}
 
-	c := clock{rate: *rate, size: *size, json: *payload == "json"}
+	c := clock{rate: *rate, size: *size, json: *payload == "json", streams: *streams}
 	if *rate > 0 {
 		c.interval = time.Duration(float64(time.Second) / *rate)
 	}
@@ -173,12 +183,14 @@ func listen(addr, certFile, keyFile string, h3 bool) (listeners, error) {
 	return l, nil
 }
 
-// clock is what the origin sends: events of size bytes, rate a second.
+// clock is what the origin sends: events of size bytes, rate a second,
+// on each of streams streams.
 type clock struct {
 	rate     float64
 	interval time.Duration // 1/rate; 0 when rate is 0
 	size     int
 	json     bool // JSON documents instead of padding
+	streams  int  // -streams; 0 counts as 1
 
 	state     string    // -state: where the last id is written at the end
 	after     uint64    // -state: the last id of the run before; ids go on after it
@@ -187,8 +199,17 @@ type clock struct {
 
 // run publishes a stamped event every interval until ctx ends.
 func (c clock) run(ctx context.Context, publish func(*sseorigin.Stamped)) {
-	sseorigin.RunClock(ctx, c.interval, func(seq uint64) {
-		publish(c.event(c.after+seq, time.Now()))
+	c.runStreams(ctx, func(_ int, ev *sseorigin.Stamped) { publish(ev) })
+}
+
+// runStreams publishes a stamped event of each of the clock's streams
+// every interval until ctx ends, the streams in turn, evenly spread over
+// the interval (see streams.go); each stream's ids count up on their own.
+func (c clock) runStreams(ctx context.Context, publish func(stream int, ev *sseorigin.Stamped)) {
+	n := max(c.streams, 1)
+	sseorigin.RunClock(ctx, c.interval/time.Duration(n), func(tick uint64) {
+		stream, seq := tickStream(tick, n)
+		publish(stream, c.event(c.after+seq, time.Now()))
 	})
 }
 
@@ -246,11 +267,18 @@ func writeState(name string, seq uint64, sent time.Time) error {
 // ends. Over TLS it speaks HTTP/2 and HTTP/1.1, as ALPN settles, and
 // HTTP/3 on l.udp if there is one.
 func (c clock) serve(ctx context.Context, l listeners, opts sseorigin.Options) error {
-	o := sseorigin.New(opts)
-	for _, ev := range c.history(opts.History) {
-		o.Publish(ev) // no connection yet: it only fills the history
+	set := make(streamSet, max(c.streams, 1))
+	for k := range set {
+		set[k] = sseorigin.New(opts)
 	}
-	srv := &http.Server{Handler: o, ReadHeaderTimeout: 10 * time.Second}
+	var handler http.Handler = set
+	if len(set) == 1 {
+		handler = set[0] // the stream on every path
+		for _, ev := range c.history(opts.History) {
+			set[0].Publish(ev) // no connection yet: it only fills the history
+		}
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 2)
 	scheme, also := "http", ""
 	if l.tls != nil {
@@ -266,18 +294,22 @@ func (c clock) serve(ctx context.Context, l listeners, opts sseorigin.Options) e
 	var h3srv *http3.Server
 	if l.udp != nil {
 		also += ", HTTP/3 on UDP"
-		h3srv = &http3.Server{Handler: o, TLSConfig: http3.ConfigureTLSConfig(l.tls.Clone())}
+		h3srv = &http3.Server{Handler: handler, TLSConfig: http3.ConfigureTLSConfig(l.tls.Clone())}
 		go func() { serveErr <- h3srv.Serve(l.udp) }()
 	}
-	fmt.Printf("sseorigin: serving on %s://%s/%s at %g events/s of %d bytes (stats: /stats)\n", scheme, l.tcp.Addr(), also, c.rate, c.size)
+	streams := ""
+	if len(set) > 1 {
+		streams = fmt.Sprintf(", %d streams s0 to s%d", len(set), len(set)-1)
+	}
+	fmt.Printf("sseorigin: serving on %s://%s/%s%s at %g events/s of %d bytes (stats: /stats)\n", scheme, l.tcp.Addr(), also, streams, c.rate, c.size)
 
 	clockCtx, stopClock := context.WithCancel(ctx)
 	clockDone := make(chan struct{})
 	last, lastSent := c.after, c.afterSent
 	go func() {
 		defer close(clockDone)
-		c.run(clockCtx, func(ev *sseorigin.Stamped) {
-			o.Publish(ev)
+		c.runStreams(clockCtx, func(stream int, ev *sseorigin.Stamped) {
+			set[stream].Publish(ev)
 			last, lastSent = ev.Seq(), time.Now()
 		})
 	}()
@@ -293,7 +325,7 @@ func (c clock) serve(ctx context.Context, l listeners, opts sseorigin.Options) e
 			log.Printf("sseorigin: writing -state: %v", werr)
 		}
 	}
-	o.Close()
+	set.Close()
 	shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shutdown) // the streams are ended; idle connections go too

@@ -8,7 +8,6 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -22,12 +21,15 @@ import (
 // busy server cannot slow the publishing rate down (a request-response
 // loop would publish fewer events exactly when the server is loaded).
 // Answers are read, and failures logged, as they come. It stops early,
-// with the error, if the connection fails.
+// with the error, if the connection fails. With several streams, each
+// stream's events go to target with {stream} replaced by its name, all on
+// the one connection.
 func (c clock) publish(ctx context.Context, target string) error {
-	u, err := url.Parse(target)
-	if err != nil || u.Scheme != "http" || u.Host == "" {
-		return fmt.Errorf("-publish needs an http:// URL, got %q", target)
+	targets, err := publishTargets(target, max(c.streams, 1))
+	if err != nil {
+		return err
 	}
+	u := targets[0]
 	conn, err := (&net.Dialer{Timeout: 10 * time.Second}).DialContext(ctx, "tcp", u.Host)
 	if err != nil {
 		return err
@@ -40,13 +42,20 @@ func (c clock) publish(ctx context.Context, target string) error {
 	readErr := make(chan error, 1)
 	go func() { readErr <- readAnswers(conn) }()
 
-	fmt.Printf("sseorigin: publishing to %s at %g events/s of %d bytes\n", target, c.rate, c.size)
-	head := "POST " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host + "\r\nContent-Type: text/plain\r\nContent-Length: "
+	streams := ""
+	if len(targets) > 1 {
+		streams = fmt.Sprintf(", %d streams s0 to s%d", len(targets), len(targets)-1)
+	}
+	fmt.Printf("sseorigin: publishing to %s%s at %g events/s of %d bytes\n", target, streams, c.rate, c.size)
+	heads := make([]string, len(targets))
+	for k, t := range targets {
+		heads[k] = "POST " + t.RequestURI() + " HTTP/1.1\r\nHost: " + t.Host + "\r\nContent-Type: text/plain\r\nContent-Length: "
+	}
 	clockCtx, stopClock := context.WithCancel(ctx)
 	defer stopClock()
 	var failed error
 	var req []byte
-	c.run(clockCtx, func(ev *sseorigin.Stamped) {
+	c.runStreams(clockCtx, func(stream int, ev *sseorigin.Stamped) {
 		select {
 		case failed = <-readErr:
 			stopClock()
@@ -54,7 +63,7 @@ func (c clock) publish(ctx context.Context, target string) error {
 		default:
 		}
 		data := ev.Data()
-		req = append(req[:0], head...)
+		req = append(req[:0], heads[stream]...)
 		req = strconv.AppendInt(req, int64(len(data)), 10)
 		req = append(req, "\r\n\r\n"...)
 		req = append(req, data...)
