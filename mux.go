@@ -36,8 +36,10 @@ type muxClient struct {
 
 // newMuxClient serves the members, which joined their streams for a
 // request whose cursor gave them ids (their parts of it, "" for none), by
-// one writer from now on.
-func newMuxClient(names, ids []string, members []*client) *muxClient {
+// one writer from now on, in enc (nil: none). The members joined
+// uncompressed: a page is compressed per page, each piece on its own
+// (alonePacker), since its bytes are its own.
+func newMuxClient(names, ids []string, members []*client, enc *encoding) *muxClient {
 	m := &muxClient{
 		members: members,
 		names:   names,
@@ -45,8 +47,9 @@ func newMuxClient(names, ids []string, members []*client) *muxClient {
 		wakeC:   make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
+	body := &aloneBody{enc: enc}
 	for i, c := range members {
-		c.pack = muxPacker{m, i}
+		c.pack = body.packer(muxPacker{m, i})
 		c.serveBy(muxWriter{m, c})
 	}
 	for _, c := range members {
@@ -108,9 +111,8 @@ func (w muxWriter) wake() {
 func (w muxWriter) end() { w.m.end(w.c.cause) }
 
 // muxPacker is a member's packer: it renames what the member is sent
-// after the member and gives it the composite cursor. A multiplexed
-// response is not compressed (the config refuses compress with
-// multiplex_param).
+// after the member and gives it the composite cursor. A compressed page's
+// members compress what it appends (alonePacker).
 type muxPacker struct {
 	m *muxClient
 	i int // which member

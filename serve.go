@@ -137,9 +137,10 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) live {
 	status := http.StatusBadRequest
 	label := ""
 	if err == nil {
-		var enc *encoding
-		if names == nil {
-			enc = h.encodingFor(w, r) // a multiplexed request is not compressed (config.go)
+		enc := h.encodingFor(w, r)
+		joinEnc := enc
+		if names != nil {
+			joinEnc = nil // a page's members are compressed by the page (newMuxClient)
 		}
 		if !h.adopted.Load() {
 			h.reg.adopt(h.stop, h.cfg) // this handler's config is running
@@ -147,7 +148,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) live {
 		}
 		for _, sr := range srs {
 			label = sr.label
-			sr.encoding = enc
+			sr.encoding = joinEnc
 			var s *stream
 			var c *client
 			if s, c, err = h.reg.join(sr, h.cfg, h.stop); err != nil {
@@ -163,7 +164,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) live {
 			for i, sr := range srs {
 				ids[i] = string(sr.cursor) // "" without one; a member's part until it is sent an id
 			}
-			return live{ss: ss, cs: cs, x: newMuxClient(names, ids, cs)}
+			return live{ss: ss, cs: cs, x: newMuxClient(names, ids, cs, enc)}
 		}
 		leaveAll(ss, cs) // the members that joined before one was refused
 		status = http.StatusServiceUnavailable
