@@ -492,6 +492,10 @@ func TestMuxCompressedPageDecodesToThePlainPage(t *testing.T) {
 				readers = append(readers, openWire(t, muxURL(base, "a", "b"), accept))
 			}
 			upB := origin.NextConn(t)
+			if detach == "on" {
+				// Compressed or not, each page is served by a shared writer.
+				testkit.Eventually(t, "the witness and every page to be detached", func() bool { return detachedClients() == 1+len(readers) })
+			}
 			for i, wr := range readers {
 				if got := wr.resp.Header.Get("Content-Encoding"); got != wants[i] {
 					t.Errorf("Accept-Encoding %q: Content-Encoding %q, want %q", accepts[i], got, wants[i])
