@@ -28,10 +28,10 @@ var (
 // the same millisecond.
 const closeSpread = 2 * time.Second
 
-// writer is what serves a client: its own request goroutine
-// (requestWriter, respwriter.go), which serves that one client, or one of
-// its stream's shared writers (detachedClient, sharedwriter.go), which
-// serve many. A client never knows which.
+// writer is what serves a client, or a multiplexed page (served): its
+// own request goroutine (requestWriter, respwriter.go), which serves that
+// one, or one of its stream's shared writers (detachedClient,
+// sharedwriter.go), which serve many. A client never knows which.
 type writer interface {
 	// wake tells the writer there may be something to send to the client.
 	// It never blocks.
@@ -40,6 +40,32 @@ type writer interface {
 	// of the client's in flight, and closes its connection if it holds it.
 	end()
 }
+
+// served is what one connection's writer serves: a client, or a
+// multiplexed page's members, one client per stream (muxClient, mux.go),
+// which end together. Either writer, in the request goroutine
+// (respWriter.serve) or shared (writerShard), asks it for its next bytes,
+// and knows nothing else of which it serves.
+type served interface {
+	// next appends what it is to be sent next, up to about limit bytes,
+	// and reports whether more remains (client.next). An error ends it.
+	next(out []byte, limit int) (_ []byte, more bool, err error)
+	// serveBy has w serve it from now on: w is woken when there may be
+	// something to send, and told when it ends.
+	serveBy(w writer)
+	// wakeups holds a token when there may be something to send, for its
+	// request goroutine, which its requestWriter wakes.
+	wakeups() <-chan struct{}
+	// ended is closed when it is ended; why says why.
+	ended() <-chan struct{}
+	why() error
+	// end ends it with cause.
+	end(cause error)
+}
+
+func (c *client) wakeups() <-chan struct{} { return c.wakeC }
+func (c *client) ended() <-chan struct{}   { return c.done }
+func (c *client) why() error               { return c.cause }
 
 // client is one downstream connection. The hub never writes to it: it moves
 // nothing but a wake-up signal, and the client's writer copies its frames

@@ -136,8 +136,9 @@ func pieceRoom(f *frame) int { return len(f.bytes)/2 + 64 }
 
 // packer appends what one client is sent, as its encoding has it: a
 // plain client's as it is (plainPacker, client.go), a compressed client's compressed
-// (chainPacker). Like the rest of what a client was last sent, it is used
-// by one writer at a time.
+// (chainPacker), or, for a client whose every byte is its own, each piece
+// compressed on its own (alonePacker). Like the rest of what a client was
+// last sent, it is used by one writer at a time.
 type packer interface {
 	// frame appends f, a frame of the ring; the ring's read lock must be
 	// held, with f in the ring.
@@ -267,4 +268,84 @@ func (p *chainPacker) leave(out []byte) []byte {
 	p.segment = 0
 	_, tail := p.enc.ends()
 	return append(out, tail...)
+}
+
+// alonePacker compresses, each piece on its own, what another packer
+// appends as it is. It is the packer of a client whose every byte is its
+// own: a multiplexed page's member (mux.go), whose frames are renamed for
+// its page and carry the page's cursor, so that neither its stream's chain
+// nor a frame's piece on its own (framePack) can serve it. It keeps no
+// compressor: each piece is compressed by the encoding's pooled ones
+// (codec.alone), and may follow any piece before it. The packers of one
+// body (a page's members) share it, and its head.
+type alonePacker struct {
+	plain packer // appends the pieces as they are
+	body  *aloneBody
+}
+
+// aloneBody is one response body of pieces compressed on their own.
+type aloneBody struct {
+	enc   *encoding
+	begun bool // the encoding's head (codec.ends) was sent
+}
+
+// packer returns the packer that appends what p does to b: each piece
+// compressed on its own in b's encoding; p itself when b has none.
+func (b *aloneBody) packer(p packer) packer {
+	if b.enc == nil {
+		return p
+	}
+	return alonePacker{p, b}
+}
+
+func (p alonePacker) frame(out []byte, f *frame) []byte {
+	start := len(out)
+	return p.body.seal(p.plain.frame(out, f), start)
+}
+
+func (p alonePacker) own(out, plain []byte) []byte {
+	start := len(out)
+	return p.body.seal(p.plain.own(out, plain), start)
+}
+
+func (p alonePacker) loose(out []byte, f *frame) []byte {
+	start := len(out)
+	return p.body.seal(p.plain.loose(out, f), start)
+}
+
+func (p alonePacker) id(out []byte, id string) []byte {
+	start := len(out)
+	return p.body.seal(p.plain.id(out, id), start)
+}
+
+// keepalive appends the encoding's keepalive, made once for all.
+func (p alonePacker) keepalive(out []byte) []byte {
+	return append(p.body.begin(out), p.body.enc.keepalive()...)
+}
+
+func (p alonePacker) encoding() *encoding { return p.body.enc }
+func (p alonePacker) release()            { p.plain.release() }
+
+// begin appends the encoding's head before the body's first piece.
+func (b *aloneBody) begin(out []byte) []byte {
+	if b.begun {
+		return out
+	}
+	b.begun = true
+	head, _ := b.enc.ends()
+	return append(out, head...)
+}
+
+// seal compresses what out holds from start on, as one piece on its own,
+// in place: the piece is appended after it, then moved over it, so that a
+// body needs no buffer of its own. Nothing is appended for nothing.
+func (b *aloneBody) seal(out []byte, start int) []byte {
+	end := len(out)
+	if end == start {
+		return out
+	}
+	// The codec appends after end, never over out[start:end], which it
+	// reads: into out's spare room, or a new array.
+	out = b.enc.alone(b.begin(out), out[start:end])
+	return out[:start+copy(out[start:], out[end:])]
 }

@@ -377,9 +377,6 @@ func (h *Handler) checkMultiplex() error {
 			return badField("multiplex_members", fmt.Errorf("multiplex_members %q: want a path that starts with / and may end in *", p))
 		}
 	}
-	if len(h.Compress) > 0 {
-		return badField("compress", errors.New("compress cannot go with multiplex_param: a multiplexed response is renamed per page, not compressed once per stream"))
-	}
 	// A member is a request for its own path, but the placeholders are the
 	// request's: a key from its path or URI would give every member one key.
 	for _, ph := range []string{"{http.request.uri", "{http.request.orig_uri"} {

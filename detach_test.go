@@ -252,7 +252,7 @@ func TestDetachedClientKeepsNoResponse(t *testing.T) {
 			for _, sh := range s.shared.shards {
 				sh.mu.Lock()
 				for _, d := range sh.clients {
-					if d.c.abort.Load() != nil {
+					if d.cs[0].abort.Load() != nil {
 						t.Error("a detached client still holds its response writer")
 					}
 				}
@@ -262,4 +262,85 @@ func TestDetachedClientKeepsNoResponse(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// A multiplexed page over plain HTTP/1.1 is detached as a single client
+// is: one shared writer, of its first member's stream, serves every
+// member. It reads each member's events exactly, resumes exactly, and,
+// once it hangs up, leaves every stream with no goroutine left behind.
+func TestMultiplexedPageIsDetached(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, muxSite(origin, "\tdetach on\n"))
+	names := []string{"a", "b", "c"}
+	// Witnesses keep the streams, and their goroutines, while the page is
+	// away.
+	for _, name := range names {
+		testkit.OpenClient(t, base+"/events/"+name, nil)
+	}
+	conns := memberConns(t, origin, 3)
+	testkit.Eventually(t, "the witnesses to be detached", func() bool { return detachedClients() == 3 })
+	before := goroutinesButHTTPClientConns()
+
+	page := testkit.OpenClient(t, muxURL(base, names...), nil)
+	if te := page.Resp.TransferEncoding; len(te) != 0 {
+		t.Fatalf("Transfer-Encoding %v, want none: the body ends with the connection", te)
+	}
+	testkit.Eventually(t, "the page to be detached", func() bool { return detachedClients() == 4 })
+	for _, name := range names {
+		testkit.SendIDs(conns[name], 1, 5)
+	}
+	cursor := expectMux(t, page, names, map[string]int{"a": 1, "b": 1, "c": 1}, map[string]int{"a": 5, "b": 5, "c": 5})
+	page.Close()
+	testkit.Eventually(t, "the page to leave every stream", func() bool {
+		return detachedClients() == 3 && counterValue(t, origin.URL(), "clients") == 3
+	})
+
+	testkit.SendIDs(conns["a"], 6, 8)
+	testkit.SendIDs(conns["c"], 6, 6)
+	again := testkit.OpenClient(t, muxURL(base, names...), testkit.LastEventID(cursor))
+	testkit.Eventually(t, "the resumed page to be detached", func() bool { return detachedClients() == 4 })
+	testkit.SendIDs(conns["b"], 6, 6)
+	expectMux(t, again, names, map[string]int{"a": 6, "b": 6, "c": 6}, map[string]int{"a": 8, "b": 6, "c": 6})
+	if n := again.Pending(); n != 0 {
+		t.Fatalf("%d blocks more than the members' new events", n)
+	}
+	again.Close()
+	testkit.Eventually(t, "the page to leave, and its goroutines to end", func() bool {
+		return detachedClients() == 3 && counterValue(t, origin.URL(), "clients") == 3 &&
+			goroutinesButHTTPClientConns() <= before
+	})
+	origin.NoNewConn(t)
+}
+
+// A detached page ends when one of its members' streams closes, the
+// stream of its shared writer (its first member's) or another's: it
+// reconnects with its cursor, as a page served in its request does.
+func TestDetachedPageEndsWhenAMemberStreamCloses(t *testing.T) {
+	for _, closing := range []string{"a", "b"} {
+		t.Run(closing, func(t *testing.T) {
+			origin := testkit.NewOrigin(t)
+			base := testkit.StartCaddy(t, muxSite(origin, "\tdetach on\n"))
+			names := []string{"a", "b"}
+			page := testkit.OpenClient(t, muxURL(base, names...), nil)
+			conns := memberConns(t, origin, 2)
+			testkit.Eventually(t, "the page to be detached", func() bool { return detachedClients() == 1 })
+			testkit.SendIDs(conns["a"], 1, 2)
+			testkit.SendIDs(conns["b"], 1, 2)
+			expectMux(t, page, names, map[string]int{"a": 1, "b": 1}, map[string]int{"a": 2, "b": 2})
+
+			// The origin says 204 to the member's reconnect: its stream
+			// closes, and its clients end.
+			origin.SetAnswer(func(r *http.Request) int {
+				if r.URL.Path == "/events/"+closing {
+					return http.StatusNoContent
+				}
+				return 0
+			})
+			close(conns[closing].End)
+			page.WaitEnded(t)
+			testkit.Eventually(t, "the page to leave every stream", func() bool {
+				return detachedClients() == 0 && counterValue(t, origin.URL(), "clients") == 0
+			})
+		})
+	}
 }

@@ -238,18 +238,19 @@ func (c *client) writer() writer { return *c.w.Load() }
 // serveBy has w serve c from now on.
 func (c *client) serveBy(w writer) { c.w.Store(&w) }
 
-// rebind has the writer that bind returns serve c from now on, and
+// rebind has the writer that bind returns serve x from now on: the
+// client c of s, or the multiplexed page whose first member c is. It
 // reports whether it does: not when c has left the stream's clients (it
 // was cut) or the stream is closed, since no writer would then ever end
 // it. bind runs with s.mu held, the stream open: it may start goroutines
 // that close waits for (hub.wg).
-func (s *stream) rebind(c *client, bind func() writer) bool {
+func (s *stream) rebind(c *client, x served, bind func() writer) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.clients[c]; !ok || s.closed {
 		return false
 	}
-	c.serveBy(bind())
+	x.serveBy(bind())
 	return true
 }
 

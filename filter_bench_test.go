@@ -72,7 +72,7 @@ func newFilterBench(tb testing.TB, n, filtered int, detached bool) *filterBench 
 		}
 		if detached {
 			server, peer := socketPair(tb)
-			d := s.attach(c, server)
+			d := attach(c, []*stream{s}, []*client{c}, server)
 			if d == nil {
 				tb.Fatal("attach refused")
 			}

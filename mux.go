@@ -12,12 +12,15 @@ import (
 // This file is multiplexing (docs/multiplex.md): a page reads several
 // streams, its members, on one response. Each member is an ordinary client
 // of its stream, as a request for that stream alone would be; the members
-// of one request are served together, in that request's goroutine, by one
-// muxClient, which renames each member's events after it and gives every
-// event the composite cursor: every member's last event ID, in one id.
+// of one request are served together, by one writer (its request
+// goroutine, or once detached a shared writer of its first member's
+// stream), as one muxClient, which renames each member's events after it
+// and gives every event the composite cursor: every member's last event
+// ID, in one id.
 
 // muxClient is a multiplexed request's members, one client per stream,
-// served by one writer: the request goroutine (respWriter.serve). Its
+// served by one writer as a client is (served): the request goroutine
+// (respWriter.serve) or, detached, a shared writer (writerShard). Its
 // members end together: the first to end ends the others, and the page
 // reconnects with its composite cursor.
 type muxClient struct {
@@ -26,9 +29,12 @@ type muxClient struct {
 	// ids are each member's last event ID as the page holds it: from its
 	// part of the cursor the request resumed with, then from each frame or
 	// id block it is sent. Only the writer touches them.
-	ids   []string
-	out   []byte        // the composite cursor, rebuilt for each block
-	wakeC chan struct{} // holds one token when some member may have work
+	ids []string
+	// w is what serves the page: its request goroutine, through its first
+	// member's requestWriter (the page waits on that member's wakeC, and
+	// arms that member's abort hook: newRespWriter), or, detached, a
+	// shared writer. Each member's writer (muxWriter) wakes it.
+	w     atomic.Pointer[writer]
 	done  chan struct{} // closed when the members are ended
 	cause error         // why; set before done closes
 	ends  atomic.Bool   // end has begun
@@ -36,17 +42,20 @@ type muxClient struct {
 
 // newMuxClient serves the members, which joined their streams for a
 // request whose cursor gave them ids (their parts of it, "" for none), by
-// one writer from now on.
-func newMuxClient(names, ids []string, members []*client) *muxClient {
+// one writer from now on, in enc (nil: none). The members joined
+// uncompressed: a page is compressed per page, each piece on its own
+// (alonePacker), since its bytes are its own.
+func newMuxClient(names, ids []string, members []*client, enc *encoding) *muxClient {
 	m := &muxClient{
 		members: members,
 		names:   names,
 		ids:     ids,
-		wakeC:   make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
+	m.serveBy(requestWriter{members[0]})
+	body := &aloneBody{enc: enc}
 	for i, c := range members {
-		c.pack = muxPacker{m, i}
+		c.pack = body.packer(muxPacker{m, i})
 		c.serveBy(muxWriter{m, c})
 	}
 	for _, c := range members {
@@ -59,21 +68,31 @@ func newMuxClient(names, ids []string, members []*client) *muxClient {
 	return m
 }
 
-func (m *muxClient) sendTo(rw *respWriter) error {
+// next appends what each member is to be sent next, in turn, up to
+// about limit bytes in all (client.next), and reports whether more
+// remains for any. A member past limit is still asked, with none left,
+// whether it has more. A member that breaks the lag rule ends the page.
+func (m *muxClient) next(out []byte, limit int) (_ []byte, more bool, err error) {
+	start := len(out)
 	for _, c := range m.members {
-		if err := rw.send(c); err != nil {
-			return err
+		var left bool
+		if out, left, err = c.next(out, limit-(len(out)-start)); err != nil {
+			return out[:start], false, err
 		}
+		more = more || left
 	}
-	return nil
+	return out, more, nil
 }
 
-func (m *muxClient) wakeups() <-chan struct{} { return m.wakeC }
+func (m *muxClient) serveBy(w writer)         { m.w.Store(&w) }
+func (m *muxClient) writer() writer           { return *m.w.Load() }
+func (m *muxClient) wakeups() <-chan struct{} { return m.members[0].wakeC }
 func (m *muxClient) ended() <-chan struct{}   { return m.done }
 func (m *muxClient) why() error               { return m.cause }
 
-// end ends every member with cause, once. A member that ends on its own
-// (cut for lagging, its stream closed) calls it through its writer.
+// end ends every member with cause, once, then tells the page's writer.
+// A member that ends on its own (cut for lagging, its stream closed) calls
+// it through its writer.
 func (m *muxClient) end(cause error) {
 	if !m.ends.CompareAndSwap(false, true) {
 		return
@@ -87,30 +106,23 @@ func (m *muxClient) end(cause error) {
 			c.end(cause)
 		}
 	}
-	m.members[0].abortWrite() // the respWriter arms its first member's (newRespWriter)
+	m.writer().end()
 }
 
 // muxWriter is the writer of one member of a muxClient: it wakes the
-// request goroutine that serves them all, and the end of one member ends
-// them all.
+// writer that serves them all, and the end of one member ends them all.
 type muxWriter struct {
 	m *muxClient
 	c *client
 }
 
-func (w muxWriter) wake() {
-	select {
-	case w.m.wakeC <- struct{}{}:
-	default:
-	}
-}
+func (w muxWriter) wake() { w.m.writer().wake() }
 
 func (w muxWriter) end() { w.m.end(w.c.cause) }
 
 // muxPacker is a member's packer: it renames what the member is sent
-// after the member and gives it the composite cursor. A multiplexed
-// response is not compressed (the config refuses compress with
-// multiplex_param).
+// after the member and gives it the composite cursor. A compressed page's
+// members compress what it appends (alonePacker).
 type muxPacker struct {
 	m *muxClient
 	i int // which member

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -418,7 +419,6 @@ func TestMultiplexConfigIsChecked(t *testing.T) {
 		{"relative pattern", "multiplex_param streams\n\tmultiplex_members e/*", "starts with /"},
 		{"inner star", "multiplex_param streams\n\tmultiplex_members /e/*/x", "may end in *"},
 		{"too many", "multiplex_param streams\n\tmultiplex_members /e/*\n\tmultiplex_max 65", "multiplex_max must be"},
-		{"with compress", "multiplex_param streams\n\tmultiplex_members /e/*\n\tcompress gzip", "compress cannot go with multiplex_param"},
 		{"same as filter", "multiplex_param streams\n\tmultiplex_members /e/*\n\tfilter_param streams", "already filter_param"},
 		{"the cursor's", "multiplex_param last_event_id\n\tmultiplex_members /e/*", "carries the cursor"},
 		{"key by path", "multiplex_param streams\n\tmultiplex_members /e/*\n\tkey {http.request.uri.path}", "same for every member"},
@@ -431,6 +431,207 @@ func TestMultiplexConfigIsChecked(t *testing.T) {
 			}
 		})
 	}
+}
+
+// compress goes with multiplex_param: a page is compressed per page.
+func TestMultiplexGoesWithCompress(t *testing.T) {
+	input := "sse_fanout http://o {\n\tmultiplex_param streams\n\tmultiplex_members /e/*\n\tcompress zstd gzip\n}"
+	if err := new(Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err != nil {
+		t.Fatalf("compress with multiplex_param: %v", err)
+	}
+}
+
+// withoutKeepalives is a decoded page without its keepalive comments,
+// which each member's stream sends at moments of its own.
+func withoutKeepalives(s string) string { return strings.ReplaceAll(s, sse.Keepalive, "") }
+
+// samePages fails unless every page of readers decoded to what the first,
+// an identity page, got, up to and including the block that holds last,
+// keepalives aside; it returns the first's.
+func samePages(t *testing.T, readers []*wireReader, accepts []string, last string) string {
+	t.Helper()
+	upTo := func(wr *wireReader) string {
+		got, _ := wr.decoded()
+		got = withoutKeepalives(got)
+		i := strings.Index(got, last)
+		if i < 0 {
+			t.Fatalf("Accept-Encoding %q: no %q in the decoded page", accepts[0], last)
+		}
+		return got[:i+len(last)]
+	}
+	plain := upTo(readers[0])
+	for i, wr := range readers[1:] {
+		if got := upTo(wr); got != plain {
+			t.Errorf("Accept-Encoding %q: the decoded page differs from the identity one:\n%s", accepts[i+1], firstDifference(got, plain))
+		}
+	}
+	return plain
+}
+
+// A multiplexed page compressed in gzip or zstd decodes, with the standard
+// decoders and as it arrives, to exactly what an identity page of the same
+// members gets: its opening, a member's cursor priming, the members'
+// events renamed, an id-only block, a retry the origin changes and a
+// 100 KB event, each block with the composite cursor; its keepalives
+// decode too. Its encoding is negotiated as a single stream's is.
+func TestMuxCompressedPageDecodesToThePlainPage(t *testing.T) {
+	for _, detach := range []string{"on", "off"} {
+		t.Run("detach "+detach, func(t *testing.T) {
+			origin := testkit.NewOrigin(t)
+			base := testkit.StartCaddy(t, muxSite(origin, "\tcompress zstd gzip\n\theartbeat 1s\n\tdetach "+detach+"\n"))
+			// a has an id before the pages join: each is sent its priming.
+			witness := testkit.OpenClient(t, base+"/events/a", nil)
+			upA := origin.NextConn(t)
+			testkit.SendIDs(upA, 1, 1)
+			witness.ExpectIDs(t, 1, 1)
+
+			accepts := []string{"", "gzip", "gzip, deflate, br, zstd", "zstd;q=0.1, gzip;q=0.9"}
+			wants := []string{"", "gzip", "zstd", "gzip"}
+			var readers []*wireReader
+			for _, accept := range accepts {
+				readers = append(readers, openWire(t, muxURL(base, "a", "b"), accept))
+			}
+			upB := origin.NextConn(t)
+			if detach == "on" {
+				// Compressed or not, each page is served by a shared writer.
+				testkit.Eventually(t, "the witness and every page to be detached", func() bool { return detachedClients() == 1+len(readers) })
+			}
+			for i, wr := range readers {
+				if got := wr.resp.Header.Get("Content-Encoding"); got != wants[i] {
+					t.Errorf("Accept-Encoding %q: Content-Encoding %q, want %q", accepts[i], got, wants[i])
+				}
+				if got := wr.resp.Header.Get("Vary"); got != "Accept-Encoding" {
+					t.Errorf("Accept-Encoding %q: Vary %q, want Accept-Encoding", accepts[i], got)
+				}
+			}
+			everyone := func(s string) {
+				t.Helper()
+				for _, wr := range readers {
+					wr.waitFor(t, s)
+				}
+			}
+			everyone(sse.Opening + "id: 1,\n\n") // the opening, then a's priming
+			upA.Send("id: 2\ndata: a two\n\n")
+			everyone("event: a\ndata: a two\nid: 2,\n\n")
+			upB.Send("event: tick\nid: b1\ndata: b one\n\n")
+			everyone("event: b:tick\ndata: b one\nid: 2,b1\n\n")
+			upB.Send("id: b2\n\n") // fires nothing: an id-only block
+			everyone("\n\nid: 2,b2\n\n")
+			everyone(sse.Keepalive)
+			upA.Send("retry: 700\n\n")
+			everyone("retry: 700\n\n")
+			upB.Send("id: big\ndata: " + bigData() + "\n\n")
+			everyone("id: 2,big\n\n")
+			for i := 3; i <= 20; i++ {
+				up, name := upA, "a"
+				if i%2 == 0 {
+					up, name = upB, "b"
+				}
+				up.Send(fmt.Sprintf("id: %s%d\ndata: {\"n\":%d,\"text\":\"event number %d\"}\n\n", name, i, i, i))
+				everyone(fmt.Sprintf(",\"text\":\"event number %d\"}\n", i))
+			}
+			upA.Send("event: end\ndata: end\n\n")
+			everyone("event: a:end\n")
+
+			plain := samePages(t, readers, accepts, "event: a:end\n")
+			for i, wr := range readers[1:] {
+				if _, raw := wr.decoded(); raw > len(plain)/2 {
+					t.Errorf("Accept-Encoding %q: %d bytes on the wire for %d of page", accepts[i+1], raw, len(plain))
+				}
+			}
+		})
+	}
+}
+
+// A compressed page resumes from its composite cursor as an identity
+// page does, exactly: a member past its buffer catches up from the origin,
+// one replays, one whose part of the cursor is too long is stale; each
+// decodes to the identity page's bytes.
+func TestMuxCompressedPageResumesExactly(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, muxSite(origin, "\tbuffer 5\n\tclient_queue 5\n\tcompress gzip zstd\n\tstale_event stale\n"))
+	names := []string{"a", "b", "c"}
+	first := openWire(t, muxURL(base, names...), "zstd")
+	conns := memberConns(t, origin, 3)
+	for _, name := range names {
+		testkit.SendIDs(conns[name], 1, 2)
+	}
+	first.waitFor(t, "id: 2,2,2\n\n")
+	decoded, _ := first.decoded()
+	evs, _ := testkit.ParseAll(strings.NewReader(decoded), 1<<20)
+	cursor := evs[len(evs)-1].ID
+	if cursor != "2,2,2" {
+		t.Fatalf("the compressed page's cursor is %q, want 2,2,2", cursor)
+	}
+	first.resp.Body.Close()
+
+	// a moves on past its buffer (a witness keeps the stream), b by two;
+	// c's part of the cursor is made too long to use.
+	witness := testkit.OpenClient(t, base+"/events/a", nil)
+	for i := 3; i <= 30; i += 4 {
+		testkit.SendIDs(conns["a"], i, i+3)
+		witness.ExpectIDs(t, i, i+3)
+	}
+	testkit.SendIDs(conns["b"], 3, 4)
+	parts, _ := splitMuxCursor(cursor, 3)
+	parts[2] = strings.Repeat("9", maxCursorLen+1)
+	cursor = string(appendMuxCursor(nil, parts))
+
+	stop := make(chan struct{})
+	var serving sync.WaitGroup
+	serving.Add(1)
+	go func() { // the origin answers every catch-up of a
+		defer serving.Done()
+		for catchUp := origin.NextConnOr(stop); catchUp != nil; catchUp = origin.NextConnOr(stop) {
+			testkit.SendIDs(catchUp, 3, 30)
+		}
+	}()
+	defer func() { close(stop); serving.Wait() }()
+	accepts := []string{"identity", "gzip", "zstd"}
+	var readers []*wireReader
+	for _, accept := range accepts {
+		readers = append(readers, openWireWith(t, muxURL(base, names...), http.Header{"Accept-Encoding": {accept}, "Last-Event-ID": {cursor}}))
+	}
+	everyone := func(s string) {
+		t.Helper()
+		for _, wr := range readers {
+			wr.waitFor(t, s)
+		}
+	}
+	// c's event comes after every page's catch-up and replay, whenever it
+	// is published; a's and b's are sent once every page is past them.
+	conns["c"].Send("id: 3\ndata: c live\n\n")
+	everyone("data: c live\n")
+	conns["a"].Send("id: 31\ndata: a live\n\n")
+	everyone("data: a live\n")
+	conns["b"].Send("id: 5\ndata: b live\n\n")
+	const last = "event: b\ndata: b live\nid: 31,5,3\n\n"
+	everyone(last)
+	plain := samePages(t, readers, accepts, last)
+
+	var got []string
+	fired, _ := testkit.ParseAll(strings.NewReader(plain), 1<<20)
+	for _, ev := range fired {
+		if ev.HasData {
+			got = append(got, ev.Type+" "+ev.Data)
+		}
+	}
+	var want []string
+	// a's catch-up, up to where it met the buffer.
+	for i := 3; i <= 25; i++ {
+		want = append(want, fmt.Sprintf("a event %d", i))
+	}
+	// c's cursor, stale, announced with no data; then a's replay from the
+	// buffer.
+	want = append(want, "c:stale ")
+	for i := 26; i <= 30; i++ {
+		want = append(want, fmt.Sprintf("a event %d", i))
+	}
+	want = append(want, "b event 3", "b event 4", "c c live", "a a live", "b b live")
+	if !slices.Equal(got, want) {
+		t.Fatalf("the resumed page fired\n%q\nwant\n%q", got, want)
+	}
+	origin.NoNewConn(t)
 }
 
 // heldWriter is a response writer whose Write tells entered, then waits
@@ -452,7 +653,7 @@ func TestMultiplexedWriteInFlightIsWatchedInEveryMembersStream(t *testing.T) {
 	cfg.clientQueue = 2
 	s1, s2 := newTestStream(cfg), newTestStream(cfg)
 	a, b := addClient(s1), addClient(s2)
-	m := newMuxClient([]string{"a", "b"}, []string{"", ""}, []*client{a, b})
+	m := newMuxClient([]string{"a", "b"}, []string{"", ""}, []*client{a, b}, nil)
 	held := heldWriter{make(chan struct{}), make(chan struct{})}
 	rw := &respWriter{w: held, watch: []*client{a, b}, sent: &a.sent, out: []byte(": x\n\n")}
 	wrote := make(chan struct{})

@@ -109,27 +109,6 @@ func innermost(w http.ResponseWriter) http.ResponseWriter {
 	return all[len(all)-1]
 }
 
-// served is what a respWriter serves in a request goroutine: one client,
-// or the members of a multiplexed request, one client per stream
-// (muxClient, mux.go), which end together.
-type served interface {
-	// sendTo writes, in one flush per client, what each is to be sent
-	// next (respWriter.send).
-	sendTo(rw *respWriter) error
-	// wakeups holds a token when there may be something to send.
-	wakeups() <-chan struct{}
-	// ended is closed when it is ended; why says why.
-	ended() <-chan struct{}
-	why() error
-	// end ends it with cause.
-	end(cause error)
-}
-
-func (c *client) sendTo(rw *respWriter) error { return rw.send(c) }
-func (c *client) wakeups() <-chan struct{}    { return c.wakeC }
-func (c *client) ended() <-chan struct{}      { return c.done }
-func (c *client) why() error                  { return c.cause }
-
 // serve writes to the response what x is sent, as it comes, until x is
 // ended: when the client goes away (ctx), its stream or handler ends it,
 // or it breaks the lag rule; or until a write fails. It waits on two
@@ -138,7 +117,7 @@ func (rw *respWriter) serve(ctx context.Context, x served) error {
 	stopWatch := context.AfterFunc(ctx, func() { x.end(errClientGone) })
 	defer stopWatch()
 	for {
-		if err := x.sendTo(rw); err != nil {
+		if err := rw.send(x); err != nil {
 			return err
 		}
 		select {
@@ -150,7 +129,7 @@ func (rw *respWriter) serve(ctx context.Context, x served) error {
 			case errSlowClient:
 			default:
 				// Ended at its moment: what was published before goes too.
-				if err := x.sendTo(rw); err != nil {
+				if err := rw.send(x); err != nil {
 					return err
 				}
 			}
@@ -172,12 +151,12 @@ func (rw *respWriter) open(c *client) error {
 	return rw.err
 }
 
-// send writes, in one flush, what c is to be sent next (client.next).
-func (rw *respWriter) send(c *client) error {
+// send writes, in one flush, what x is to be sent next (served.next).
+func (rw *respWriter) send(x served) error {
 	wrote := false
 	for more := true; more && rw.err == nil; { // in writes of about maxBatchWrite each
 		var err error
-		rw.out, more, err = c.next(rw.out, maxBatchWrite)
+		rw.out, more, err = x.next(rw.out, maxBatchWrite)
 		if err != nil {
 			return err
 		}

@@ -104,7 +104,7 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request) live {
 			}
 		}
 	}
-	rw, err := h.startStream(w, r, ss, cs)
+	rw, err := h.startStream(w, r, l)
 	if rw == nil {
 		for i, c := range cs {
 			ended(ss[i], c, err)
@@ -137,9 +137,10 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) live {
 	status := http.StatusBadRequest
 	label := ""
 	if err == nil {
-		var enc *encoding
-		if names == nil {
-			enc = h.encodingFor(w, r) // a multiplexed request is not compressed (config.go)
+		enc := h.encodingFor(w, r)
+		joinEnc := enc
+		if names != nil {
+			joinEnc = nil // a page's members are compressed by the page (newMuxClient)
 		}
 		if !h.adopted.Load() {
 			h.reg.adopt(h.stop, h.cfg) // this handler's config is running
@@ -147,7 +148,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) live {
 		}
 		for _, sr := range srs {
 			label = sr.label
-			sr.encoding = enc
+			sr.encoding = joinEnc
 			var s *stream
 			var c *client
 			if s, c, err = h.reg.join(sr, h.cfg, h.stop); err != nil {
@@ -163,7 +164,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) live {
 			for i, sr := range srs {
 				ids[i] = string(sr.cursor) // "" without one; a member's part until it is sent an id
 			}
-			return live{ss: ss, cs: cs, x: newMuxClient(names, ids, cs)}
+			return live{ss: ss, cs: cs, x: newMuxClient(names, ids, cs, enc)}
 		}
 		leaveAll(ss, cs) // the members that joined before one was refused
 		status = http.StatusServiceUnavailable
@@ -234,15 +235,16 @@ func refuseAsOrigin(w http.ResponseWriter, ref *originRefusal) {
 	refuse(w, ref.status, ref.reason)
 }
 
-// startStream answers the request of cs, each a client of the stream
-// ss[i] (one, or a multiplexed request's members), with the start of its
-// event stream: the head and, at once, the first bytes of the body
-// (respWriter.open), what each cursor asks for and each replay. It
-// returns their writer if they are to be written their live events in
-// their request. Otherwise they have left their streams, and the error
-// says why, unless the client was detached: a shared writer serves it
-// from now on. A multiplexed request is never detached.
-func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, ss []*stream, cs []*client) (*respWriter, error) {
+// startStream answers the request of l.x, whose clients are l.cs, each a
+// client of the stream l.ss[i] (one, or a multiplexed request's members),
+// with the start of its event stream: the head and, at once, the first
+// bytes of the body (respWriter.open), what each cursor asks for and each
+// replay. It returns their writer if they are to be written their live
+// events in their request. Otherwise they have left their streams, and
+// the error says why, unless they were detached: a shared writer serves
+// them from now on, a multiplexed request's members as one.
+func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, l live) (*respWriter, error) {
+	ss, cs := l.ss, l.cs
 	c := cs[0]
 	peer := peerFields(r)
 	for _, c := range cs {
@@ -256,7 +258,7 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, ss []*stre
 	h.setEncodingHeaders(header, c.encoding())
 	// An HTTP/1.x client, over TLS or not, may be detached once its
 	// response has started; whether it is, passesThrough decides.
-	mayDetach := h.detachable && r.ProtoMajor == 1 && len(cs) == 1
+	mayDetach := h.detachable && r.ProtoMajor == 1
 	if mayDetach {
 		// The body ends when the connection closes, as the SSE spec
 		// suggests, instead of in chunks: so once the connection is taken
@@ -291,10 +293,10 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, ss []*stre
 	for i := 0; i < len(cs) && err == nil; i++ {
 		err = ss[i].catchUps.resume(r.Context(), cs[i], rw)
 	}
-	for i := 0; i < len(cs) && err == nil; i++ {
-		err = rw.send(cs[i]) // the replay
+	if err == nil {
+		err = rw.send(l.x) // the replay
 	}
-	if err == nil && !(mayDetach && past && detach(w, ss[0], c)) {
+	if err == nil && !(mayDetach && past && detach(w, l.x, ss, cs)) {
 		for i, c := range cs {
 			ss[i].logStarted(c, false)
 		}

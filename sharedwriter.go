@@ -15,7 +15,8 @@ import (
 
 // This file is the shared writer: for each stream, up to one goroutine per
 // CPU that writes every frame to its share of the stream's detached
-// clients (detach.go), in turn.
+// clients (detach.go), in turn, and to the detached multiplexed pages whose
+// first member is a client of the stream (mux.go).
 //
 // A write never waits: the socket takes what fits in its send buffer, and
 // a client whose socket is full gets a goroutine of its own (drain) until
@@ -26,11 +27,15 @@ import (
 // adds another shared writer, up to one per CPU.
 const clientsPerShard = 256
 
-// detachedClient is a client that a shared writer serves, with its
-// connection, taken over from net/http. It is the client's writer
-// (client.writer): its shard serves many such.
+// detachedClient is a client, or a multiplexed page, that a shared writer
+// serves, with its connection, taken over from net/http. It is the writer
+// of what it serves (client.writer, muxClient.writer): its shard serves
+// many such.
 type detachedClient struct {
-	c    *client
+	x  served    // a client, or a multiplexed page (muxClient)
+	cs []*client // x's clients: x itself, or the page's members; its bytes are counted as cs[0]'s
+	ss []*stream // the stream of each of cs; its shard is one of ss[0]'s
+
 	conn net.Conn        // what its bytes are written to: its TCP connection, or its TLS connection over it
 	tcp  net.Conn        // its TCP connection: closing it ends the client at once, whatever waits on it
 	raw  syscall.RawConn // tcp's, for writes that never wait; nil where unsupported
@@ -51,8 +56,8 @@ type detachedClient struct {
 func (d *detachedClient) wake() { d.shard.wake() }
 
 // end closes the client's connection, which ends its watch (detach.go):
-// the client was ended. The TCP connection is closed, not the TLS one,
-// whose Close would first wait to write an alert.
+// the client (a page: its members) was ended. The TCP connection is
+// closed, not the TLS one, whose Close would first wait to write an alert.
 func (d *detachedClient) end() { d.tcp.Close() }
 
 // sharedWriters are a stream's shared writers.
@@ -80,12 +85,16 @@ type writerShard struct {
 	writer nonblockingWriter
 }
 
-// attach moves c, whose connection was taken over, from its request
-// goroutine to a shared writer. It returns nil if c left the stream
-// meanwhile (it was cut), or the stream was closed: no shared writer would
-// ever end such a client.
-func (s *stream) attach(c *client, conn net.Conn) *detachedClient {
-	d := &detachedClient{c: c, conn: conn, tcp: conn}
+// attach moves x, whose connection was taken over, from its request
+// goroutine to a shared writer of its first client's stream: x is a
+// client (cs holds it alone), or a multiplexed page, whose members cs are
+// each a client of the stream ss[i]; the page's end, whichever member
+// ends it, closes the connection. It returns nil if cs[0] left ss[0]
+// meanwhile (it was cut), or ss[0] was closed: no shared writer would
+// ever end x.
+func attach(x served, ss []*stream, cs []*client, conn net.Conn) *detachedClient {
+	s, c := ss[0], cs[0]
+	d := &detachedClient{x: x, cs: cs, ss: ss, conn: conn, tcp: conn}
 	if tc, ok := conn.(*tls.Conn); ok {
 		d.tcp = tc.NetConn()
 	}
@@ -93,7 +102,7 @@ func (s *stream) attach(c *client, conn net.Conn) *detachedClient {
 	if d.tcp != conn && d.raw != nil {
 		d.tls = newTLSRoom(d.raw)
 	}
-	bound := s.rebind(c, func() writer {
+	bound := s.rebind(c, x, func() writer {
 		d.shard = s.shared.pick(s)
 		d.shard.add(d)
 		s.hub.wg.Add(1) // for its watch
@@ -103,7 +112,7 @@ func (s *stream) attach(c *client, conn net.Conn) *detachedClient {
 		return nil
 	}
 	select {
-	case <-c.done:
+	case <-x.ended():
 		// Ended as it moved: its end closed nothing of d's.
 		d.end()
 	default:
@@ -240,7 +249,7 @@ func (sh *writerShard) serve(d *detachedClient) {
 		// rule to it (client.writing).
 		return
 	}
-	out, more, err := d.c.next(sh.out[:0], maxBatchWrite)
+	out, more, err := d.x.next(sh.out[:0], maxBatchWrite)
 	if err != nil {
 		return // it broke the lag rule, and was ended
 	}
@@ -254,13 +263,13 @@ func (sh *writerShard) serve(d *detachedClient) {
 	case d.raw != nil:
 		written, err = sh.writer.write(d.raw, out)
 	}
-	d.c.sent.bytes.Add(int64(written))
+	d.cs[0].sent.bytes.Add(int64(written))
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded) && d.tls == nil:
 		// A deadline that the server's request handling left: the
 		// drain writes under a deadline of its own, then lifts it.
 	case err != nil:
-		d.c.end(err) // the client is gone
+		d.x.end(err) // the client is gone
 		return
 	}
 	if written < len(out) || more {
@@ -284,14 +293,14 @@ func (sh *writerShard) drain(d *detachedClient) {
 	d.pending = nil
 	var out []byte
 	for err == nil {
-		out, _, err = d.c.next(out[:0], maxBatchWrite)
+		out, _, err = d.x.next(out[:0], maxBatchWrite)
 		if err != nil || len(out) == 0 {
 			break
 		}
 		err = sh.writeBlocking(d, out)
 	}
 	if err != nil {
-		d.c.end(err)
+		d.x.end(err)
 		return
 	}
 	if d.tls != nil {
@@ -301,7 +310,10 @@ func (sh *writerShard) drain(d *detachedClient) {
 	sh.wake() // for what was published while it drained
 }
 
-// writeBlocking writes b to d's connection within write_timeout.
+// writeBlocking writes b to d's connection within write_timeout. While
+// it writes, each of d's clients is marked as held in a write
+// (client.writing): the stream of each, a page's members' included,
+// applies the lag rule to it.
 func (sh *writerShard) writeBlocking(d *detachedClient, b []byte) error {
 	if len(b) == 0 {
 		return nil
@@ -310,10 +322,15 @@ func (sh *writerShard) writeBlocking(d *detachedClient, b []byte) error {
 	if err := d.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
 		return err
 	}
-	d.c.writing.Store(time.Now().UnixNano()) // publish applies the lag rule while it writes
+	now := time.Now().UnixNano()
+	for _, c := range d.cs {
+		c.writing.Store(now)
+	}
 	n, err := d.conn.Write(b)
-	d.c.writing.Store(0)
-	d.c.sent.bytes.Add(int64(n))
+	for _, c := range d.cs {
+		c.writing.Store(0)
+	}
+	d.cs[0].sent.bytes.Add(int64(n))
 	if err != nil {
 		return err
 	}

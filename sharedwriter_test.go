@@ -3,8 +3,11 @@ package ssefanout
 // The shared writers of detached clients.
 
 import (
+	"errors"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
 
 // detachedBench is a stream with n detached clients.
@@ -66,7 +70,8 @@ func newDetachedBenchIn(tb testing.TB, n int, enc *encoding) *detachedBench {
 	}
 	for i := 0; i < n; i++ {
 		server, peer := socketPair(tb)
-		d := s.attach(addClientIn(s, enc, ""), server)
+		c := addClientIn(s, enc, "")
+		d := attach(c, []*stream{s}, []*client{c}, server)
 		if d == nil {
 			tb.Fatal("attach refused")
 		}
@@ -177,7 +182,49 @@ func TestNoClientAttachesToAClosedStream(t *testing.T) {
 	s.clients[c] = struct{}{} // as a join racing the close would have it
 	s.mu.Unlock()
 	server, _ := socketPair(t)
-	if s.attach(c, server) != nil {
+	if attach(c, []*stream{s}, []*client{c}, server) != nil {
 		t.Fatal("a client attached to a closed stream, where no shared writer would end it")
+	}
+}
+
+// A detached page's drain, held in a write to a full socket, holds every
+// member's client in it (client.writing): a member that falls behind in
+// its own stream, whichever it is, is cut at once by that stream's
+// publish, and the page with it, as a single client's drain is.
+func TestDetachedPageDrainIsWatchedInEveryMembersStream(t *testing.T) {
+	cfg := testSettings()
+	cfg.clientQueue = 2
+	s1, s2 := newTestStream(cfg), newTestStream(cfg)
+	a, b := addClient(s1), addClient(s2)
+	m := newMuxClient([]string{"a", "b"}, []string{"", ""}, []*client{a, b}, nil)
+	server, peer := socketPair(t) // the peer reads nothing: the socket fills
+	defer peer.Close()
+	d := attach(m, []*stream{s1, s2}, []*client{a, b}, server)
+	if d == nil {
+		t.Fatal("attach refused")
+	}
+	go d.watch()
+	defer func() {
+		s1.close(errStreamClosed)
+		s2.close(errStreamClosed)
+		s1.hub.wg.Wait() // the shard, the drain and the watch
+	}()
+
+	// An event far larger than the socket's buffers: its shard writes what
+	// fits, and a drain blocks on the rest.
+	publishTo(s1, &sse.Event{Data: strings.Repeat("x", 4<<20), HasData: true})
+	testkit.Eventually(t, "the drain to hold both members in its write", func() bool {
+		return a.writing.Load() != 0 && b.writing.Load() != 0
+	})
+	for i := 1; i <= 3; i++ {
+		publishTo(s2, &sse.Event{Data: strconv.Itoa(i), HasData: true})
+	}
+	select {
+	case <-m.ended():
+		if !errors.Is(m.why(), errSlowClient) {
+			t.Errorf("page ended with %v, want errSlowClient", m.why())
+		}
+	default:
+		t.Fatal("a detached page 3 events behind in its second member's stream, with client_queue 2 and its drain held in a write, was not cut")
 	}
 }
