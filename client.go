@@ -90,27 +90,28 @@ type client struct {
 	// Set by join, before the writer starts.
 	stop      <-chan struct{} // its handler's: closed when its config is unloaded
 	filter    *clientFilter   // the event types it is sent; nil: every frame
-	priming   bool            // an id-only block setting primeID goes once the frames up to primeAt are sent
 	primeAt   uint64          // the seq after which the priming block goes
 	primeID   string          // the id the priming block sets
 	staleID   clientCursor    // the cursor that could not be served; "" if it was unusable
-	stale     bool            // announce staleID with a stale_event first
 	catchUpID clientCursor    // the cursor to fetch from the origin first, if catchingUp
 	via       []string        // the sse_fanout node it came from, if it is another tier's upstream connection (tier.go)
-	resumed   string          // what its cursor got, for its log lines: one of the cursor constants
+	priming   bool            // an id-only block setting primeID goes once the frames up to primeAt are sent
+	stale     bool            // announce staleID with a stale_event first
+	resumed   cursorOutcome   // what its cursor got, for its log lines
+	// catchingUp is set while the client reads its catch-up from the
+	// origin; the stream neither wakes nor cuts it then.
+	catchingUp bool
 
 	// For its log lines (stream.logStarted, logEnded): who it is, set
 	// before its writer starts, when it joined, and what it was sent.
 	peer   []zap.Field
-	joined time.Time
+	joined int64 // Unix nanoseconds
 	sent   sentCount
 
 	// joinedAt is the stream's head when the client joined or spliced in:
-	// frames up to it are its replay, which does not count as lag.
-	// catchingUp is set while the client reads its catch-up from the origin;
-	// the stream neither wakes nor cuts it then. The stream's mu guards both.
-	joinedAt   uint64
-	catchingUp bool
+	// frames up to it are its replay, which does not count as lag. The
+	// stream's mu guards it, and catchingUp (above).
+	joinedAt uint64
 
 	// What the client was last sent, kept for whichever writer serves it;
 	// one writer at a time.
@@ -128,13 +129,28 @@ type client struct {
 	abort   atomic.Pointer[func()]
 }
 
-// What a client's cursor got, as its log lines say.
+// noWriter serves a page's member until its page does: it has nothing to
+// wake or end.
+var noWriter writer = pendingWriter{}
+
+type pendingWriter struct{}
+
+func (pendingWriter) wake() {}
+func (pendingWriter) end()  {}
+
+// cursorOutcome is what a client's cursor got, as its log lines say.
+type cursorOutcome uint8
+
 const (
-	cursorNone    = "none"     // it sent none
-	cursorReplay  = "replay"   // the buffer held it
-	cursorCatchUp = "catch-up" // the origin was asked from it (catchup.go)
-	cursorStale   = "stale"    // nothing could serve it
+	cursorNone    cursorOutcome = iota // it sent none
+	cursorReplay                       // the buffer held it
+	cursorCatchUp                      // the origin was asked from it (catchup.go)
+	cursorStale                        // nothing could serve it
 )
+
+func (o cursorOutcome) String() string {
+	return [...]string{"none", "replay", "catch-up", "stale"}[o]
+}
 
 // sentCount counts what was written to a client, by whichever writer
 // served it; the line that logs its end reads it.
@@ -151,22 +167,32 @@ type signals struct {
 	originRetry  atomic.Int64  // the origin's latest retry in ms; -1 before any
 }
 
-func newClient(r *ring, sig *signals, cfg *settings, metrics *upstreamMetrics) *client {
+// newClient returns a client of the stream whose ring and signals r and
+// sig are, of a handler with the settings cfg. A client with a request
+// writer of its own is served by it until it is detached; a page's member
+// (pageMember) is served by its page's, once the page is made
+// (newMuxClient), and by none until then: the page's first send reads
+// what it missed.
+func newClient(r *ring, sig *signals, cfg *settings, metrics *upstreamMetrics, pageMember bool) *client {
 	c := &client{
 		ring:        r,
 		signals:     sig,
 		pack:        plainPacker{},
 		cfg:         cfg,
 		metrics:     metrics,
-		wakeC:       make(chan struct{}, 1),
 		done:        make(chan struct{}),
 		retry:       cfg.retry,
 		retryFactor: 1,
 		sentRetry:   -1,
 		keepalives:  sig.keepalives.Load(),
-		joined:      time.Now(),
+		joined:      time.Now().UnixNano(),
 	}
-	c.serveBy(requestWriter{c})
+	if pageMember {
+		c.w.Store(&noWriter)
+	} else {
+		c.wakeC = make(chan struct{}, 1)
+		c.serveBy(requestWriter{c})
+	}
 	if cfg.retryJitter > 0 {
 		spread := float64(cfg.retryJitter) / 100
 		c.retryFactor = 1 - spread + 2*spread*rand.Float64()

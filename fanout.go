@@ -105,7 +105,7 @@ func newStream(h *hub, sr streamRequest) *stream {
 // the live head or, with rewind, before the last events (rewind.go). It
 // arms the cursor priming. s.mu must be held.
 func (s *stream) addLocked(cfg *settings, sr streamRequest, stop <-chan struct{}) *client {
-	c := newClient(s.ring, &s.signals, cfg, s.hub.metrics)
+	c := newClient(s.ring, &s.signals, cfg, s.hub.metrics, sr.pageMember)
 	c.asTier(sr.via)
 	c.stop = stop
 	s.handlerClients[stop]++
@@ -283,7 +283,7 @@ func (s *stream) logStarted(c *client, detached bool) {
 	if ce := s.logger.Check(zap.DebugLevel, "client started"); ce != nil {
 		ce.Write(append(c.peer[:len(c.peer):len(c.peer)],
 			zap.Bool("detached", detached),
-			zap.String("cursor", c.resumed))...)
+			zap.Stringer("cursor", c.resumed))...)
 	}
 }
 
@@ -300,9 +300,9 @@ func (s *stream) logEnded(c *client, cause error, detached bool) {
 	if ce := s.logger.Check(level, msg); ce != nil {
 		ce.Write(append(c.peer[:len(c.peer):len(c.peer)],
 			zap.Bool("detached", detached),
-			zap.String("cursor", c.resumed),
+			zap.Stringer("cursor", c.resumed),
 			zap.NamedError("reason", cause),
-			zap.Duration("duration", time.Since(c.joined)),
+			zap.Duration("duration", time.Duration(time.Now().UnixNano()-c.joined)),
 			zap.Int64("events", c.sent.events.Load()),
 			zap.Int64("size", c.sent.bytes.Load()))...)
 	}

@@ -125,6 +125,10 @@ type streamRequest struct {
 	filter   eventFilter // the event types the client is sent; nil: all
 	rewind   int         // without a cursor, how many events of the buffer it is sent first
 	encoding *encoding   // what its stream is compressed in; nil: none (compress.go)
+	// pageMember is set for a member of a multiplexed page but its first:
+	// the page's writer serves it, waiting on the first member's wakeups
+	// (newMuxClient), so it needs no request writer of its own.
+	pageMember bool
 }
 
 // requestMap maps a handler's requests to the streams they ask for. A

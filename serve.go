@@ -146,9 +146,10 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) live {
 			h.reg.adopt(h.stop, h.cfg) // this handler's config is running
 			h.adopted.Store(true)
 		}
-		for _, sr := range srs {
+		for i, sr := range srs {
 			label = sr.label
 			sr.encoding = joinEnc
+			sr.pageMember = names != nil && i > 0
 			var s *stream
 			var c *client
 			if s, c, err = h.reg.join(sr, h.cfg, h.stop); err != nil {
