@@ -34,10 +34,13 @@ type muxClient struct {
 	// member's requestWriter (the page waits on that member's wakeC, and
 	// arms that member's abort hook: newRespWriter), or, detached, a
 	// shared writer. Each member's writer (muxWriter) wakes it.
-	w     atomic.Pointer[writer]
-	done  chan struct{} // closed when the members are ended
-	cause error         // why; set before done closes
-	ends  atomic.Bool   // end has begun
+	w atomic.Pointer[writer]
+	// membersW is the writer of every member (muxWriter), one for all:
+	// each member's writer points at it, so that a member costs none.
+	membersW writer
+	done     chan struct{} // closed when the members are ended
+	cause    error         // why; set before done closes
+	ends     atomic.Bool   // end has begun
 }
 
 // newMuxClient serves the members, which joined their streams for a
@@ -53,10 +56,11 @@ func newMuxClient(names, ids []string, members []*client, enc *encoding) *muxCli
 		done:    make(chan struct{}),
 	}
 	m.serveBy(requestWriter{members[0]})
+	m.membersW = muxWriter{m}
 	body := &aloneBody{enc: enc}
 	for i, c := range members {
 		c.pack = body.packer(muxPacker{m, i})
-		c.serveBy(muxWriter{m, c})
+		c.w.Store(&m.membersW)
 	}
 	for _, c := range members {
 		select {
@@ -109,16 +113,25 @@ func (m *muxClient) end(cause error) {
 	m.writer().end()
 }
 
-// muxWriter is the writer of one member of a muxClient: it wakes the
-// writer that serves them all, and the end of one member ends them all.
-type muxWriter struct {
-	m *muxClient
-	c *client
-}
+// muxWriter is the writer of a muxClient's members, one for all: it wakes
+// the writer that serves them all, and the end of one member ends them
+// all, with its cause.
+type muxWriter struct{ m *muxClient }
 
 func (w muxWriter) wake() { w.m.writer().wake() }
 
-func (w muxWriter) end() { w.m.end(w.c.cause) }
+// end is called by a member that ended (client.end), after its done
+// closed: the page ends with the cause of a member found ended.
+func (w muxWriter) end() {
+	for _, c := range w.m.members {
+		select {
+		case <-c.done:
+			w.m.end(c.cause)
+			return
+		default:
+		}
+	}
+}
 
 // muxPacker is a member's packer: it renames what the member is sent
 // after the member and gives it the composite cursor. A compressed page's
