@@ -531,7 +531,7 @@ func newLoad(cfg *config) *load {
 	l.clients = make([]*client, cfg.streams())
 	for i := range l.clients {
 		page, m := i/per, i%per
-		c := &client{}
+		c := &client{index: i}
 		if cfg.muxPage() {
 			c.lasts = make([]uint64, len(cfg.members))
 			c.memberDelivered = make([]atomic.Uint64, len(cfg.members))
@@ -584,6 +584,7 @@ type client struct {
 	group  *connGroup // h2 and h3: the connection the stream is on
 	first  bool       // h2 and h3: the stream opens its group's connection
 	target int        // the index of the -url it connects to; -reconnect moves it on
+	index  int        // its place among the clients: where -reconnect sends it after an end (nextTarget)
 	last   uint64     // the highest sequence number seen: its cursor; only its goroutine touches it
 
 	// A page multiplexed on this stream (-members without -split): each
@@ -625,8 +626,8 @@ func (l *load) runClient(ctx context.Context, c *client) {
 		countedFailed bool      // counted in l.failed, until it connects
 		endedAt       time.Time // when the stream being reopened ended unasked
 	)
-	next := func() {
-		c.target = (c.target + 1) % len(l.targets)
+	next := func(ended bool) {
+		c.target = nextTarget(c.target, c.index, len(l.targets), ended)
 		sleep(ctx, retryDelay(l.cfg.retry))
 	}
 	for ctx.Err() == nil {
@@ -646,7 +647,7 @@ func (l *load) runClient(ctx context.Context, c *client) {
 				return
 			}
 			l.resume.failed()
-			next()
+			next(false)
 			continue
 		}
 		if countedFailed {
@@ -690,8 +691,24 @@ func (l *load) runClient(ctx context.Context, c *client) {
 		}
 		endedAt = time.Now()
 		l.resume.ended(endedAt)
-		next()
+		next(true)
 	}
+}
+
+// nextTarget is the -url a client reconnects to, of n, from target, the
+// one it was on: after its stream ended, one of the others chosen by its
+// index, so that the clients of a server that went away spread evenly
+// over the rest, as a load balancer would spread them; after a failed
+// attempt, the next one, so that it tries each in turn.
+func nextTarget(target, index, n int, ended bool) int {
+	if n == 1 {
+		return 0
+	}
+	step := 1
+	if ended {
+		step += index % (n - 1)
+	}
+	return (target + step) % n
 }
 
 // dialStream opens c's stream: on a connection of its own for h1 and

@@ -291,8 +291,12 @@ func (r *report) writeText(w io.Writer) {
 		fmt.Fprintf(w, "stats:    %v\n", r.Origin)
 	}
 	if rc := r.Reconnects; rc.Scheduled+rc.Resumed+rc.Failed > 0 {
-		fmt.Fprintf(w, "resume:   %d reopened by -reconnect-every, %d after an end, %d attempts failed; longest %.2f s, all back within %.2f s of the first end\n",
-			rc.Scheduled, rc.Resumed, rc.Failed, rc.MaxSeconds, rc.SpanSeconds)
+		back := "all back"
+		if rc.Resumed < r.Clients.Ended {
+			back = fmt.Sprintf("%d of %d ended not back by the end", r.Clients.Ended-rc.Resumed, r.Clients.Ended)
+		}
+		fmt.Fprintf(w, "resume:   %d reopened by -reconnect-every, %d after an end, %d attempts failed; longest %.2f s, the last back %.2f s after the first end; %s\n",
+			rc.Scheduled, rc.Resumed, rc.Failed, rc.MaxSeconds, rc.SpanSeconds, back)
 	}
 	if e.Comments > 0 {
 		fmt.Fprintf(w, "comments: %d comment lines in the window (keepalives, and any other a server sends)\n", e.Comments)

@@ -183,3 +183,32 @@ func TestParseSockstat(t *testing.T) {
 		t.Errorf("report %+v", r)
 	}
 }
+
+// The clients of a server that went away spread evenly over the others,
+// and a client whose attempt failed tries each of the others in turn.
+func TestReconnectSpreadsOverTheOtherTargets(t *testing.T) {
+	const n, clients = 7, 6000
+	got := make([]int, n)
+	for i := range clients {
+		got[nextTarget(0, i, n, true)]++
+	}
+	if got[0] != 0 {
+		t.Errorf("%d clients went back to the target that went away", got[0])
+	}
+	for target := 1; target < n; target++ {
+		if got[target] != clients/(n-1) {
+			t.Errorf("target %d took %d clients, want %d: %v", target, got[target], clients/(n-1), got)
+		}
+	}
+	seen := map[int]bool{}
+	for target, i := 3, 0; i < n; i++ {
+		seen[target] = true
+		target = nextTarget(target, 5, n, false)
+	}
+	if len(seen) != n {
+		t.Errorf("failed attempts visited %d of %d targets", len(seen), n)
+	}
+	if nextTarget(0, 9, 1, true) != 0 {
+		t.Error("with one target, a client goes back to it")
+	}
+}
