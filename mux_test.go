@@ -665,14 +665,21 @@ func TestMultiplexedWriteInFlightIsWatchedInEveryMembersStream(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		publishTo(s2, &sse.Event{Data: strconv.Itoa(i), HasData: true})
 	}
+	wantPageCut(t, m, "a page 5 events behind in its second member's stream, with client_queue 2 and its write held")
+	close(held.release)
+	<-wrote
+}
+
+// wantPageCut fails t unless the page m was cut for lagging; what says
+// which page.
+func wantPageCut(t *testing.T, m *muxClient, what string) {
+	t.Helper()
 	select {
 	case <-m.ended():
 		if !errors.Is(m.why(), errSlowClient) {
-			t.Errorf("page ended with %v, want errSlowClient", m.why())
+			t.Errorf("%s ended with %v, want errSlowClient", what, m.why())
 		}
 	default:
-		t.Error("a page 5 events behind in its second member's stream, with client_queue 2 and its write held, was not cut")
+		t.Errorf("%s was not cut", what)
 	}
-	close(held.release)
-	<-wrote
 }
