@@ -139,6 +139,9 @@
 #                as 30); the clients reconnect with their cursor to the
 #                next edge (sseload -reconnect), and the report's resume
 #                line says how long until all were back, and what they lost
+#   CONNECT_TIMEOUT [60s]: how long after its ramp sseload waits for its
+#                clients to connect before it measures with those it has
+#                (sseload -connect-timeout)
 #   PROGRESS [none]: sseload -progress, such as 10s, into $OUT/sseload.log
 #   ENDURANCE [none]: instead of the workloads, the endurance run of that
 #                length (such as 1h) with bench/sseendure, its results and
@@ -705,7 +708,7 @@ run_one() { # workload system round [clients]
 		((p == 0)) && procflags=(-pid "$pids" ${stats:+-origin-stats "$stats"})
 		"$BIN/sseload" -url "$url" -proto "$PROTO" -streams-per-conn "$STREAMS_PER_CONN" "${tlsflags[@]}" "${pageflags[@]+"${pageflags[@]}"}" \
 			-clients "$share" -ramp "$(awk -v r="$RAMP" -v n="$n" 'BEGIN { print r / n }')" ${accept:+-accept-encoding "$accept"} \
-			-duration "$DURATION" -warmup "$WARMUP" "${procflags[@]}" "${extra[@]}" \
+			-duration "$DURATION" -warmup "$WARMUP" -connect-timeout "${CONNECT_TIMEOUT:-60s}" "${procflags[@]}" "${extra[@]}" \
 			-workload "$wl" -system "$sys" -round "$round" -json >"$part" 2>>"$OUT/sseload.log" &
 		procs_pids+=($!)
 		started+=($!)
@@ -797,7 +800,7 @@ fi
 		"$(uname -sr), $(go version | cut -d' ' -f3), load generator on the same machine, loopback."
 	dirty=$(git status --short --untracked-files=no -- '*.go' go.mod | awk '{print $2}' | tr '\n' ' ')
 	echo "Code: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)${dirty:+ with uncommitted changes to: $dirty}"
-	echo "Command: ${CLIENTS:+CLIENTS=\"$CLIENTS\" }${SOURCE_ADDRS:+SOURCE_ADDRS=$SOURCE_ADDRS }SSELOAD_PROCS=$SSELOAD_PROCS EDGES=$EDGES${KILL_EDGE_AT:+ KILL_EDGE_AT=$KILL_EDGE_AT} PROTO=$PROTO STREAMS_PER_CONN=$STREAMS_PER_CONN ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP RAMP=$RAMP SCALE=$SCALE" \
+	echo "Command: ${CLIENTS:+CLIENTS=\"$CLIENTS\" }${SOURCE_ADDRS:+SOURCE_ADDRS=$SOURCE_ADDRS }SSELOAD_PROCS=$SSELOAD_PROCS EDGES=$EDGES${KILL_EDGE_AT:+ KILL_EDGE_AT=$KILL_EDGE_AT}${CONNECT_TIMEOUT:+ CONNECT_TIMEOUT=$CONNECT_TIMEOUT} PROTO=$PROTO STREAMS_PER_CONN=$STREAMS_PER_CONN ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP RAMP=$RAMP SCALE=$SCALE" \
 		"WORKLOADS=\"$WORKLOADS\" SYSTEMS=\"$SYSTEMS\"${FANOUT_OPTIONS:+ FANOUT_OPTIONS=\"$FANOUT_OPTIONS\"}" \
 		"PAYLOAD=$PAYLOAD${SIZE:+ SIZE=$SIZE}${FLOOR_QUEUE_SET:+ FLOOR_QUEUE=$FLOOR_QUEUE}${ACCEPT_ENCODING:+ ACCEPT_ENCODING=\"$ACCEPT_ENCODING\"}" \
 		"${CADDY_SERVER_OPTIONS:+CADDY_SERVER_OPTIONS=$(printf %q "$CADDY_SERVER_OPTIONS") }bench/run.sh"
