@@ -70,7 +70,7 @@ type stream struct {
 	// handlerClients counts the clients of each handler, by its stop
 	// channel: max_clients counts a handler's own.
 	handlerClients map[<-chan struct{}]int
-	woken          []writer    // publish's list of writers to wake, kept between events
+	woken          []writer    // publish's list of writers to wake, kept between events; its own (only the upstream reader publishes)
 	idleTimer      *time.Timer // set while the stream has no client
 	closed         bool        // close has run: no client joins or attaches
 	// upstreamTier is the sse_fanout node the upstream answered from; ""
@@ -389,8 +389,13 @@ func (s *stream) publish(ev *sse.Event, rs *resend) bool {
 		woken = append(woken, c.writer())
 	}
 	s.ring.mu.Unlock()
+	s.mu.Unlock()
 	// Woken only now: a writer that woke while the ring was locked for
-	// writing would park again on its read lock, a second switch per event.
+	// writing would park again on its read lock, a second switch per event;
+	// and with s.mu free, so that clients join and leave meanwhile. A
+	// writer that stopped serving its client since (it left, or was
+	// detached: the shared writer that took it over wakes itself) is woken
+	// for nothing.
 	for _, w := range woken {
 		w.wake()
 	}
@@ -399,7 +404,6 @@ func (s *stream) publish(ev *sse.Event, rs *resend) bool {
 	if passedOver > 0 {
 		s.hub.metrics.countFiltered(passedOver)
 	}
-	s.mu.Unlock()
 	s.hub.metrics.eventsReceived.Inc()
 	s.markSent()
 	return true
