@@ -336,3 +336,42 @@ func TestRingBytesBound(t *testing.T) {
 		t.Fatal("frames 4 and 5 are not held")
 	}
 }
+
+// heldWaker is a writer whose wake tells entered, then waits for release.
+type heldWaker struct{ entered, release chan struct{} }
+
+func (w heldWaker) wake() {
+	close(w.entered)
+	<-w.release
+}
+func (heldWaker) end() {}
+
+// Publish wakes the writers with the stream's lock let go: at 100,000
+// HTTP/2 streams on a saturated machine, waking them under it held every
+// joining client (and, through the registry's lock, the joins of every
+// other stream) for as long as the wakes took.
+func TestClientsJoinWhilePublishWakesWriters(t *testing.T) {
+	s := newTestStream(testSettings())
+	c := addClient(s)
+	w := heldWaker{make(chan struct{}), make(chan struct{})}
+	c.serveBy(w)
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		publishTo(s, &sse.Event{Data: "x", HasData: true})
+	}()
+	<-w.entered
+	joined := make(chan struct{})
+	go func() {
+		defer close(joined)
+		addClient(s)
+	}()
+	select {
+	case <-joined:
+	case <-time.After(10 * time.Second):
+		t.Error("a client could not join while publish was waking a writer")
+	}
+	close(w.release)
+	<-published
+	<-joined
+}
