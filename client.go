@@ -129,6 +129,17 @@ type client struct {
 	abort   atomic.Pointer[func()]
 }
 
+// markWriting marks cs, the clients one response serves (a client, or a
+// multiplexed page's members), as held in a write begun at since, in Unix
+// nanoseconds, or, with 0, as not (client.writing): every writer that may
+// be held in a write marks them all, so that each of their streams sees
+// it.
+func markWriting(cs []*client, since int64) {
+	for _, c := range cs {
+		c.writing.Store(since)
+	}
+}
+
 // noWriter serves a page's member until its page does: it has nothing to
 // wake or end.
 var noWriter writer = pendingWriter{}

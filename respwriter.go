@@ -192,10 +192,7 @@ func (rw *respWriter) writeOut() {
 		return
 	}
 	if rw.watch != nil && !rw.armed {
-		now := time.Now().UnixNano()
-		for _, c := range rw.watch {
-			c.writing.Store(now)
-		}
+		markWriting(rw.watch, time.Now().UnixNano())
 		rw.armed = true
 	}
 	if !rw.armed && rw.deadlines {
@@ -221,9 +218,7 @@ func (rw *respWriter) flush() {
 	}
 	if rw.armed && rw.watch != nil {
 		rw.armed = false
-		for _, c := range rw.watch {
-			c.writing.Store(0)
-		}
+		markWriting(rw.watch, 0)
 	} else if rw.armed {
 		rw.armed = false
 		if err := rw.rc.SetWriteDeadline(time.Time{}); err != nil && rw.err == nil {

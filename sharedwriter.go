@@ -322,14 +322,9 @@ func (sh *writerShard) writeBlocking(d *detachedClient, b []byte) error {
 	if err := d.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
 		return err
 	}
-	now := time.Now().UnixNano()
-	for _, c := range d.cs {
-		c.writing.Store(now)
-	}
+	markWriting(d.cs, time.Now().UnixNano())
 	n, err := d.conn.Write(b)
-	for _, c := range d.cs {
-		c.writing.Store(0)
-	}
+	markWriting(d.cs, 0)
 	d.cs[0].sent.bytes.Add(int64(n))
 	if err != nil {
 		return err
