@@ -111,10 +111,12 @@ func (cu *catchUps) catchUp(ctx context.Context, c *client, rw *respWriter) erro
 // taken past, and counts in relayed the events it was taken past.
 func (cu *catchUps) relay(ctx context.Context, c *client, rw *respWriter, lastSent *string) (met bool, relayed int, err error) {
 	s := cu.s
-	feed := cu.feedFor(c.catchUpID, c.cfg)
-	if feed == nil {
+	feed, err := cu.feedFor(c.catchUpID, c.cfg)
+	if errors.Is(err, errCatchUpRefused) {
 		s.hub.metrics.catchUpsRefused.Inc()
-		return false, 0, errCatchUpRefused
+	}
+	if err != nil {
+		return false, 0, err
 	}
 	defer feed.leave()
 	for i := 0; ; i++ {

@@ -47,11 +47,19 @@ type catchUpFeed struct {
 
 // feedFor returns the feed of the events after the cursor id,
 // starting its fetch if no client is reading one, and counts the caller,
-// a client served by cfg, as a reader until it calls leave. It returns nil
-// when starting one would pass cfg's max_catch_ups for the stream or
-// max_catch_ups_per_handler.
-func (cu *catchUps) feedFor(id clientCursor, cfg *settings) *catchUpFeed {
+// a client served by cfg, as a reader until it calls leave. It returns
+// errCatchUpRefused when starting one would pass cfg's max_catch_ups for
+// the stream or max_catch_ups_per_handler, and errStreamClosed once the
+// stream has closed.
+func (cu *catchUps) feedFor(id clientCursor, cfg *settings) (*catchUpFeed, error) {
 	s := cu.s
+	// A fetch is counted in the hub's goroutines only while the stream is
+	// open (see stream.close): the registry may be waiting for them.
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, errStreamClosed
+	}
 	cu.mu.Lock()
 	defer cu.mu.Unlock()
 	if f := cu.feeds[id]; f != nil {
@@ -62,11 +70,11 @@ func (cu *catchUps) feedFor(id clientCursor, cfg *settings) *catchUpFeed {
 		}
 		f.mu.Unlock()
 		if !abandoned {
-			return f
+			return f, nil
 		}
 	}
 	if cu.fetches >= cfg.maxCatchUps || s.hub.catchUps.Load() >= int64(cfg.maxCatchUpsPerHandler) {
-		return nil
+		return nil, errCatchUpRefused
 	}
 	cu.fetches++ // until the fetch ends
 	s.hub.catchUps.Add(1)
@@ -87,7 +95,7 @@ func (cu *catchUps) feedFor(id clientCursor, cfg *settings) *catchUpFeed {
 		cu.mu.Unlock()
 		s.hub.catchUps.Add(-1)
 	}()
-	return f
+	return f, nil
 }
 
 // fetch reads the origin's answer into the feed until the answer ends, it

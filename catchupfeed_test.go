@@ -4,6 +4,7 @@ package ssefanout
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -274,4 +275,28 @@ func staleCursorClient(url, cursor string) error {
 			return nil
 		}
 	}
+}
+
+// TestClosedStreamStartsNoCatchUp: a client whose catch-up begins after its
+// stream closed (its config unloaded while the client's request was on its
+// way, as when a test's Caddy stops) starts no fetch. The registry may be
+// waiting for the stream's goroutines already; a fetch counted then would
+// race that wait, and outlive it.
+func TestClosedStreamStartsNoCatchUp(t *testing.T) {
+	s := newTestStream(testSettings())
+	s.close(errStreamClosed)
+	waited := make(chan struct{})
+	go func() { // as Destruct does, at the same time
+		s.hub.wg.Wait()
+		close(waited)
+	}()
+	f, err := s.catchUps.feedFor("10", s.hub.settings.Load())
+	if f != nil {
+		f.leave()
+		t.Fatal("a closed stream started a catch-up fetch")
+	}
+	if !errors.Is(err, errStreamClosed) {
+		t.Fatalf("feedFor on a closed stream: %v, want %v", err, errStreamClosed)
+	}
+	<-waited
 }

@@ -314,7 +314,12 @@ func (s *stream) logEnded(c *client, cause error, detached bool) {
 func (s *stream) close(cause error) {
 	s.once.Do(func() {
 		s.hub.metrics.streams.Dec()
-		s.cancel()
+		// closed is set before the upstream's context ends. The upstream
+		// goroutine is counted in the hub's goroutines until it returns,
+		// after that, so what is counted under s.mu while the stream is
+		// open (a catch-up's fetch, a detached client's watch, a shard) is
+		// counted before the count can fall to zero: Destruct's wait
+		// sees it.
 		s.mu.Lock()
 		s.closed = true
 		if s.upstreamTier != "" {
@@ -328,6 +333,7 @@ func (s *stream) close(cause error) {
 			s.idleTimer = nil
 		}
 		s.mu.Unlock()
+		s.cancel()
 		s.shared.wait()
 		for _, c := range ending {
 			c.endWithin(cause)
