@@ -73,6 +73,10 @@ type stream struct {
 	woken          []writer    // publish's list of writers to wake, kept between events; its own (only the upstream reader publishes)
 	idleTimer      *time.Timer // set while the stream has no client
 	closed         bool        // close has run: no client joins or attaches
+	// gone is set when the registry lets the stream go (registry.forget),
+	// always before closing it: a client that found the stream and then
+	// waited for its lock looks for its key again.
+	gone bool
 	// upstreamTier is the sse_fanout node the upstream answered from; ""
 	// for an origin (tier.go).
 	upstreamTier string

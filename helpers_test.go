@@ -433,9 +433,17 @@ func allocsPerClient(t *testing.T, what string, warm, runs int, open func(n int)
 		b.close()
 		return a
 	}
-	few, many := allocs(10), allocs(1000)
-	t.Logf("%s: allocations per event: %.0f with 10 clients, %.0f with 1,000", what, few, many)
-	if many > few+2 {
-		t.Errorf("%s: publishing one event allocates %.0f times with 1,000 clients and %.0f with 10: something allocates per client", what, many, few)
+	// The count is the process's: a goroutine left by an earlier test
+	// that allocates meanwhile adds to it, and more to the longer runs
+	// with 1,000 clients. A cost per client shows in every try; such
+	// noise does not, so the best of three tries is taken.
+	var few, many float64
+	for range 3 {
+		few, many = allocs(10), allocs(1000)
+		t.Logf("%s: allocations per event: %.0f with 10 clients, %.0f with 1,000", what, few, many)
+		if many <= few+2 {
+			return
+		}
 	}
+	t.Errorf("%s: publishing one event allocates %.0f times with 1,000 clients and %.0f with 10, in each of three tries: something allocates per client", what, many, few)
 }

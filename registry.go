@@ -120,9 +120,11 @@ func (r *registry) Destruct() error {
 	r.mu.Lock()
 	r.closed = true
 	streams := make([]*stream, 0, len(r.streams))
-	for key, s := range r.streams {
+	for _, s := range r.streams {
 		streams = append(streams, s)
-		delete(r.streams, key)
+		s.mu.Lock()
+		r.forget(s)
+		s.mu.Unlock()
 	}
 	r.mu.Unlock()
 	for _, s := range streams {
@@ -154,32 +156,49 @@ func (r *registry) join(sr streamRequest, cfg *settings, stop <-chan struct{}) (
 }
 
 // streamFor returns the stream sr asks for, locked, opening it if there
-// is none. Under max_streams, an idle stream gives way to a new one: it is
-// returned as evicted, for the caller to close.
+// is none. It waits for a stream's lock without holding the registry's,
+// so that a busy stream holds up no client of another; if the registry
+// let the stream go meanwhile, it looks again. Under max_streams, an idle
+// stream gives way to a new one: it is returned as evicted, for the caller
+// to close.
 func (r *registry) streamFor(sr streamRequest, cfg *settings) (s, evicted *stream, err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	for {
+		r.mu.Lock()
+		s, evicted, opened, err := r.findLocked(sr, cfg)
+		r.mu.Unlock()
+		if err != nil || opened {
+			return s, evicted, err
+		}
+		s.mu.Lock()
+		if !s.gone {
+			return s, nil, nil
+		}
+		s.mu.Unlock()
+	}
+}
+
+// findLocked returns the stream sr asks for, or opens it, locked, and
+// reports that it did. r.mu must be held.
+func (r *registry) findLocked(sr streamRequest, cfg *settings) (s, evicted *stream, opened bool, err error) {
 	if r.closed {
-		return nil, nil, errStreamClosed
+		return nil, nil, false, errStreamClosed
 	}
 	if err := r.loopLocked(sr); err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	if until, ok := r.stopped[sr.key]; ok {
 		if time.Now().Before(until) {
-			return nil, nil, errOriginStopped
+			return nil, nil, false, errOriginStopped
 		}
 		delete(r.stopped, sr.key)
 	}
 	if s = r.streams[sr.key]; s != nil {
-		s.mu.Lock()
-		return s, nil, nil
+		return s, nil, false, nil
 	}
 	if cfg.maxStreams > 0 && len(r.streams) >= cfg.maxStreams {
 		if evicted = r.idleStreamLocked(); evicted == nil {
-			return nil, nil, errTooManyStreams
+			return nil, nil, false, errTooManyStreams
 		}
-		delete(r.streams, evicted.key)
 	}
 	s = newStream(&r.hub, sr)
 	s.onIdle = func() { r.closeIfIdle(s) }
@@ -188,16 +207,28 @@ func (r *registry) streamFor(sr streamRequest, cfg *settings) (s, evicted *strea
 	r.metrics.streams.Inc()
 	s.mu.Lock() // before its upstream can publish: the first client starts at 0
 	r.start(s)
-	return s, evicted, nil
+	return s, evicted, true, nil
 }
 
-// idleStreamLocked returns a stream without clients, one that only waits
-// out idle_close, or nil. r.mu must be held.
+// forget removes s from the registry, if it is still there, and marks it
+// gone. r.mu and s.mu must be held. The caller closes s after.
+func (r *registry) forget(s *stream) {
+	if r.streams[s.key] == s {
+		delete(r.streams, s.key)
+	}
+	s.gone = true
+}
+
+// idleStreamLocked forgets a stream without clients, one that only waits
+// out idle_close, and returns it, or nil. r.mu must be held.
 func (r *registry) idleStreamLocked() *stream {
 	for _, s := range r.streams {
-		s.mu.RLock()
+		s.mu.Lock()
 		idle := s.clientCountLocked() == 0 && s.idleTimer != nil
-		s.mu.RUnlock()
+		if idle {
+			r.forget(s)
+		}
+		s.mu.Unlock()
 		if idle {
 			return s
 		}
@@ -224,9 +255,9 @@ func (r *registry) start(s *stream) {
 // of its key with 204 until the given time.
 func (r *registry) stop(s *stream, until time.Time) {
 	r.mu.Lock()
-	if r.streams[s.key] == s {
-		delete(r.streams, s.key)
-	}
+	s.mu.Lock()
+	r.forget(s)
+	s.mu.Unlock()
 	for key, t := range r.stopped {
 		if time.Now().After(t) {
 			delete(r.stopped, key)
@@ -241,9 +272,9 @@ func (r *registry) stop(s *stream, until time.Time) {
 func (r *registry) closeIfIdle(s *stream) {
 	r.mu.Lock()
 	s.mu.Lock()
-	idle := s.clientCountLocked() == 0 && s.idleTimer != nil && r.streams[s.key] == s
+	idle := s.clientCountLocked() == 0 && s.idleTimer != nil && !s.gone
 	if idle {
-		delete(r.streams, s.key)
+		r.forget(s)
 	}
 	s.mu.Unlock()
 	r.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
@@ -113,6 +114,119 @@ func TestIdleStreamGivesWayUnderMaxStreams(t *testing.T) {
 	if ev := c.NextData(t); ev.Data != "real" {
 		t.Fatalf("got %+v", ev)
 	}
+}
+
+// TestBusyStreamHoldsUpNoJoinToAnother: a client that waits for one
+// stream (its lock held by a long publish, or by a crowd joining it) does
+// not hold up clients of the registry's other streams. Before, the
+// registry's lock was held while the waiting client waited, so one busy
+// stream stalled every join to the handler.
+func TestBusyStreamHoldsUpNoJoinToAnother(t *testing.T) {
+	r := newRegistry(testSettings(), "test", "")
+	defer r.Destruct()
+	cfg := r.settings.Load()
+	request := func(key string) streamRequest {
+		return streamRequest{key: key, label: key, upstreamURL: "http://127.0.0.1:1" + key}
+	}
+	busy, _, err := r.join(request("/busy"), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy.mu.Lock() // the stream is busy
+	joined := make(chan error, 1)
+	go func() {
+		_, _, err := r.join(request("/busy"), cfg, nil)
+		joined <- err
+	}()
+	testkit.Eventually(t, "a client to wait for the busy stream", func() bool {
+		return goroutineWaitsInLock("(*registry).join") || goroutineWaitsInLock("(*registry).streamFor")
+	})
+	other := make(chan error, 1)
+	go func() {
+		_, _, err := r.join(request("/other"), cfg, nil)
+		other <- err
+	}()
+	var err2 error
+	select {
+	case err2 = <-other:
+	case <-time.After(testkit.WaitTimeout):
+		t.Errorf("a client of another stream waited for the busy one")
+		busy.mu.Unlock()
+		err2 = <-other
+		busy.mu.Lock()
+	}
+	if err2 != nil {
+		t.Errorf("joining another stream: %v", err2)
+	}
+	busy.mu.Unlock()
+	if err := <-joined; err != nil {
+		t.Errorf("joining the busy stream once it was free: %v", err)
+	}
+}
+
+// TestJoinWaitingForAStreamLetGoLooksAgain: a client that waits for a
+// stream's lock while the registry lets the stream go (idle, evicted, or
+// stopped by a 204) joins the stream that now has its key, never the one
+// about to close.
+func TestJoinWaitingForAStreamLetGoLooksAgain(t *testing.T) {
+	r := newRegistry(testSettings(), "test", "")
+	defer r.Destruct()
+	cfg := r.settings.Load()
+	sr := streamRequest{key: "/s", label: "/s", upstreamURL: "http://127.0.0.1:1/s"}
+	old, _, err := r.join(sr, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.mu.Lock()
+	type joinResult struct {
+		s   *stream
+		err error
+	}
+	joined := make(chan joinResult, 1)
+	go func() {
+		s, _, err := r.join(sr, cfg, nil)
+		joined <- joinResult{s, err}
+	}()
+	testkit.Eventually(t, "a client to wait for the stream", func() bool {
+		return goroutineWaitsInLock("(*registry).streamFor")
+	})
+	r.mu.Lock()
+	r.forget(old)
+	r.mu.Unlock()
+	old.mu.Unlock()
+	old.close(errStreamClosed)
+	got := <-joined
+	if got.err != nil {
+		t.Fatal(got.err)
+	}
+	if got.s == old {
+		t.Fatal("the client joined the stream the registry let go")
+	}
+	if now := r.liveStreams(); len(now) != 1 || now[0] != got.s {
+		t.Fatalf("registry holds %v, want the stream the client joined", now)
+	}
+}
+
+// goroutineWaitsInLock reports whether a goroutine waits to lock a mutex
+// in the function named fn (as a stack trace names it).
+func goroutineWaitsInLock(fn string) bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if !strings.Contains(g, "sync.runtime_SemacquireRWMutex") && !strings.Contains(g, "sync.runtime_SemacquireMutex") {
+			continue
+		}
+		// The function that waits is the first of this package's frames.
+		for _, line := range strings.Split(g, "\n") {
+			if strings.Contains(line, "caddy-sse-fanout.") {
+				if strings.Contains(line, fn) {
+					return true
+				}
+				break
+			}
+		}
+	}
+	return false
 }
 
 func TestFailedReloadLeavesTheRunningSettings(t *testing.T) {
