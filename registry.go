@@ -149,11 +149,18 @@ func (r *registry) join(sr streamRequest, cfg *settings, stop <-chan struct{}) (
 		return nil, nil, err
 	}
 	defer s.mu.Unlock()
+	if err := s.loopLocked(sr); err != nil {
+		return nil, nil, err
+	}
 	if cfg.maxClients > 0 && s.handlerClients[stop] >= cfg.maxClients {
 		return nil, nil, errStreamFull
 	}
 	return s, s.addLocked(cfg, sr, stop), nil
 }
+
+// testHookStreamFound, set by tests, runs as streamFor has found a stream
+// and not yet locked it.
+var testHookStreamFound func(*stream)
 
 // streamFor returns the stream sr asks for, locked, opening it if there
 // is none. It waits for a stream's lock without holding the registry's,
@@ -168,6 +175,9 @@ func (r *registry) streamFor(sr streamRequest, cfg *settings) (s, evicted *strea
 		r.mu.Unlock()
 		if err != nil || opened {
 			return s, evicted, err
+		}
+		if testHookStreamFound != nil {
+			testHookStreamFound(s)
 		}
 		s.mu.Lock()
 		if !s.gone {

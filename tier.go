@@ -143,8 +143,9 @@ func tierOf(h http.Header) string {
 
 // loopLocked refuses a request that came back to a tier it passed: it
 // carries this node's marker, or that of a node this registry's upstream
-// answered from. r.mu must be held: learnTier takes it too, so a request
-// is either refused here or found by learnTier among the stream's clients.
+// answered from. r.mu must be held. A request that passes here as its
+// stream learns its tier is refused by stream.loopLocked, or ended by
+// learnTier.
 func (r *registry) loopLocked(sr streamRequest) error {
 	self := r.settings.Load().nodeID
 	for _, node := range sr.via {
@@ -161,17 +162,20 @@ func (r *registry) loopLocked(sr streamRequest) error {
 // learnTier records that s's upstream answered from the sse_fanout node,
 // or from an origin for "", and ends s's clients that came from that node:
 // each is that node's upstream connection, so the two read from each
-// other. It locks r.mu, then s.mu, as streamFor does.
+// other. A request from the node that is joining s meanwhile, past the
+// registry's check, is refused by stream.loopLocked once this has run.
 func (r *registry) learnTier(s *stream, node string) {
-	r.mu.Lock()
-	if node != "" && !slices.Contains(r.upstreamTiers, node) {
-		if len(r.upstreamTiers) == maxUpstreamTiers {
-			r.upstreamTiers = slices.Delete(r.upstreamTiers, 0, 1)
+	if node != "" {
+		r.mu.Lock()
+		if !slices.Contains(r.upstreamTiers, node) {
+			if len(r.upstreamTiers) == maxUpstreamTiers {
+				r.upstreamTiers = slices.Delete(r.upstreamTiers, 0, 1)
+			}
+			r.upstreamTiers = append(r.upstreamTiers, node)
 		}
-		r.upstreamTiers = append(r.upstreamTiers, node)
+		r.mu.Unlock()
 	}
 	s.mu.Lock()
-	r.mu.Unlock()
 	defer s.mu.Unlock()
 	if s.closed || s.upstreamTier == node {
 		return
@@ -193,6 +197,17 @@ func (r *registry) learnTier(s *stream, node string) {
 			delete(s.clients, c)
 		}
 	}
+}
+
+// loopLocked refuses a request joining s from the node s reads from.
+// s.mu must be held: learnTier sets s.upstreamTier under it, so a request
+// that passed the registry's check (registry.loopLocked) before s learned
+// its tier is refused here, or is among the clients learnTier ends.
+func (s *stream) loopLocked(sr streamRequest) error {
+	if s.upstreamTier != "" && slices.Contains(sr.via, s.upstreamTier) {
+		return fmt.Errorf("%w: the request comes from %s, the tier this stream reads from: two tiers read from each other", errLoop, s.upstreamTier)
+	}
+	return nil
 }
 
 // answeredFrom notes which node answered an upstream request of s (an

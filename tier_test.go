@@ -6,6 +6,7 @@ package ssefanout
 // fleet_test.go runs them as processes of their own.
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -226,6 +227,39 @@ func TestLoopOfTwoTiersIsRefused(t *testing.T) {
 	stA, _ := statusOf(t, b+"/b", "/events")
 	if stA.UpstreamTier != "b" || stA.Node != "a" {
 		t.Errorf("a's stream: node %q upstream_tier %q, want a and b", stA.Node, stA.UpstreamTier)
+	}
+}
+
+// TestTierLearnedWhileAJoinWaitsStillRefusesTheLoop: a request from node
+// N passes the registry's loop check, and before it locks its stream the
+// stream learns that it reads from N: the request is refused.
+func TestTierLearnedWhileAJoinWaitsStillRefusesTheLoop(t *testing.T) {
+	const node = "n1"
+	r := newRegistry(testSettings(), "test", "")
+	defer r.Destruct()
+	cfg := r.settings.Load()
+	sr := streamRequest{key: "/s", label: "/s", upstreamURL: "http://127.0.0.1:1/s"}
+	s, _, err := r.join(sr, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testHookStreamFound = func(found *stream) {
+		if found == s {
+			r.learnTier(s, node)
+		}
+	}
+	defer func() { testHookStreamFound = nil }()
+	looped := sr
+	looped.via = []string{node}
+	_, c, err := r.join(looped, cfg, nil)
+	if err == nil {
+		s.mu.RLock()
+		_, kept := s.clients[c]
+		s.mu.RUnlock()
+		t.Fatalf("a request from %s joined a stream that reads from %s (kept: %v)", node, node, kept)
+	}
+	if !errors.Is(err, errLoop) {
+		t.Fatalf("%v, want a loop refusal", err)
 	}
 }
 
