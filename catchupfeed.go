@@ -24,7 +24,7 @@ type feedEvent struct {
 type catchUps struct {
 	s *stream
 
-	mu      sync.Mutex // guards the fields below; before a feed's own
+	mu      sync.Mutex // guards the fields below; after the stream's (feedFor), before a feed's own
 	feeds   map[clientCursor]*catchUpFeed
 	fetches int
 }

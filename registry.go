@@ -21,6 +21,9 @@ var (
 type registry struct {
 	hub
 
+	// mu guards the fields below. Lock order: mu, then a stream's mu; a
+	// client waits for its stream's lock without holding mu (streamFor),
+	// so that a busy stream holds up no client of another.
 	mu      sync.Mutex
 	streams map[string]*stream
 	stopped map[string]time.Time // keys whose origin said 204, until when
