@@ -40,6 +40,21 @@ func LogOptions() string {
 	return fmt.Sprintf("log {\n\t\t%s\n\t\tlevel %s\n\t}", output, LogLevel)
 }
 
+// quietCaddysFirstLogger has Caddy's default logger, which writes to
+// stderr at INFO until a config says otherwise, log errors only. The first
+// config that sends the log elsewhere says so on the logger it replaces,
+// at INFO: a line on stderr that a failing run would show before its
+// failures.
+func quietCaddysFirstLogger() {
+	if os.Getenv("SSEFANOUT_TEST_LOG") != "" {
+		return
+	}
+	quiet := `{"admin": {"disabled": true}, "logging": {"logs": {"default": {"writer": {"output": "stderr"}, "level": "ERROR"}}}}`
+	if err := LoadJSON([]byte(quiet)); err != nil {
+		panic(err)
+	}
+}
+
 // logTailLines is how much of Caddy's log a failing run shows.
 const logTailLines = 40
 
@@ -62,6 +77,7 @@ func Main(m *testing.M) {
 	if err := writeTestCert(); err != nil {
 		panic(err)
 	}
+	quietCaddysFirstLogger()
 	code := m.Run()
 	if code != 0 {
 		printLogTail()
