@@ -170,7 +170,6 @@ func TestCatchUpsAtThePerHandlerLimit(t *testing.T) {
 	if n := inFlightNow(); n != perHandler {
 		t.Fatalf("%d catch-ups held at the origin, want max_catch_ups per handler %d", n, perHandler)
 	}
-	sendAll() // the streams flow while the catch-ups are held
 	expectStale := func(cc crowdClient) {
 		t.Helper()
 		if ev := cc.c.NextData(t); ev.Type != "stale" || ev.Data != cc.cursor {
@@ -183,9 +182,17 @@ func TestCatchUpsAtThePerHandlerLimit(t *testing.T) {
 		caughtUp[id] = true
 	}
 	mu.Unlock()
+	// The clients refused a catch-up are told at once. They are placed at
+	// the live head as that is written, after they are counted refused:
+	// only their stale event says they are placed.
 	for _, cc := range held {
 		if !caughtUp[cc.cursor] {
-			expectStale(cc) // at once, and then the live events
+			expectStale(cc)
+		}
+	}
+	sendAll() // the streams flow while the catch-ups are held
+	for _, cc := range held {
+		if !caughtUp[cc.cursor] {
 			cc.c.ExpectIDs(t, next-1, next-1)
 		}
 	}
