@@ -182,9 +182,9 @@ type Handler struct {
 	// member's last event ID, so that a reconnect resumes each member
 	// exactly. See docs/multiplex.md. Caddy's matchers and auth run once,
 	// for the request's own path: members must live under the same
-	// protection. Not with compress; a multiplexed response is never
-	// detached. Default: none; the parameter is then the stream's, as any
-	// other.
+	// protection. compress and detach hold for a page as for a single
+	// client's response, per page. Default: none; the parameter is then
+	// the stream's, as any other.
 	MultiplexParam string `json:"multiplex_param,omitempty"`
 
 	// The paths that may be members of a multiplexed request: a pattern
