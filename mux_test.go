@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/sse-fanout/caddy-sse-fanout/internal/sse"
@@ -396,23 +395,6 @@ func TestMuxOverlongCursorIsStaleForEveryMember(t *testing.T) {
 	testkit.SendIDs(conns["b"], 1, 1)
 	expectMux(t, page, names, map[string]int{"b": 1}, map[string]int{"b": 1})
 	origin.NoNewConn(t)
-}
-
-// A page whose members' streams have never been live waits for their
-// origins' first answers together, as long as one client of such a
-// stream waits (firstAnswerWait), not for each member's in turn: the
-// members' upstream requests are all under way once they have joined.
-func TestMuxWaitsForItsMembersFirstAnswersTogether(t *testing.T) {
-	origin := testkit.NewOrigin(t)
-	base := testkit.StartCaddy(t, muxSite(origin, ""))
-	release := make(chan struct{})
-	origin.SetOnRequest(func() { <-release }) // the origin never answers
-	t.Cleanup(func() { close(release) })
-	start := time.Now()
-	testkit.OpenClient(t, muxURL(base, "a", "b", "c"), nil)
-	if waited := time.Since(start); waited > firstAnswerWait*3/2 {
-		t.Fatalf("a page of three members of a silent origin waited %v for its head, want about %v", waited.Round(time.Second), firstAnswerWait)
-	}
 }
 
 func TestMuxCountsOnEachMemberForMaxClients(t *testing.T) {

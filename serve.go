@@ -5,7 +5,6 @@ package ssefanout
 // its writer, in its request goroutine or, once detached, a shared one.
 
 import (
-	"context"
 	"errors"
 	"io"
 	"math"
@@ -94,20 +93,13 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request) live {
 	// found from their answers (tier.go), which a tier waiting for its
 	// upstream's first answer would never give.
 	if len(cs[0].via) == 0 {
-		// A page's members' streams were all asked for as they joined:
-		// their first answers are awaited together, within one
-		// firstAnswerWait, as a single client's is.
-		ctx, cancel := context.WithTimeout(r.Context(), firstAnswerWait)
-		defer cancel()
-		for _, s := range ss {
-			if ref := s.up.awaitOpen(ctx); ref != nil {
-				leaveAll(ss, cs)
-				if ce := h.logger.Check(zap.DebugLevel, "client refused: the stream has never been live"); ce != nil {
-					ce.Write(zap.String("stream", s.label), zap.Int("status", ref.status))
-				}
-				refuseAsOrigin(w, ref)
-				return live{}
+		if s, ref := awaitFirstAnswers(r.Context(), ss); ref != nil {
+			leaveAll(ss, cs)
+			if ce := h.logger.Check(zap.DebugLevel, "client refused: the stream has never been live"); ce != nil {
+				ce.Write(zap.String("stream", s.label), zap.Int("status", ref.status))
 			}
+			refuseAsOrigin(w, ref)
+			return live{}
 		}
 	}
 	rw, err := h.startStream(w, r, l)

@@ -173,11 +173,28 @@ func (u *upstream) answerOnce() {
 // its head is one that is slow, not one that refused.
 const firstAnswerWait = 10 * time.Second
 
+// awaitFirstAnswers returns the first of ss, the streams a request
+// joined, whose origin refused its request before it was ever live, with
+// the refusal; nil if none did. It waits for the streams' first answers
+// together, for at most firstAnswerWait in all: their requests are all
+// under way once the request has joined them, so a page of several members
+// waits no longer than a single stream's client.
+func awaitFirstAnswers(ctx context.Context, ss []*stream) (*stream, *originRefusal) {
+	ctx, cancel := context.WithTimeout(ctx, firstAnswerWait)
+	defer cancel()
+	for _, s := range ss {
+		if ref := s.up.awaitOpen(ctx); ref != nil {
+			return s, ref
+		}
+	}
+	return nil, nil
+}
+
 // awaitOpen returns, for a stream that has never been live, what the origin
-// refused the stream's own request with, waiting for its first answer if
-// it has not come yet (bounded by firstAnswerWait and ctx); nil once the
-// stream has been live, or if no refusal came in that time. A client's own
-// cursor plays no part in it: only the stream's request does.
+// refused the stream's own request with, waiting until ctx ends for its
+// first answer if it has not come yet; nil once the stream has been live,
+// or if no refusal came in that time. A client's own cursor plays no part
+// in it: only the stream's request does.
 func (u *upstream) awaitOpen(ctx context.Context) *originRefusal {
 	u.mu.Lock()
 	live := u.live
@@ -185,13 +202,10 @@ func (u *upstream) awaitOpen(ctx context.Context) *originRefusal {
 	if live {
 		return nil
 	}
-	timer := time.NewTimer(firstAnswerWait)
-	defer timer.Stop()
 	select {
 	case <-u.answered:
 	case <-u.s.done:
 	case <-ctx.Done():
-	case <-timer.C:
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()

@@ -3,6 +3,7 @@ package ssefanout
 // The upstream reader: requests, resumes, resends, backoff, broken origins.
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
@@ -592,4 +594,24 @@ func expectRefusal(t *testing.T, url string, want int, retryAfter bool) {
 	if got := resp.Header.Get("Retry-After") != ""; got != retryAfter {
 		t.Errorf("Retry-After %q, want one: %v", resp.Header.Get("Retry-After"), retryAfter)
 	}
+}
+
+// TestFirstAnswersAreAwaitedTogether: a page of three members whose
+// origins have not answered yet waits firstAnswerWait in all, on the
+// test's fake clock, not that long for each member in turn (it waited
+// three times that before).
+func TestFirstAnswersAreAwaitedTogether(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var ss []*stream
+		for range 3 {
+			ss = append(ss, newTestStream(testSettings())) // never started: no answer comes
+		}
+		start := time.Now()
+		if s, ref := awaitFirstAnswers(context.Background(), ss); s != nil || ref != nil {
+			t.Fatalf("refused by %v with %+v, want no refusal from streams that never answered", s.label, ref)
+		}
+		if waited := time.Since(start); waited != firstAnswerWait {
+			t.Fatalf("waited %v for three streams' first answers, want %v in all", waited, firstAnswerWait)
+		}
+	})
 }
