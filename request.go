@@ -150,7 +150,8 @@ type requestMap struct {
 // path that leaves the base path or could (errBadPath), a cursor that no
 // browser sends (errBadCursor), a filter that is not one (errBadFilter)
 // or a per-request header_up value that would change its header
-// (errBadHeaderValue); the caller answers each with 400.
+// (errBadHeaderValue), which the caller answers with 400, and for a key
+// too long (errStreamURLTooLong, errKeyValueTooLong: 414 and 431).
 func (m *requestMap) streamRequestOf(r *http.Request) (streamRequest, error) {
 	path, err := cleanPath(r.URL.EscapedPath())
 	if err != nil {
@@ -203,12 +204,33 @@ func cursorOf(r *http.Request, q *clientQuery) (string, bool) {
 	return q.cursor, q.hasCursor
 }
 
+// maxStreamKeyLen bounds the bytes of a stream's path with its kept query,
+// and of the value the key subdirective fills in for a request. A
+// stream's key is shared state that outlives the request that opened it
+// (until idle_close), max_streams of them at once, so a client must not
+// make one of a megabyte. 8 KiB is about the longest request line servers
+// take by default (Apache's 8190 bytes, nginx's 8k buffers).
+const maxStreamKeyLen = 8 << 10
+
+var (
+	// errStreamURLTooLong refuses, with 414, a request whose stream's
+	// path and kept query pass maxStreamKeyLen.
+	errStreamURLTooLong = errors.New("the stream's path and query are longer than 8 KiB")
+	// errKeyValueTooLong refuses, with 431, a request for which the key
+	// subdirective's value passes maxStreamKeyLen.
+	errKeyValueTooLong = errors.New("the request's stream key (the key subdirective's value) is longer than 8 KiB")
+)
+
 // pathRequestOf maps r to the stream of the escaped path (cleanPath's)
-// with the query q kept, without its cursor.
+// with the query q kept, without its cursor. A key over maxStreamKeyLen
+// is refused.
 func (m *requestMap) pathRequestOf(r *http.Request, path string, q *clientQuery) (streamRequest, error) {
 	key := path
 	if q.kept != "" {
 		key += "?" + q.kept
+	}
+	if len(key) > maxStreamKeyLen {
+		return streamRequest{}, errStreamURLTooLong
 	}
 	sr := streamRequest{
 		key:         key,
@@ -234,6 +256,9 @@ func (m *requestMap) pathRequestOf(r *http.Request, path string, q *clientQuery)
 			// The upstream URL stays part of the key: a key may split
 			// streams, never merge two that read different URLs.
 			value := m.key.fill(repl)
+			if len(value) > maxStreamKeyLen {
+				return streamRequest{}, errKeyValueTooLong
+			}
 			sr.key += "\n" + value
 			sr.label += " #" + keyDigest(value)
 		}

@@ -613,3 +613,41 @@ func TestQuerySpacesOverHTTP2AreEscapedUpstream(t *testing.T) {
 		t.Fatalf("upstream %q, want /events?a=1%%20HTTP/1.0", up.Path)
 	}
 }
+
+// TestStreamKeysAreBounded: a stream's key is shared state that outlives
+// its request (until idle_close), max_streams of them at once. A path and
+// query over maxStreamKeyLen is answered 414, a key value over it 431,
+// before any stream opens; at the bound, a stream opens.
+func TestStreamKeysAreBounded(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tkey {http.request.header.X-Room}\n}")
+	long := "/" + strings.Repeat("a", maxStreamKeyLen) // one byte over, as the key is path and query
+	for _, tc := range []struct {
+		what, url string
+		header    http.Header
+		want      int
+	}{
+		{"a long path", base + long, nil, http.StatusRequestURITooLong},
+		{"a long query", base + "/q?" + strings.Repeat("b", maxStreamKeyLen), nil, http.StatusRequestURITooLong},
+		{"a long key value", base + "/k", http.Header{"X-Room": {strings.Repeat("c", maxStreamKeyLen+1)}}, http.StatusRequestHeaderFieldsTooLarge},
+	} {
+		if c, status := testkit.DialClient(t, tc.url, tc.header); status != tc.want {
+			if c != nil {
+				c.Close()
+			}
+			t.Errorf("%s: status %d, want %d", tc.what, status, tc.want)
+		}
+	}
+	if n := origin.Total.Load(); n != 0 {
+		t.Fatalf("refused requests reached the origin: %d requests", n)
+	}
+	// At the bounds: the key's value is the header's, quoted.
+	c, status := testkit.DialClient(t, base+long[:maxStreamKeyLen], http.Header{"X-Room": {strings.Repeat("c", maxStreamKeyLen-2)}})
+	if status != http.StatusOK {
+		t.Fatalf("a path and a key value at the bound: status %d, want 200", status)
+	}
+	defer c.Close()
+	if up := origin.NextConn(t); len(up.Path) != maxStreamKeyLen {
+		t.Fatalf("upstream path of %d bytes, want the %d the client asked for", len(up.Path), maxStreamKeyLen)
+	}
+}

@@ -179,8 +179,16 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) live {
 		case errors.Is(err, errTooManyStreams):
 			h.reg.metrics.refusedStreams.Inc()
 		}
-	} else if len(srs) == 1 {
-		label = srs[0].label
+	} else {
+		switch {
+		case errors.Is(err, errStreamURLTooLong):
+			status = http.StatusRequestURITooLong
+		case errors.Is(err, errKeyValueTooLong):
+			status = http.StatusRequestHeaderFieldsTooLarge
+		}
+		if len(srs) == 1 {
+			label = srs[0].label
+		}
 	}
 	// What clients cause is logged at debug level, so that they cannot
 	// flood the log; the metrics count it. The stream shows as its label,
