@@ -242,6 +242,7 @@ func TestCatchUpsAtThePerHandlerLimit(t *testing.T) {
 		cc.c.Close()
 	}
 	testkit.Eventually(t, "goroutines to come back", func() bool {
+		closeIdleUpstreamConns() // the origin's ends of the transport's idle connections are not the catch-ups'
 		return goroutinesButHTTPClientConns() <= goroutines+4
 	})
 	testkit.Eventually(t, "every catch-up to be forgotten", func() bool {

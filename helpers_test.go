@@ -258,6 +258,16 @@ func goroutinesButHTTPClientConns() int {
 	return count
 }
 
+// closeIdleUpstreamConns closes the idle connections of every registry's
+// upstream transport, so that their goroutines, and the origin's at their
+// other end, end.
+func closeIdleUpstreamConns() {
+	registries.Range(func(_, value any) bool {
+		value.(*registry).upstream.CloseIdleConnections()
+		return true
+	})
+}
+
 // h2Conn is one HTTP/2 connection to Caddy over TLS, spoken frame by frame
 // with x/net/http2's Framer, as an attacker would: streams opened and reset
 // at will, whatever the server advertised. A goroutine of its own reads
