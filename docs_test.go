@@ -3,13 +3,19 @@ package ssefanout
 // The README and docs/: what the tests can check of them.
 
 import (
+	"encoding/json"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
 
 // TestReadmeThreatModelCitesRealTests: the Threat model
@@ -189,4 +195,89 @@ func markdownAnchors(t *testing.T, path string) map[string]bool {
 		anchors[slug] = true
 	}
 	return anchors
+}
+
+// TestDocumentedConfigsAreValid: every config the README and docs/ show
+// for sse_fanout (a Caddyfile, a site or the directive alone, or the
+// handler's JSON) adapts, provisions and validates as Caddy would load it,
+// so that a user who copies one gets what the docs say. The syntax
+// summary, with its <placeholders>, is not a config.
+func TestDocumentedConfigsAreValid(t *testing.T) {
+	files, err := filepath.Glob("docs/*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, file := range append([]string{"README.md"}, files...) {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, block := range fencedBlocks(string(b)) {
+			name := file + ":" + strconv.Itoa(block.line)
+			var cfg []byte
+			switch {
+			case block.lang == "" && strings.Contains(block.text, "sse_fanout") && !strings.Contains(block.text, "<upstream-base-url>"):
+				caddyfile := block.text
+				if strings.HasPrefix(caddyfile, "sse_fanout") { // the directive alone: in a site
+					caddyfile = "http://127.0.0.1:8080 {\n" + caddyfile + "}\n"
+				}
+				adapted, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
+				if err != nil {
+					t.Errorf("%s: the Caddyfile does not adapt: %v", name, err)
+					continue
+				}
+				for _, w := range warnings {
+					if !strings.Contains(w.Message, "not formatted") {
+						t.Errorf("%s: adapting the Caddyfile warns: %s", name, w.String())
+					}
+				}
+				cfg = adapted
+			case block.lang == "json" && strings.Contains(block.text, `"handler": "sse_fanout"`):
+				cfg = []byte(`{"apps": {"http": {"servers": {"docs": {"listen": ["127.0.0.1:8080"], "routes": [{"handle": [` + block.text + `]}]}}}}}`)
+			default:
+				continue
+			}
+			checked++
+			// Nothing binds: Validate provisions and validates only.
+			var c caddy.Config
+			if err := json.Unmarshal(cfg, &c); err != nil {
+				t.Errorf("%s: %v", name, err)
+				continue
+			}
+			c.Admin = &caddy.AdminConfig{Disabled: true}
+			c.StorageRaw = json.RawMessage(`{"module": "file_system", "root": ` + strconv.Quote(testkit.Storage()) + `}`)
+			if err := caddy.Validate(&c); err != nil {
+				t.Errorf("%s: the config does not validate: %v", name, err)
+			}
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("checked %d configs in the README and docs/, want the 10 or more they show", checked)
+	}
+}
+
+// fencedBlock is a fenced code block of a Markdown file: its language, its
+// text and the line its fence opens on.
+type fencedBlock struct {
+	lang, text string
+	line       int
+}
+
+// fencedBlocks returns the fenced code blocks of a Markdown text.
+func fencedBlocks(md string) []fencedBlock {
+	var blocks []fencedBlock
+	var cur *fencedBlock
+	for i, line := range strings.Split(md, "\n") {
+		switch {
+		case cur == nil && strings.HasPrefix(line, "```"):
+			cur = &fencedBlock{lang: strings.TrimPrefix(line, "```"), line: i + 1}
+		case cur != nil && strings.HasPrefix(line, "```"):
+			blocks = append(blocks, *cur)
+			cur = nil
+		case cur != nil:
+			cur.text += line + "\n"
+		}
+	}
+	return blocks
 }
