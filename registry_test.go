@@ -122,20 +122,12 @@ func TestIdleStreamGivesWayUnderMaxStreams(t *testing.T) {
 // registry's lock was held while the waiting client waited, so one busy
 // stream stalled every join to the handler.
 func TestBusyStreamHoldsUpNoJoinToAnother(t *testing.T) {
-	r := newRegistry(testSettings(), "test", "")
-	defer r.Destruct()
+	r, _, busy := registryWithStream(t, "/busy")
 	cfg := r.settings.Load()
-	request := func(key string) streamRequest {
-		return streamRequest{key: key, label: key, upstreamURL: "http://127.0.0.1:1" + key}
-	}
-	busy, _, err := r.join(request("/busy"), cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	busy.mu.Lock() // the stream is busy
 	joined := make(chan error, 1)
 	go func() {
-		_, _, err := r.join(request("/busy"), cfg, nil)
+		_, _, err := r.join(testStreamRequest("/busy"), cfg, nil)
 		joined <- err
 	}()
 	testkit.Eventually(t, "a client to wait for the busy stream", func() bool {
@@ -143,7 +135,7 @@ func TestBusyStreamHoldsUpNoJoinToAnother(t *testing.T) {
 	})
 	other := make(chan error, 1)
 	go func() {
-		_, _, err := r.join(request("/other"), cfg, nil)
+		_, _, err := r.join(testStreamRequest("/other"), cfg, nil)
 		other <- err
 	}()
 	var err2 error
@@ -169,14 +161,8 @@ func TestBusyStreamHoldsUpNoJoinToAnother(t *testing.T) {
 // stopped by a 204) joins the stream that now has its key, never the one
 // about to close.
 func TestJoinWaitingForAStreamLetGoLooksAgain(t *testing.T) {
-	r := newRegistry(testSettings(), "test", "")
-	defer r.Destruct()
+	r, sr, old := registryWithStream(t, "/s")
 	cfg := r.settings.Load()
-	sr := streamRequest{key: "/s", label: "/s", upstreamURL: "http://127.0.0.1:1/s"}
-	old, _, err := r.join(sr, cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	old.mu.Lock()
 	type joinResult struct {
 		s   *stream
@@ -205,6 +191,27 @@ func TestJoinWaitingForAStreamLetGoLooksAgain(t *testing.T) {
 	if now := r.liveStreams(); len(now) != 1 || now[0] != got.s {
 		t.Fatalf("registry holds %v, want the stream the client joined", now)
 	}
+}
+
+// registryWithStream returns a registry of its own, destructed when the
+// test ends, with a client joined to the stream of key, whose origin is
+// never reached, and the stream's request.
+func registryWithStream(t *testing.T, key string) (*registry, streamRequest, *stream) {
+	t.Helper()
+	r := newRegistry(testSettings(), "test", "")
+	t.Cleanup(func() { r.Destruct() })
+	sr := testStreamRequest(key)
+	s, _, err := r.join(sr, r.settings.Load(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, sr, s
+}
+
+// testStreamRequest is a request for the stream of key, from an origin
+// that nothing listens on.
+func testStreamRequest(key string) streamRequest {
+	return streamRequest{key: key, label: key, upstreamURL: "http://127.0.0.1:1" + key}
 }
 
 // goroutineWaitsInLock reports whether a goroutine waits to lock a mutex

@@ -235,14 +235,8 @@ func TestLoopOfTwoTiersIsRefused(t *testing.T) {
 // stream learns that it reads from N: the request is refused.
 func TestTierLearnedWhileAJoinWaitsStillRefusesTheLoop(t *testing.T) {
 	const node = "n1"
-	r := newRegistry(testSettings(), "test", "")
-	defer r.Destruct()
+	r, sr, s := registryWithStream(t, "/s")
 	cfg := r.settings.Load()
-	sr := streamRequest{key: "/s", label: "/s", upstreamURL: "http://127.0.0.1:1/s"}
-	s, _, err := r.join(sr, cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	testHookStreamFound = func(found *stream) {
 		if found == s {
 			r.learnTier(s, node)
