@@ -5,8 +5,11 @@ package ssefanout
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -342,5 +345,46 @@ func TestDetachedPageEndsWhenAMemberStreamCloses(t *testing.T) {
 				return detachedClients() == 0 && counterValue(t, origin.URL(), "clients") == 0
 			})
 		})
+	}
+}
+
+// A GET that announces a body it does not send (Content-Length, or a
+// chunked body) is answered at once: net/http would otherwise read the
+// body before the head, and hold the client's start, on a stream it is
+// counted in, for as long as the client keeps quiet. Once the body comes
+// it is bytes after the request, and cuts a detached client; a client
+// served in its request is never read from.
+func TestGetThatAnnouncesABodyIsAnsweredAtOnce(t *testing.T) {
+	for _, detach := range []string{"on", "off"} {
+		for _, announce := range []string{"Content-Length: 5", "Transfer-Encoding: chunked"} {
+			t.Run(detach+"/"+announce, func(t *testing.T) {
+				origin := testkit.NewOrigin(t)
+				base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tdetach "+detach+"\n}")
+				witness := testkit.OpenClient(t, base+"/body", nil)
+				up := origin.NextConn(t)
+				rc := dialRaw(t, base, "/body", announce)
+				if rc.status != "HTTP/1.1 200 OK" {
+					t.Fatalf("status %q", rc.status)
+				}
+				testkit.SendIDs(up, 1, 1)
+				if ev := rc.readEvent(t); ev.Data != "event 1" {
+					t.Fatalf("got %+v", ev)
+				}
+				witness.ExpectIDs(t, 1, 1)
+				if detach == "on" {
+					testkit.Eventually(t, "both clients to be detached", func() bool { return detachedClients() == 2 })
+					fmt.Fprintf(rc.conn, "hello")
+					rc.conn.SetReadDeadline(time.Now().Add(testkit.WaitTimeout))
+					// Cut: the connection ends, or is reset for what it
+					// left unread; a timeout means it was not.
+					if _, err := io.Copy(io.Discard, rc.r); errors.Is(err, os.ErrDeadlineExceeded) {
+						t.Fatal("the client that sent its body was not cut")
+					}
+					testkit.Eventually(t, "the cut client to leave", func() bool { return detachedClients() == 1 })
+				}
+				testkit.SendIDs(up, 2, 2)
+				witness.ExpectIDs(t, 2, 2)
+			})
+		}
 	}
 }
