@@ -46,11 +46,15 @@ func (s *stream) runHeartbeat() {
 // the heartbeat interval, and a filter round if it has filtered clients and
 // the last was half an interval ago, and returns how long to wait before
 // looking again: at most half an interval, so that a filtered client that
-// joins meets a filter round soon.
+// joins meets a filter round soon, and at most a quarter of write_timeout,
+// so that the watchdog ends a stuck write soon after write_timeout, the
+// heartbeat off or long.
 func (s *stream) heartbeatWait(lastFilterRound *time.Duration) time.Duration {
-	interval := s.hub.settings.Load().heartbeat
+	cfg := s.hub.settings.Load()
+	interval := cfg.heartbeat
+	watch := max(cfg.writeTimeout/4, time.Millisecond)
 	if interval <= 0 {
-		return heartbeatOffCheck
+		return min(heartbeatOffCheck, watch)
 	}
 	now := time.Since(s.started)
 	wait := interval - (now - time.Duration(s.lastSend.Load()))
@@ -64,7 +68,7 @@ func (s *stream) heartbeatWait(lastFilterRound *time.Duration) time.Duration {
 		s.signals.filterRounds.Add(1)
 		s.wakeFiltered()
 	}
-	return min(wait, half)
+	return min(wait, half, watch)
 }
 
 // wakeFiltered wakes, for a filter round, the writers of the filtered

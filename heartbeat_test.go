@@ -53,3 +53,19 @@ func TestStuckWriteIsEndedAfterWriteTimeout(t *testing.T) {
 		}
 	}
 }
+
+// The stream's timer is also the write watchdog's (watchdog.go): it must
+// look often enough to end a stuck write about write_timeout after it
+// began, whatever the heartbeat, off or longer than write_timeout; with
+// the default heartbeat it looks every quarter of write_timeout.
+func TestWatchdogLooksWithinWriteTimeoutWhateverTheHeartbeat(t *testing.T) {
+	for _, heartbeat := range []time.Duration{-1, 15 * time.Second, 10 * time.Minute} {
+		cfg := testSettings()
+		cfg.heartbeat = heartbeat
+		s := newTestStream(cfg)
+		var lastFilterRound time.Duration
+		if wait, most := s.heartbeatWait(&lastFilterRound), cfg.writeTimeout/4; wait > most {
+			t.Errorf("heartbeat %v: the timer looks again after %v, want at most %v (write_timeout %v)", heartbeat, wait, most, cfg.writeTimeout)
+		}
+	}
+}
