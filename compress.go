@@ -165,7 +165,7 @@ func qValue(params string) (float64, bool) {
 			continue
 		}
 		q, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-		if err != nil || q < 0 || q > 1 {
+		if err != nil || !(q >= 0 && q <= 1) { // NaN too
 			return 0, false
 		}
 		return q, true

@@ -43,6 +43,9 @@ func TestNegotiate(t *testing.T) {
 		{"*;q=0.1, gzip;q=0", both, "zstd"},
 		{"zstd;q=bad, gzip", both, "gzip"},
 		{"zstd;q=1.5", both, ""},
+		{"zstd, zstd;q=NaN", both, "zstd"}, // a weight that is no number is no weight
+		{"zstd;q=nan, gzip", both, "gzip"},
+		{"gzip;q=Inf, zstd;q=0.1", both, "zstd"},
 		{" zstd ; q=0.8 ", both, "zstd"},
 		{"zstd", []*encoding{encGzip}, ""},
 		{"gzip", nil, ""},
