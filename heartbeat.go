@@ -21,10 +21,6 @@ import "time"
 // something at least once per interval. The other clients are sent
 // nothing for a filter round.
 
-// heartbeatOffCheck is how often a stream whose heartbeat is off looks
-// again, since a config reload may turn it on.
-const heartbeatOffCheck = time.Minute
-
 // runHeartbeat runs keepalive rounds, and watches writes, until the stream
 // is closed.
 func (s *stream) runHeartbeat() {
@@ -54,7 +50,7 @@ func (s *stream) heartbeatWait(lastFilterRound *time.Duration) time.Duration {
 	interval := cfg.heartbeat
 	watch := max(cfg.writeTimeout/4, time.Millisecond)
 	if interval <= 0 {
-		return min(heartbeatOffCheck, watch)
+		return watch // and so looks again for a reload that turns it on
 	}
 	now := time.Since(s.started)
 	wait := interval - (now - time.Duration(s.lastSend.Load()))
