@@ -288,8 +288,9 @@ func (u *upstream) readOnce(ctx context.Context, b *backoff) (delivered bool, er
 	fresh := s.ring.head == 0
 	s.ring.mu.RUnlock()
 	// Only an id the origin sent is ever asked for: a client's cursor is
-	// its own (its catch-up, catchup.go), never the stream's.
-	resumeID, resuming := lastID, hasLastID
+	// its own (its catch-up, catchup.go), never the stream's. An empty one
+	// (the origin reset it) is not sent, as a browser does not send it.
+	resumeID, resuming := lastID, hasLastID && lastID != ""
 
 	cfg := s.hub.settings.Load()
 	ctx, cancel := context.WithCancelCause(ctx)
