@@ -317,6 +317,7 @@ func (u *upstream) readOnce(ctx context.Context, b *backoff) (delivered bool, er
 		p.SetLastID(lastID) // only an id the origin sent carries over
 	}
 	rs := resend{checking: !fresh}
+	first := true // no block read yet but retry times
 	for {
 		ev, err := p.Next()
 		if err != nil {
@@ -328,7 +329,9 @@ func (u *upstream) readOnce(ctx context.Context, b *backoff) (delivered bool, er
 			}
 			return delivered, err
 		}
-		if fromTier && u.tierStale(&ev) {
+		marker := fromTier && resuming && u.tierStale(&ev, first)
+		first = first && ev.RetryOnly()
+		if marker {
 			continue
 		}
 		if s.publish(&ev, &rs) {
