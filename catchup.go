@@ -34,6 +34,7 @@ var (
 	errCatchUpTooLong  = errors.New("catch-up did not meet the shared stream in time")
 	errCatchUpRefused  = errors.New("too many catch-ups under way (max_catch_ups)")
 	errCatchUpCanceled = errors.New("catch-up ended before it met the shared stream")
+	errCatchUpUnplaced = errors.New("catch-up ended at an id the buffer does not hold")
 )
 
 // resume writes what c's cursor asks for before its frames: its catch-up
@@ -53,10 +54,12 @@ func (cu *catchUps) resume(ctx context.Context, c *client, rw *respWriter) error
 
 // catchUp relays the origin's answer to c.catchUpID, then places c on the
 // shared stream: at the event where the two met, or after the last event
-// relayed, or, when neither is in the buffer, at the live head with the
-// stale cursor to be announced. If the catch-up ends because the client
-// left, was ended, or its config was unloaded, it returns an error and c is
-// not placed: it ends, and resumes from its cursor when it reconnects.
+// relayed, or, when nothing relayed moved its last event ID and neither is
+// in the buffer, at the live head (with the stale cursor to be announced
+// when nothing was relayed). If the catch-up ends because the client
+// left, was ended, or its config was unloaded, or it took the client to an
+// id the buffer does not hold, it returns an error and c is not placed: it
+// ends, and resumes from its last event ID when it reconnects.
 func (cu *catchUps) catchUp(ctx context.Context, c *client, rw *respWriter) error {
 	s := cu.s
 	ctx, cancel := context.WithTimeoutCause(ctx, catchUpTimeout, errCatchUpTooLong)
@@ -88,9 +91,18 @@ func (cu *catchUps) catchUp(ctx context.Context, c *client, rw *respWriter) erro
 	}
 
 	window := s.hub.settings.Load().spliceWindow()
-	ok := s.splice(c, func(r *ring) (uint64, bool) { return r.findSetter(lastSent, window) }, true)
+	// A client taken past its cursor to an id the buffer does not hold
+	// (the answer ran ahead of the shared stream, or the buffer let that
+	// id go) has no place on the shared stream without a duplicate or a
+	// gap: it is not placed, and resumes from that id when it reconnects,
+	// as a browser does when an origin's answer ends.
+	moved := lastSent != string(c.catchUpID)
+	ok := s.splice(c, func(r *ring) (uint64, bool) { return r.findSetter(lastSent, window) }, !moved)
 	if ok {
 		return nil // no gap
+	}
+	if moved {
+		return errCatchUpUnplaced
 	}
 	// A client's cursor is its own: what it costs is logged at debug
 	// level, so that clients cannot flood the log; the metrics count it.

@@ -175,3 +175,53 @@ func TestEdgeCatchUpReachesTheOriginThroughTheShield(t *testing.T) {
 	c.ExpectIDs(t, 21, 22)
 	witness.ExpectIDs(t, 21, 22)
 }
+
+// clientsCatchingUp counts the clients, over every live stream, that are
+// reading a catch-up and not yet placed on their shared stream.
+func clientsCatchingUp() int {
+	n := 0
+	registries.Range(func(_, value any) bool {
+		r := value.(*registry)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, s := range r.streams {
+			s.eachClient(func(c *client) {
+				if c.catchingUp {
+					n++
+				}
+			})
+		}
+		return true
+	})
+	return n
+}
+
+// TestCatchUpThatEndsAheadOfTheSharedStreamRepeatsNothing: an origin
+// answers a catch-up with its live events (it ignores Last-Event-ID), on a
+// connection that runs ahead of the stream's own, and ends that answer.
+// The client has had 51 and 52 from the catch-up, which the buffer does
+// not hold yet. It must never be sent them again: it is not placed at the
+// live head, but ended, and resumes with 52 as a browser does.
+func TestCatchUpThatEndsAheadOfTheSharedStreamRepeatsNothing(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL()+" {\n\tbuffer 5\n\tclient_queue 5\n}")
+	up, witness := testkit.StartStream(t, origin, base+"/ahead", 50)
+
+	c := testkit.OpenClient(t, base+"/ahead", testkit.LastEventID("10"))
+	catchUp := origin.NextConn(t)
+	testkit.SendIDs(catchUp, 51, 52) // live events, before the stream's own connection has them
+	c.ExpectIDs(t, 51, 52)
+	close(catchUp.End)
+	testkit.Eventually(t, "the catch-up to end", func() bool {
+		return feedReaders("10") == 0 && clientsCatchingUp() == 0
+	})
+
+	testkit.SendIDs(up, 51, 53)
+	witness.ExpectIDs(t, 51, 53)
+	if ev, ok := c.Poll(testkit.WaitTimeout); ok {
+		t.Fatalf("after the catch-up's 52 the client got id %q data %q, want its stream ended", ev.ID, ev.Data)
+	}
+	c.WaitEnded(t)
+	again := testkit.OpenClient(t, base+"/ahead", testkit.LastEventID("52"))
+	again.ExpectIDs(t, 53, 53)
+}

@@ -117,6 +117,7 @@ func (f *catchUpFeed) fetch(ctx context.Context) error {
 	p := newOriginParser(resp.Body, cfg)
 	fromTier := tierOf(resp.Header) != ""
 	hasLastID := false
+	first := true // no block read yet but retry times
 	for n := 0; n < catchUpMaxEvents; n++ {
 		ev, err := p.Next()
 		if err != nil {
@@ -128,9 +129,10 @@ func (f *catchUpFeed) fetch(ctx context.Context) error {
 		if ev.RetryOnly() {
 			continue // retry only: a client's retry comes from the stream
 		}
-		if fromTier && ev.Type == tierStaleEvent {
+		if fromTier && isTierStale(&ev, first) {
 			return errTierStale // the client's cursor is stale here too
 		}
+		first = false
 		hasLastID = hasLastID || ev.HasID
 		fe := &feedEvent{
 			frame:     *newFrame(&ev, hasLastID),

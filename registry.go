@@ -17,6 +17,13 @@ var (
 	errTooManyStreams = errors.New("handler has max_streams streams")
 )
 
+// maxStoppedKeys bounds how many keys whose origin answered 204 a registry
+// remembers (registry.stop): a client may invent keys without end, and an
+// origin may answer each with 204 for as long as its retry time says. Past
+// it, the key that would be let go soonest is let go now: its next client
+// costs an origin request.
+const maxStoppedKeys = 4096
+
 // registry maps stream keys to live streams. Its hub holds what they share.
 type registry struct {
 	hub
@@ -271,10 +278,18 @@ func (r *registry) stop(s *stream, until time.Time) {
 	s.mu.Lock()
 	r.forget(s)
 	s.mu.Unlock()
+	now := time.Now()
+	soonest, found := "", false // the key let go soonest, if one must go
 	for key, t := range r.stopped {
-		if time.Now().After(t) {
+		switch {
+		case now.After(t):
 			delete(r.stopped, key)
+		case !found || t.Before(r.stopped[soonest]):
+			soonest, found = key, true
 		}
+	}
+	if _, held := r.stopped[s.key]; !held && len(r.stopped) >= maxStoppedKeys {
+		delete(r.stopped, soonest)
 	}
 	r.stopped[s.key] = until
 	r.mu.Unlock()

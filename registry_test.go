@@ -4,6 +4,7 @@ package ssefanout
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -510,4 +511,29 @@ func openFDs(t *testing.T) int {
 		t.Skip("no /proc/self/fd")
 	}
 	return len(entries)
+}
+
+// TestStoppedKeysAreBounded: an origin that answers 204 to every stream
+// (a client may invent keys without end), each for a long retry time,
+// fills the registry's memory of stopped keys only up to maxStoppedKeys;
+// a key it let go gets a new origin request, and the latest key is still
+// answered 204.
+func TestStoppedKeysAreBounded(t *testing.T) {
+	r := newRegistry(testSettings(), "test", "")
+	t.Cleanup(func() { r.Destruct() })
+	until := time.Now().Add(time.Hour)
+	var last streamRequest
+	for i := range maxStoppedKeys + 100 {
+		last = testStreamRequest(fmt.Sprintf("/stopped/%d", i))
+		r.stop(newStream(&r.hub, last), until)
+	}
+	r.mu.Lock()
+	n := len(r.stopped)
+	r.mu.Unlock()
+	if n > maxStoppedKeys {
+		t.Fatalf("%d stopped keys held, want at most %d", n, maxStoppedKeys)
+	}
+	if _, _, err := r.join(last, r.settings.Load(), nil); !errors.Is(err, errOriginStopped) {
+		t.Fatalf("joining the latest stopped key: %v, want %v", err, errOriginStopped)
+	}
 }

@@ -224,11 +224,21 @@ func (u *upstream) answeredFrom(resp *http.Response) error {
 	return nil
 }
 
-// tierStale reports whether ev, from an upstream tier, says that the tier
-// could not resume the stream from its cursor. It is dropped: what the
-// tier sent meanwhile is lost, as with an origin that cannot resume.
-func (u *upstream) tierStale(ev *sse.Event) bool {
-	if ev.Type != tierStaleEvent {
+// isTierStale reports whether ev, a block of an upstream tier's answer
+// to a request with a cursor, is the tier's stale marker. The marker is
+// the answer's first block but for retry times (first), and has no id
+// field: an origin's own event of that type, which the tier passes on as
+// any other, is not taken for it.
+func isTierStale(ev *sse.Event, first bool) bool {
+	return first && ev.Type == tierStaleEvent && !ev.HasID
+}
+
+// tierStale reports whether ev, from an upstream tier that was asked to
+// resume, says that the tier could not resume the stream from its cursor
+// (isTierStale). It is dropped: what the tier sent meanwhile is lost, as
+// with an origin that cannot resume.
+func (u *upstream) tierStale(ev *sse.Event, first bool) bool {
+	if !isTierStale(ev, first) {
 		return false
 	}
 	u.s.logger.Warn("upstream tier could not resume the stream from its last event ID; the events in between are lost",

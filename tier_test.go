@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -355,18 +356,19 @@ http://127.0.0.1:%d {
 }
 
 func TestTierStaleOnTheSharedStreamIsDropped(t *testing.T) {
-	// An upstream tier that could not resume the stream says so; the
-	// event is the tier's, not the origin's, and goes to no client. From
-	// an origin that is not sse_fanout, the same event type is an event.
+	// An upstream tier that could not resume the stream from 6 says so;
+	// the event is the tier's, not the origin's, and goes to no client.
+	// From an origin that is not sse_fanout, the same event type is an
+	// event.
 	for _, tc := range []struct {
 		name, via string
 		want      []string
 	}{
-		{"tier", "1.1 shield (sse_fanout)", []string{"eight"}},
-		{"origin", "", []string{"7", "eight"}},
+		{"tier", "1.1 shield (sse_fanout)", []string{"six", "eight"}},
+		{"origin", "", []string{"six", "6", "eight"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			upstream := newFakeTier(t, tc.via, "event: "+tierStaleEvent+"\ndata: 7\n\nid: 8\ndata: eight\n\n")
+			upstream := newFakeTier(t, tc.via, "id: 6\ndata: six\n\n", "event: "+tierStaleEvent+"\ndata: 6\n\nid: 8\ndata: eight\n\n")
 			base := testkit.StartCaddy(t, "sse_fanout "+upstream)
 			c := testkit.OpenClient(t, base+"/tierstale", nil)
 			for _, want := range tc.want {
@@ -378,19 +380,55 @@ func TestTierStaleOnTheSharedStreamIsDropped(t *testing.T) {
 	}
 }
 
-// newFakeTier serves body as an event stream, with the given Via (none if
-// empty), then holds the response open until the test ends. It returns
-// its URL.
-func newFakeTier(t *testing.T, via, body string) string {
+// TestOriginEventsNamedLikeTheTierStaleMarkerPassTiers: an origin's own
+// events of the type a tier's stale marker has reach an edge's clients as
+// they reach the shield's, on the edge's stream and in its catch-up from
+// the shield's buffer. The marker is only ever a tier's first block after
+// a cursor, without an id.
+func TestOriginEventsNamedLikeTheTierStaleMarkerPassTiers(t *testing.T) {
+	tr := startTiers(t, "buffer 64", "buffer 4\n\t\tclient_queue 4")
+	c := testkit.OpenClient(t, tr.edge+"/named", nil)
+	up := tr.origin.NextConn(t)
+	up.Send("event: " + tierStaleEvent + "\ndata: before any id\n\n")
+	up.Send("id: 1\ndata: one\n\n")
+	up.Send("event: " + tierStaleEvent + "\ndata: two\nid: 2\n\n")
+	for _, w := range []string{"before any id", "one", "two"} {
+		if ev := c.NextData(t); ev.Data != w {
+			t.Fatalf("the edge's client got %+v, want data %q", ev, w)
+		}
+	}
+	for i := 3; i <= 10; i += 4 { // in steps, so the client never lags
+		testkit.SendIDs(up, i, i+3)
+		c.ExpectIDs(t, i, i+3)
+	}
+	// The edge holds 7 to 10: cursor 1 is a catch-up from the shield's
+	// buffer, which begins with the origin's event 2.
+	late := testkit.OpenClient(t, tr.edge+"/named", testkit.LastEventID("1"))
+	if ev := late.NextData(t); ev.Type != tierStaleEvent || ev.Data != "two" || ev.ID != "2" {
+		t.Fatalf("the catching-up client got %+v, want the origin's event 2", ev)
+	}
+	late.ExpectIDs(t, 3, 10)
+}
+
+// newFakeTier serves its nth request bodies[n] as an event stream, with
+// the given Via (none if empty), and ends it; the last body, which every
+// later request is served too, it holds open until the test ends. It
+// returns its URL.
+func newFakeTier(t *testing.T, via string, bodies ...string) string {
 	t.Helper()
 	done := make(chan struct{})
+	var served atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if via != "" {
 			w.Header().Set("Via", via)
 		}
 		w.Header().Set("Content-Type", "text/event-stream")
-		io.WriteString(w, body)
+		n := min(int(served.Add(1))-1, len(bodies)-1)
+		io.WriteString(w, bodies[n])
 		http.NewResponseController(w).Flush()
+		if n < len(bodies)-1 {
+			return
+		}
 		select {
 		case <-done:
 		case <-r.Context().Done():

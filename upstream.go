@@ -288,8 +288,9 @@ func (u *upstream) readOnce(ctx context.Context, b *backoff) (delivered bool, er
 	fresh := s.ring.head == 0
 	s.ring.mu.RUnlock()
 	// Only an id the origin sent is ever asked for: a client's cursor is
-	// its own (its catch-up, catchup.go), never the stream's.
-	resumeID, resuming := lastID, hasLastID
+	// its own (its catch-up, catchup.go), never the stream's. An empty one
+	// (the origin reset it) is not sent, as a browser does not send it.
+	resumeID, resuming := lastID, hasLastID && lastID != ""
 
 	cfg := s.hub.settings.Load()
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -316,6 +317,7 @@ func (u *upstream) readOnce(ctx context.Context, b *backoff) (delivered bool, er
 		p.SetLastID(lastID) // only an id the origin sent carries over
 	}
 	rs := resend{checking: !fresh}
+	first := true // no block read yet but retry times
 	for {
 		ev, err := p.Next()
 		if err != nil {
@@ -327,7 +329,9 @@ func (u *upstream) readOnce(ctx context.Context, b *backoff) (delivered bool, er
 			}
 			return delivered, err
 		}
-		if fromTier && u.tierStale(&ev) {
+		marker := fromTier && resuming && u.tierStale(&ev, first)
+		first = first && ev.RetryOnly()
+		if marker {
 			continue
 		}
 		if s.publish(&ev, &rs) {

@@ -145,6 +145,35 @@ func TestUpstreamResumesWithLastEventIDWithoutGapOrDuplicate(t *testing.T) {
 	late.ExpectIDs(t, 16, 25)
 }
 
+// TestUpstreamResumesWithoutAnEmptyLastEventID: an origin that resets the
+// last event ID (an empty id field) and then ends the connection is asked
+// again as a browser would ask it, with no Last-Event-ID at all: a browser
+// never sends an empty one.
+func TestUpstreamResumesWithoutAnEmptyLastEventID(t *testing.T) {
+	origin := testkit.NewOrigin(t)
+	base := testkit.StartCaddy(t, "sse_fanout "+origin.URL())
+	c := testkit.OpenClient(t, base+"/reset", nil)
+	up := origin.NextConn(t)
+	up.Send("id: 7\ndata: a\n\n")
+	up.Send("id:\ndata: b\n\n")
+	if ev := c.NextData(t); ev.Data != "a" || ev.ID != "7" {
+		t.Fatalf("got %+v, want a with id 7", ev)
+	}
+	if ev := c.NextData(t); ev.Data != "b" || ev.ID != "" {
+		t.Fatalf("got %+v, want b with the id reset", ev)
+	}
+	close(up.End)
+
+	again := origin.NextConn(t)
+	if got, ok := again.Header["Last-Event-Id"]; ok {
+		t.Fatalf("reconnected with Last-Event-ID %q, want none", got)
+	}
+	again.Send("id: 8\ndata: c\n\n")
+	if ev := c.NextData(t); ev.Data != "c" || ev.ID != "8" {
+		t.Fatalf("got %+v, want c with id 8", ev)
+	}
+}
+
 // TestUpstreamFailuresBackOff: against an origin that keeps failing, the
 // stream makes one attempt at a time, never more often than the floor.
 func TestUpstreamFailuresBackOff(t *testing.T) {
