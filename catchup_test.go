@@ -180,18 +180,12 @@ func TestEdgeCatchUpReachesTheOriginThroughTheShield(t *testing.T) {
 // reading a catch-up and not yet placed on their shared stream.
 func clientsCatchingUp() int {
 	n := 0
-	registries.Range(func(_, value any) bool {
-		r := value.(*registry)
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		for _, s := range r.streams {
-			s.eachClient(func(c *client) {
-				if c.catchingUp {
-					n++
-				}
-			})
-		}
-		return true
+	eachLiveStream(func(s *stream) {
+		s.eachClient(func(c *client) {
+			if c.catchingUp {
+				n++
+			}
+		})
 	})
 	return n
 }

@@ -18,20 +18,14 @@ import (
 // live stream.
 func feedReaders(id string) int {
 	n := 0
-	registries.Range(func(_, value any) bool {
-		r := value.(*registry)
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		for _, s := range r.streams {
-			s.catchUps.mu.Lock()
-			if f := s.catchUps.feeds[clientCursor(id)]; f != nil {
-				f.mu.Lock()
-				n += f.readers
-				f.mu.Unlock()
-			}
-			s.catchUps.mu.Unlock()
+	eachLiveStream(func(s *stream) {
+		s.catchUps.mu.Lock()
+		if f := s.catchUps.feeds[clientCursor(id)]; f != nil {
+			f.mu.Lock()
+			n += f.readers
+			f.mu.Unlock()
 		}
-		return true
+		s.catchUps.mu.Unlock()
 	})
 	return n
 }

@@ -88,6 +88,20 @@ func detachedClients() int {
 	return n
 }
 
+// eachLiveStream calls f for every stream of every live registry, with
+// the registry's lock held.
+func eachLiveStream(f func(s *stream)) {
+	registries.Range(func(_, value any) bool {
+		r := value.(*registry)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, s := range r.streams {
+			f(s)
+		}
+		return true
+	})
+}
+
 // openStreams counts the streams of every live registry.
 func openStreams() int {
 	n := 0
