@@ -3,6 +3,7 @@ package ssefanout
 import (
 	"context"
 	"sync"
+	"unsafe"
 )
 
 // This file is the catch-up feed: the origin's answer to one Last-Event-ID,
@@ -17,6 +18,15 @@ import (
 type feedEvent struct {
 	frame
 	hasLastID bool // the origin has sent an id in this answer; id is the last one
+}
+
+// heldCost is what holding fe costs a feed, in bytes: its wire form, its
+// id and type, the struct and its place in the feed's list. A feed counts
+// it against buffer_bytes, so that an answer of many tiny events is held
+// within the bound as one of a few large events is (the wire form alone
+// of a tiny event is a tenth of what it holds).
+func (fe *feedEvent) heldCost() int {
+	return len(fe.bytes) + len(fe.id) + len(fe.typ) + int(unsafe.Sizeof(*fe)) + int(unsafe.Sizeof(fe))
 }
 
 // catchUps are a stream's catch-ups: the feeds being read, by cursor, and
@@ -38,7 +48,7 @@ type catchUpFeed struct {
 
 	mu      sync.Mutex
 	events  []*feedEvent
-	size    int           // bytes of the frames held
+	size    int           // what the events held cost (feedEvent.heldCost)
 	more    chan struct{} // closed, and replaced, when events grow or the fetch ends
 	done    bool          // the fetch has ended; err says why
 	err     error
@@ -150,11 +160,12 @@ func (f *catchUpFeed) fetch(ctx context.Context) error {
 func (f *catchUpFeed) add(fe *feedEvent, limit int) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.size+len(fe.bytes) > limit {
+	cost := fe.heldCost()
+	if f.size+cost > limit {
 		return false
 	}
 	f.events = append(f.events, fe)
-	f.size += len(fe.bytes)
+	f.size += cost
 	close(f.more)
 	f.more = make(chan struct{})
 	return true

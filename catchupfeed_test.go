@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -301,4 +303,29 @@ func TestClosedStreamStartsNoCatchUp(t *testing.T) {
 		t.Fatalf("feedFor on a closed stream: %v, want %v", err, errStreamClosed)
 	}
 	<-waited
+}
+
+// TestCatchUpFeedHoldsNoMoreThanBufferBytes: a catch-up's answer of many
+// tiny events is held within buffer_bytes, as one of a few large events
+// is: what the feed counts is what an event costs it, not its wire form
+// alone, which for a tiny event is a tenth of it.
+func TestCatchUpFeedHoldsNoMoreThanBufferBytes(t *testing.T) {
+	const limit = 1 << 20
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	f := &catchUpFeed{more: make(chan struct{})}
+	held := 0
+	for ; held < catchUpMaxEvents; held++ {
+		ev := sse.Event{ID: strconv.Itoa(held), HasID: true, Data: "x", HasData: true}
+		if !f.add(&feedEvent{frame: *newFrame(&ev, true), hasLastID: true}, limit) {
+			break
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(f)
+	if grown := int64(after.HeapAlloc) - int64(before.HeapAlloc); grown > 2*limit {
+		t.Fatalf("a feed of %d tiny events, bounded by %d bytes, holds %d KiB", held, limit, grown>>10)
+	}
 }
