@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -246,6 +247,12 @@ func TestDocumentedConfigsAreValid(t *testing.T) {
 				continue
 			}
 			c.Admin = &caddy.AdminConfig{Disabled: true}
+			// Validate sets Caddy's default logger as the config says: to
+			// one that logs nothing, not Caddy's default on stderr, so that
+			// the run stays quiet.
+			c.Logging = &caddy.Logging{Logs: map[string]*caddy.CustomLog{"default": {
+				BaseLog: caddy.BaseLog{WriterRaw: json.RawMessage(`{"output": "discard"}`), Level: "ERROR"},
+			}}}
 			c.StorageRaw = json.RawMessage(`{"module": "file_system", "root": ` + strconv.Quote(testkit.Storage()) + `}`)
 			if err := caddy.Validate(&c); err != nil {
 				t.Errorf("%s: the config does not validate: %v", name, err)
@@ -254,6 +261,22 @@ func TestDocumentedConfigsAreValid(t *testing.T) {
 	}
 	if checked < 10 {
 		t.Fatalf("checked %d configs in the README and docs/, want the 10 or more they show", checked)
+	}
+}
+
+// TestDocumentedConfigsAreValidatedQuietly runs this test binary again on
+// TestDocumentedConfigsAreValid and a test that starts Caddy after it, and
+// checks that they print nothing but PASS: validating a config sets
+// Caddy's default logger, and one on stderr at INFO would print lines
+// that a failing run shows before its failures.
+func TestDocumentedConfigsAreValidatedQuietly(t *testing.T) {
+	if os.Getenv("SSEFANOUT_TEST_LOG") != "" {
+		t.Skip("SSEFANOUT_TEST_LOG has Caddy log to stderr")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^(TestDocumentedConfigsAreValid|TestCursorPrimingOff)$", "-test.count=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || string(out) != "PASS\n" {
+		t.Fatalf("a passing run printed %q (%v), want only PASS", out, err)
 	}
 }
 
