@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -52,6 +53,20 @@ func quietCaddysFirstLogger() {
 	quiet := `{"admin": {"disabled": true}, "logging": {"logs": {"default": {"writer": {"output": "stderr"}, "level": "ERROR"}}}}`
 	if err := LoadJSON([]byte(quiet)); err != nil {
 		panic(err)
+	}
+}
+
+// ExpectQuietRun runs this test binary again on the tests that the
+// -test.run pattern run matches, and fails t unless that run prints
+// exactly PASS: so that a failing run's first line is its first failure.
+func ExpectQuietRun(t *testing.T, run string) {
+	t.Helper()
+	if os.Getenv("SSEFANOUT_TEST_LOG") != "" {
+		t.Skip("SSEFANOUT_TEST_LOG has Caddy log to stderr")
+	}
+	out, err := exec.Command(os.Args[0], "-test.run="+run, "-test.count=1").CombinedOutput()
+	if err != nil || string(out) != "PASS\n" {
+		t.Fatalf("a passing run printed %q (%v), want only PASS", out, err)
 	}
 }
 
