@@ -215,10 +215,10 @@ const maxStreamKeyLen = 8 << 10
 var (
 	// errStreamURLTooLong refuses, with 414, a request whose stream's
 	// path and kept query pass maxStreamKeyLen.
-	errStreamURLTooLong = errors.New("the stream's path and query are longer than 8 KiB")
+	errStreamURLTooLong = fmt.Errorf("the stream's path and query are longer than %d KiB", maxStreamKeyLen>>10)
 	// errKeyValueTooLong refuses, with 431, a request for which the key
 	// subdirective's value passes maxStreamKeyLen.
-	errKeyValueTooLong = errors.New("the request's stream key (the key subdirective's value) is longer than 8 KiB")
+	errKeyValueTooLong = fmt.Errorf("the request's stream key (the key subdirective's value) is longer than %d KiB", maxStreamKeyLen>>10)
 )
 
 // pathRequestOf maps r to the stream of the escaped path (cleanPath's)

@@ -272,16 +272,16 @@ func (h *Handler) startStream(w http.ResponseWriter, r *http.Request, l live) (*
 		// over, frames go on the wire as they are.
 		header.Set("Transfer-Encoding", "identity")
 	}
+	rc := http.NewResponseController(w)
 	if r.ProtoMajor == 1 && r.ContentLength != 0 {
 		// A GET that announces a body (an EventSource never does): net/http
 		// would read it before the head goes out, and wait for as long as
 		// the client holds it back, the client counted in its stream all
 		// the while. Left unread, it is bytes after the request, which cut
 		// a detached client (detach.go).
-		_ = http.NewResponseController(w).EnableFullDuplex()
+		_ = rc.EnableFullDuplex()
 	}
 	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
 	if err := rc.Flush(); err != nil {
 		leaveAll(ss, cs)
 		if !errors.Is(err, http.ErrNotSupported) {
