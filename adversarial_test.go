@@ -166,7 +166,7 @@ type oddOrigin struct {
 func newOddOrigin(t *testing.T, steps ...func(w http.ResponseWriter, r *http.Request)) *oddOrigin {
 	t.Helper()
 	o := &oddOrigin{steps: steps, hold: make(chan struct{})}
-	o.srv = httptest.NewServer(o)
+	o.srv = testkit.NewServer(t, o)
 	t.Cleanup(func() {
 		close(o.hold)
 		o.srv.Close()
@@ -316,7 +316,7 @@ func FuzzProxy(f *testing.F) {
 		f.Add(seed.body, seed.cursor)
 	}
 	origin := &fuzzOrigin{bodies: make(map[string]string)}
-	srv := httptest.NewServer(origin)
+	srv := testkit.NewServer(f, origin)
 	defer srv.Close()
 	port := testkit.FreePort(f)
 	testkit.StartCaddyfile(f, fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tsse_fanout %s {\n\t\tidle_close 0\n\t\tcatch_up off\n\t}\n}\n", port, srv.URL))

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
@@ -464,7 +463,7 @@ func TestFirstBytesPassHTTPUtilReverseProxyOverHTTP2(t *testing.T) {
 	transport := &http.Transport{Protocols: protocols}
 	t.Cleanup(transport.CloseIdleConnections)
 	proxy.Transport = transport
-	srv := httptest.NewServer(proxy)
+	srv := testkit.NewServer(t, proxy)
 	t.Cleanup(srv.Close)
 	firstBytesBeforeEvents(t, srv.URL+"/hop", origin, logFile)
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strings"
@@ -418,7 +417,7 @@ func newFakeTier(t *testing.T, via string, bodies ...string) string {
 	t.Helper()
 	done := make(chan struct{})
 	var served atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := testkit.NewServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if via != "" {
 			w.Header().Set("Via", via)
 		}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"strconv"
 	"strings"
@@ -412,14 +411,14 @@ func TestOriginThatReusesIDsKeepsFlowing(t *testing.T) {
 
 func TestRedirectsLeavingTheOriginAreRefused(t *testing.T) {
 	var elsewhere sync.Map
-	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	other := testkit.NewServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		elsewhere.Store(r.Header.Get("X-Secret"), true)
 		w.Header().Set("Content-Type", "text/event-stream")
 		io.WriteString(w, "data: from elsewhere\n\n")
 	}))
 	t.Cleanup(other.Close)
 	origin := testkit.NewOrigin(t)
-	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	redirect := testkit.NewServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/same" {
 			http.Redirect(w, r, origin.URL()+"/moved", http.StatusFound)
 			return
@@ -505,7 +504,7 @@ func TestRedirectsLeavingTheBasePathAreRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var outside sync.Map // paths requested outside /sse/
-			origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			origin := testkit.NewServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if !strings.HasPrefix(r.URL.Path, "/sse/") || strings.Contains(r.URL.Path, "..") {
 					outside.Store(r.URL.RequestURI(), r.Header.Get("X-Secret"))
 					http.NotFound(w, r)
@@ -528,7 +527,7 @@ func TestRedirectsLeavingTheBasePathAreRefused(t *testing.T) {
 
 func TestRedirectsWithinTheBasePathAreFollowed(t *testing.T) {
 	origin := testkit.NewOrigin(t)
-	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	redirect := testkit.NewServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/sse/r" {
 			http.Redirect(w, r, "/sse/moved/../there", http.StatusFound)
 			return

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,10 +79,11 @@ func DialClient(t testing.TB, url string, header http.Header) (*Client, int) {
 		hc = TLSHTTPClient
 	}
 	resp, err := hc.Do(req)
-	for try := 1; err != nil && errors.Is(err, io.EOF) && try < reloadRetries; try++ {
+	for try := 1; err != nil && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) && try < reloadRetries; try++ {
 		// A connection accepted by the server of a config that a reload
-		// is stopping is closed unanswered (Caddy's servers share their
-		// listener across a reload); a browser asks again, and so do we.
+		// is stopping is closed unanswered, or reset (Caddy's servers
+		// share their listener across a reload); a browser asks again,
+		// and so do we.
 		resp, err = hc.Do(req)
 	}
 	if err != nil {

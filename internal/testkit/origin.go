@@ -49,7 +49,7 @@ type OriginConn struct {
 func NewOrigin(t testing.TB) *Origin {
 	t.Helper()
 	o := &Origin{conns: make(chan *OriginConn, 1000)}
-	o.srv = httptest.NewServer(o)
+	o.srv = NewServer(t, o)
 	t.Cleanup(func() { o.srv.Close() }) // the server of the moment: Restart replaces it
 	return o
 }
@@ -270,4 +270,17 @@ func SendScript(c *OriginConn, n int) []sse.Event {
 		want = append(want, sse.Event{Data: fmt.Sprintf("event %d", i), HasData: true, ID: fmt.Sprintf("n%d", i), HasID: true})
 	}
 	return want
+}
+
+// NewServer starts an httptest server of h at an address no earlier
+// server or origin of this process had (as NewOrigin); the test's cleanup
+// stops it.
+func NewServer(t testing.TB, h http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	srv.Listener.Close() // the one it made, at an address perhaps used before
+	srv.Listener = listenFresh(t)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv
 }

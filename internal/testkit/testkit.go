@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -170,13 +171,50 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago,
+// and that no earlier FreePort or origin of this process was given.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenFresh(t)
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// givenPorts holds every port listenFresh has given in this process.
+var givenPorts struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
+// listenFresh listens on a port of 127.0.0.1 that it has never given
+// before in this process. The kernel soon hands a closed port out again,
+// and the proxy's metrics are the process's, labelled by upstream URL: an
+// origin at an earlier origin's address would inherit its counts.
+func listenFresh(t testing.TB) net.Listener {
+	t.Helper()
+	givenPorts.Lock()
+	defer givenPorts.Unlock()
+	if givenPorts.ports == nil {
+		givenPorts.ports = make(map[int]bool)
+	}
+	var taken []net.Listener // held while looking, so the kernel skips them
+	defer func() {
+		for _, ln := range taken {
+			ln.Close()
+		}
+	}()
+	for range 1000 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		if !givenPorts.ports[port] {
+			givenPorts.ports[port] = true
+			return ln
+		}
+		taken = append(taken, ln)
+	}
+	t.Fatal("1,000 listeners in a row got ports given before")
+	return nil
 }
