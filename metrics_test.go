@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sse-fanout/caddy-sse-fanout/internal/testkit"
 )
@@ -81,10 +80,7 @@ func loadWithAdmin(t *testing.T, adminPort int, sites string) {
 	testkit.LoadCaddyfile(t, global+sites)
 	t.Cleanup(func() {
 		testkit.LoadCaddyfile(t, testkit.GlobalOptions()) // replaces the admin server with none
-		if err := caddy.Stop(); err != nil {
-			t.Errorf("stopping caddy: %v", err)
-		}
-		testkit.WaitHandlersDone(t)
+		testkit.StopCaddy(t)
 	})
 }
 

@@ -55,7 +55,6 @@ func TestBrowserReadsCompressedStreams(t *testing.T) {
 				return global + fmt.Sprintf("%s://127.0.0.1:%d {\n\tbind 127.0.0.1\n%s\t%s\n}\n", scheme, port, tls,
 					proxySite(t, t.Name(), origin.URL(), "compress "+tc.enc+"\n\t\t\theartbeat "+heartbeat))
 			}
-			t.Cleanup(func() { testkit.WaitHandlersDone(t) }) // after Caddy stops
 			testkit.StartWholeCaddyfile(t, caddyfile("100ms"))
 			base := fmt.Sprintf("%s://127.0.0.1:%d", scheme, port)
 			if scheme == "https" {

@@ -48,12 +48,17 @@ func StartCaddyfile(t testing.TB, sites string) {
 func StartCaddyfileWith(t testing.TB, global, sites string) {
 	t.Helper()
 	LoadCaddyfile(t, global+sites)
-	t.Cleanup(func() {
-		if err := caddy.Stop(); err != nil {
-			t.Errorf("stopping caddy: %v", err)
-		}
-		WaitHandlersDone(t)
-	})
+	t.Cleanup(func() { StopCaddy(t) })
+}
+
+// StopCaddy stops the Caddy of this process and waits for its requests
+// in sse_fanout to end (WaitHandlersDone): what every test's cleanup does.
+func StopCaddy(t testing.TB) {
+	t.Helper()
+	if err := caddy.Stop(); err != nil {
+		t.Errorf("stopping caddy: %v", err)
+	}
+	WaitHandlersDone(t)
 }
 
 // WaitHandlersDone waits until no request is left in sse_fanout: clients
@@ -208,11 +213,7 @@ func tlsGlobalOptions(protocols, logBlock string) string {
 func StartWholeCaddyfile(t testing.TB, caddyfile string) {
 	t.Helper()
 	LoadCaddyfile(t, caddyfile)
-	t.Cleanup(func() {
-		if err := caddy.Stop(); err != nil {
-			t.Errorf("stopping caddy: %v", err)
-		}
-	})
+	t.Cleanup(func() { StopCaddy(t) })
 }
 
 // WaitCertificate waits until Caddy completes TLS handshakes on addr, with
