@@ -33,7 +33,8 @@ import (
 //     stream may hold several frames, and their content is concatenated).
 //     A piece is a whole frame, or a block of a frame that the client
 //     was sent from its start; such a frame is closed, when the client
-//     leaves it, by an empty last block.
+//     leaves it, by a last block that holds an empty comment line (":\n"),
+//     never by an empty one: see zstdClosingBlock.
 
 // encoding is a content coding that event streams can be compressed with:
 // its name and slot, and its codec.
@@ -56,7 +57,7 @@ type codec interface {
 	newChain() chainCompressor
 	// ends returns what begins every body in this encoding (gzip's
 	// header) and what closes a chain segment that a client leaves
-	// (zstd's empty last block). Either may be empty.
+	// (zstd's zstdClosingBlock). Either may be empty.
 	ends() (head, tail []byte)
 }
 
@@ -71,16 +72,24 @@ func (gzipCodec) alone(dst, src []byte) []byte { return deflateAlone(dst, src) }
 func (gzipCodec) newChain() chainCompressor    { return newDeflateChain() }
 func (gzipCodec) ends() (head, tail []byte)    { return gzipHeader, nil }
 
-// zstdCodec is zstd frames, a chain segment closed by an empty last block.
+// zstdCodec is zstd frames, a chain segment closed by zstdClosingBlock.
 type zstdCodec struct{}
 
-// zstdLastBlock is RFC 8878, 3.1.1.2's: Last_Block set, Raw_Block,
-// Block_Size 0.
-var zstdLastBlock = []byte{1, 0, 0}
+// zstdClosingBlock closes a frame that a client leaves: a last block
+// (RFC 8878, 3.1.1.2: Last_Block set, Raw_Block, Block_Size 2) that holds
+// ":\n", a comment line, which every event stream parser passes over; the
+// pieces before it end at an event's end. An empty last block would be
+// shorter, but a frame must never end with a block that decodes to
+// nothing: Chromium's decoder asks libzstd for one call at a time, a call
+// stops at a frame's end, and when a call decoded nothing Chromium takes
+// all of its read as used and drops the rest (net/filter's
+// FilterSourceStream): the page's EventSource then fails on what follows,
+// whenever the frame's end and the next piece come in one read.
+var zstdClosingBlock = []byte{1 | 2<<3, 0, 0, ':', '\n'}
 
 func (zstdCodec) alone(dst, src []byte) []byte { return zstdAlone(dst, src) }
 func (zstdCodec) newChain() chainCompressor    { return newZstdChain() }
-func (zstdCodec) ends() (head, tail []byte)    { return nil, zstdLastBlock }
+func (zstdCodec) ends() (head, tail []byte)    { return nil, zstdClosingBlock }
 
 // numEncodings is how many encodings there are: the length of a frame's
 // and a stream's arrays of them.

@@ -45,9 +45,11 @@ func drain(t *testing.T, c *client, out []byte) []byte {
 	return out
 }
 
-// decodeAll decodes a body in enc (nil: none) with the standard decoders.
-// A body ends where its connection would, so without gzip's trailer or
-// the end of an open zstd frame: an unexpected EOF there is no error.
+// decodeAll decodes a body in enc (nil: none) with the standard decoders,
+// less the lines that close zstd frames (withoutClosings), and checks that
+// Chromium can decode its zstd frames (checkZstdFrameEnds). A body ends
+// where its connection would, so without gzip's trailer or the end of an
+// open zstd frame: an unexpected EOF there is no error.
 func decodeAll(t *testing.T, enc *encoding, body []byte) []byte {
 	t.Helper()
 	var r io.Reader
@@ -72,7 +74,81 @@ func decodeAll(t *testing.T, enc *encoding, body []byte) []byte {
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("decoding %s: %v after %d bytes", enc.name, err, len(out))
 	}
+	if enc == encZstd {
+		checkZstdFrameEnds(t, body)
+	}
+	return withoutClosings(out)
+}
+
+// withoutClosings returns a decoded body less the comment lines that
+// close zstd frames a client left (zstdClosingBlock): what an event
+// stream parser makes of it is the plain stream's. The plain stream has
+// no such line: comments from the origin are not passed on, and a
+// keepalive has its text.
+func withoutClosings(decoded []byte) []byte {
+	var out []byte
+	for line := range bytes.Lines(decoded) {
+		if string(line) != ":\n" {
+			out = append(out, line...)
+		}
+	}
 	return out
+}
+
+// checkZstdFrameEnds fails the test if a zstd frame of body ends with a
+// block that decodes to nothing. Chromium's decoder asks libzstd for one
+// decoding call at a time, and a call stops where a frame ends; a call
+// that decoded nothing must have taken all its input, or Chromium drops
+// the rest of that network read (net/filter/filter_source_stream.cc), and
+// the page's EventSource fails on what follows. So a frame's end must
+// always come with output.
+func checkZstdFrameEnds(t *testing.T, body []byte) {
+	t.Helper()
+	if at, ok := zstdEmptyFrameEnd(body); ok {
+		t.Fatalf("the zstd frame at byte %d of %d ends with a block that decodes to nothing", at, len(body))
+	}
+}
+
+// zstdEmptyFrameEnd walks the zstd frames of body (RFC 8878, 3.1.1) and
+// returns the offset of the first whose last block decodes to nothing: a
+// raw or RLE block of size 0. A body may end in an open frame.
+func zstdEmptyFrameEnd(body []byte) (int, bool) {
+	for at := 0; at+6 <= len(body); {
+		frame := at
+		fhd := body[at+4]
+		single := fhd>>5&1 == 1
+		fcsSize := [4]int{0, 2, 4, 8}[fhd>>6]
+		if fcsSize == 0 && single {
+			fcsSize = 1
+		}
+		at += 5 + fcsSize + [4]int{0, 1, 2, 4}[fhd&3]
+		if !single {
+			at++ // Window_Descriptor
+		}
+		for at+3 <= len(body) {
+			h := int(body[at]) | int(body[at+1])<<8 | int(body[at+2])<<16
+			last, kind, size := h&1 == 1, h>>1&3, h>>3
+			at += 3
+			switch kind {
+			case 0: // raw
+				at += size
+			case 1: // RLE: one byte, repeated size times
+				at++
+			default: // compressed: it holds what it decodes to
+				at += size
+			}
+			if last {
+				if kind < 2 && size == 0 {
+					return frame, true
+				}
+				if fhd>>2&1 == 1 {
+					at += 4 // Content_Checksum
+				}
+				break
+			}
+		}
+	}
+	return 0, false
 }
 
 // jsonEvent is event n of the bench's realistic payload, as the origin
